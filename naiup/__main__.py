@@ -1,0 +1,5 @@
+import sys
+
+from naiup.cli import main
+
+sys.exit(main())

@@ -1,0 +1,65 @@
+"""`naiup` command line. Thin: parse arguments, call job.py or the control client, print, exit.
+
+Exit codes: 0 ok, 1 a NaiupError (message on stderr), 2 usage, 3 daemon not running.
+Each command lives in one `_cmd_<name>` function; `_build_parser` wires them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from naiup import __version__
+from naiup.errors import NaiupError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _not_yet(args: argparse.Namespace) -> int:
+    print(f"naiup {args.command}: not implemented yet", file=sys.stderr)
+    return 2
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="naiup", description="Refine NovelAI images in the background.")
+    parser.add_argument("--version", action="version", version=f"naiup {__version__}")
+    parser.add_argument("--config", type=Path, default=None, help="config file (default: per-user config)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        p.set_defaults(handler=handler)
+        return p
+
+    # foundation
+    add("info", _not_yet, "show the generation metadata of images")
+    add("config", _not_yet, "config path | show | check")
+    # engine core
+    add("refine", _not_yet, "refine images now, in the foreground")
+    # daemon
+    add("run", _not_yet, "run the background service (watch folders, refine new NovelAI images)")
+    for verb in ("status", "pause", "resume", "preset", "queue", "retry", "rescan", "stop"):
+        add(verb, _not_yet, f"daemon control: {verb}")
+    # desktop
+    add("tray", _not_yet, "show the tray icon")
+    add("service", _not_yet, "install | uninstall | status of autostart at login")
+    add("doctor", _not_yet, "check the installation and print fixes")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except NaiupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

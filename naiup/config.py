@@ -1,0 +1,133 @@
+"""Configuration: TOML file -> frozen dataclasses, validated once where they are built.
+
+CONTRACT (other modules code against these names; add keys, never rename):
+    load_config(path: Path | None = None) -> Config   # None: default path; missing file: defaults
+    default_config_path() -> Path
+    Config.preset(name) -> Preset                        # ConfigError naming the known presets if unknown
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+from naiup.errors import ConfigError
+
+APP = "naiup"
+
+
+def default_config_path() -> Path:
+    return Path(platformdirs.user_config_dir(APP)) / "config.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class WatchConfig:
+    folders: tuple[Path, ...] = ()
+    recursive: bool = False
+    only_novelai: bool = True
+    quiet_seconds: float = 1.0  # stabiliser: size+mtime must hold this long
+    rescan_seconds: float = 60.0  # periodic rescan recovers events the OS dropped
+    give_up_seconds: float = 600.0  # an incomplete file older than this is failed
+
+
+@dataclass(frozen=True, slots=True)
+class OutputConfig:
+    name: str = "{stem}.naiup-{preset}.png"
+    max_output_megapixels: float = 50.0
+    png_compress_level: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class LoraSpec:
+    path: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    checkpoint: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    vae: str = ""
+    lcm_lora: str = "latent-consistency/lcm-lora-sdv1-5"
+    lora_dirs: tuple[Path, ...] = ()
+    loras: tuple[LoraSpec, ...] = ()
+    device: str = "auto"  # auto | cuda | mps | cpu
+    clip_skip: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Preset:
+    name: str
+    scale: float = 2.0
+    upscaler: str = "realcugan-2x"
+    refine: bool = True
+    denoise: float = 0.2
+    steps: int = 10
+    cfg: float = 1.0
+    sampler: str = "lcm"  # lcm | euler
+    tile_size: int = 64  # latent px
+    overlap: int = 32  # latent px
+    tile_batch_size: int = 8
+    tile_method: str = "mixture"  # mixture | multidiffusion
+    vae_tiling: str = "auto"  # auto | exact | low-memory | off
+    prompt: str = "(masterpiece, best quality, highres:1.2)"
+    negative_prompt: str = "(worst quality, low quality:1.4)"
+    seed: str | int = "image"  # image | random | int
+    use_image_prompt: bool = False
+
+    @property
+    def unet_steps(self) -> int:
+        return int(self.steps * self.denoise) if self.refine else 0
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    active_preset: str = "refine-2x"
+    notifications: bool = True
+    job_timeout_seconds: float = 600.0
+    max_attempts: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class PauseConfig:
+    on_battery: bool = True
+    gpu_busy_percent: int = 0  # 0 = rule off; else pause when other processes use more than this
+    processes: tuple[str, ...] = ()
+    check_seconds: float = 5.0
+
+
+BUILTIN_PRESETS: dict[str, Preset] = {
+    "refine-2x": Preset(name="refine-2x"),
+    "refine-4x": Preset(name="refine-4x", scale=4.0, upscaler="realesrgan-x4-anime", denoise=0.25, steps=8),
+    "upscale-2x": Preset(name="upscale-2x", scale=2.0, upscaler="realcugan-2x", refine=False),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    watch: WatchConfig = field(default_factory=WatchConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    pause: PauseConfig = field(default_factory=PauseConfig)
+    presets: dict[str, Preset] = field(default_factory=lambda: dict(BUILTIN_PRESETS))
+    source: Path | None = None  # the file it came from, None for built-in defaults
+
+    def preset(self, name: str) -> Preset:
+        try:
+            return self.presets[name]
+        except KeyError:
+            known = ", ".join(sorted(self.presets))
+            raise ConfigError("presets", f"unknown preset {name!r} (known: {known})", self.source) from None
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Placeholder loader: the foundation issue replaces it with full validation."""
+    path = path or default_config_path()
+    if not path.exists():
+        return Config(watch=WatchConfig(folders=(Path(platformdirs.user_downloads_dir()),)))
+    with open(path, "rb") as f:
+        tomllib.load(f)
+    return Config(source=path)

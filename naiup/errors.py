@@ -1,0 +1,60 @@
+"""Errors a user can act on. Anything that is not a NaiupError is a bug and keeps its traceback.
+
+NaiupError                 str(exc) is the whole user-facing message
+├── ConfigError            bad config file / key / value (names file and key)
+├── InputError             one input image is unusable (names the file)
+│   └── MetadataError      its metadata is malformed (bombs, bad lengths, bad JSON)
+├── ModelLoadError         a model file or hub id cannot be loaded (names the file)
+├── EngineError            the pipeline produced something unusable (NaN/Inf, OOM at minimum tile)
+├── OutputError            an output cannot be written (no space, permission, would clobber)
+├── TransientError         try again later (file still downloading, sharing violation)
+└── FatalError             the service cannot go on (lost lock, bad state dir)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class NaiupError(Exception):
+    """A problem the user can fix. str(exc) is the whole message."""
+
+
+class ConfigError(NaiupError):
+    def __init__(self, key: str, reason: str, path: Path | str | None = None) -> None:
+        where = f"{path}: [{key}]" if path else f"[{key}]"
+        super().__init__(f"{where} {reason}")
+        self.path, self.key, self.reason = path, key, reason
+
+
+class InputError(NaiupError):
+    def __init__(self, path: Path | str, reason: str, key: str | None = None) -> None:
+        where = f"{path} [{key}]" if key else str(path)
+        super().__init__(f"{where}: {reason}")
+        self.path, self.key, self.reason = path, key, reason
+
+
+class MetadataError(InputError):
+    pass
+
+
+class ModelLoadError(NaiupError):
+    def __init__(self, what: Path | str, reason: str) -> None:
+        super().__init__(f"{what}: {reason}")
+        self.what, self.reason = what, reason
+
+
+class EngineError(NaiupError):
+    pass
+
+
+class OutputError(NaiupError):
+    pass
+
+
+class TransientError(NaiupError):
+    pass
+
+
+class FatalError(NaiupError):
+    pass
