@@ -14,13 +14,14 @@ from pathlib import Path
 
 import platformdirs
 
+from naiup import paths
 from naiup.errors import ConfigError
 
 APP = "naiup"
 
 
 def default_config_path() -> Path:
-    return Path(platformdirs.user_config_dir(APP)) / "config.toml"
+    return paths.config_dir() / "config.toml"
 
 
 @dataclass(frozen=True, slots=True)
