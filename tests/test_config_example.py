@@ -55,3 +55,18 @@ def test_every_key_up_to_the_first_repeated_preset_is_explained_by_a_comment():
         if re.match(r"^[a-z_]+ = ", line):
             # A key shares its comment with at most one neighbour (prompt / negative_prompt).
             assert any(x.startswith("#") for x in lines[max(0, i - 2) : i]), f"no comment above: {line}"
+
+
+def test_readme_configuration_example_loads(tmp_path: Path, monkeypatch):
+    readme = (EXAMPLE.parent / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"```toml\n(.*?)```", readme, re.S)
+    assert block, "README lost its [presets] example"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("USERPROFILE", str(tmp_path))
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "my-4x-upscaler.safetensors").write_bytes(b"x")
+    path = tmp_path / "config.toml"
+    path.write_text(block.group(1), encoding="utf-8")
+    config = load_config(path)
+    assert config.preset("refine-4x").denoise == 0.3 and config.preset("refine-4x").steps == 8
+    assert config.preset(config.daemon.active_preset).name == "soft-3x"
