@@ -4,6 +4,7 @@ CONTRACT (other modules code against these names; add keys, never rename):
     load_config(path: Path | None = None) -> Config   # None: default path; missing file: defaults
     default_config_path() -> Path
     Config.preset(name) -> Preset                        # ConfigError naming the known presets if unknown
+    OutputConfig.output_name(src, preset_name) -> str    # "{stem}.naiup-{preset}.png" filled in
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ class OutputConfig:
     name: str = "{stem}.naiup-{preset}.png"
     max_output_megapixels: float = 50.0
     png_compress_level: int = 1
+
+    def output_name(self, src: Path, preset: str) -> str:
+        """The output file name for src (validated at load: has {stem}, only known fields, ends .png)."""
+        return self.name.format(stem=src.stem, preset=preset, ext=src.suffix.lstrip("."))
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,16 @@ def find_problems(config: Config) -> list[Problem]:
                         f"hub model {value!r} is not downloaded yet; the first refine downloads it",
                     )
                 )
+    lcm = sorted(name for name, p in config.presets.items() if p.refine and p.sampler == "lcm")
+    if lcm and not config.model.lcm_lora:
+        problems.append(
+            Problem(
+                Severity.NOTE,
+                "model.lcm_lora",
+                f"is empty but preset(s) {', '.join(lcm)} use the lcm sampler: "
+                "that only works with an LCM-distilled checkpoint",
+            )
+        )
     return problems
 
 

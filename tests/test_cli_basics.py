@@ -117,3 +117,11 @@ def test_config_show_refuses_an_invalid_file_with_exit_1(home: Path, tmp_path: P
     run = naiup_cli(home, "--config", str(cfg), "config", "show")
     assert run.returncode == 1
     assert "[wach] is not a known key; did you mean 'watch'?" in run.stderr
+
+
+def test_config_check_notes_an_lcm_preset_without_an_lcm_lora(home: Path, tmp_path: Path):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[watch]\nfolders = ["{(home / "Downloads").as_posix()}"]\n[model]\nlcm_lora = ""\n')
+    run = naiup_cli(home, "--config", str(cfg), "config", "check")
+    assert run.returncode == 0, run.stderr
+    assert "[model.lcm_lora] is empty but preset(s) refine-2x, refine-4x use the lcm sampler" in run.stderr

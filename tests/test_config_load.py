@@ -121,3 +121,9 @@ def test_config_is_frozen_and_hashable(tmp_path: Path):
     assert a == b and hash(a) == hash(b)
     with pytest.raises(AttributeError):
         a.watch = a.watch  # type: ignore[misc]
+
+
+def test_output_name_fills_stem_preset_and_ext(tmp_path: Path):
+    config = _load(tmp_path, '[output]\nname = "{stem}-{ext}.{preset}.png"\n')
+    assert config.output.output_name(Path("dl/img 1.webp"), "refine-2x") == "img 1-webp.refine-2x.png"
+    assert load_config(tmp_path / "absent.toml").output.output_name(Path("a.png"), "up") == "a.naiup-up.png"
