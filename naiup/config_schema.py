@@ -31,6 +31,7 @@ from naiup.config import (
     WatchConfig,
     default_watch_folder,
 )
+from naiup.config_paths import check_model, existing_file, looks_like_path, resolve
 from naiup.errors import ConfigError
 
 SECTIONS: dict[str, type] = {
@@ -40,10 +41,7 @@ SECTIONS: dict[str, type] = {
     "daemon": DaemonConfig,
     "pause": PauseConfig,
 }
-MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pth", ".pt", ".bin")
 OUTPUT_FIELDS = ("stem", "preset", "ext")
-# "owner/name" as the Hugging Face hub spells repo ids.
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _PRESET_NAME = re.compile(r"[A-Za-z0-9][\w.-]*")
 _SEED_MAX = 2**32 - 1  # NovelAI seeds are 32-bit
 
@@ -102,7 +100,7 @@ def build_config(raw: dict[str, Any], path: Path) -> Config:
     watch = sections["watch"]
     if "folders" not in raw.get("watch", {}):
         watch = dataclasses.replace(watch, folders=(default_watch_folder(),))
-    watch = dataclasses.replace(watch, folders=tuple(_resolve(p, base) for p in watch.folders))
+    watch = dataclasses.replace(watch, folders=tuple(resolve(p, base) for p in watch.folders))
     presets = dict(BUILTIN_PRESETS)
     for name, table in _table(raw.get("presets", {}), "presets", path).items():
         key = f"presets.{name}"
@@ -116,7 +114,7 @@ def build_config(raw: dict[str, Any], path: Path) -> Config:
     config = Config(
         watch=watch,
         output=sections["output"],
-        model=_check_model(sections["model"], base, path),
+        model=check_model(sections["model"], base, path),
         daemon=sections["daemon"],
         pause=sections["pause"],
         presets=presets,
@@ -220,59 +218,6 @@ def _convert_seed(value: Any, key: str, path: Path) -> str | int:
     raise ConfigError(key, f'must be "image", "random" or an integer (without quotes), got {value!r}', path)
 
 
-def _resolve(p: Path, base: Path) -> Path:
-    p = p.expanduser()
-    return p if p.is_absolute() else base / p
-
-
-def looks_like_path(value: str) -> bool:
-    """A value with a separator, a leading ~ or . or a model-file suffix names a file, not a built-in."""
-    return (
-        "/" in value
-        or "\\" in value
-        or value.startswith(("~", "."))
-        or value.lower().endswith(MODEL_SUFFIXES)
-    )
-
-
-def _existing_file(value: str, key: str, base: Path, path: Path) -> str:
-    resolved = _resolve(Path(value), base)
-    if not resolved.is_file():
-        raise ConfigError(key, f"file not found: {resolved}", path)
-    return str(resolved)
-
-
-def _file_or_hub_id(value: str, key: str, base: Path, path: Path, what: str) -> str:
-    """A local file/folder (made absolute) or an 'owner/name' hub id, which may be downloaded later."""
-    resolved = _resolve(Path(value), base)
-    if resolved.exists():
-        return str(resolved)
-    if _HUB_ID.fullmatch(value) and not value.lower().endswith(MODEL_SUFFIXES):
-        return value
-    raise ConfigError(
-        key, f"{value!r} is neither an existing {what} ({resolved}) nor a hub id like 'owner/name'", path
-    )
-
-
-def _check_model(model: ModelConfig, base: Path, path: Path) -> ModelConfig:
-    for i, folder in enumerate(model.lora_dirs):
-        if not _resolve(folder, base).is_dir():
-            raise ConfigError(f"model.lora_dirs[{i}]", f"folder not found: {_resolve(folder, base)}", path)
-    return dataclasses.replace(
-        model,
-        checkpoint=_file_or_hub_id(model.checkpoint, "model.checkpoint", base, path, "file or folder"),
-        vae=_existing_file(model.vae, "model.vae", base, path) if model.vae else "",
-        lcm_lora=_file_or_hub_id(model.lcm_lora, "model.lcm_lora", base, path, "file")
-        if model.lcm_lora
-        else "",
-        lora_dirs=tuple(_resolve(d, base) for d in model.lora_dirs),
-        loras=tuple(
-            dataclasses.replace(lora, path=_existing_file(lora.path, f"model.loras[{i}].path", base, path))
-            for i, lora in enumerate(model.loras)
-        ),
-    )
-
-
 def _check_preset(preset: Preset, key: str, base: Path, path: Path) -> Preset:
     """Rules that involve more than one key of a preset."""
     if preset.overlap >= preset.tile_size:
@@ -293,7 +238,7 @@ def _check_preset(preset: Preset, key: str, base: Path, path: Path) -> Preset:
         )
     if looks_like_path(preset.upscaler):
         return dataclasses.replace(
-            preset, upscaler=_existing_file(preset.upscaler, f"{key}.upscaler", base, path)
+            preset, upscaler=existing_file(preset.upscaler, f"{key}.upscaler", base, path)
         )
     return preset
 
