@@ -22,6 +22,34 @@ def _not_yet(args: argparse.Namespace) -> int:
     return 2
 
 
+def _cmd_config(args: argparse.Namespace) -> int:
+    from naiup.config import default_config_path, load_config
+
+    path = args.config if args.config is not None else default_config_path()
+    exists = path.exists()
+    if args.action == "path":
+        print(path)
+        return 0
+    config = load_config(path)
+    if not exists:
+        print(f"note: no config file at {path}; using built-in defaults", file=sys.stderr)
+    if args.action == "show":
+        from naiup.config_toml import dump_config
+
+        print(dump_config(config), end="")
+        return 0
+    from naiup.config_check import Severity, find_problems
+
+    problems = find_problems(config)
+    where = path if exists else "built-in defaults"
+    for problem in problems:
+        print(f"{problem.severity}: {where}: [{problem.key}] {problem.message}", file=sys.stderr)
+    if any(p.severity is Severity.ERROR for p in problems):
+        return 1
+    print(f"ok: {where} ({len(config.presets)} presets, active {config.daemon.active_preset!r})")
+    return 0
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="naiup", description="Refine NovelAI images in the background.")
     parser.add_argument("--version", action="version", version=f"naiup {__version__}")
@@ -35,7 +63,14 @@ def _build_parser() -> argparse.ArgumentParser:
 
     # foundation
     add("info", _not_yet, "show the generation metadata of images")
-    add("config", _not_yet, "config path | show | check")
+    p = add("config", _cmd_config, "config path | show | check")
+    p.add_argument(
+        "action",
+        choices=("path", "show", "check"),
+        help="path: where the file is read from; show: the effective config as TOML; check: validate",
+    )
+    # Also accepted after the command (`naiup config check --config FILE`); SUPPRESS keeps the global one.
+    p.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     # engine core
     add("refine", _not_yet, "refine images now, in the foreground")
     # daemon

@@ -4,6 +4,7 @@ CONTRACT (other modules code against these names; add keys, never rename):
     load_config(path: Path | None = None) -> Config   # None: default path; missing file: defaults
     default_config_path() -> Path
     Config.preset(name) -> Preset                        # ConfigError naming the known presets if unknown
+    OutputConfig.output_name(src, preset_name) -> str    # "{stem}.naiup-{preset}.png" filled in
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ class OutputConfig:
     name: str = "{stem}.naiup-{preset}.png"
     max_output_megapixels: float = 50.0
     png_compress_level: int = 1
+
+    def output_name(self, src: Path, preset: str) -> str:
+        """The output file name for src (validated at load: has {stem}, only known fields, ends .png)."""
+        return self.name.format(stem=src.stem, preset=preset, ext=src.suffix.lstrip("."))
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +118,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     pause: PauseConfig = field(default_factory=PauseConfig)
-    presets: dict[str, Preset] = field(default_factory=lambda: dict(BUILTIN_PRESETS))
+    # Excluded from the hash (a dict is unhashable) so Config stays usable as a cache key; still compared.
+    presets: dict[str, Preset] = field(default_factory=lambda: dict(BUILTIN_PRESETS), hash=False)
     source: Path | None = None  # the file it came from, None for built-in defaults
 
     def preset(self, name: str) -> Preset:
@@ -125,10 +131,26 @@ class Config:
 
 
 def load_config(path: Path | None = None) -> Config:
-    """Placeholder loader: the foundation issue replaces it with full validation."""
-    path = path or default_config_path()
+    """Read, validate and freeze the config; ConfigError names the file, the key and the problem.
+
+    A missing file means built-in defaults, so a fresh install runs without writing anything.
+    """
+    path = path if path is not None else default_config_path()
     if not path.exists():
-        return Config(watch=WatchConfig(folders=(Path(platformdirs.user_downloads_dir()),)))
-    with open(path, "rb") as f:
-        tomllib.load(f)
-    return Config(source=path)
+        return Config(watch=WatchConfig(folders=(default_watch_folder(),)))
+    try:
+        with open(path, "rb") as f:  # tomllib insists on a binary handle
+            raw = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("toml", f"is not valid TOML: {exc}", path) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("file", f"cannot be read: {exc}", path) from exc
+    # Imported here: the schema builds these dataclasses, so it imports this module.
+    from naiup.config_schema import build_config
+
+    return build_config(raw, path)
+
+
+def default_watch_folder() -> Path:
+    # platformdirs follows XDG_DOWNLOAD_DIR (localised names) and Windows' Known Folder API.
+    return Path(platformdirs.user_downloads_dir())

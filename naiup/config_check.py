@@ -1,0 +1,71 @@
+"""What `naiup config check` reports beyond load-time validation: things that may change after loading.
+
+load_config already refuses bad keys, values and missing model files. A watch folder may legitimately
+appear later (a USB drive), and a hub id may not be downloaded yet, so those are reported here instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from naiup.config import Config
+
+
+class Severity(StrEnum):
+    ERROR = "error"  # the service cannot do its job as configured
+    NOTE = "note"  # works, but something the user may want to know
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    severity: Severity
+    key: str
+    message: str
+
+
+def find_problems(config: Config) -> list[Problem]:
+    problems = [
+        Problem(Severity.ERROR, f"watch.folders[{i}]", f"folder not found: {folder}")
+        for i, folder in enumerate(config.watch.folders)
+        if not folder.is_dir()
+    ]
+    if any(p.refine for p in config.presets.values()):
+        for key in ("checkpoint", "lcm_lora"):
+            value = getattr(config.model, key)
+            if _is_hub_id(value) and not _is_cached(value):
+                problems.append(
+                    Problem(
+                        Severity.NOTE,
+                        f"model.{key}",
+                        f"hub model {value!r} is not downloaded yet; the first refine downloads it",
+                    )
+                )
+    lcm = sorted(name for name, p in config.presets.items() if p.refine and p.sampler == "lcm")
+    if lcm and not config.model.lcm_lora:
+        problems.append(
+            Problem(
+                Severity.NOTE,
+                "model.lcm_lora",
+                f"is empty but preset(s) {', '.join(lcm)} use the lcm sampler: "
+                "that only works with an LCM-distilled checkpoint",
+            )
+        )
+    return problems
+
+
+def _is_hub_id(value: str) -> bool:
+    # load_config made every local path absolute, so a relative 'owner/name' left here is a hub id.
+    return bool(value) and not value.startswith(("/", "\\")) and ":" not in value and value.count("/") == 1
+
+
+def _is_cached(repo_id: str) -> bool:
+    """True when the hub cache holds a snapshot of repo_id; never touches the network."""
+    # Imported late: only `config check` needs it, and it is slow to import.
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        return any(repo.repo_id == repo_id for repo in scan_cache_dir().repos)
+    except (CacheNotFound, OSError):  # no cache folder yet, or one we cannot read: not downloaded
+        return False

@@ -1,0 +1,74 @@
+"""Paths in the config: `~` expanded, relative ones taken from the config file's folder, existence checked.
+
+A value that looks like a path must exist when the config is loaded; a checkpoint or LCM-LoRA may
+instead be a hub id ("owner/name"), which is downloaded on first use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from naiup.config import ModelConfig
+from naiup.errors import ConfigError
+
+MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pth", ".pt", ".bin")
+# "owner/name" as the Hugging Face hub spells repo ids.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def resolve(p: Path, base: Path) -> Path:
+    """`~` expanded; a relative path is taken from base (the config file's folder), not the cwd."""
+    p = p.expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def looks_like_path(value: str) -> bool:
+    """A value with a separator, a leading ~ or . or a model-file suffix names a file, not a built-in."""
+    return (
+        "/" in value
+        or "\\" in value
+        or value.startswith(("~", "."))
+        or value.lower().endswith(MODEL_SUFFIXES)
+    )
+
+
+def existing_file(value: str, key: str, base: Path, path: Path) -> str:
+    """The absolute path of an existing file, or ConfigError naming key and the path looked at."""
+    resolved = resolve(Path(value), base)
+    if not resolved.is_file():
+        raise ConfigError(key, f"file not found: {resolved}", path)
+    return str(resolved)
+
+
+def _file_or_hub_id(value: str, key: str, base: Path, path: Path, what: str) -> str:
+    """A local file/folder (made absolute) or an 'owner/name' hub id, which may be downloaded later."""
+    resolved = resolve(Path(value), base)
+    if resolved.exists():
+        return str(resolved)
+    if _HUB_ID.fullmatch(value) and not value.lower().endswith(MODEL_SUFFIXES):
+        return value
+    raise ConfigError(
+        key, f"{value!r} is neither an existing {what} ({resolved}) nor a hub id like 'owner/name'", path
+    )
+
+
+def check_model(model: ModelConfig, base: Path, path: Path) -> ModelConfig:
+    """[model] with every local path made absolute; refuses the first one that does not exist."""
+    for i, folder in enumerate(model.lora_dirs):
+        if not resolve(folder, base).is_dir():
+            raise ConfigError(f"model.lora_dirs[{i}]", f"folder not found: {resolve(folder, base)}", path)
+    return dataclasses.replace(
+        model,
+        checkpoint=_file_or_hub_id(model.checkpoint, "model.checkpoint", base, path, "file or folder"),
+        vae=existing_file(model.vae, "model.vae", base, path) if model.vae else "",
+        lcm_lora=_file_or_hub_id(model.lcm_lora, "model.lcm_lora", base, path, "file")
+        if model.lcm_lora
+        else "",
+        lora_dirs=tuple(resolve(d, base) for d in model.lora_dirs),
+        loras=tuple(
+            dataclasses.replace(lora, path=existing_file(lora.path, f"model.loras[{i}].path", base, path))
+            for i, lora in enumerate(model.loras)
+        ),
+    )

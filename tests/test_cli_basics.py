@@ -1,0 +1,127 @@
+"""The `naiup` entry point as a user runs it: a real process, real files, real exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import naiup
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A fake home with a Downloads folder, so defaults never touch the real user's folders."""
+    (tmp_path / "home" / "Downloads").mkdir(parents=True)
+    return tmp_path / "home"
+
+
+def naiup_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "USERPROFILE": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "NAIUP_CONFIG_DIR": str(home / "cfg"),
+        "HF_HUB_CACHE": str(home / "hf"),  # empty cache: hub models read as "not downloaded yet"
+        "PYTHONPATH": str(REPO),
+    }
+    env.pop("XDG_DOWNLOAD_DIR", None)
+    return subprocess.run(
+        [sys.executable, "-m", "naiup", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_version_prints_the_package_version(home: Path):
+    run = naiup_cli(home, "--version")
+    assert run.returncode == 0
+    assert run.stdout.strip() == f"naiup {naiup.__version__}"
+
+
+def test_no_command_is_a_usage_error(home: Path):
+    run = naiup_cli(home)
+    assert run.returncode == 2
+    assert "COMMAND" in run.stderr
+
+
+def test_config_needs_a_known_action(home: Path):
+    run = naiup_cli(home, "config", "edit")
+    assert run.returncode == 2
+    assert "invalid choice: 'edit'" in run.stderr
+
+
+def test_config_path_is_the_per_user_file_and_honours_the_override(home: Path, tmp_path: Path):
+    assert naiup_cli(home, "config", "path").stdout.strip() == str(home / "cfg" / "config.toml")
+    other = tmp_path / "other.toml"
+    assert naiup_cli(home, "--config", str(other), "config", "path").stdout.strip() == str(other)
+    assert naiup_cli(home, "config", "path", "--config", str(other)).stdout.strip() == str(other)
+
+
+def test_config_check_without_a_file_uses_defaults_and_succeeds(home: Path):
+    run = naiup_cli(home, "config", "check")
+    assert run.returncode == 0, run.stderr
+    assert "no config file at" in run.stderr
+    assert "ok: built-in defaults (3 presets, active 'refine-2x')" in run.stdout
+    # Not downloaded yet is a note, not an error: the first refine downloads it.
+    assert "note: built-in defaults: [model.checkpoint] hub model" in run.stderr
+
+
+def test_config_check_refuses_an_invalid_file_naming_file_key_and_reason(home: Path, tmp_path: Path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[presets.refine-2x]\ncfg = 3.0\n", encoding="utf-8")
+    run = naiup_cli(home, "config", "check", "--config", str(bad))
+    assert run.returncode == 1
+    assert run.stderr.strip() == f"error: {bad}: [presets.refine-2x.cfg] is 3.0 with the lcm sampler: " + (
+        "LCM burns above CFG 2 (use 1-1.8)"
+    )
+    assert run.stdout == ""
+
+
+def test_config_check_reports_a_missing_watch_folder(home: Path, tmp_path: Path):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[watch]\nfolders = ["gone"]\n', encoding="utf-8")
+    run = naiup_cli(home, "--config", str(cfg), "config", "check")
+    assert run.returncode == 1
+    assert f"error: {cfg}: [watch.folders[0]] folder not found: {tmp_path / 'gone'}" in run.stderr
+
+
+def test_config_check_passes_a_valid_file(home: Path, tmp_path: Path):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[watch]\nfolders = ["{(home / "Downloads").as_posix()}"]\n[presets.mine]\nsteps = 20\n')
+    run = naiup_cli(home, "--config", str(cfg), "config", "check")
+    assert run.returncode == 0, run.stderr
+    assert f"ok: {cfg} (4 presets, active 'refine-2x')" in run.stdout
+
+
+def test_config_show_prints_the_effective_config_as_toml(home: Path, tmp_path: Path):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("[presets.refine-4x]\ndenoise = 0.5\n", encoding="utf-8")
+    run = naiup_cli(home, "--config", str(cfg), "config", "show")
+    assert run.returncode == 0, run.stderr
+    shown = tomllib.loads(run.stdout)
+    assert shown["presets"]["refine-4x"]["denoise"] == 0.5
+    assert shown["presets"]["refine-4x"]["steps"] == 8  # untouched keys keep the built-in value
+    assert shown["presets"]["upscale-2x"]["refine"] is False
+    assert shown["watch"]["folders"] == [str(home / "Downloads")]
+
+
+def test_config_show_refuses_an_invalid_file_with_exit_1(home: Path, tmp_path: Path):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("[wach]\n", encoding="utf-8")
+    run = naiup_cli(home, "--config", str(cfg), "config", "show")
+    assert run.returncode == 1
+    assert "[wach] is not a known key; did you mean 'watch'?" in run.stderr
+
+
+def test_config_check_notes_an_lcm_preset_without_an_lcm_lora(home: Path, tmp_path: Path):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[watch]\nfolders = ["{(home / "Downloads").as_posix()}"]\n[model]\nlcm_lora = ""\n')
+    run = naiup_cli(home, "--config", str(cfg), "config", "check")
+    assert run.returncode == 0, run.stderr
+    assert "[model.lcm_lora] is empty but preset(s) refine-2x, refine-4x use the lcm sampler" in run.stderr

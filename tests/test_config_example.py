@@ -1,0 +1,72 @@
+"""config.example.toml documents every key and states the real defaults, so it cannot drift."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from pathlib import Path
+
+from naiup.config import BUILTIN_PRESETS, Config, LoraSpec, Preset, load_config
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "config.example.toml"
+SECTIONS = [f.name for f in dataclasses.fields(Config) if f.name not in ("presets", "source")]
+
+
+def _names(cls: type, skip: tuple[str, ...] = ()) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls) if f.name not in skip}
+
+
+def test_example_loads_and_equals_the_built_in_defaults():
+    config = load_config(EXAMPLE)
+    # The example spells folders as "~/Downloads"; the real default asks the OS (same folder on most).
+    defaults = dataclasses.replace(Config(), watch=dataclasses.replace(Config().watch, folders=()))
+    loaded = dataclasses.replace(config, watch=dataclasses.replace(config.watch, folders=()), source=None)
+    assert loaded == defaults
+    assert config.watch.folders == (Path("~/Downloads").expanduser(),)
+
+
+def test_example_documents_every_field_of_every_section():
+    raw = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
+    assert set(raw) == {*SECTIONS, "presets"}
+    for name in SECTIONS:
+        cls = type(getattr(Config(), name))
+        assert set(raw[name]) == _names(cls), f"[{name}] in config.example.toml is missing or has extra keys"
+
+
+def test_example_documents_every_preset_key_and_every_built_in_preset():
+    raw = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
+    assert set(raw["presets"]) == set(BUILTIN_PRESETS)
+    assert set(raw["presets"]["refine-2x"]) == _names(Preset, skip=("name",))
+
+
+def test_example_shows_a_lora_entry_with_every_lora_key():
+    # `loras` must stay [] in the example (a real entry would need the file); the commented line shows one.
+    line = re.search(r"^#\s*(loras = \[\{.*\}\])\s*$", EXAMPLE.read_text(encoding="utf-8"), re.M)
+    assert line, "config.example.toml lost its commented loras example"
+    entry = tomllib.loads(line.group(1))["loras"][0]
+    assert set(entry) == _names(LoraSpec)
+
+
+def test_every_key_up_to_the_first_repeated_preset_is_explained_by_a_comment():
+    text = EXAMPLE.read_text(encoding="utf-8")
+    lines = text[: text.index("[presets.refine-4x]")].splitlines()
+    for i, line in enumerate(lines):
+        if re.match(r"^[a-z_]+ = ", line):
+            # A key shares its comment with at most one neighbour (prompt / negative_prompt).
+            assert any(x.startswith("#") for x in lines[max(0, i - 2) : i]), f"no comment above: {line}"
+
+
+def test_readme_configuration_example_loads(tmp_path: Path, monkeypatch):
+    readme = (EXAMPLE.parent / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"```toml\n(.*?)```", readme, re.S)
+    assert block, "README lost its [presets] example"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("USERPROFILE", str(tmp_path))
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "my-4x-upscaler.safetensors").write_bytes(b"x")
+    path = tmp_path / "config.toml"
+    path.write_text(block.group(1), encoding="utf-8")
+    config = load_config(path)
+    assert config.preset("refine-4x").denoise == 0.3 and config.preset("refine-4x").steps == 8
+    assert config.preset(config.daemon.active_preset).name == "soft-3x"
