@@ -7,6 +7,7 @@ NAIUP_RUNTIME_DIR) so tests and second instances never touch the user's real fol
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import platformdirs
@@ -14,22 +15,24 @@ import platformdirs
 APP = "naiup"
 
 
-def _dir(env: str, default: str) -> Path:
-    return Path(os.environ.get(env) or default)
+def _dir(env: str, default: Callable[[str], str]) -> Path:
+    # The default is only computed when the variable is unset: platformdirs warns when it has to guess
+    # a runtime dir (no XDG_RUNTIME_DIR), and a redirected run should not pay for or print that.
+    return Path(os.environ.get(env) or default(APP))
 
 
 def config_dir() -> Path:
-    return _dir("NAIUP_CONFIG_DIR", platformdirs.user_config_dir(APP))
+    return _dir("NAIUP_CONFIG_DIR", platformdirs.user_config_dir)
 
 
 def state_dir() -> Path:
-    return _dir("NAIUP_STATE_DIR", platformdirs.user_state_dir(APP))
+    return _dir("NAIUP_STATE_DIR", platformdirs.user_state_dir)
 
 
 def log_dir() -> Path:
-    return _dir("NAIUP_LOG_DIR", platformdirs.user_log_dir(APP))
+    return _dir("NAIUP_LOG_DIR", platformdirs.user_log_dir)
 
 
 def runtime_dir() -> Path:
     # macOS and Windows have no per-user runtime dir; platformdirs falls back to a cache/temp path.
-    return _dir("NAIUP_RUNTIME_DIR", platformdirs.user_runtime_dir(APP))
+    return _dir("NAIUP_RUNTIME_DIR", platformdirs.user_runtime_dir)
