@@ -22,6 +22,37 @@ def _not_yet(args: argparse.Namespace) -> int:
     return 2
 
 
+def _cmd_refine(args: argparse.Namespace) -> int:
+    """One job per file, in order. Exit 0 if all succeeded, 1 if any failed."""
+    import logging
+
+    from naiup.config import load_config
+    from naiup.engine import Engine
+    from naiup.job import run_job
+    from naiup.progress_bar import ProgressBar
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    config = load_config(args.config)
+    preset = config.preset(args.preset or config.daemon.active_preset)
+    engine = Engine(config.model)
+    failed = 0
+    for src in args.files:
+        bar = ProgressBar(sys.stderr, src.name)
+        try:
+            result = run_job(src, preset, engine, config, progress=bar)
+        except NaiupError as exc:
+            bar.close()
+            failed += 1
+            message = str(exc)
+            # Errors about the input already start with its path; others get it prepended.
+            where = "" if message.startswith(str(src)) else f"{src}: "
+            print(f"error: {where}{message}", file=sys.stderr)
+            continue
+        bar.close()
+        print(result.output)
+    return 1 if failed else 0
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="naiup", description="Refine NovelAI images in the background.")
     parser.add_argument("--version", action="version", version=f"naiup {__version__}")
@@ -37,7 +68,9 @@ def _build_parser() -> argparse.ArgumentParser:
     add("info", _not_yet, "show the generation metadata of images")
     add("config", _not_yet, "config path | show | check")
     # engine core
-    add("refine", _not_yet, "refine images now, in the foreground")
+    refine = add("refine", _cmd_refine, "refine images now, in the foreground")
+    refine.add_argument("files", nargs="+", type=Path, metavar="FILE", help="images to refine")
+    refine.add_argument("--preset", default=None, help="preset name (default: daemon.active_preset)")
     # daemon
     add("run", _not_yet, "run the background service (watch folders, refine new NovelAI images)")
     for verb in ("status", "pause", "resume", "preset", "queue", "retry", "rescan", "stop"):
