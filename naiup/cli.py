@@ -27,13 +27,15 @@ def _cmd_refine(args: argparse.Namespace) -> int:
     import logging
 
     from naiup.config import load_config
-    from naiup.engine import Engine
-    from naiup.job import run_job
     from naiup.progress_bar import ProgressBar
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config = load_config(args.config)
     preset = config.preset(args.preset or config.daemon.active_preset)
+    # torch loads here, after the cheap checks, so a typo in --preset answers at once.
+    from naiup.engine import Engine
+    from naiup.job import run_job
+
     engine = Engine(config.model)
     failed = 0
     for src in args.files:
