@@ -38,6 +38,11 @@ def initial_tile(device: torch.device, size: tuple[int, int], bytes_per_px: floa
     free = free_memory_bytes(device)
     if free is None:
         return CPU_TILE
+    return tile_for_memory(free, size, bytes_per_px, dtype)
+
+
+def tile_for_memory(free: int, size: tuple[int, int], bytes_per_px: float, dtype: torch.dtype) -> int:
+    """Tile side (input px) whose activations fit in 0.6 of `free` bytes; the whole image if it fits."""
     per_px = bytes_per_px * (2.0 if dtype == torch.float32 else 1.0)
     side = int(math.sqrt(0.6 * free / per_px))
     if side >= max(size):

@@ -132,3 +132,15 @@ class _NanNet:
 def test_a_model_producing_nan_is_an_engine_error(tiny_x2: Upscaler):
     with pytest.raises(EngineError, match="NaN"):
         replace(tiny_x2, net=_NanNet()).upscale(_noise(40, 40), 2)
+
+
+def test_tile_size_follows_free_memory():
+    from naiup.engine.upscale_tiles import MAX_TILE, tile_for_memory
+
+    gib = 1 << 30
+    # Real-CUGAN fp16 ~3500 B/px: 4 GiB free -> ~846 px -> 832 (multiple of 64).
+    assert tile_for_memory(4 * gib, (4000, 4000), 3500.0, torch.float16) == 832
+    assert tile_for_memory(4 * gib, (4000, 4000), 3500.0, torch.float32) < 832  # fp32 needs twice as much
+    assert tile_for_memory(80 * gib, (1024, 1024), 3500.0, torch.float16) == 1024  # whole image fits
+    assert tile_for_memory(100 * gib, (20000, 20000), 500.0, torch.float16) == MAX_TILE
+    assert tile_for_memory(10 * (1 << 20), (4000, 4000), 7800.0, torch.float16) == MIN_TILE
