@@ -97,18 +97,20 @@ class TileRunner:
             except Exception as exc:
                 if not is_oom(exc):
                     raise
-                self._free()
-                if tile > MIN_TILE:
-                    tile = max(MIN_TILE, tile // 2)
-                    log.warning("upscale out of memory; retrying tile=%d", tile)
-                    continue
-                if self.device.type != "cpu":
-                    log.warning("upscale out of memory at tile=%d; falling back to CPU fp32", tile)
-                    self.net.to(torch.device("cpu")).to(torch.float32)
-                    self.device, self.dtype = torch.device("cpu"), torch.float32
-                    tile = CPU_TILE
-                    continue
-                raise EngineError(f"upscaler ran out of memory even at tile {tile} on CPU") from exc
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            # Free outside the except block: the traceback's frames hold the failed tile's tensors.
+            self._free()
+            if tile > MIN_TILE:
+                tile = max(MIN_TILE, tile // 2)
+                log.warning("upscale out of memory; retrying tile=%d", tile)
+                continue
+            if self.device.type != "cpu":
+                log.warning("upscale out of memory at tile=%d; falling back to CPU fp32", tile)
+                self.net.to(torch.device("cpu")).to(torch.float32)
+                self.device, self.dtype = torch.device("cpu"), torch.float32
+                tile = CPU_TILE
+                continue
+            raise EngineError(f"upscaler ran out of memory even at tile {tile} on CPU ({reason})")
 
     def _free(self) -> None:
         gc.collect()
