@@ -144,3 +144,30 @@ def test_tile_size_follows_free_memory():
     assert tile_for_memory(80 * gib, (1024, 1024), 3500.0, torch.float16) == 1024  # whole image fits
     assert tile_for_memory(100 * gib, (20000, 20000), 500.0, torch.float16) == MAX_TILE
     assert tile_for_memory(10 * (1 << 20), (4000, 4000), 7800.0, torch.float16) == MIN_TILE
+
+
+class _OomOffCpu:
+    """Runs out of memory on any accelerator; on CPU it is the tiny real model."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.scale, self.moves = inner, inner.scale, []
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return self.inner(x)
+
+    def to(self, arg):
+        self.moves.append(arg)
+        return self
+
+
+def test_out_of_memory_at_the_smallest_tile_falls_back_to_cpu_fp32(tiny_x2: Upscaler):
+    # "meta" stands in for an accelerator: tensors move there, and the model refuses to run there.
+    net = _OomOffCpu(tiny_x2.net)
+    up = replace(tiny_x2, net=net, device=torch.device("meta"), dtype=torch.float16, tile=512)
+    image = _noise(300, 200)
+    out = up.upscale(image, 2)
+    assert np.array_equal(np.asarray(out), np.asarray(replace(tiny_x2, tile=512).upscale(image, 2)))
+    assert up.device == torch.device("cpu") and up.dtype == torch.float32  # later images stay on CPU
+    assert net.moves == [torch.device("cpu"), torch.float32]
