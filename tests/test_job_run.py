@@ -193,3 +193,12 @@ def test_provenance_check_is_cheap_and_robust(tmp_path):
     raw += struct.pack(">I4s", len(body), b"tEXt") + body + struct.pack(">I", zlib.crc32(b"tEXt" + body))
     (tmp_path / "ours.png").write_bytes(raw)
     assert is_naiup_output(tmp_path / "ours.png")
+
+
+def test_png_compress_level_comes_from_the_config(tmp_path, engine):
+    src = write_nai_png(tmp_path / "c.png", (48, 48), rgba=False)
+    stored = replace(CONFIG, output=replace(CONFIG.output, png_compress_level=0))
+    raw = run_job(src, LZ, engine, stored).output
+    packed = run_job(src, LZ, engine, CONFIG).output
+    assert raw.stat().st_size > packed.stat().st_size
+    assert np.array_equal(np.asarray(Image.open(raw)), np.asarray(Image.open(packed)))

@@ -23,7 +23,7 @@ from naiup.engine.metadata import ImageMetadata
 from naiup.engine.prompts import nai_to_a1111
 from naiup.engine.result import EngineResult
 from naiup.engine.upscale import Upscaler, ensure_rgb, load_upscaler
-from naiup.errors import ConfigError
+from naiup.errors import ConfigError, ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,12 @@ RefinerFactory = Callable[[ModelConfig, torch.device], RefinerLike]
 
 
 def _default_refiner_factory(model: ModelConfig, device: torch.device) -> RefinerLike:
-    from naiup.engine.refine import Refiner  # diffusers is heavy: only when a preset refines
+    try:
+        from naiup.engine.refine import Refiner  # diffusers is heavy: only when a preset refines
+    except ImportError as exc:
+        raise ModelLoadError(
+            "refiner", f"cannot import the SD refiner ({exc}); is naiup fully installed (diffusers, peft)?"
+        ) from exc
 
     return Refiner(model, device)
 
