@@ -84,8 +84,17 @@ def is_oom(exc: BaseException) -> bool:
 class TileRunner:
     """Runs one image through `net` tile by tile. `device`/`dtype` reflect any CPU fallback."""
 
-    def __init__(self, net: Any, scale: int, device: torch.device, dtype: torch.dtype, overlap: int) -> None:
+    def __init__(
+        self,
+        net: Any,
+        scale: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        overlap: int,
+        channels_last: bool = False,
+    ) -> None:
         self.net, self.scale, self.device, self.dtype, self.overlap = net, scale, device, dtype, overlap
+        self.channels_last = channels_last
 
     def run(
         self, image: torch.Tensor, tile: int, progress: Callable[[float, str], None] | None = None
@@ -146,6 +155,8 @@ class TileRunner:
 
     def _infer(self, tile: torch.Tensor) -> torch.Tensor:
         x = tile.to(self.device).to(self.dtype) / 255.0
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             y = self.net(x)
         expected = (tile.shape[2] * self.scale, tile.shape[3] * self.scale)

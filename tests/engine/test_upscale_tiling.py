@@ -171,3 +171,12 @@ def test_out_of_memory_at_the_smallest_tile_falls_back_to_cpu_fp32(tiny_x2: Upsc
     assert np.array_equal(np.asarray(out), np.asarray(replace(tiny_x2, tile=512).upscale(image, 2)))
     assert up.device == torch.device("cpu") and up.dtype == torch.float32  # later images stay on CPU
     assert net.moves == [torch.device("cpu"), torch.float32]
+
+
+def test_channels_last_layout_gives_the_same_pixels(tiny_x2: Upscaler):
+    # On CUDA conv models run NHWC; the layout must never change the result.
+    image = _noise(90, 70)
+    nchw = np.asarray(replace(tiny_x2, tile=64).upscale(image, 2), dtype=int)
+    tiny_x2.net.model.to(memory_format=torch.channels_last)
+    nhwc = np.asarray(replace(tiny_x2, tile=64, channels_last=True).upscale(image, 2), dtype=int)
+    assert np.abs(nhwc - nchw).max() <= 1
