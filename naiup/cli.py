@@ -48,6 +48,37 @@ def _cmd_config(args: argparse.Namespace) -> int:
         return 1
     print(f"ok: {where} ({len(config.presets)} presets, active {config.daemon.active_preset!r})")
     return 0
+def _cmd_refine(args: argparse.Namespace) -> int:
+    """One job per file, in order. Exit 0 if all succeeded, 1 if any failed."""
+    import logging
+
+    from naiup.config import load_config
+    from naiup.progress_bar import ProgressBar
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    config = load_config(args.config)
+    preset = config.preset(args.preset or config.daemon.active_preset)
+    # torch loads here, after the cheap checks, so a typo in --preset answers at once.
+    from naiup.engine import Engine
+    from naiup.job import run_job
+
+    engine = Engine(config.model)
+    failed = 0
+    for src in args.files:
+        bar = ProgressBar(sys.stderr, src.name)
+        try:
+            result = run_job(src, preset, engine, config, progress=bar)
+        except NaiupError as exc:
+            bar.close()
+            failed += 1
+            message = str(exc)
+            # Errors about the input already start with its path; others get it prepended.
+            where = "" if message.startswith(str(src)) else f"{src}: "
+            print(f"error: {where}{message}", file=sys.stderr)
+            continue
+        bar.close()
+        print(result.output)
+    return 1 if failed else 0
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -72,7 +103,9 @@ def _build_parser() -> argparse.ArgumentParser:
     # Also accepted after the command (`naiup config check --config FILE`); SUPPRESS keeps the global one.
     p.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     # engine core
-    add("refine", _not_yet, "refine images now, in the foreground")
+    refine = add("refine", _cmd_refine, "refine images now, in the foreground")
+    refine.add_argument("files", nargs="+", type=Path, metavar="FILE", help="images to refine")
+    refine.add_argument("--preset", default=None, help="preset name (default: daemon.active_preset)")
     # daemon
     add("run", _not_yet, "run the background service (watch folders, refine new NovelAI images)")
     for verb in ("status", "pause", "resume", "preset", "queue", "retry", "rescan", "stop"):

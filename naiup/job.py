@@ -1,16 +1,157 @@
 """One job: one file in -> one file out. Shared by `naiup refine` and the daemon's worker.
 
-CONTRACT (filled in by the engine-core issue):
-    run_job(src: Path, preset: Preset, engine: ImageEngine, config: Config,
-            progress: Callable[[float, str], None] | None = None) -> JobResult
-        reads src (read_image), refuses outputs over config.output.max_output_megapixels before model
-        work, calls engine.process, publishes beside src atomically (never overwrites; " (2)" on
-        collision), carries NAI text chunks, adds `naiup` provenance + A1111 `parameters` chunks.
-    is_naiup_output(path: Path) -> bool     # provenance chunk present (so the daemon never re-queues)
-
-    class ImageEngine(Protocol):
-        def process(self, image: Image.Image, meta: ImageMetadata, preset: Preset, *,
-                    progress: Callable[[float, str], None] | None = None) -> EngineResult
-    EngineResult(image: Image.Image, seed: int | None, parameters: dict, timings: dict[str, float])
-    JobResult(src: Path, output: Path, seed: int | None, timings: dict[str, float])
+run_job(src, preset, engine, config, progress=None) -> JobResult
+    1. read the file and its metadata (read_image)
+    2. refuse outputs over output.max_output_megapixels, before any model work
+    3. engine.process (pixels in, pixels out)
+    4. publish beside src atomically: name from output.name, " (2)" on collision, never overwrite;
+       the source's text chunks carried, plus `naiup` provenance and an A1111 `parameters` chunk
+is_naiup_output(path) -> bool      # provenance chunk present: the daemon never re-queues outputs
 """
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from PIL import Image
+
+from naiup import __version__
+from naiup.atomic import write_first_free
+from naiup.config import Config, Preset
+from naiup.engine.metadata import ImageMetadata, read_image
+from naiup.engine.result import EngineResult
+from naiup.errors import ConfigError, InputError
+from naiup.provenance import (
+    PARAMETERS_KEY,
+    PROVENANCE_KEY,
+    a1111_parameters,
+    encode_png,
+    has_provenance,
+    provenance_text,
+)
+
+__all__ = ["EngineResult", "ImageEngine", "JobResult", "is_naiup_output", "output_candidates", "run_job"]
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+_MAX_COLLISIONS = 10_000  # a folder with this many copies is a loop somewhere, not a user
+
+
+class ImageEngine(Protocol):
+    def process(
+        self, image: Image.Image, meta: ImageMetadata, preset: Preset, *, progress: Progress | None = None
+    ) -> EngineResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    src: Path
+    output: Path
+    seed: int | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def is_naiup_output(path: Path) -> bool:
+    return has_provenance(path)
+
+
+def output_candidates(src: Path, preset: Preset, template: str) -> Iterator[Path]:
+    """`template` filled in beside src, then "<stem> (2)<suffix>", " (3)"..."""
+    try:
+        name = template.format(stem=src.stem, preset=preset.name, ext=src.suffix.lstrip("."))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(
+            "output.name", f"bad template {template!r} (placeholders: {{stem}}, {{preset}})"
+        ) from exc
+    if not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise ConfigError("output.name", f"must be a plain file name, got {name!r}")
+    first = src.parent / name
+    if first.resolve() == src.resolve():
+        raise ConfigError("output.name", f"{template!r} names the input itself")
+    yield first
+    stem, suffix = _split_name(name)
+    for n in range(2, _MAX_COLLISIONS):
+        yield src.parent / f"{stem} ({n}){suffix}"
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    dot = name.rfind(".")
+    return (name[:dot], name[dot:]) if dot > 0 else (name, "")
+
+
+def run_job(
+    src: Path, preset: Preset, engine: ImageEngine, config: Config, progress: Progress | None = None
+) -> JobResult:
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    # 1. Read. Hash the bytes we decode so provenance names exactly this file version.
+    try:
+        source_sha256 = hashlib.sha256(src.read_bytes()).hexdigest()
+    except FileNotFoundError as exc:
+        raise InputError(src, "no such file") from exc
+    except IsADirectoryError as exc:
+        raise InputError(src, "is a folder, not an image") from exc
+    except OSError as exc:
+        raise InputError(src, f"cannot read ({exc.strerror or exc})") from exc
+    image, meta = read_image(src)
+    timings["read"] = time.perf_counter() - t0
+
+    # 2. Refuse before any model work.
+    w, h = image.size
+    out_w, out_h = round(w * preset.scale), round(h * preset.scale)
+    megapixels = out_w * out_h / 1e6
+    limit = config.output.max_output_megapixels
+    if megapixels > limit:
+        raise InputError(
+            src,
+            f"output would be {out_w}x{out_h} = {megapixels:.1f} MP, over "
+            f"output.max_output_megapixels = {limit:g} (preset {preset.name}, scale {preset.scale:g})",
+        )
+    candidates = output_candidates(src, preset, config.output.name)  # validate the template early
+    first = next(candidates)
+
+    # 3. Engine.
+    result = engine.process(image, meta, preset, progress=progress)
+    timings.update(result.timings)
+    if result.image.size != (out_w, out_h) or result.image.mode != "RGB":
+        raise AssertionError(  # a bug in the engine, not the user's problem
+            f"engine returned {result.image.mode} {result.image.size}, expected RGB {out_w}x{out_h}"
+        )
+
+    # 4. Publish.
+    t1 = time.perf_counter()
+    text = {k: v for k, v in meta.text_chunks.items() if k not in (PROVENANCE_KEY, PARAMETERS_KEY)}
+    text[PARAMETERS_KEY] = a1111_parameters(result.parameters, result.image.size)
+    model_id = getattr(engine, "model_id", None)
+    text[PROVENANCE_KEY] = provenance_text(
+        version=__version__,
+        preset=asdict(preset),
+        seed=result.seed,
+        source_sha256=source_sha256,
+        source_name=src.name,
+        model_id=model_id(preset) if callable(model_id) else str(result.parameters.get("upscaler_id", "")),
+        parameters=result.parameters,
+        timings=timings,
+    )
+    data = encode_png(result.image, text, config.output.png_compress_level)
+    timings["encode"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    output = write_first_free(_chain(first, candidates), data)
+    timings["write"] = time.perf_counter() - t2
+    timings["total"] = time.perf_counter() - t0
+    log.info(
+        "job done src=%s out=%s preset=%s secs=%.2f", src.name, output.name, preset.name, timings["total"]
+    )
+    return JobResult(src=src, output=output, seed=result.seed, timings=timings)
+
+
+def _chain(first: Path, rest: Iterator[Path]) -> Iterator[Path]:
+    yield first
+    yield from rest

@@ -1,0 +1,205 @@
+"""Engine: RGB conversion -> upscale -> (optional) SD refine, with models cached between images.
+
+Implements the ImageEngine protocol of naiup/job.py. Pixels and metadata in, pixels out: no files.
+The diffusers-based Refiner is imported only when a preset refines, so upscale-only presets and
+their tests never import diffusers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import torch
+from PIL import Image
+
+from naiup.config import ModelConfig, Preset
+from naiup.engine.device import pick_device
+from naiup.engine.metadata import ImageMetadata
+from naiup.engine.prompts import nai_to_a1111
+from naiup.engine.result import EngineResult
+from naiup.engine.upscale import Upscaler, ensure_rgb, load_upscaler
+from naiup.errors import ConfigError, ModelLoadError
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+# Share of the progress bar given to the upscale stage when a refine follows it.
+_UPSCALE_SHARE = 0.2
+
+
+class RefinerLike(Protocol):
+    """The Refiner of naiup.engine.refine, as the engine uses it."""
+
+    model_id: str
+
+    def load(self) -> None: ...
+
+    def refine(
+        self,
+        image: Image.Image,
+        preset: Preset,
+        *,
+        prompt: str,
+        negative_prompt: str,
+        seed: int,
+        progress: Progress | None = None,
+    ) -> Image.Image: ...
+
+
+RefinerFactory = Callable[[ModelConfig, torch.device], RefinerLike]
+
+
+def _default_refiner_factory(model: ModelConfig, device: torch.device) -> RefinerLike:
+    try:
+        from naiup.engine.refine import Refiner  # diffusers is heavy: only when a preset refines
+    except ImportError as exc:
+        raise ModelLoadError(
+            "refiner", f"cannot import the SD refiner ({exc}); is naiup fully installed (diffusers, peft)?"
+        ) from exc
+
+    return Refiner(model, device)
+
+
+def choose_seed(policy: str | int, meta: ImageMetadata, image: Image.Image) -> int:
+    """'image': the NAI seed, else one derived from the pixels; 'random': fresh; an int: itself."""
+    if isinstance(policy, bool):
+        raise ConfigError("presets.seed", f"must be 'image', 'random' or an integer, got {policy!r}")
+    if isinstance(policy, int):
+        return policy
+    text = str(policy).strip().lower()
+    if text == "image":
+        if meta.seed is not None:
+            return int(meta.seed)
+        # Same pixels -> same seed, so re-running an image without a seed is reproducible.
+        return int.from_bytes(hashlib.sha256(image.tobytes()).digest()[:4], "big")
+    if text == "random":
+        return secrets.randbits(32)
+    if text.lstrip("-").isdigit():
+        return int(text)
+    raise ConfigError("presets.seed", f"must be 'image', 'random' or an integer, got {policy!r}")
+
+
+def build_prompts(preset: Preset, meta: ImageMetadata) -> tuple[str, str]:
+    """(prompt, negative): the preset's quality tags, plus the image's own prompt when asked.
+
+    The negative prompt only matters with CFG > 1 (at CFG 1 the unconditional pass is skipped), so
+    it is empty otherwise and the provenance does not claim a negative that had no effect.
+    """
+    parts = [preset.prompt]
+    negatives = [preset.negative_prompt]
+    if preset.use_image_prompt:
+        parts.append(nai_to_a1111(meta.prompt))
+        parts.extend(nai_to_a1111(c.prompt) for c in meta.characters)
+        negatives.append(nai_to_a1111(meta.negative_prompt))
+    prompt = ", ".join(p.strip().strip(",").strip() for p in parts if p and p.strip())
+    negative = ", ".join(n.strip().strip(",").strip() for n in negatives if n and n.strip())
+    return prompt, (negative if preset.cfg > 1.0 else "")
+
+
+class Engine:
+    """Cheap to build; models load on first use (or load()) and stay loaded until unload()."""
+
+    def __init__(
+        self,
+        model: ModelConfig,
+        device: torch.device | None = None,
+        *,
+        refiner_factory: RefinerFactory | None = None,
+    ) -> None:
+        self._model = model
+        self._device = device
+        self._refiner_factory = refiner_factory or _default_refiner_factory
+        self._upscalers: dict[str, Upscaler] = {}
+        self._refiner: RefinerLike | None = None
+
+    @property
+    def device(self) -> torch.device:
+        if self._device is None:
+            self._device = pick_device(self._model.device)
+        return self._device
+
+    def load(self, preset: Preset) -> None:
+        self._upscaler(preset.upscaler)
+        if preset.refine:
+            self._get_refiner()
+
+    def unload(self) -> None:
+        self._upscalers.clear()
+        self._refiner = None
+        if self._device is not None and self._device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def model_id(self, preset: Preset) -> str:
+        ids = [self._upscaler(preset.upscaler).model_id]
+        if preset.refine:
+            ids.append(self._get_refiner().model_id)
+        return "+".join(ids)
+
+    def process(
+        self, image: Image.Image, meta: ImageMetadata, preset: Preset, *, progress: Progress | None = None
+    ) -> EngineResult:
+        timings: dict[str, float] = {}
+        image = ensure_rgb(image)
+        upscaler = self._timed(timings, "load_upscaler", lambda: self._upscaler(preset.upscaler))
+        share = _UPSCALE_SHARE if preset.refine else 1.0
+        up_progress = (lambda f, label: progress(f * share, label)) if progress else None
+        t0 = time.perf_counter()
+        out = upscaler.upscale(image, preset.scale, up_progress)
+        timings["upscale"] = time.perf_counter() - t0
+        params: dict[str, Any] = {
+            "scale": preset.scale,
+            "upscaler": preset.upscaler,
+            "upscaler_id": upscaler.model_id,
+            "refine": preset.refine,
+            "size": f"{out.width}x{out.height}",
+        }
+        seed: int | None = None
+        if preset.refine:
+            refiner = self._timed(timings, "load_refiner", self._get_refiner)
+            seed = choose_seed(preset.seed, meta, image)
+            prompt, negative = build_prompts(preset, meta)
+            ref_progress = (lambda f, label: progress(share + f * (1 - share), label)) if progress else None
+            t0 = time.perf_counter()
+            out = refiner.refine(
+                out, preset, prompt=prompt, negative_prompt=negative, seed=seed, progress=ref_progress
+            )
+            timings["refine"] = time.perf_counter() - t0
+            params.update(
+                prompt=prompt,
+                negative_prompt=negative,
+                steps=preset.steps,
+                sampler=preset.sampler,
+                cfg=preset.cfg,
+                denoise=preset.denoise,
+                seed=seed,
+                refiner_id=refiner.model_id,
+            )
+        if progress:
+            progress(1.0, "done")
+        return EngineResult(image=out, seed=seed, parameters=params, timings=timings)
+
+    def _upscaler(self, spec: str) -> Upscaler:
+        if spec not in self._upscalers:
+            self._upscalers[spec] = load_upscaler(spec, self.device)
+        return self._upscalers[spec]
+
+    def _get_refiner(self) -> RefinerLike:
+        if self._refiner is None:
+            refiner = self._refiner_factory(self._model, self.device)
+            refiner.load()
+            self._refiner = refiner
+        return self._refiner
+
+    @staticmethod
+    def _timed(timings: dict[str, float], key: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        value = fn()
+        elapsed = time.perf_counter() - t0
+        if elapsed > 1e-3:  # only a real load is worth recording
+            timings[key] = elapsed
+        return value

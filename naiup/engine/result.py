@@ -1,0 +1,16 @@
+"""What the engine returns for one image. Kept free of torch so job.py and the daemon import it cheaply."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+
+@dataclass(frozen=True, slots=True)
+class EngineResult:
+    image: Image.Image  # RGB, exactly round(w*scale) x round(h*scale)
+    seed: int | None  # the seed the refiner used; None when nothing was random (upscale only)
+    parameters: dict[str, Any] = field(default_factory=dict)  # goes into the provenance chunk
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage

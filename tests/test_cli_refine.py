@@ -1,0 +1,92 @@
+"""`naiup refine` end to end: a real process on a real NovelAI file."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from naiup.cli import main
+from naiup.progress_bar import ProgressBar
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    # Own config/state folders: never read the developer's real config.
+    env = dict(os.environ, NAIUP_CONFIG_DIR=str(tmp_path / "cfg"), NAIUP_STATE_DIR=str(tmp_path / "state"))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def _refine(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "naiup", "refine", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=_env(tmp_path), timeout=300)
+
+
+def test_refine_writes_one_output_beside_a_real_nai_file_and_never_overwrites(tmp_path, nai_fixtures):
+    work = tmp_path / "downloads"
+    work.mkdir()
+    src = work / "nai.png"
+    shutil.copy(nai_fixtures / "nai3_128_text_stealth_smea_vibe.png", src)
+    corrupt = work / "corrupt.png"
+    corrupt.write_bytes(src.read_bytes()[:3000])
+    original = src.read_bytes()
+
+    first = _refine(tmp_path, str(src), str(corrupt), "--preset", "upscale-2x")
+    assert first.returncode == 1, first.stderr
+    out = work / "nai.naiup-upscale-2x.png"
+    assert first.stdout.strip() == str(out)
+    assert f"error: {corrupt}: " in first.stderr and "Traceback" not in first.stderr
+    assert sorted(p.name for p in work.iterdir()) == ["corrupt.png", "nai.naiup-upscale-2x.png", "nai.png"]
+    assert src.read_bytes() == original
+    with Image.open(out) as o, Image.open(src) as i:
+        assert o.size == (256, 256) and o.text["Comment"] == i.text["Comment"] and "naiup" in o.text
+    out_bytes = out.read_bytes()
+
+    second = _refine(tmp_path, str(src), "--preset", "upscale-2x")
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.strip() == str(work / "nai.naiup-upscale-2x (2).png")
+    assert out.read_bytes() == out_bytes and src.read_bytes() == original
+
+
+def test_unknown_preset_is_exit_1_with_the_known_names(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("NAIUP_CONFIG_DIR", str(tmp_path))
+    assert main(["refine", str(tmp_path / "x.png"), "--preset", "nope"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "nope" in err and "upscale-2x" in err
+
+
+def test_missing_file_is_exit_1_naming_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("NAIUP_CONFIG_DIR", str(tmp_path))
+    gone = tmp_path / "gone.png"
+    assert main(["refine", str(gone), "--preset", "upscale-2x"]) == 1
+    assert capsys.readouterr().err.strip() == f"error: {gone}: no such file"
+
+
+def test_refine_without_files_is_a_usage_error():
+    with pytest.raises(SystemExit) as exc:
+        main(["refine"])
+    assert exc.value.code == 2
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_draws_only_on_a_terminal():
+    tty, pipe = _Tty(), io.StringIO()
+    for stream in (tty, pipe):
+        bar = ProgressBar(stream, "a.png", min_interval=0.0)
+        bar(0.5, "upscale")
+        bar(1.0, "done")
+        bar.close()
+    assert "a.png [" in tty.getvalue() and " 50% upscale" in tty.getvalue() and "100% done" in tty.getvalue()
+    assert pipe.getvalue() == ""

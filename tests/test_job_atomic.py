@@ -1,0 +1,70 @@
+"""Atomic, no-clobber publishing (naiup/atomic.py)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from naiup.atomic import is_temp_name, write_first_free, write_new
+from naiup.errors import OutputError
+
+
+def _leftovers(folder):
+    return [p.name for p in folder.iterdir() if is_temp_name(p)]
+
+
+def test_write_new_creates_the_file_whole_and_leaves_no_temp(tmp_path):
+    out = write_new(tmp_path / "a.png", b"data")
+    assert out.read_bytes() == b"data" and _leftovers(tmp_path) == []
+
+
+def test_existing_file_is_never_overwritten(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"user's file")
+    with pytest.raises(FileExistsError):
+        write_new(tmp_path / "a.png", b"ours")
+    assert (tmp_path / "a.png").read_bytes() == b"user's file" and _leftovers(tmp_path) == []
+
+
+def test_first_free_candidate_is_used(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"x")
+    (tmp_path / "a (2).png").write_bytes(b"y")
+    names = [tmp_path / "a.png", tmp_path / "a (2).png", tmp_path / "a (3).png"]
+    assert write_first_free(names, b"z") == tmp_path / "a (3).png"
+    assert (tmp_path / "a.png").read_bytes() == b"x" and (tmp_path / "a (2).png").read_bytes() == b"y"
+
+
+def test_every_candidate_taken_is_an_output_error(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"x")
+    with pytest.raises(OutputError, match="taken"):
+        write_first_free([tmp_path / "a.png"], b"z")
+    assert _leftovers(tmp_path) == []
+
+
+def test_unwritable_folder_is_an_output_error_naming_the_file(tmp_path):
+    with pytest.raises(OutputError, match="missing"):
+        write_new(tmp_path / "missing" / "a.png", b"z")
+
+
+def test_concurrent_writers_get_distinct_names(tmp_path):
+    names = [tmp_path / "a.png", *(tmp_path / f"a ({n}).png" for n in range(2, 20))]
+    results: list = []
+    barrier = threading.Barrier(8)
+
+    def publish(i: int) -> None:
+        barrier.wait(timeout=10)
+        results.append((write_first_free(names, f"w{i}".encode()), i))
+
+    threads = [threading.Thread(target=publish, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert len({p for p, _ in results}) == 8
+    assert all(p.read_bytes() == f"w{i}".encode() for p, i in results)
+    assert _leftovers(tmp_path) == []
+
+
+def test_temp_names_are_hidden_and_recognisable(tmp_path):
+    assert is_temp_name(tmp_path / ".a.png.1f2e3d4c.naiup-tmp")
+    assert not is_temp_name(tmp_path / "a.png") and not is_temp_name(tmp_path / ".hidden.png")

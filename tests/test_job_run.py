@@ -1,0 +1,204 @@
+"""run_job: one file in, one file out beside it, never overwriting, metadata carried, provenance added."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import struct
+import zlib
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from nai_writer import write_nai_png
+from PIL import Image
+
+from naiup.config import BUILTIN_PRESETS, Config, ModelConfig, OutputConfig, Preset
+from naiup.engine import Engine
+from naiup.errors import ConfigError, InputError
+from naiup.job import is_naiup_output, output_candidates, run_job
+
+CPU = torch.device("cpu")
+LZ = Preset(name="lz", upscaler="lanczos", refine=False)
+CONFIG = Config()
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    return Engine(ModelConfig(device="cpu"), CPU)
+
+
+def _chunks(path) -> list[tuple[bytes, bytes]]:
+    data = path.read_bytes()
+    pos, out = 8, []
+    while pos < len(data):
+        length, ctype = struct.unpack(">I4s", data[pos : pos + 8])
+        out.append((ctype, data[pos + 8 : pos + 8 + length]))
+        pos += 12 + length
+    return out
+
+
+def _provenance(path) -> dict:
+    return json.loads(Image.open(path).text["naiup"])
+
+
+def test_real_nai_file_gets_one_realcugan_output_beside_it(tmp_path, nai_fixtures, engine):
+    src = tmp_path / "nai.png"
+    shutil.copy(nai_fixtures / "nai3_128_text_stealth_smea_vibe.png", src)
+    before = src.read_bytes()
+    result = run_job(src, BUILTIN_PRESETS["upscale-2x"], engine, CONFIG)
+    assert result.output == tmp_path / "nai.naiup-upscale-2x.png"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nai.naiup-upscale-2x.png", "nai.png"]
+    assert src.read_bytes() == before
+    with Image.open(result.output) as out, Image.open(src) as orig:
+        assert out.mode == "RGB" and out.size == (256, 256)
+        for key in ("Title", "Description", "Software", "Source", "Comment", "Generation time"):
+            assert out.text[key] == orig.text[key]
+        assert "Size: 256x256" in out.text["parameters"]
+    prov = _provenance(result.output)
+    assert prov["source_sha256"] == hashlib.sha256(before).hexdigest()
+    assert prov["preset"]["name"] == "upscale-2x" and prov["source_name"] == "nai.png"
+    assert prov["model_id"].startswith("realcugan-2x@3a26f0dfd231") and prov["version"]
+    assert is_naiup_output(result.output) and not is_naiup_output(src)
+
+
+def test_second_run_never_overwrites(tmp_path, engine):
+    src = write_nai_png(tmp_path / "img.png", (24, 16))
+    first = run_job(src, LZ, engine, CONFIG).output
+    first_bytes = first.read_bytes()
+    second = run_job(src, LZ, engine, CONFIG).output
+    third = run_job(src, LZ, engine, CONFIG).output
+    assert (first.name, second.name, third.name) == (
+        "img.naiup-lz.png",
+        "img.naiup-lz (2).png",
+        "img.naiup-lz (3).png",
+    )
+    assert first.read_bytes() == first_bytes
+
+
+def test_a_users_file_at_the_output_name_is_left_alone(tmp_path, engine):
+    src = write_nai_png(tmp_path / "img.png", (24, 16))
+    (tmp_path / "img.naiup-lz.png").write_bytes(b"mine")
+    out = run_job(src, LZ, engine, CONFIG).output
+    assert out.name == "img.naiup-lz (2).png" and (tmp_path / "img.naiup-lz.png").read_bytes() == b"mine"
+
+
+def test_non_latin1_text_survives_as_itxt(tmp_path, nai_fixtures, engine):
+    src = tmp_path / "jp.png"
+    shutil.copy(nai_fixtures / "nai45_full_832x1216_itxt_stealth.png", src)
+    out = run_job(src, replace(LZ, scale=0.25), engine, CONFIG).output
+    with Image.open(out) as o, Image.open(src) as i:
+        assert o.text["Description"] == i.text["Description"]
+    assert any(t == b"iTXt" and d.startswith(b"Description\0") for t, d in _chunks(out))
+
+
+def test_output_has_no_alpha_so_no_stealth_payload(tmp_path, engine):
+    src = write_nai_png(tmp_path / "a.png", (16, 16), rgba=True)
+    out = run_job(src, LZ, engine, CONFIG).output
+    ihdr = _chunks(out)[0][1]
+    assert ihdr[9] == 2  # PNG colour type 2 = RGB, no alpha channel
+
+
+class _FailIfCalled:
+    def process(self, *args, **kwargs):
+        raise AssertionError("model work started for an input that should have been refused")
+
+
+def test_too_large_output_is_refused_before_any_model_work(tmp_path):
+    src = write_nai_png(tmp_path / "big.png", (100, 100))
+    config = replace(CONFIG, output=OutputConfig(max_output_megapixels=0.03))
+    with pytest.raises(InputError, match="max_output_megapixels") as err:
+        run_job(src, LZ, _FailIfCalled(), config)
+    assert "200x200" in str(err.value) and str(src) in str(err.value)
+    assert [p.name for p in tmp_path.iterdir()] == ["big.png"]
+
+
+@pytest.mark.parametrize("content", [b"", b"\x89PNG\r\n\x1a\n" + b"\0" * 40, b"not an image"])
+def test_corrupt_input_is_an_input_error_naming_the_file(tmp_path, content):
+    src = tmp_path / "broken.png"
+    src.write_bytes(content)
+    with pytest.raises(InputError) as err:
+        run_job(src, LZ, _FailIfCalled(), CONFIG)
+    assert str(err.value).startswith(str(src))
+    assert [p.name for p in tmp_path.iterdir()] == ["broken.png"]
+
+
+def test_truncated_real_png_is_an_input_error(tmp_path, nai_fixtures):
+    src = tmp_path / "cut.png"
+    src.write_bytes((nai_fixtures / "nai3_640_text_stealth.png").read_bytes()[:50_000])
+    with pytest.raises(InputError, match=r"cut\.png"):
+        run_job(src, LZ, _FailIfCalled(), CONFIG)
+
+
+def test_missing_input_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        run_job(tmp_path / "gone.png", LZ, _FailIfCalled(), CONFIG)
+
+
+class _SeedRefiner:
+    model_id = "seed-noise"
+
+    def __init__(self, model, device):
+        pass
+
+    def load(self):
+        pass
+
+    def refine(self, image, preset, *, prompt, negative_prompt, seed, progress=None):
+        noise = np.random.default_rng(seed).integers(0, 8, (image.height, image.width, 3))
+        return Image.fromarray(((np.asarray(image, dtype=np.int64) + noise) % 256).astype(np.uint8))
+
+
+def _strip_timings(chunks):
+    out = []
+    for ctype, data in chunks:
+        if data.startswith(b"naiup\0"):
+            record = json.loads(data.split(b"\0", 1)[1])
+            record.pop("timings")
+            data = json.dumps(record, sort_keys=True).encode()
+        out.append((ctype, data))
+    return out
+
+
+def test_same_input_and_seed_give_identical_output_bytes(tmp_path):
+    src = write_nai_png(tmp_path / "s.png", (32, 32), seed=99)
+    engine = Engine(ModelConfig(device="cpu"), CPU, refiner_factory=_SeedRefiner)
+    preset = Preset(name="r", upscaler="lanczos", refine=True)
+    a, b = (run_job(src, preset, engine, CONFIG).output for _ in range(2))
+    other = run_job(src, replace(preset, seed=100), engine, CONFIG).output
+    idat = [[d for t, d in _chunks(p) if t == b"IDAT"] for p in (a, b, other)]
+    assert idat[0] == idat[1] != idat[2]
+    # Everything but the measured timings is byte-identical too.
+    assert _strip_timings(_chunks(a)) == _strip_timings(_chunks(b))
+    assert _provenance(a)["seed"] == 99 and "Seed: 99" in Image.open(a).text["parameters"]
+
+
+def test_output_names_follow_the_template(tmp_path):
+    src = tmp_path / "x.webp"
+    names = output_candidates(src, LZ, "{stem}-{preset}.png")
+    assert [next(names).name for _ in range(3)] == ["x-lz.png", "x-lz (2).png", "x-lz (3).png"]
+    for bad in ("{nope}.png", "sub/{stem}.png", "{stem}.webp"):
+        with pytest.raises(ConfigError, match=r"output\.name"):
+            next(output_candidates(src, LZ, bad))
+
+
+def test_provenance_check_is_cheap_and_robust(tmp_path):
+    assert not is_naiup_output(tmp_path / "absent.png")
+    (tmp_path / "junk.png").write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I4s", 10**9, b"IDAT"))
+    assert not is_naiup_output(tmp_path / "junk.png")
+    raw = b"\x89PNG\r\n\x1a\n"
+    body = b"naiup\0{}"
+    raw += struct.pack(">I4s", len(body), b"tEXt") + body + struct.pack(">I", zlib.crc32(b"tEXt" + body))
+    (tmp_path / "ours.png").write_bytes(raw)
+    assert is_naiup_output(tmp_path / "ours.png")
+
+
+def test_png_compress_level_comes_from_the_config(tmp_path, engine):
+    src = write_nai_png(tmp_path / "c.png", (48, 48), rgba=False)
+    stored = replace(CONFIG, output=replace(CONFIG.output, png_compress_level=0))
+    raw = run_job(src, LZ, engine, stored).output
+    packed = run_job(src, LZ, engine, CONFIG).output
+    assert raw.stat().st_size > packed.stat().st_size
+    assert np.array_equal(np.asarray(Image.open(raw)), np.asarray(Image.open(packed)))
