@@ -138,7 +138,6 @@ def run_job(
         source_name=src.name,
         model_id=model_id(preset) if callable(model_id) else str(result.parameters.get("upscaler_id", "")),
         parameters=result.parameters,
-        timings=timings,
     )
     data = encode_png(result.image, text, config.output.png_compress_level)
     timings["encode"] = time.perf_counter() - t1

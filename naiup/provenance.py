@@ -56,8 +56,8 @@ def provenance_text(
     source_name: str,
     model_id: str,
     parameters: dict[str, Any],
-    timings: dict[str, float],
 ) -> str:
+    # No timings here: the same input and seed must give byte-identical files (timings go to the log/ledger).
     record = {
         "software": "naiup",
         "version": version,
@@ -67,7 +67,6 @@ def provenance_text(
         "source_name": source_name,
         "model_id": model_id,
         "parameters": parameters,
-        "timings": {k: round(v, 3) for k, v in timings.items()},
     }
     return json.dumps(record, ensure_ascii=False, sort_keys=True, default=str)
 
