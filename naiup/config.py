@@ -89,6 +89,7 @@ class DaemonConfig:
     notifications: bool = True
     job_timeout_seconds: float = 600.0
     max_attempts: int = 3
+    engine: str = "naiup.engine:Engine"  # "module:callable" the worker child calls with the ModelConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,10 +126,37 @@ class Config:
 
 
 def load_config(path: Path | None = None) -> Config:
-    """Placeholder loader: the foundation issue replaces it with full validation."""
+    """PLACEHOLDER loader (the foundation issue replaces it with full validation): maps TOML tables
+    onto the dataclasses by field name, so the daemon can be configured and tested meanwhile."""
     path = path or default_config_path()
     if not path.exists():
         return Config(watch=WatchConfig(folders=(Path(platformdirs.user_downloads_dir()),)))
-    with open(path, "rb") as f:
-        tomllib.load(f)
-    return Config(source=path)
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("toml", f"is not valid TOML: {exc}", path) from exc
+    parts: dict[str, object] = {}
+    for key, cls in (
+        ("watch", WatchConfig),
+        ("output", OutputConfig),
+        ("daemon", DaemonConfig),
+        ("pause", PauseConfig),
+        ("model", ModelConfig),
+    ):
+        table = dict(doc.get(key, {}))
+        if key == "watch" and "folders" in table:
+            table["folders"] = tuple(Path(p).expanduser() for p in table["folders"])
+        for k, v in table.items():
+            if isinstance(v, list):
+                table[k] = tuple(v)
+        try:
+            parts[key] = cls(**table)
+        except TypeError as exc:
+            raise ConfigError(key, f"unknown or bad key: {exc}", path) from exc
+    presets = dict(BUILTIN_PRESETS)
+    for name, table in doc.get("presets", {}).items():
+        presets[name] = Preset(name=name, **table)
+    config = Config(presets=presets, source=path, **parts)  # type: ignore[arg-type]
+    config.preset(config.daemon.active_preset)  # unknown preset -> ConfigError now, not mid-run
+    return config

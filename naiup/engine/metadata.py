@@ -13,7 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from naiup.errors import InputError, MetadataError
 
 
 class MetadataFormat(StrEnum):
@@ -68,3 +73,29 @@ class ImageMetadata:
     @property
     def is_novelai(self) -> bool:
         return self.format is MetadataFormat.NOVELAI
+
+
+# PLACEHOLDER (daemon branch): minimal reader until the metadata issue lands; same signatures.
+# Classifies a "Software: NovelAI" text chunk as NOVELAI, nothing else.
+def read_metadata(path: Path) -> ImageMetadata:
+    return read_image(path)[1]
+
+
+def read_image(path: Path) -> tuple[Image.Image, ImageMetadata]:
+    try:
+        with Image.open(path) as im:
+            im.load()  # full decode: verify() passes truncated files
+            chunks = {k: v for k, v in im.info.items() if isinstance(k, str) and isinstance(v, str)}
+            image = im.copy()
+    except Image.DecompressionBombError as exc:
+        raise MetadataError(path, f"pixel bomb refused: {exc}") from exc
+    except ValueError as exc:
+        if "Too Large" in str(exc):  # PIL's guard on zTXt/iTXt inflating past MAX_TEXT_CHUNK
+            raise MetadataError(path, "gzip bomb refused: a text chunk decompresses past the limit") from exc
+        raise InputError(path, f"unreadable image: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise InputError(path, "not an image PIL can decode") from exc
+    except OSError as exc:
+        raise InputError(path, f"truncated or unreadable image: {exc}") from exc
+    fmt = MetadataFormat.NOVELAI if chunks.get("Software") == "NovelAI" else MetadataFormat.OTHER
+    return image, ImageMetadata(format=fmt, text_chunks=chunks)
