@@ -156,6 +156,12 @@ class Ledger:
             (str(State.DONE), output, time.time(), item_id),
         )
 
+    def skip(self, item_id: int, reason: str) -> None:
+        self._exec(
+            "UPDATE items SET state=?, error=?, finished=? WHERE id=?",
+            (str(State.SKIPPED), reason, time.time(), item_id),
+        )
+
     def fail(self, item_id: int, error: str) -> None:
         self._exec(
             "UPDATE items SET state=?, error=?, finished=? WHERE id=?",

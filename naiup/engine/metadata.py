@@ -90,7 +90,7 @@ def read_image(path: Path) -> tuple[Image.Image, ImageMetadata]:
     except Image.DecompressionBombError as exc:
         raise MetadataError(path, f"pixel bomb refused: {exc}") from exc
     except ValueError as exc:
-        if "Too Large" in str(exc):  # PIL's guard on zTXt/iTXt inflating past MAX_TEXT_CHUNK
+        if "too large" in str(exc).lower():  # PIL's guard on zTXt/iTXt inflating past MAX_TEXT_CHUNK
             raise MetadataError(path, "gzip bomb refused: a text chunk decompresses past the limit") from exc
         raise InputError(path, f"unreadable image: {exc}") from exc
     except UnidentifiedImageError as exc:
