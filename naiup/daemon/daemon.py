@@ -179,7 +179,7 @@ class Daemon:
         self._rescan_now.set()
 
     def _loop(self) -> None:
-        next_rescan = next_config = time.monotonic()
+        next_rescan = next_config = next_watch_check = time.monotonic()
         last_status: dict | None = None
         while not self.stop_event.wait(TICK):
             now = time.monotonic()
@@ -197,10 +197,13 @@ class Daemon:
                 log.info("timed pause over, resuming")
                 self.set_runtime(paused=False, pause_reason=None, paused_until=None, free_gpu=False)
                 self.scheduler.wake(retry_load=True)
-            if not self.watcher.healthy() and self.watcher.missing == []:
-                log.warning("watch observer died, restarting it")
-                self.watcher.restart()
-                self.request_rescan()
+            if not self.watcher.healthy() and now >= next_watch_check:
+                # a dead observer thread, or a watch folder that was missing (unmounted, renamed)
+                next_watch_check = now + 5.0
+                if not self.watcher.missing or any(Path(m).is_dir() for m in self.watcher.missing):
+                    log.warning("re-attaching the watch observer missing=%s", self.watcher.missing)
+                    self.watcher.restart()
+                    self.request_rescan()
             status = self.status()
             if status != last_status and self.server is not None:
                 self.server.publish({"event": "status", "status": status})

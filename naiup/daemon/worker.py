@@ -11,6 +11,7 @@ import importlib
 import logging
 import multiprocessing as mp
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -45,6 +46,8 @@ def _child_main(conn: Connection, config: Config) -> None:
     from naiup.errors import NaiupError  # imported here: the child starts from a bare interpreter
     from naiup.job import run_job
 
+    # Ctrl+C in a terminal reaches the whole process group: the daemon decides when we stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     try:
         engine = load_factory(config.daemon.engine)(config.model)
