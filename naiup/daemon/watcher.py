@@ -57,12 +57,20 @@ class Watcher:
         self._observer = Observer()
         self.missing = []
         for folder in self._folders:
-            try:
-                self._observer.schedule(self._handler, str(folder), recursive=self._recursive)
-            except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+            # watchdog 7 raises FileNotFoundError for a missing root at schedule() or start() (#1157)
+            if not folder.is_dir():
                 self.missing.append(str(folder))
-                log.warning("watch folder unavailable folder=%s error=%s", folder, exc)
-        self._observer.start()
+                log.warning("watch folder missing folder=%s", folder)
+                continue
+            self._observer.schedule(self._handler, str(folder), recursive=self._recursive)
+        try:
+            self._observer.start()
+        except OSError as exc:  # vanished between the check and start, or no inotify watches left
+            log.warning("watch observer failed to start error=%s", exc)
+            self._observer.stop()
+            self._observer = None
+            self.missing = [str(f) for f in self._folders]
+            return
         log.info("watching folders=%s", ", ".join(map(str, self._folders)))
 
     def healthy(self) -> bool:
@@ -75,5 +83,6 @@ class Watcher:
     def stop(self) -> None:
         if self._observer is not None:
             self._observer.stop()
-            self._observer.join(5.0)
+            if self._observer.is_alive():
+                self._observer.join(5.0)
             self._observer = None

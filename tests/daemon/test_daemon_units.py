@@ -128,3 +128,15 @@ def test_rescan_finds_files_the_watcher_never_reported(tmp_path: Path):
     finally:
         stabiliser.stop()
         ledger.close()
+
+
+def test_a_missing_watch_folder_is_reported_not_fatal(tmp_path: Path):
+    watcher = Watcher((tmp_path / "gone", tmp_path), False, lambda p: None, lambda: None)
+    watcher.start()
+    try:
+        assert watcher.missing == [str(tmp_path / "gone")] and not watcher.healthy()
+        (tmp_path / "gone").mkdir()
+        watcher.restart()
+        assert watcher.missing == [] and watcher.healthy()
+    finally:
+        watcher.stop()
