@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import nai_writer
 import psutil
 from conftest import DaemonRun, wait_for
@@ -33,6 +35,9 @@ def test_500_files_at_once_are_each_processed_once_and_a_restart_redoes_nothing(
     assert len(outputs) == N
     assert {r["output"] for r in done} == {str(p) for p in outputs}
     assert all(r["error"] == "a naiup output" for r in rows if r["state"] == "skipped")
+    by_start = sorted(done, key=lambda r: r["started"])  # one at a time, in arrival order
+    assert [r["id"] for r in by_start] == sorted(r["id"] for r in done)
+    assert all(a["finished"] <= b["started"] for a, b in itertools.pairwise(by_start))
     assert daemon.stop() == 0
 
     # Restart: the catch-up scan finds nothing new; a file that arrived while down is processed.
@@ -92,4 +97,25 @@ def test_pause_resume_preset_switch_and_free_gpu(daemon: DaemonRun):
     assert daemon.stop() == 0
     daemon.start()
     assert daemon.status()["active_preset"] == "refine-4x"
+    assert daemon.stop() == 0
+
+
+def test_outputs_are_never_requeued_even_when_the_ledger_is_lost(daemon: DaemonRun):
+    daemon.write_config(watch="quiet_seconds = 0.2")
+    daemon.start()
+    src = nai_writer.write_nai_png(daemon.watch / "a.png", (16, 16))
+    wait_for(lambda: (r := daemon.row(src)) and r["state"] == "done", 20, "the first job")
+    assert daemon.stop() == 0
+    for f in (daemon.root / "state").glob("ledger.sqlite3*"):
+        f.unlink()
+
+    daemon.start()  # the catch-up scan sees the original and our output as new files
+    (first,) = daemon.outputs()
+    wait_for(
+        lambda: (r := daemon.row(first)) and r["state"] == "skipped", 20, "the old output to be recognised"
+    )
+    assert daemon.row(first)["error"] == "a naiup output"  # by its provenance chunk, not by the ledger
+    wait_for(lambda: (r := daemon.row(src)) and r["state"] == "done", 20, "the original to be redone")
+    names = sorted(p.name for p in daemon.outputs())
+    assert names == ["a.naiup-upscale-2x (2).png", "a.naiup-upscale-2x.png"]  # never overwritten
     assert daemon.stop() == 0
