@@ -43,6 +43,7 @@ class DaemonRun:
         self.config_path = root / "config.toml"
         self.proc: subprocess.Popen | None = None
         self.log = root / "daemon-stderr.log"
+        self.worker_pids: set[int] = set()  # a worker orphaned by kill -9 is no longer our child
 
     def write_config(
         self, watch: str = "", daemon: str = "", engine: str = "stub_engine:ResizeEngine"
@@ -81,7 +82,10 @@ class DaemonRun:
             return client.request(verb, **args)
 
     def status(self) -> dict:
-        return self.request("status")
+        status = self.request("status")
+        if status.get("worker_pid"):
+            self.worker_pids.add(status["worker_pid"])
+        return status
 
     def rows(self) -> list[sqlite3.Row]:
         db = sqlite3.connect(f"file:{self.root / 'state' / 'ledger.sqlite3'}?mode=ro", uri=True)
@@ -135,6 +139,22 @@ def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DaemonRu
     yield run
     if run.proc is not None and run.proc.poll() is None:
         run.stop()
+    alive = lambda: [p for p in run.worker_pids if psutil.pid_exists(p) and _is_ours(p)]  # noqa: E731
+    deadline = time.monotonic() + 10
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = alive()
+    for pid in left:
+        psutil.Process(pid).kill()
+    assert not left, f"worker processes outlived their daemon: {left}"
+
+
+def _is_ours(pid: int) -> bool:
+    try:
+        p = psutil.Process(pid)
+        return p.status() != psutil.STATUS_ZOMBIE and "multiprocessing" in " ".join(p.cmdline())
+    except psutil.Error:
+        return False
 
 
 @pytest.fixture(autouse=True)
