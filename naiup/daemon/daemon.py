@@ -244,6 +244,7 @@ class Daemon:
             "worker_pid": sch.worker_pid,
             "watch_folders": [str(f) for f in cfg.watch.folders],
             "missing_folders": self.watcher.missing,
+            "event_overflows": self.watcher.overflows,
             "config_path": str(self.config_path) if self.config_path else None,
             "log_path": str(self.log_path),
             "pid": os.getpid(),

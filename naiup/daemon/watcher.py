@@ -38,6 +38,23 @@ class _HintHandler(FileSystemEventHandler):
             log.exception("watch handler failed on event=%r", event)
 
 
+class _OverflowHook(logging.Handler):
+    """watchdog only logs an inotify queue overflow (events lost): turn that line into a rescan."""
+
+    def __init__(self, rescan: Callable[[], None]) -> None:
+        super().__init__(logging.WARNING)
+        self._rescan = rescan
+        self.overflows = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self.overflows += 1
+            self._rescan()
+
+
+OVERFLOW_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify")
+
+
 class Watcher:
     """Owns the watchdog observer; `healthy()` lets the daemon restart it if its thread died."""
 
@@ -50,10 +67,17 @@ class Watcher:
     ) -> None:
         self._folders, self._recursive = folders, recursive
         self._handler = _HintHandler(hint, rescan)
+        self._overflow = _OverflowHook(rescan)
         self._observer: Observer | None = None
         self.missing: list[str] = []
 
+    @property
+    def overflows(self) -> int:
+        return self._overflow.overflows
+
     def start(self) -> None:
+        for name in OVERFLOW_LOGGERS:
+            logging.getLogger(name).addHandler(self._overflow)
         self._observer = Observer()
         self.missing = []
         for folder in self._folders:
@@ -81,6 +105,8 @@ class Watcher:
         self.start()
 
     def stop(self) -> None:
+        for name in OVERFLOW_LOGGERS:
+            logging.getLogger(name).removeHandler(self._overflow)
         if self._observer is not None:
             self._observer.stop()
             if self._observer.is_alive():

@@ -140,3 +140,22 @@ def test_a_missing_watch_folder_is_reported_not_fatal(tmp_path: Path):
         assert watcher.missing == [] and watcher.healthy()
     finally:
         watcher.stop()
+
+
+def test_an_inotify_overflow_triggers_a_rescan(tmp_path: Path):
+    """watchdog only logs an overflow; the hook turns its warning into a rescan request."""
+    import logging
+
+    rescans = threading.Event()
+    watcher = Watcher((tmp_path,), False, lambda p: None, rescans.set)
+    watcher.start()
+    try:
+        logging.getLogger("watchdog.observers.inotify_c").warning(
+            "Inotify queue overflowed; events were lost"
+        )
+        assert rescans.is_set() and watcher.overflows == 1
+    finally:
+        watcher.stop()
+    rescans.clear()
+    logging.getLogger("watchdog.observers.inotify_c").warning("Inotify queue overflowed; events were lost")
+    assert not rescans.is_set()  # the hook leaves with the watcher
