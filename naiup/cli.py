@@ -7,6 +7,7 @@ Each command lives in one `_cmd_<name>` function; `_build_parser` wires them.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -107,14 +108,148 @@ def _build_parser() -> argparse.ArgumentParser:
     refine.add_argument("files", nargs="+", type=Path, metavar="FILE", help="images to refine")
     refine.add_argument("--preset", default=None, help="preset name (default: daemon.active_preset)")
     # daemon
-    add("run", _not_yet, "run the background service (watch folders, refine new NovelAI images)")
-    for verb in ("status", "pause", "resume", "preset", "queue", "retry", "rescan", "stop"):
-        add(verb, _not_yet, f"daemon control: {verb}")
+    add("run", _cmd_run, "run the background service (watch folders, refine new NovelAI images)")
+    for name, handler, help in _CONTROL:
+        p = add(name, handler, help)
+        p.add_argument("--json", action="store_true", help="print the daemon's reply as JSON")
+        if name == "pause":
+            p.add_argument("--free-gpu", action="store_true", help="also stop the worker (frees VRAM)")
+            p.add_argument("--for", dest="duration", type=_duration, help="resume after e.g. 90s, 15m, 1h")
+            p.add_argument("--reason", default=None)
+        elif name == "preset":
+            p.add_argument("name", nargs="?", help="preset to use from the next job on (none: list them)")
+        elif name == "queue":
+            p.add_argument("--failed", action="store_true", help="list failed and skipped files with reasons")
+        elif name == "retry":
+            p.add_argument("id", help="ledger id from `naiup queue --failed`, or `all`")
     # desktop
     add("tray", _not_yet, "show the tray icon")
     add("service", _not_yet, "install | uninstall | status of autostart at login")
     add("doctor", _not_yet, "check the installation and print fixes")
     return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from naiup.daemon.daemon import Daemon
+
+    return Daemon(args.config).run()
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1:].lower() in units:
+            return float(text[:-1]) * units[text[-1].lower()]
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 15m, 1h)") from None
+
+
+def _control(args: argparse.Namespace, verb: str, **request: object) -> dict | None:
+    """Send one request; prints and returns None when the daemon is not running (caller exits 3)."""
+    from naiup.daemon.control import ControlClient, DaemonNotRunning
+
+    try:
+        with ControlClient.connect() as client:
+            reply = client.request(verb, **request)
+    except DaemonNotRunning as exc:
+        print(f"naiup: {exc}", file=sys.stderr)
+        return None
+    if args.json:
+        print(json.dumps(reply, indent=2))
+    return reply
+
+
+def _print_status(s: dict) -> None:
+    line = f"{s['state']}  preset={s['active_preset']}  queue={s['queue_length']}"
+    if s.get("current"):
+        line += f"  working on {Path(s['current']['path']).name} ({s['current']['progress']:.0%})"
+    print(line)
+    for key, label in (
+        ("pause_reason", "paused"),
+        ("engine_error", "engine"),
+        ("config_error", "config"),
+        ("last_error", "last error"),
+        ("last_output", "last output"),
+    ):
+        if s.get(key):
+            print(f"  {label}: {s[key]}")
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(s.get("counts", {}).items()))
+    print(f"  files: {counts or 'none yet'}")
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    reply = _control(args, "status")
+    if reply is None:
+        return 3
+    if not args.json:
+        _print_status(reply)
+    return 0
+
+
+def _cmd_pause(args: argparse.Namespace) -> int:
+    reply = _control(args, "pause", free_gpu=args.free_gpu, for_seconds=args.duration, reason=args.reason)
+    if reply is not None and not args.json:
+        _print_status(reply)
+    return 3 if reply is None else 0
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    reply = _control(args, "resume")
+    if reply is not None and not args.json:
+        _print_status(reply)
+    return 3 if reply is None else 0
+
+
+def _cmd_preset(args: argparse.Namespace) -> int:
+    reply = _control(args, "preset", name=args.name) if args.name else _control(args, "status")
+    if reply is not None and not args.json:
+        for name in reply["presets"]:
+            print(f"{'*' if name == reply['active_preset'] else ' '} {name}")
+    return 3 if reply is None else 0
+
+
+def _cmd_queue(args: argparse.Namespace) -> int:
+    reply = _control(args, "queue", failed=args.failed)
+    if reply is not None and not args.json:
+        for item in reply["items"]:
+            extra = f"  {item['error']}" if item.get("error") else ""
+            print(f"{item['id']:>6}  {item['state']:<10} {item['path']}{extra}")
+        if not reply["items"]:
+            print("no failed or skipped files" if args.failed else "queue is empty")
+    return 3 if reply is None else 0
+
+
+def _cmd_retry(args: argparse.Namespace) -> int:
+    if args.id != "all" and not args.id.isdigit():
+        print(f"naiup retry: expected an id or `all`, got {args.id!r}", file=sys.stderr)
+        return 2
+    reply = _control(args, "retry", id=args.id if args.id == "all" else int(args.id))
+    if reply is not None and not args.json:
+        print(f"requeued {reply['requeued']} file(s)")
+    return 3 if reply is None else 0
+
+
+def _simple(verb: str, done: str) -> Handler:
+    def handler(args: argparse.Namespace) -> int:
+        reply = _control(args, verb)
+        if reply is not None and not args.json:
+            print(done)
+        return 3 if reply is None else 0
+
+    return handler
+
+
+_CONTROL: list[tuple[str, Handler, str]] = [
+    ("status", _cmd_status, "show what the daemon is doing"),
+    ("pause", _cmd_pause, "stop taking new jobs (files are still recorded)"),
+    ("resume", _cmd_resume, "take jobs again"),
+    ("preset", _cmd_preset, "switch the preset used from the next job on"),
+    ("queue", _cmd_queue, "list waiting and queued files (--failed: failed and skipped)"),
+    ("retry", _cmd_retry, "queue failed files again"),
+    ("rescan", _simple("rescan", "rescan requested"), "look for files the watcher missed"),
+    ("stop", _simple("stop", "daemon stopping"), "stop the daemon (the current job finishes or is requeued)"),
+]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

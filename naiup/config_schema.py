@@ -72,6 +72,8 @@ RULES: dict[str, Check] = {
     "ModelConfig.checkpoint": lambda v: None if v.strip() else "must not be empty",
     "DaemonConfig.job_timeout_seconds": _positive,
     "DaemonConfig.max_attempts": _between(1, 100),
+    "DaemonConfig.stop_grace_seconds": _positive,
+    "DaemonConfig.engine": lambda v: None if ":" in v else f"must be 'module:callable', got {v!r}",
     "PauseConfig.gpu_busy_percent": _between(0, 100),
     "PauseConfig.check_seconds": _positive,
     "Preset.scale": lambda v: None if 1 < v <= 8 else f"must be in (1, 8], got {v}",

@@ -1,0 +1,271 @@
+"""`naiup run`: the composition of watcher, stabiliser, ledger, scheduler and control server.
+
+Start order: instance lock -> logging -> config -> ledger (crash recovery) -> temp cleanup -> threads ->
+control socket -> observer -> catch-up scan (the observer starts first so nothing lands unseen).
+Stop (SIGTERM/SIGINT/`stop`): the main thread only sets an event; the loop then tears down in reverse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import filelock
+
+from naiup import __version__, paths
+from naiup.config import Config, load_config
+from naiup.daemon import control
+from naiup.daemon.ledger import Ledger, State
+from naiup.daemon.logs import setup_logging
+from naiup.daemon.scheduler import Scheduler
+from naiup.daemon.stabiliser import Stabiliser
+from naiup.daemon.state import RuntimeState, load_state, save_state
+from naiup.daemon.verbs import Verbs
+from naiup.daemon.watcher import Watcher
+from naiup.errors import FatalError, NaiupError
+
+log = logging.getLogger(__name__)
+
+TICK = 0.25
+
+
+def info_path() -> Path:
+    return paths.state_dir() / "daemon.json"
+
+
+def remove_stale_temps(folders: tuple[Path, ...]) -> None:
+    """A daemon killed mid-publish leaves hidden temps; nothing else of ours can be running now."""
+    for folder in folders:
+        try:
+            for tmp in folder.glob(".*.naiup-tmp"):
+                tmp.unlink(missing_ok=True)
+                log.info("removed stale temp path=%s", tmp)
+        except OSError as exc:
+            log.warning("temp cleanup failed folder=%s error=%s", folder, exc)
+
+
+class Daemon:
+    def __init__(self, config_path: Path | None = None) -> None:
+        self.config_path = config_path
+        self.config: Config = Config()
+        self.config_error: str | None = None
+        self._config_mtime: float | None = None
+        self._state_path = paths.state_dir() / "runtime.json"
+        self._runtime_lock = threading.Lock()
+        self._runtime = RuntimeState()
+        self.stop_event = threading.Event()
+        self.log_path: Path | None = None
+
+    # --- runtime choices, shared with the control threads ---
+    def runtime(self) -> RuntimeState:
+        with self._runtime_lock:
+            return self._runtime
+
+    def set_runtime(self, **changes: object) -> RuntimeState:
+        with self._runtime_lock:
+            self._runtime = self._runtime.but(**changes)
+            save_state(self._state_path, self._runtime)
+            return self._runtime
+
+    def reload(self) -> None:
+        """Re-read the config; an invalid one keeps the old config and shows the error in status."""
+        path = self.config_path
+        try:
+            self._config_mtime = path.stat().st_mtime if path and path.exists() else None
+            new = load_config(path)
+        except (NaiupError, OSError) as exc:
+            self.config_error = str(exc)
+            log.error("config reload failed, keeping the previous config error=%s", exc)
+            raise
+        old, self.config, self.config_error = self.config, new, None
+        if hasattr(self, "scheduler"):
+            worker_changed = (old.model, old.daemon.engine) != (new.model, new.daemon.engine)
+            self.scheduler.wake(retry_load=True, restart_worker=worker_changed)
+            if old.watch.folders != new.watch.folders or old.watch.recursive != new.watch.recursive:
+                log.warning("watch folder changes take effect after a restart")
+        log.info("config loaded path=%s", path)
+
+    def _poll_config(self) -> None:
+        path = self.config_path
+        try:
+            mtime = path.stat().st_mtime if path and path.exists() else None
+        except OSError:
+            return
+        if mtime != self._config_mtime:
+            with contextlib.suppress(NaiupError, OSError):  # logged, and kept in status
+                self.reload()
+
+    # --- life cycle ---
+    def run(self) -> int:
+        state_dir = control.ensure_private_dir(paths.state_dir())
+        lock = filelock.FileLock(
+            state_dir / "daemon.lock", timeout=0, thread_local=False, fallback_to_soft=False
+        )  # a soft lock would outlive a crash
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            pid = _running_pid()
+            msg = f"naiup is already running (pid {pid})" if pid else "naiup is already running"
+            raise FatalError(msg) from None
+        handlers: list[logging.Handler] = []
+        try:
+            self.log_path, handlers = setup_logging(paths.log_dir())
+            self.config_path = self.config_path or _default_config_path()
+            self.reload()
+            return self._serve()
+        finally:
+            info_path().unlink(missing_ok=True)
+            lock.release()
+            for h in handlers:
+                logging.getLogger().removeHandler(h)
+                h.close()
+
+    def _serve(self) -> int:
+        cfg = self.config
+        self._runtime = load_state(self._state_path)
+        self.ledger = Ledger(paths.state_dir() / "ledger.sqlite3")
+        requeued = self.ledger.recover(cfg.daemon.max_attempts)
+        if requeued:
+            log.info("requeued jobs interrupted by a crash count=%d", requeued)
+        remove_stale_temps(cfg.watch.folders)
+        self.server: control.ControlServer | None = None
+        self.scheduler = Scheduler(self.ledger, lambda: self.config, self.runtime, self._publish)
+        self.stabiliser = Stabiliser(self.ledger, lambda: self.config, self.scheduler.wake)
+        self.watcher = Watcher(
+            cfg.watch.folders, cfg.watch.recursive, self.stabiliser.hint, self.request_rescan
+        )
+        self._rescan_now = threading.Event()
+        self.stabiliser.start()
+        self.scheduler.start()
+        try:
+            self.server = control.ControlServer(Verbs(self).handle)
+            self.server.start()
+            _write_info({"pid": os.getpid(), "address": control.address(), "version": __version__})
+            self.watcher.start()
+            self._install_signals()
+            log.info("naiup daemon started pid=%d version=%s", os.getpid(), __version__)
+            self.request_rescan()
+            self._loop()
+        finally:
+            log.info("stopping")
+            self.watcher.stop()
+            self.stabiliser.stop()
+            self.scheduler.stop()
+            if self.server is not None:
+                self.server.stop()
+            self.ledger.close()
+        log.info("stopped")
+        return 0
+
+    def _install_signals(self) -> None:
+        def on_signal(signum: int, _frame: object) -> None:
+            self.stop_event.set()  # only set the flag: the loop does the work
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, lambda *_: self._poll_config_forced())
+
+    def _poll_config_forced(self) -> None:
+        self._config_mtime = -1.0
+
+    def request_rescan(self) -> None:
+        self._rescan_now.set()
+
+    def _loop(self) -> None:
+        next_rescan = next_config = next_watch_check = time.monotonic()
+        last_status: dict | None = None
+        while not self.stop_event.wait(TICK):
+            now = time.monotonic()
+            if self._rescan_now.is_set() or now >= next_rescan:
+                self._rescan_now.clear()
+                n = self.stabiliser.scan(self.config.watch.folders, self.config.watch.recursive)
+                if n:
+                    log.info("rescan found files to check count=%d", n)
+                next_rescan = now + self.config.watch.rescan_seconds
+            if now >= next_config:
+                self._poll_config()
+                next_config = now + 1.0
+            rs = self.runtime()
+            if rs.paused and rs.paused_until is not None and time.time() >= rs.paused_until:
+                log.info("timed pause over, resuming")
+                self.set_runtime(paused=False, pause_reason=None, paused_until=None, free_gpu=False)
+                self.scheduler.wake(retry_load=True)
+            if not self.watcher.healthy() and now >= next_watch_check:
+                # a dead observer thread, or a watch folder that was missing (unmounted, renamed)
+                next_watch_check = now + 5.0
+                if not self.watcher.missing or any(Path(m).is_dir() for m in self.watcher.missing):
+                    log.warning("re-attaching the watch observer missing=%s", self.watcher.missing)
+                    self.watcher.restart()
+                    self.request_rescan()
+            status = self.status()
+            if status != last_status and self.server is not None:
+                self.server.publish({"event": "status", "status": status})
+                last_status = status
+
+    def _publish(self, event: dict) -> None:
+        if getattr(self, "server", None) is not None:
+            self.server.publish(event)
+
+    def status(self) -> dict:
+        rs, sch, cfg = self.runtime(), self.scheduler, self.config
+        counts = self.ledger.counts()
+        if rs.paused:
+            state = "paused"
+        elif sch.loading:
+            state = "loading"
+        elif sch.engine_error or self.config_error:
+            state = "error"
+        elif sch.current is not None:
+            state = "working"
+        else:
+            state = "idle"
+        return {
+            "ok": True,
+            "state": state,
+            "active_preset": rs.active_preset or cfg.daemon.active_preset,
+            "presets": sorted(cfg.presets),
+            "current": sch.current,
+            "queue_length": counts.get(State.QUEUED, 0) + counts.get(State.PROCESSING, 0),
+            "waiting": self.stabiliser.pending(),
+            "counts": counts,
+            "last_error": sch.last_error,
+            "pause_reason": rs.pause_reason if rs.paused else None,
+            "paused_until": rs.paused_until if rs.paused else None,
+            "last_output": sch.last_output,
+            "engine_error": sch.engine_error,
+            "config_error": self.config_error,
+            "worker_pid": sch.worker_pid,
+            "watch_folders": [str(f) for f in cfg.watch.folders],
+            "missing_folders": self.watcher.missing,
+            "event_overflows": self.watcher.overflows,
+            "config_path": str(self.config_path) if self.config_path else None,
+            "log_path": str(self.log_path),
+            "pid": os.getpid(),
+        }
+
+
+def _default_config_path() -> Path:
+    from naiup.config import default_config_path
+
+    return default_config_path()
+
+
+def _write_info(info: dict) -> None:
+    path = info_path()
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(info))
+    os.replace(tmp, path)
+
+
+def _running_pid() -> int | None:
+    try:
+        return int(json.loads(info_path().read_text())["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

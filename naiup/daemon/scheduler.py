@@ -1,0 +1,191 @@
+"""The scheduler thread: takes queued rows in arrival order, one at a time, to the worker child.
+
+It owns the Worker: starts it (lazily, kept warm), stops it on `pause --free-gpu`, restarts it after a
+crash or a hang, and keeps files queued (not failed) while the engine cannot load.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from naiup.config import Config, ModelConfig, Preset
+from naiup.daemon.ledger import Item, Ledger
+from naiup.daemon.state import RuntimeState
+from naiup.daemon.worker import Outcome, Worker
+
+log = logging.getLogger(__name__)
+
+LOAD_RETRY = 60.0  # engine load failed: try again after this (or at once on reload / preset / resume)
+
+
+def model_id(model: ModelConfig) -> str:
+    return "|".join((model.checkpoint, model.vae, model.lcm_lora))
+
+
+def remove_job_temps(src: Path) -> None:
+    """A killed worker cannot clean up: drop its hidden temp outputs for this source."""
+    for tmp in src.parent.glob(f".{src.stem}*.naiup-tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        ledger: Ledger,
+        config: Callable[[], Config],
+        runtime: Callable[[], RuntimeState],
+        event: Callable[[dict], None],
+    ) -> None:
+        self._ledger, self._config, self._runtime, self._event = ledger, config, runtime, event
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._retry_load_at = 0.0
+        self._restart_worker = False
+        self._worker: Worker | None = None
+        self.loading = False
+        self.engine_error: str | None = None
+        self.current: dict | None = None
+        self.last_output: str | None = None
+        self.last_error: str | None = None
+        self._thread = threading.Thread(target=self._run, name="naiup-scheduler")
+
+    @property
+    def worker_pid(self) -> int | None:
+        return self._worker.pid if self._worker else None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self, *, retry_load: bool = False, restart_worker: bool = False) -> None:
+        with self._cond:
+            if retry_load:
+                self._retry_load_at = 0.0
+            self._restart_worker |= restart_worker
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join(self._config().daemon.stop_grace_seconds + 15.0)
+
+    def _idle(self, seconds: float) -> None:
+        with self._cond:
+            if not self._stopping:
+                self._cond.wait(seconds)
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping:
+                try:
+                    self._step()
+                except Exception:  # loop boundary: log, keep scheduling
+                    log.exception("scheduler step failed")
+                    self._idle(1.0)
+        finally:
+            if self._worker is not None:
+                self._worker.stop()
+
+    def _step(self) -> None:
+        rs, cfg = self._runtime(), self._config()
+        if self._restart_worker and self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+            self._restart_worker = False
+        if rs.paused:
+            if rs.free_gpu and self._worker is not None and self._worker.alive():
+                log.info("pause: stopping the worker to free the GPU")
+                self._worker.stop()
+            self._idle(1.0)
+            return
+        if self._worker is None or not self._worker.alive():
+            # Load at start, not at the first file: the model stays warm and the first job starts fast.
+            if time.monotonic() < self._retry_load_at:
+                self._idle(1.0)
+                return
+            if not self._load(cfg):
+                return
+        item = self._ledger.next_queued()
+        if item is None:
+            self._idle(1.0)
+            return
+        preset = cfg.preset(rs.active_preset or cfg.daemon.active_preset)
+        model = model_id(cfg.model)
+        twin = self._ledger.done_twin(item.hash or "", preset.name, model) if item.hash else None
+        if twin is not None and twin.id != item.id:
+            self._ledger.skip(item.id, f"duplicate: same image already done as {twin.path} -> {twin.output}")
+            log.info("skipped duplicate id=%s path=%s twin=%s", item.id, item.path, twin.path)
+            return
+        self._process(item, cfg, preset, model)
+
+    def _load(self, cfg: Config) -> bool:
+        self.loading = True
+        self._worker = Worker(cfg)
+        try:
+            error = self._worker.start(lambda: self._stopping)
+        finally:
+            self.loading = False
+        if error is None:
+            self.engine_error = None
+            return True
+        self._worker = None
+        if not self._stopping:
+            self.engine_error = error
+            self._retry_load_at = time.monotonic() + LOAD_RETRY
+            log.error("engine cannot load, files stay queued error=%s", error)
+        return False
+
+    def _process(self, item: Item, cfg: Config, preset: Preset, model: str) -> None:
+        assert self._worker is not None
+        src = Path(item.path)
+        self._ledger.start(item.id, preset.name, model)
+        attempts = item.attempts + 1
+        self.current = {"id": item.id, "path": item.path, "progress": 0.0, "stage": "starting"}
+        log.info("job start id=%s path=%s preset=%s attempt=%d", item.id, src, preset.name, attempts)
+        t0 = time.monotonic()
+
+        def progress(fraction: float, stage: str) -> None:
+            self.current = {"id": item.id, "path": item.path, "progress": fraction, "stage": stage}
+
+        outcome = self._worker.run(
+            src, preset, cfg.daemon.job_timeout_seconds, progress, lambda: self._stopping
+        )
+        if outcome is None:  # shutting down mid-job: let it finish briefly, else abandon it cleanly
+            outcome = self._worker.wait_result(cfg.daemon.stop_grace_seconds)
+            if outcome is None:
+                self._worker.kill()
+                remove_job_temps(src)
+                self._ledger.requeue(item.id, None, uncount=True)
+                log.info("job abandoned at shutdown id=%s path=%s", item.id, src)
+                self.current = None
+                return
+        self._record(item, src, outcome, attempts, cfg.daemon.max_attempts, time.monotonic() - t0)
+        self.current = None
+
+    def _record(
+        self, item: Item, src: Path, outcome: Outcome, attempts: int, max_attempts: int, secs: float
+    ) -> None:
+        if outcome.output is not None:
+            self._ledger.finish(item.id, outcome.output)
+            self.last_output = outcome.output
+            log.info("job done id=%s path=%s output=%s secs=%.2f", item.id, src, outcome.output, secs)
+            self._event({"event": "job_done", "path": item.path, "output": outcome.output})
+            return
+        error = outcome.error or "unknown error"
+        if outcome.worker_lost:
+            remove_job_temps(src)
+            self._worker = None  # restarted (and the engine reloaded) for the next job
+        if outcome.permanent or attempts >= max_attempts:
+            if not outcome.permanent:
+                error = f"{error} (failed {attempts} times)"
+            self._ledger.fail(item.id, error)
+            self.last_error = f"{src.name}: {error}"
+            log.error("job failed id=%s path=%s error=%s", item.id, src, error)
+            self._event({"event": "job_failed", "path": item.path, "error": error})
+        else:
+            self._ledger.requeue(item.id, error)
+            log.warning("job retry id=%s path=%s attempt=%d error=%s", item.id, src, attempts, error)

@@ -1,0 +1,46 @@
+"""Runtime choices (active preset, pause) in a small JSON file, so the user's TOML is never rewritten."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeState:
+    active_preset: str | None = None  # None: the config's daemon.active_preset
+    paused: bool = False
+    pause_reason: str | None = None
+    paused_until: float | None = None  # wall-clock time a timed pause ends
+    free_gpu: bool = False
+
+    def but(self, **changes: object) -> RuntimeState:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def load_state(path: Path) -> RuntimeState:
+    """A missing or damaged file means defaults: runtime choices are a convenience, never fatal."""
+    try:
+        data = json.loads(path.read_text())
+        fields = RuntimeState.__slots__  # type: ignore[attr-defined]
+        return RuntimeState(**{k: v for k, v in data.items() if k in fields})
+    except FileNotFoundError:
+        return RuntimeState()
+    except (OSError, ValueError, TypeError) as exc:
+        log.warning("runtime state unreadable, using defaults path=%s error=%s", path, exc)
+        return RuntimeState()
+
+
+def save_state(path: Path, state: RuntimeState) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(asdict(state), f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)  # a file we own: replacing it whole is the point

@@ -1,0 +1,79 @@
+"""The control verbs: what each request to the daemon does (protocol in naiup/daemon/control.py)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING
+
+from naiup import __version__
+from naiup.daemon.ledger import State
+from naiup.errors import NaiupError
+
+if TYPE_CHECKING:
+    from naiup.daemon.daemon import Daemon
+
+
+class Verbs:
+    def __init__(self, daemon: Daemon) -> None:
+        self._d = daemon
+
+    def handle(self, verb: str, args: dict) -> dict:
+        fn = getattr(self, f"_{verb}", None)
+        if not verb.isidentifier() or fn is None:
+            raise NaiupError(f"unknown verb {verb!r}")
+        try:
+            return fn(**args)
+        except TypeError as exc:  # unknown or missing arguments from a client
+            raise NaiupError(f"bad arguments for {verb}: {exc}") from exc
+
+    def _ping(self) -> dict:
+        return {"ok": True, "version": __version__, "pid": os.getpid()}
+
+    def _status(self) -> dict:
+        return self._d.status()
+
+    def _queue(self, failed: bool = False, limit: int = 1000) -> dict:
+        states = (State.FAILED, State.SKIPPED) if failed else (State.WAITING, State.QUEUED, State.PROCESSING)
+        return {"ok": True, "items": [i.as_reply() for i in self._d.ledger.items(states, int(limit))]}
+
+    def _pause(
+        self, free_gpu: bool = False, for_seconds: float | None = None, reason: str | None = None
+    ) -> dict:
+        until = time.time() + float(for_seconds) if for_seconds else None
+        self._d.set_runtime(
+            paused=True,
+            free_gpu=bool(free_gpu),
+            paused_until=until,
+            pause_reason=reason or "paused by the user",
+        )
+        self._d.scheduler.wake()
+        return self._d.status()
+
+    def _resume(self) -> dict:
+        self._d.set_runtime(paused=False, free_gpu=False, paused_until=None, pause_reason=None)
+        self._d.scheduler.wake(retry_load=True)
+        return self._d.status()
+
+    def _preset(self, name: str) -> dict:
+        self._d.config.preset(name)  # ConfigError listing the known presets
+        self._d.set_runtime(active_preset=name)
+        self._d.scheduler.wake(retry_load=True)
+        return self._d.status()
+
+    def _retry(self, id: int | str = "all") -> dict:
+        n = self._d.ledger.retry(None if id == "all" else int(id))
+        self._d.scheduler.wake()
+        return {"ok": True, "requeued": n}
+
+    def _rescan(self) -> dict:
+        self._d.request_rescan()
+        return {"ok": True}
+
+    def _reload(self) -> dict:
+        self._d.reload()  # a bad config raises: the reply carries the error, the old config stays
+        return {"ok": True}
+
+    def _stop(self) -> dict:
+        self._d.stop_event.set()
+        return {"ok": True}

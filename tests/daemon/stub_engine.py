@@ -1,0 +1,45 @@
+"""Stand-in engines for daemon tests, imported by the spawned worker child (on its PYTHONPATH).
+
+`ResizeEngine.process` is Image.resize. NAIUP_STUB_DELAY in the daemon's environment (the worker
+inherits it) makes each job take that long. The image's prompt picks a failure: "crash" exits the worker
+mid-job; "hang" hangs the first time (marker file in the state dir), then works.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from naiup.errors import ModelLoadError
+from naiup.job import EngineResult
+
+
+class ResizeEngine:
+    def __init__(self, model: object, device: object = None) -> None:
+        self.model = model
+
+    def process(self, image, meta, preset, *, progress=None):  # type: ignore[no-untyped-def]
+        prompt = meta.text_chunks.get("Description", "")
+        if prompt == "crash":
+            os._exit(7)
+        marker = Path(os.environ.get("NAIUP_STATE_DIR", ".")) / "hung-once"
+        if prompt == "hang" and not marker.exists():
+            marker.touch()
+            time.sleep(3600)
+        delay = float(os.environ.get("NAIUP_STUB_DELAY", "0"))
+        if progress:
+            progress(0.5, "resizing")
+        time.sleep(delay)
+        w, h = image.size
+        return EngineResult(
+            image.resize((int(w * preset.scale), int(h * preset.scale))),
+            seed=1,
+            parameters={},
+            timings={"resize": 0.0},
+        )
+
+
+class BrokenEngine:
+    def __init__(self, model: object, device: object = None) -> None:
+        raise ModelLoadError("stub-model.safetensors", "file not found (stand-in engine that cannot load)")

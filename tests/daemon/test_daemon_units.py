@@ -1,0 +1,161 @@
+"""Pieces of the daemon in-process: path filters, ledger rules, runtime state, watcher, rescan."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from pathlib import Path
+
+import nai_writer
+import pytest
+from conftest import wait_for
+
+from naiup.config import Config, WatchConfig
+from naiup.daemon.ledger import Ledger, State
+from naiup.daemon.stabiliser import Stabiliser, has_partial_sibling, is_candidate
+from naiup.daemon.state import RuntimeState, load_state, save_state
+from naiup.daemon.watcher import Watcher
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("cat.png", True),
+        ("Cat.PNG", True),
+        ("cat.webp", True),
+        ("cat.jpeg", True),
+        ("cat.png.crdownload", False),
+        ("Unconfirmed 123.crdownload", False),
+        ("cat.png.part", False),
+        ("cat.png.download", False),
+        ("cat.png.aria2", False),
+        (".cat.naiup-upscale-2x.png.naiup-tmp", False),
+        (".com.google.Chrome.abc123", False),
+        ("Thumbs.db", False),
+        (".DS_Store", False),
+        ("notes.txt", False),
+        ("safari.png.download/safari.png", False),
+    ],
+)
+def test_only_finished_image_names_are_candidates(tmp_path: Path, name: str, expected: bool):
+    # absolute paths on purpose: watchdog 7's `*.png` pattern matches none of them (#1101)
+    assert is_candidate(tmp_path / name) is expected
+
+
+def test_a_partial_sibling_means_still_downloading(tmp_path: Path):
+    final = tmp_path / "x.png"
+    final.touch()
+    assert not has_partial_sibling(final)
+    (tmp_path / "x.png.part").touch()
+    assert has_partial_sibling(final)
+
+
+def test_ledger_recovery_requeues_interrupted_jobs_and_fails_poisoned_ones(tmp_path: Path):
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    a = ledger.upsert(tmp_path / "a.png", State.QUEUED, size=1, mtime_ns=1, hash="h1")
+    b = ledger.upsert(tmp_path / "b.png", State.QUEUED, size=1, mtime_ns=1, hash="h2")
+    for _ in range(3):
+        ledger.start(b.id, "p", "m")
+    ledger.start(a.id, "p", "m")
+    assert ledger.recover(max_attempts=3) == 1
+    assert ledger.get(a.id).state is State.QUEUED and ledger.get(a.id).attempts == 1
+    assert ledger.get(b.id).state is State.FAILED and "3 times" in ledger.get(b.id).error
+    assert ledger.retry(None) == 1 and ledger.get(b.id).attempts == 0
+    ledger.close()
+
+
+def test_done_counts_only_while_its_output_exists(tmp_path: Path):
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    item = ledger.upsert(tmp_path / "a.png", State.QUEUED, hash="h")
+    ledger.start(item.id, "refine-2x", "m1")
+    out = tmp_path / "a.out.png"
+    out.touch()
+    ledger.finish(item.id, str(out))
+    assert ledger.done_twin("h", "refine-2x", "m1").id == item.id
+    assert ledger.done_twin("h", "refine-4x", "m1") is None  # another preset is another job
+    assert ledger.done_twin("h", "refine-2x", "m2") is None  # and so is another model
+    out.unlink()
+    assert ledger.done_twin("h", "refine-2x", "m1") is None
+    ledger.close()
+
+
+def test_runtime_state_round_trips_and_a_damaged_file_means_defaults(tmp_path: Path):
+    path = tmp_path / "runtime.json"
+    state = RuntimeState(active_preset="refine-4x", paused=True, pause_reason="on battery")
+    save_state(path, state)
+    assert load_state(path) == state and list(tmp_path.iterdir()) == [path]
+    path.write_text("{not json")
+    assert load_state(path) == RuntimeState()
+
+
+def test_a_raising_hint_does_not_kill_the_watcher(tmp_path: Path):
+    seen: queue.Queue[Path] = queue.Queue()
+
+    def hint(path: Path) -> None:
+        if path.name == "boom.png":
+            raise RuntimeError("a bug in a hint")
+        seen.put(path)
+
+    watcher = Watcher((tmp_path,), False, hint, lambda: None)
+    watcher.start()
+    try:
+        (tmp_path / "boom.png").write_bytes(b"x")
+        (tmp_path / "after.png").write_bytes(b"x")
+        assert seen.get(timeout=10).name == "after.png"
+        assert watcher.healthy()
+    finally:
+        watcher.stop()
+
+
+def test_rescan_finds_files_the_watcher_never_reported(tmp_path: Path):
+    """inotify overflow drops events silently: the reconciling scan must queue such files."""
+    folder = tmp_path / "watch"
+    folder.mkdir()
+    nai_writer.write_nai_png(folder / "missed.png", (16, 16))
+    (folder / "other.png.crdownload").touch()  # a partial is never hinted by a scan
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    config = Config(watch=WatchConfig(folders=(folder,), quiet_seconds=0.05))
+    queued = threading.Event()
+    stabiliser = Stabiliser(ledger, lambda: config, queued.set)
+    stabiliser.start()
+    try:
+        assert stabiliser.scan((folder,), recursive=False) == 1
+        assert queued.wait(10)
+        row = ledger.by_path(folder / "missed.png")
+        assert row.state is State.QUEUED and row.hash
+        wait_for(lambda: stabiliser.pending() == 0, 10, "the stabiliser to settle")
+        assert stabiliser.scan((folder,), recursive=False) == 0  # known as-is: not checked again
+    finally:
+        stabiliser.stop()
+        ledger.close()
+
+
+def test_a_missing_watch_folder_is_reported_not_fatal(tmp_path: Path):
+    watcher = Watcher((tmp_path / "gone", tmp_path), False, lambda p: None, lambda: None)
+    watcher.start()
+    try:
+        assert watcher.missing == [str(tmp_path / "gone")] and not watcher.healthy()
+        (tmp_path / "gone").mkdir()
+        watcher.restart()
+        assert watcher.missing == [] and watcher.healthy()
+    finally:
+        watcher.stop()
+
+
+def test_an_inotify_overflow_triggers_a_rescan(tmp_path: Path):
+    """watchdog only logs an overflow; the hook turns its warning into a rescan request."""
+    import logging
+
+    rescans = threading.Event()
+    watcher = Watcher((tmp_path,), False, lambda p: None, rescans.set)
+    watcher.start()
+    try:
+        logging.getLogger("watchdog.observers.inotify_c").warning(
+            "Inotify queue overflowed; events were lost"
+        )
+        assert rescans.is_set() and watcher.overflows == 1
+    finally:
+        watcher.stop()
+    rescans.clear()
+    logging.getLogger("watchdog.observers.inotify_c").warning("Inotify queue overflowed; events were lost")
+    assert not rescans.is_set()  # the hook leaves with the watcher

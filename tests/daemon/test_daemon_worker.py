@@ -1,0 +1,87 @@
+"""The worker child: crashes, hangs, engines that cannot load, kill -9 and SIGTERM of the daemon."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+from pathlib import Path
+
+import nai_writer
+import psutil
+from conftest import DaemonRun, wait_for
+
+
+def _state(daemon: DaemonRun, path: Path) -> str | None:
+    row = daemon.row(path)
+    return row["state"] if row else None
+
+
+def _gone(pid: int) -> bool:
+    return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_kill_9_mid_job_leaves_nothing_partial_and_the_job_is_redone(daemon: DaemonRun):
+    daemon.write_config(watch="quiet_seconds = 0.2", daemon="stop_grace_seconds = 0.3")
+    daemon.start(extra_env={"NAIUP_STUB_DELAY": "30"})
+    src = nai_writer.write_nai_png(daemon.watch / "a.png", (64, 64))
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    wait_for(lambda: daemon.status()["current"], 20, "the job to start")
+    worker = daemon.status()["worker_pid"]
+
+    assert daemon.stop(signal.SIGKILL) == -signal.SIGKILL
+    wait_for(lambda: _gone(worker), 10, "the orphaned worker to exit with its parent")
+    assert daemon.outputs() == [] and daemon.temps() == []
+
+    # SIGTERM mid-job with a short grace: the job is abandoned cleanly, the daemon exits 0.
+    daemon.start(extra_env={"NAIUP_STUB_DELAY": "30"})
+    wait_for(lambda: daemon.status()["current"], 20, "the requeued job to start again")
+    assert daemon.stop(signal.SIGTERM) == 0
+    assert daemon.outputs() == [] and daemon.temps() == []
+    assert _state(daemon, src) == "queued"
+
+    daemon.start()
+    wait_for(lambda: _state(daemon, src) == "done", 20, "the job to be redone")
+    assert len(daemon.outputs()) == 1 and daemon.temps() == []
+    assert daemon.row(src)["attempts"] == 2  # the kill -9 attempt counts; the clean abandon does not
+    assert hashlib.sha256(src.read_bytes()).hexdigest() == digest
+    assert daemon.stop() == 0
+
+
+def test_crashed_and_hung_workers_are_restarted_and_poison_files_fail_after_3_attempts(daemon: DaemonRun):
+    daemon.write_config(watch="quiet_seconds = 0.2", daemon="job_timeout_seconds = 1.5")
+    daemon.start()
+    w = daemon.watch
+    nai_writer.write_nai_png(w / "hang.png", (16, 16), prompt="hang")
+    wait_for(lambda: _state(daemon, w / "hang.png") == "done", 30, "the hung job to be retried and done")
+    assert daemon.row(w / "hang.png")["attempts"] == 2
+
+    nai_writer.write_nai_png(w / "crash.png", (16, 16), prompt="crash")
+    wait_for(lambda: _state(daemon, w / "crash.png") == "failed", 40, "the crashing job to fail")
+    row = daemon.row(w / "crash.png")
+    assert row["attempts"] == 3 and "worker crashed" in row["error"] and "3 times" in row["error"]
+
+    nai_writer.write_nai_png(w / "fine.png", (16, 16))  # the queue goes on
+    wait_for(lambda: _state(daemon, w / "fine.png") == "done", 20, "the next file")
+    retried = daemon.cli("retry", "all")
+    assert retried.returncode == 0 and "requeued 1" in retried.stdout
+    assert daemon.stop() == 0
+
+
+def test_an_engine_that_cannot_load_keeps_files_queued_until_the_config_is_fixed(daemon: DaemonRun):
+    daemon.write_config(watch="quiet_seconds = 0.2", engine="stub_engine:BrokenEngine")
+    daemon.start(wait_worker=False)
+    status = wait_for(lambda: (s := daemon.status())["engine_error"] and s, 20, "the engine error")
+    assert status["state"] == "error" and "stub-model.safetensors" in status["engine_error"]
+    src = nai_writer.write_nai_png(daemon.watch / "a.png", (16, 16))
+    wait_for(lambda: _state(daemon, src) == "queued", 20, "the file to be queued")
+
+    # An invalid edit keeps the old config and says why; a valid one is picked up without a restart.
+    daemon.config_path.write_text("[watch\nbroken = ")
+    wait_for(lambda: daemon.status()["config_error"], 20, "the config error in status")
+    assert "not valid TOML" in daemon.status()["config_error"]
+    assert _state(daemon, src) == "queued"
+    daemon.write_config(watch="quiet_seconds = 0.2")
+    wait_for(lambda: _state(daemon, src) == "done", 30, "the file after the config fix")
+    status = daemon.status()
+    assert status["engine_error"] is None and status["config_error"] is None
+    assert daemon.stop() == 0
