@@ -1,70 +1,136 @@
-"""NovelAI (and other generators') metadata reader.
+"""Read an image and its generation metadata (NovelAI first; A1111/ComfyUI/others recognised).
 
-CONTRACT (filled in by the foundation issue; other modules code against these names):
-    read_metadata(path: Path) -> ImageMetadata          # raises InputError/MetadataError for unreadable files
+CONTRACT (other modules code against these names):
+    read_metadata(path: Path) -> ImageMetadata          # raises InputError for unreadable files
     read_image(path: Path) -> tuple[PIL.Image.Image, ImageMetadata]
         fully decoded (load() done, LOAD_TRUNCATED_IMAGES off, pixel-bomb guarded), EXIF-transposed
     ImageMetadata.format: MetadataFormat (novelai | a1111 | comfyui | other | none)
     ImageMetadata.text_chunks: dict[str, str]   # original PNG text chunks, to carry into outputs
+    ImageMetadata.problems: tuple[str, ...]     # malformed copies that were skipped, not fatal
     ImageMetadata.is_novelai -> bool
+
+Where things live: meta_types.py (result types), detection.py (classification), stealth.py (alpha
+LSB payload), exif_meta.py (EXIF/XMP), nai_signature.py (ed25519 check).
+A malformed metadata copy never makes the image unreadable: it is recorded in `problems` and the
+other copies are used. Only an image that cannot be decoded raises (InputError, naming the reason).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from naiup.engine.detection import detect
+from naiup.engine.exif_meta import read_exif_texts
+from naiup.engine.meta_types import (
+    CharacterPrompt,
+    ImageMetadata,
+    MetadataFormat,
+    MetadataSource,
+    Signature,
+)
+from naiup.engine.stealth import HEADER_BITS, StealthPayload, decode_stealth
+from naiup.errors import InputError
+
+__all__ = [
+    "MAX_INPUT_PIXELS",
+    "CharacterPrompt",
+    "ImageMetadata",
+    "MetadataFormat",
+    "MetadataSource",
+    "Signature",
+    "read_image",
+    "read_metadata",
+]
+
+MAX_INPUT_PIXELS = 100_000_000  # far above any NovelAI output (max ~3 MP); guards decompression bombs
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
-class MetadataFormat(StrEnum):
-    NOVELAI = "novelai"
-    A1111 = "a1111"
-    COMFYUI = "comfyui"
-    OTHER = "other"
-    NONE = "none"
+def _open(path: Path) -> Image.Image:
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise InputError(path, f"cannot read file: {exc.strerror or exc}") from exc
+    if size == 0:
+        raise InputError(path, "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            # We apply our own pixel cap below; PIL's global warning is not a guard.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise InputError(path, f"pixel bomb: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise InputError(path, "not an image (unrecognised file format)") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InputError(path, f"corrupt image header: {exc}") from exc
+    width, height = image.size
+    if width * height > MAX_INPUT_PIXELS:
+        image.close()
+        raise InputError(path, f"pixel bomb: {width}x{height} is over {MAX_INPUT_PIXELS // 1_000_000} MP")
+    return image
 
 
-class MetadataSource(StrEnum):
-    TEXT = "text"
-    EXIF = "exif"
-    STEALTH = "stealth"
-    NONE = "none"
+def _load(image: Image.Image, path: Path) -> None:
+    if ImageFile.LOAD_TRUNCATED_IMAGES:  # someone flipped the global: truncated files would pass
+        raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES must stay False")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image.load()
+    except (OSError, EOFError, SyntaxError, zlib.error) as exc:
+        raise InputError(path, f"truncated or corrupt image data: {exc}") from exc
+    except ValueError as exc:  # e.g. a text chunk over PIL's MAX_TEXT_CHUNK (zTXt bomb)
+        raise InputError(path, f"corrupt image: {exc}") from exc
+    except Image.DecompressionBombError as exc:
+        raise InputError(path, f"pixel bomb: {exc}") from exc
 
 
-class Signature(StrEnum):
-    VALID = "valid"
-    INVALID = "invalid"
-    ABSENT = "absent"
+def _alpha_plane(image: Image.Image) -> np.ndarray | None:
+    """The alpha plane when the image has one (RGBA, LA, palette or grey with tRNS)."""
+    if image.size[0] * image.size[1] < HEADER_BITS:
+        return None
+    if image.mode in ("RGBA", "LA"):
+        return np.asarray(image.getchannel("A"))
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        return np.asarray(image.convert("RGBA").getchannel("A"))
+    return None
 
 
-@dataclass(frozen=True, slots=True)
-class CharacterPrompt:
-    prompt: str
-    negative_prompt: str = ""
-    center: tuple[float, float] | None = None
+def _extract(image: Image.Image) -> ImageMetadata:
+    text_chunks: dict[str, str] = {}
+    if image.format == "PNG":
+        # After load(), PIL's `text` holds tEXt/iTXt/zTXt from before *and* after IDAT.
+        text_chunks = {str(k): str(v) for k, v in getattr(image, "text", {}).items()}
+        fields, source = text_chunks, MetadataSource.TEXT
+    else:
+        fields, source = read_exif_texts(image), MetadataSource.EXIF
+    alpha = _alpha_plane(image)
+    payload: StealthPayload | None = decode_stealth(alpha) if alpha is not None else None
+    return detect(image, fields, source, payload, text_chunks)
 
 
-@dataclass(frozen=True, slots=True)
-class ImageMetadata:
-    format: MetadataFormat = MetadataFormat.NONE
-    source: MetadataSource = MetadataSource.NONE
-    prompt: str = ""
-    negative_prompt: str = ""
-    characters: tuple[CharacterPrompt, ...] = ()
-    seed: int | None = None
-    steps: int | None = None
-    scale: float | None = None
-    sampler: str | None = None
-    noise_schedule: str | None = None
-    width: int | None = None
-    height: int | None = None
-    model: str | None = None
-    generation_time: float | None = None
-    signature: Signature = Signature.ABSENT
-    copies_disagree: bool = False
-    text_chunks: dict[str, str] = field(default_factory=dict)
-    raw: dict[str, Any] = field(default_factory=dict)
+def read_image(path: Path) -> tuple[Image.Image, ImageMetadata]:
+    """Decode fully and read metadata. Raises InputError when the image itself is unusable."""
+    path = Path(path)
+    image = _open(path)
+    _load(image, path)
+    meta = _extract(image)
+    if image.format in ("JPEG", "WEBP", "TIFF", "MPO"):
+        # Metadata (and the NAI signature) refer to the stored pixels; the job wants them upright.
+        transposed = ImageOps.exif_transpose(image)
+        if transposed is not None and transposed is not image:
+            image = transposed
+    return image, meta
 
-    @property
-    def is_novelai(self) -> bool:
-        return self.format is MetadataFormat.NOVELAI
+
+def read_metadata(path: Path) -> ImageMetadata:
+    """Metadata only (the image is still decoded: stealth lives in the pixels)."""
+    image, meta = read_image(path)
+    image.close()
+    return meta
