@@ -40,7 +40,9 @@ def _json_object(text: object) -> dict[str, Any] | None:
 
 
 def _looks_like_nai_comment(comment: dict[str, Any]) -> bool:
-    return any(k in comment for k in _NAI_ONLY_KEYS) or all(k in comment for k in ("sampler", "steps", "scale"))
+    if any(k in comment for k in _NAI_ONLY_KEYS):
+        return True
+    return all(k in comment for k in ("sampler", "steps", "scale"))
 
 
 def _parse_comment(fields: Mapping[str, Any], where: str, problems: list[str]) -> dict[str, Any] | None:
@@ -61,6 +63,14 @@ def _number(value: object, kind: type) -> Any:
         return None
 
 
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _optional_text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def _characters(comment: dict[str, Any]) -> tuple[CharacterPrompt, ...]:
     def captions(key: str) -> list[dict[str, Any]]:
         block = comment.get(key)
@@ -78,7 +88,7 @@ def _characters(comment: dict[str, Any]) -> tuple[CharacterPrompt, ...]:
             x, y = _number(centers[0].get("x"), float), _number(centers[0].get("y"), float)
             center = (x, y) if x is not None and y is not None else None
         text = char.get("char_caption", "")
-        out.append(CharacterPrompt(text if isinstance(text, str) else "", neg if isinstance(neg, str) else "", center))
+        out.append(CharacterPrompt(_text(text), _text(neg), center))
     return tuple(out)
 
 
@@ -124,20 +134,20 @@ def _novelai(
     return {
         "format": MetadataFormat.NOVELAI,
         "source": source,
-        "prompt": prompt if isinstance(prompt, str) else "",
-        "negative_prompt": negative if isinstance(negative, str) else "",
+        "prompt": _text(prompt),
+        "negative_prompt": _text(negative),
         "characters": _characters(comment),
         "seed": _number(comment.get("seed"), int),
         "steps": _number(comment.get("steps"), int),
         "scale": _number(comment.get("scale"), float),
-        "sampler": comment.get("sampler") if isinstance(comment.get("sampler"), str) else None,
-        "noise_schedule": comment.get("noise_schedule") if isinstance(comment.get("noise_schedule"), str) else None,
+        "sampler": _optional_text(comment.get("sampler")),
+        "noise_schedule": _optional_text(comment.get("noise_schedule")),
         "width": gen_w or width,
         "height": gen_h or height,
-        "model": fields.get("Source") if isinstance(fields.get("Source"), str) else None,
+        "model": _optional_text(fields.get("Source")),
         "generation_time": _number(gen_time, float) if gen_time else None,
         "signature": _signature(image, [c for c in (file_comment, stealth_comment) if c is not None]),
-        "copies_disagree": file_comment is not None and stealth_comment is not None and file_comment != stealth_comment,
+        "copies_disagree": None not in (file_comment, stealth_comment) and file_comment != stealth_comment,
         "raw": comment,
     }
 
@@ -210,7 +220,7 @@ def detect(
         values = _a1111(stealth_text, MetadataSource.STEALTH)
     else:
         values = {}
-    if values.get("format") in (MetadataFormat.A1111, MetadataFormat.OTHER, MetadataFormat.COMFYUI):
-        if values.get("width") is None or values.get("height") is None:
-            values["width"], values["height"] = image.size
+    has_format = values.get("format") in (MetadataFormat.A1111, MetadataFormat.OTHER, MetadataFormat.COMFYUI)
+    if has_format and (values.get("width") is None or values.get("height") is None):
+        values["width"], values["height"] = image.size
     return ImageMetadata(**values, text_chunks=text_chunks, problems=tuple(problems))
