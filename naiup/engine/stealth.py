@@ -75,22 +75,3 @@ def decode_stealth(alpha: np.ndarray) -> StealthPayload | None:
     except UnicodeDecodeError:
         return StealthPayload(name, problem="stealth payload is not valid UTF-8")
 
-
-def encode_stealth(alpha: np.ndarray, text: str, *, compress: bool = True) -> np.ndarray:
-    """Return a copy of `alpha` carrying `text` (NovelAI's writer: alpha 255, payload bits 254|bit).
-
-    Used by tests and the benchmark to build stealth images; the service never writes stealth.
-    """
-    import gzip
-
-    data = text.encode("utf-8")
-    body = gzip.compress(data, mtime=0) if compress else data
-    sig = SIGNATURES[0] if compress else SIGNATURES[1]
-    stream = sig + (len(body) * 8).to_bytes(4, "big") + body
-    bits = np.unpackbits(np.frombuffer(stream, dtype=np.uint8))
-    height, width = alpha.shape
-    if bits.size > height * width:
-        raise ValueError(f"{bits.size} bits do not fit a {width}x{height} image")
-    flat = np.full(height * width, 255, dtype=np.uint8)
-    flat[: bits.size] = 0xFE | bits
-    return flat.reshape(width, height).T.copy()
