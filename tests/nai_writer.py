@@ -78,7 +78,9 @@ def nai_fields(comment: dict[str, Any], *, title: bool = True) -> dict[str, str]
     return {"Title": "NovelAI generated image", **fields} if title else fields
 
 
-def stealth_alpha(height: int, width: int, payload: bytes, signature: bytes = b"stealth_pngcomp") -> np.ndarray:
+def stealth_alpha(
+    height: int, width: int, payload: bytes, signature: bytes = b"stealth_pngcomp"
+) -> np.ndarray:
     """Alpha plane carrying signature + 32-bit bit length + payload, NovelAI style (254|bit, else 255)."""
     stream = signature + (len(payload) * 8).to_bytes(4, "big") + payload
     alpha = np.full((height, width), 255, dtype=np.uint8)
@@ -135,7 +137,9 @@ def write_nai_png(
     return path
 
 
-def write_nai_webp(path: Path, size: tuple[int, int] = (64, 64), *, prompt: str = "1girl, solo", **kw: Any) -> Path:
+def write_nai_webp(
+    path: Path, size: tuple[int, int] = (64, 64), *, prompt: str = "1girl, solo", **kw: Any
+) -> Path:
     """NovelAI's lossless WebP download: EXIF DocumentName/ImageDescription/Software + UserComment wrapper."""
     w, h = size
     comment = nai_comment(prompt, width=w, height=h, **kw)
