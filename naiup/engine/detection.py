@@ -39,6 +39,14 @@ def _json_object(text: object) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _looks_like_nai_comment(comment: dict[str, Any]) -> bool:
     if any(k in comment for k in _NAI_ONLY_KEYS):
         return True
@@ -195,14 +203,13 @@ def detect(
         obj = _json_object(payload.text)
         if obj is not None and ("Comment" in obj or obj.get("Software") == "NovelAI"):
             stealth = obj
-        elif obj is None:
+        elif obj is not None:
+            problems.append("stealth payload is a JSON object without NovelAI fields")
+        elif _is_json(payload.text):
+            problems.append("stealth payload is JSON but not an object")
+        else:  # the A1111 extension stores its infotext with the same signature
             stealth_text = payload.text
-    software = file_fields.get("Software")
-    other_tool = any(k in file_fields for k in ("parameters", "prompt", "workflow", "invokeai_metadata"))
-    file_nai = software == "NovelAI"
-    if not file_nai and software is None and not other_tool:
-        comment = _json_object(file_fields.get("Comment"))
-        file_nai = comment is not None and _looks_like_nai_comment(comment)
+    file_nai = file_fields.get("Software") == "NovelAI"
     values: dict[str, Any]
     if file_nai or stealth is not None:
         values = _novelai(image, file_fields if file_nai else {}, file_source, stealth, problems)
@@ -218,6 +225,10 @@ def detect(
         values = {"format": MetadataFormat.OTHER, "source": file_source, "raw": dict(file_fields)}
     elif stealth_text is not None:
         values = _a1111(stealth_text, MetadataSource.STEALTH)
+    elif _looks_like_nai_comment(_json_object(file_fields.get("Comment")) or {}):
+        # NovelAI-like parameters without `Software: NovelAI`: never NovelAI on a Comment alone.
+        problems.append("Comment looks like NovelAI parameters but nothing else says NovelAI")
+        values = {"format": MetadataFormat.OTHER, "source": file_source, "raw": dict(file_fields)}
     else:
         values = {}
     has_format = values.get("format") in (MetadataFormat.A1111, MetadataFormat.OTHER, MetadataFormat.COMFYUI)
