@@ -51,6 +51,12 @@ MAX_INPUT_PIXELS = 100_000_000  # far above any NovelAI output (max ~3 MP); guar
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
+def _value_error_reason(exc: ValueError) -> str:
+    if "MAX_TEXT_CHUNK" in str(exc):  # PIL refuses to inflate a huge zTXt/iTXt: a text bomb
+        return "a PNG text chunk inflates past the size limit (text bomb)"
+    return f"corrupt image: {exc}"
+
+
 def _open(path: Path) -> Image.Image:
     try:
         size = path.stat().st_size
@@ -67,7 +73,9 @@ def _open(path: Path) -> Image.Image:
         raise InputError(path, f"pixel bomb: {exc}") from exc
     except UnidentifiedImageError as exc:
         raise InputError(path, "not an image (unrecognised file format)") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except ValueError as exc:
+        raise InputError(path, _value_error_reason(exc)) from exc
+    except (OSError, SyntaxError, EOFError) as exc:
         raise InputError(path, f"corrupt image header: {exc}") from exc
     width, height = image.size
     if width * height > MAX_INPUT_PIXELS:
@@ -85,8 +93,8 @@ def _load(image: Image.Image, path: Path) -> None:
             image.load()
     except (OSError, EOFError, SyntaxError, zlib.error) as exc:
         raise InputError(path, f"truncated or corrupt image data: {exc}") from exc
-    except ValueError as exc:  # e.g. a text chunk over PIL's MAX_TEXT_CHUNK (zTXt bomb)
-        raise InputError(path, f"corrupt image: {exc}") from exc
+    except ValueError as exc:
+        raise InputError(path, _value_error_reason(exc)) from exc
     except Image.DecompressionBombError as exc:
         raise InputError(path, f"pixel bomb: {exc}") from exc
 

@@ -27,7 +27,8 @@ def _png_header_only(path: Path, width: int, height: int) -> Path:
     """A PNG whose IHDR claims a huge size; the pixel data is a few bytes (a pixel bomb)."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 64)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b""))
+    chunks = _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunks)
     return path
 
 
@@ -173,11 +174,4 @@ def test_ztxt_bomb_in_text_chunk(tmp_path: Path) -> None:
         + _chunk(b"IDAT", zlib.compress(b"\x00\x00"))
         + _chunk(b"IEND", b"")
     )
-    start = time.perf_counter()
-    try:
-        meta = read_metadata(path)
-    except InputError as exc:
-        assert str(path) in str(exc)
-    else:
-        assert "Comment" not in meta.text_chunks
-    assert time.perf_counter() - start < 1.0
+    _expect_input_error(path, "text bomb")
