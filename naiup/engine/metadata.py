@@ -62,6 +62,8 @@ def _open(path: Path) -> Image.Image:
         size = path.stat().st_size
     except OSError as exc:
         raise InputError(path, f"cannot read file: {exc.strerror or exc}") from exc
+    if path.is_dir():
+        raise InputError(path, "is a directory, not an image file")
     if size == 0:
         raise InputError(path, "empty file (0 bytes)")
     try:
