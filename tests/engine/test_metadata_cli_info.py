@@ -44,7 +44,12 @@ def test_json_lines_for_novelai_and_plain_files(tmp_path: Path) -> None:
     assert first["negative_prompt"] == first["negative_prompt_a1111"] == "lowres, bad anatomy"
     assert first["characters"][0]["prompt"] == "girl, {red hair}"
     assert first["characters"][0]["center"] == [0.3, 0.5]
-    assert (first["seed"], first["steps"], first["scale"], first["sampler"]) == (321, 28, 5.0, "k_euler_ancestral")
+    assert (first["seed"], first["steps"], first["scale"], first["sampler"]) == (
+        321,
+        28,
+        5.0,
+        "k_euler_ancestral",
+    )
     assert (first["width"], first["height"], first["signature"], first["error"]) == (64, 64, "absent", None)
     assert second["format"] == "none" and second["error"] is None
 
