@@ -100,7 +100,11 @@ def _characters(comment: dict[str, Any]) -> tuple[CharacterPrompt, ...]:
     return tuple(out)
 
 
-def _signature(image: Image.Image, comments: list[dict[str, Any]]) -> Signature:
+def _signature(image: Image.Image, comments: list[dict[str, Any]], check: bool) -> Signature:
+    if not any("signed_hash" in c for c in comments):
+        return Signature.ABSENT
+    if not check:  # hashing the pixels costs ~10 ms per megapixel; the job path skips it
+        return Signature.UNCHECKED
     results = []
     seen: list[dict[str, Any]] = []
     for comment in comments:
@@ -119,6 +123,7 @@ def _novelai(
     file_source: MetadataSource,
     stealth: dict[str, Any] | None,
     problems: list[str],
+    check_signature: bool,
 ) -> dict[str, Any]:
     file_comment = _parse_comment(file_fields, file_source.value, problems)
     stealth_comment = _parse_comment(stealth, "stealth", problems) if stealth else None
@@ -154,7 +159,9 @@ def _novelai(
         "height": gen_h or height,
         "model": _optional_text(fields.get("Source")),
         "generation_time": _number(gen_time, float) if gen_time else None,
-        "signature": _signature(image, [c for c in (file_comment, stealth_comment) if c is not None]),
+        "signature": _signature(
+            image, [c for c in (file_comment, stealth_comment) if c is not None], check_signature
+        ),
         "copies_disagree": None not in (file_comment, stealth_comment) and file_comment != stealth_comment,
         "raw": comment,
     }
@@ -192,6 +199,8 @@ def detect(
     file_source: MetadataSource,
     payload: StealthPayload | None,
     text_chunks: dict[str, str],
+    *,
+    check_signature: bool = True,
 ) -> ImageMetadata:
     """Classify and extract. `file_fields` are PNG text chunks or EXIF fields under PNG names."""
     problems: list[str] = []
@@ -212,7 +221,9 @@ def detect(
     file_nai = file_fields.get("Software") == "NovelAI"
     values: dict[str, Any]
     if file_nai or stealth is not None:
-        values = _novelai(image, file_fields if file_nai else {}, file_source, stealth, problems)
+        values = _novelai(
+            image, file_fields if file_nai else {}, file_source, stealth, problems, check_signature
+        )
     elif "parameters" in file_fields:
         params = file_fields["parameters"]
         if _json_object(params) is not None or "sui_image_params" in params:  # Fooocus / SwarmUI

@@ -26,6 +26,7 @@ class Signature(StrEnum):
     VALID = "valid"
     INVALID = "invalid"
     ABSENT = "absent"
+    UNCHECKED = "unchecked"  # a signed_hash is there but the caller skipped the check
 
 
 @dataclass(frozen=True, slots=True)

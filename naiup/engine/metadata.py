@@ -1,8 +1,8 @@
 """Read an image and its generation metadata (NovelAI first; A1111/ComfyUI/others recognised).
 
 CONTRACT (other modules code against these names):
-    read_metadata(path: Path) -> ImageMetadata          # raises InputError for unreadable files
-    read_image(path: Path) -> tuple[PIL.Image.Image, ImageMetadata]
+    read_metadata(path: Path, *, check_signature=True) -> ImageMetadata   # InputError if unreadable
+    read_image(path: Path, *, check_signature=True) -> tuple[PIL.Image.Image, ImageMetadata]
         fully decoded (load() done, LOAD_TRUNCATED_IMAGES off, pixel-bomb guarded), EXIF-transposed
     ImageMetadata.format: MetadataFormat (novelai | a1111 | comfyui | other | none)
     ImageMetadata.text_chunks: dict[str, str]   # original PNG text chunks, to carry into outputs
@@ -112,7 +112,7 @@ def _alpha_plane(image: Image.Image) -> np.ndarray | None:
     return None
 
 
-def _extract(image: Image.Image) -> ImageMetadata:
+def _extract(image: Image.Image, check_signature: bool) -> ImageMetadata:
     text_chunks: dict[str, str] = {}
     if image.format == "PNG":
         # After load(), PIL's `text` holds tEXt/iTXt/zTXt from before *and* after IDAT.
@@ -122,15 +122,19 @@ def _extract(image: Image.Image) -> ImageMetadata:
         fields, source = read_exif_texts(image), MetadataSource.EXIF
     alpha = _alpha_plane(image)
     payload: StealthPayload | None = decode_stealth(alpha) if alpha is not None else None
-    return detect(image, fields, source, payload, text_chunks)
+    return detect(image, fields, source, payload, text_chunks, check_signature=check_signature)
 
 
-def read_image(path: Path) -> tuple[Image.Image, ImageMetadata]:
-    """Decode fully and read metadata. Raises InputError when the image itself is unusable."""
+def read_image(path: Path, *, check_signature: bool = True) -> tuple[Image.Image, ImageMetadata]:
+    """Decode fully and read metadata. Raises InputError when the image itself is unusable.
+
+    check_signature=False skips NovelAI's ed25519 check (signature is then `unchecked` when the
+    file carries one): the refine path does not need it and it costs ~10 ms per megapixel.
+    """
     path = Path(path)
     image = _open(path)
     _load(image, path)
-    meta = _extract(image)
+    meta = _extract(image, check_signature)
     if image.format in ("JPEG", "WEBP", "TIFF", "MPO"):
         # Metadata (and the NAI signature) refer to the stored pixels; the job wants them upright.
         transposed = ImageOps.exif_transpose(image)
@@ -139,8 +143,8 @@ def read_image(path: Path) -> tuple[Image.Image, ImageMetadata]:
     return image, meta
 
 
-def read_metadata(path: Path) -> ImageMetadata:
+def read_metadata(path: Path, *, check_signature: bool = True) -> ImageMetadata:
     """Metadata only (the image is still decoded: stealth lives in the pixels)."""
-    image, meta = read_image(path)
+    image, meta = read_image(path, check_signature=check_signature)
     image.close()
     return meta

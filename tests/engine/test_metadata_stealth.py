@@ -129,3 +129,10 @@ def test_read_image_is_decoded_and_exif_transposed(tmp_path: Path) -> None:
     image, meta = read_image(path)
     assert image.size == (20, 40) and meta.format is MetadataFormat.NONE
     assert np.asarray(image).shape == (40, 20, 3)
+
+
+def test_signature_check_can_be_skipped(nai_fixtures: Path) -> None:
+    path = nai_fixtures / "nai3_128_text_stealth_smea_vibe.png"
+    assert read_metadata(path, check_signature=False).signature is Signature.UNCHECKED
+    legacy = nai_fixtures / "nai1_legacy_text_cropped_1x1.png"  # no signed_hash: absent either way
+    assert read_metadata(legacy, check_signature=False).signature is Signature.ABSENT
