@@ -12,7 +12,6 @@ import binascii
 import json
 from typing import Any
 
-import numpy as np
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from PIL import Image
@@ -32,7 +31,7 @@ def verify_signature(image: Image.Image, comment: dict[str, Any]) -> bool | None
         return False
     unsigned = {k: v for k, v in comment.items() if k != "signed_hash"}
     rgb = image if image.mode == "RGB" else image.convert("RGB")
-    message = np.asarray(rgb).tobytes() + json.dumps(unsigned).encode("utf-8")
+    message = rgb.tobytes() + json.dumps(unsigned).encode("utf-8")  # raw RGB is row-major H*W*3
     try:
         Ed25519PublicKey.from_public_bytes(_NOVELAI_PUBLIC_KEY).verify(signature, message)
     except (InvalidSignature, ValueError):

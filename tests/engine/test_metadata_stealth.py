@@ -136,3 +136,29 @@ def test_signature_check_can_be_skipped(nai_fixtures: Path) -> None:
     assert read_metadata(path, check_signature=False).signature is Signature.UNCHECKED
     legacy = nai_fixtures / "nai1_legacy_text_cropped_1x1.png"  # no signed_hash: absent either way
     assert read_metadata(legacy, check_signature=False).signature is Signature.ABSENT
+
+
+_XMP_NOVELAI = (
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+    b'<rdf:Description xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:CreatorTool="NovelAI"/></rdf:RDF></x:xmpmeta>'
+)
+
+
+@pytest.mark.parametrize("xmp", [True, False])
+def test_converted_jpeg_needs_more_than_the_comment(tmp_path: Path, xmp: bool) -> None:
+    exif = Image.Exif()
+    comment = json.dumps(nai_writer.nai_comment("cat", seed=11))
+    exif.get_ifd(0x8769)[0x9286] = b"ASCII\x00\x00\x00" + comment.encode()
+    path = tmp_path / "converted.jpg"
+    extra = {"xmp": _XMP_NOVELAI} if xmp else {}
+    Image.new("RGB", (32, 32), "blue").save(path, exif=exif, **extra)
+    meta = read_metadata(path)
+    if xmp:  # XMP CreatorTool says NovelAI: the bare Comment JSON in UserComment is its parameters
+        assert (meta.format, meta.source, meta.seed, meta.prompt) == (
+            MetadataFormat.NOVELAI,
+            MetadataSource.EXIF,
+            11,
+            "cat",
+        )
+    else:
+        assert meta.format is MetadataFormat.OTHER
