@@ -140,7 +140,8 @@ def test_signature_check_can_be_skipped(nai_fixtures: Path) -> None:
 
 _XMP_NOVELAI = (
     b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-    b'<rdf:Description xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:CreatorTool="NovelAI"/></rdf:RDF></x:xmpmeta>'
+    b'<rdf:Description xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:CreatorTool="NovelAI"/>'
+    b"</rdf:RDF></x:xmpmeta>"
 )
 
 
