@@ -9,7 +9,7 @@ from naiup.engine.metadata import ImageMetadata, MetadataFormat, read_metadata
 from naiup.engine.prompts import nai_to_a1111
 from naiup.errors import NaiupError
 
-_HUMAN_PROMPT_CHARS = 200  # the JSON form has the full text
+_HUMAN_PROMPT_CHARS = 120  # the JSON form has the full text
 
 
 def _converted(meta: ImageMetadata, text: str) -> str:
