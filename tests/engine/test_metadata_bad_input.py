@@ -71,6 +71,7 @@ def test_truncated_header(tmp_path: Path) -> None:
     _expect_input_error(path, "")
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 @pytest.mark.parametrize("size", [(12_000, 10_000), (100_000, 100_000)])
 def test_pixel_bomb(tmp_path: Path, size: tuple[int, int]) -> None:
     # 120 MP is over our cap but under PIL's own error threshold; 10 GP trips PIL's too.
