@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import random
 import struct
 import time
 import zlib
@@ -176,3 +177,37 @@ def test_ztxt_bomb_in_text_chunk(tmp_path: Path) -> None:
         + _chunk(b"IEND", b"")
     )
     _expect_input_error(path, "text bomb")
+
+
+def _mutants(data: bytes, seed: int, count: int) -> list[bytes]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        mutant = bytearray(data)
+        for _ in range(rng.randint(1, 8)):
+            mutant[rng.randrange(len(mutant))] = rng.randrange(256)
+        out.append(bytes(mutant[: rng.randrange(len(mutant))] if rng.random() < 0.2 else mutant))
+    return out
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # PIL warns about the corrupt EXIF it skips
+def test_corrupted_files_only_ever_raise_input_error(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9286] = b"UNICODE\x00" + "a duck\nSteps: 20, Seed: 1".encode("utf-16-be")
+    jpeg = tmp_path / "a1111.jpg"
+    Image.new("RGB", (8, 8), "white").save(jpeg, exif=exif)
+    sources = [
+        nai_writer.write_nai_png(tmp_path / "nai.png", stealth=True),
+        nai_writer.write_nai_webp(tmp_path / "nai.webp"),
+        jpeg,
+    ]
+    for n, src in enumerate(sources):
+        target = tmp_path / f"mutant{src.suffix}"
+        for data in _mutants(src.read_bytes(), seed=n, count=60):
+            target.write_bytes(data)
+            start = time.perf_counter()
+            try:
+                read_image(target)
+            except InputError as exc:
+                assert str(target) in str(exc)
+            assert time.perf_counter() - start < 1.0
