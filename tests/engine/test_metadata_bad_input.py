@@ -196,6 +196,7 @@ def test_corrupted_files_only_ever_raise_input_error(tmp_path: Path) -> None:
     exif.get_ifd(0x8769)[0x9286] = b"UNICODE\x00" + "a duck\nSteps: 20, Seed: 1".encode("utf-16-be")
     jpeg = tmp_path / "a1111.jpg"
     Image.new("RGB", (8, 8), "white").save(jpeg, exif=exif)
+    assert (read_metadata(jpeg).format, read_metadata(jpeg).prompt) == (MetadataFormat.A1111, "a duck")
     sources = [
         nai_writer.write_nai_png(tmp_path / "nai.png", stealth=True),
         nai_writer.write_nai_webp(tmp_path / "nai.webp"),
