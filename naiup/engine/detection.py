@@ -63,12 +63,20 @@ def _parse_comment(fields: Mapping[str, Any], where: str, problems: list[str]) -
 
 
 def _number(value: object, kind: type) -> Any:
+    """A JSON number (or numeric string) as `kind`; None for anything else. Ints stay exact."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
+    if kind is int and isinstance(value, int):
+        return value
     try:
         return kind(float(value)) if kind is int else kind(value)
     except (TypeError, ValueError, OverflowError):
         return None
+
+
+def _dimension(value: object) -> int | None:
+    number = _number(value, int)
+    return number if number is not None and 0 < number <= 1 << 20 else None
 
 
 def _text(value: object) -> str:
@@ -136,7 +144,7 @@ def _novelai(
             fields.setdefault(key, value)
     comment = comment if comment is not None else (stealth_comment or {})
     width, height = image.size
-    gen_w, gen_h = _number(comment.get("width"), int), _number(comment.get("height"), int)
+    gen_w, gen_h = _dimension(comment.get("width")), _dimension(comment.get("height"))
     if gen_w and gen_h and (gen_w, gen_h) != (width, height):
         problems.append(f"Comment says {gen_w}x{gen_h} but the image is {width}x{height} (resized copy)")
     prompt = comment.get("prompt")

@@ -163,3 +163,12 @@ def test_converted_jpeg_needs_more_than_the_comment(tmp_path: Path, xmp: bool) -
         )
     else:
         assert meta.format is MetadataFormat.OTHER
+
+
+def test_odd_comment_values_do_not_crash(tmp_path: Path) -> None:
+    comment = nai_writer.nai_comment()
+    comment.update(seed="12", steps=1.9e400, scale="high", width=-5, height="nan", sampler=3)
+    alpha = np.full((48, 64), 255, np.uint8)
+    meta = read_metadata(_png_with_alpha(tmp_path / "odd.png", alpha, nai_writer.nai_fields(comment)))
+    assert meta.is_novelai and (meta.seed, meta.steps, meta.scale, meta.sampler) == (12, None, None, None)
+    assert (meta.width, meta.height) == (64, 48)  # nonsense sizes fall back to the pixels
