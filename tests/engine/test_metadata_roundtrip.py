@@ -40,7 +40,7 @@ def test_png_round_trip(prompt: str, seed: int, steps: int, scale: float, chars,
     with tempfile.TemporaryDirectory() as tmp:
         path = nai_writer.write_nai_png(
             Path(tmp) / "x.png",
-            (96, 96),
+            (256, 256),  # room for the worst case: 7 fields of 40 escaped astral characters
             prompt=prompt,
             seed=seed,
             steps=steps,
