@@ -3,7 +3,8 @@
 CONTRACT (other modules code against these names):
     read_metadata(path: Path, *, check_signature=True) -> ImageMetadata   # InputError if unreadable
     read_image(path: Path, *, check_signature=True) -> tuple[PIL.Image.Image, ImageMetadata]
-        fully decoded (load() done, LOAD_TRUNCATED_IMAGES off, pixel-bomb guarded), EXIF-transposed
+        fully decoded (load() done, LOAD_TRUNCATED_IMAGES off, pixel-bomb guarded), EXIF-transposed,
+        in its stored mode (NAI PNGs are RGBA whose alpha only carries stealth bits: drop it for img2img)
     ImageMetadata.format: MetadataFormat (novelai | a1111 | comfyui | other | none)
     ImageMetadata.text_chunks: dict[str, str]   # original PNG text chunks, to carry into outputs
     ImageMetadata.problems: tuple[str, ...]     # malformed copies that were skipped, not fatal
