@@ -82,6 +82,27 @@ def _cmd_refine(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_info(args: argparse.Namespace) -> int:
+    import json
+
+    from naiup.info import describe, format_human
+
+    # Prompts hold any script; a legacy console encoding must not crash the summary.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")
+    failed = False
+    for i, path in enumerate(args.files):
+        record = describe(path)
+        failed = failed or record["error"] is not None
+        if args.json:
+            print(json.dumps(record), flush=True)
+        elif record["error"]:
+            print(f"error: {record['error']}", file=sys.stderr, flush=True)
+        else:
+            print(("\n" if i else "") + format_human(record), flush=True)
+    return 1 if failed else 0
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="naiup", description="Refine NovelAI images in the background.")
     parser.add_argument("--version", action="version", version=f"naiup {__version__}")
@@ -94,7 +115,9 @@ def _build_parser() -> argparse.ArgumentParser:
         return p
 
     # foundation
-    add("info", _not_yet, "show the generation metadata of images")
+    info = add("info", _cmd_info, "show the generation metadata of images")
+    info.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    info.add_argument("--json", action="store_true", help="one JSON object per line")
     p = add("config", _cmd_config, "config path | show | check")
     p.add_argument(
         "action",
@@ -262,6 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `naiup info ... | head`: the reader left, nothing to report
+        sys.stderr.close()
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,108 +1,147 @@
-"""NovelAI (and other generators') metadata reader.
+"""Read an image and its generation metadata (NovelAI first; A1111/ComfyUI/others recognised).
 
-CONTRACT (filled in by the foundation issue; other modules code against these names):
-    read_metadata(path: Path) -> ImageMetadata          # raises InputError/MetadataError for unreadable files
-    read_image(path: Path) -> tuple[PIL.Image.Image, ImageMetadata]
-        fully decoded (load() done, LOAD_TRUNCATED_IMAGES off, pixel-bomb guarded), EXIF-transposed
+CONTRACT (other modules code against these names):
+    read_metadata(path: Path, *, check_signature=True) -> ImageMetadata   # InputError if unreadable
+    read_image(path: Path, *, check_signature=True) -> tuple[PIL.Image.Image, ImageMetadata]
+        fully decoded (load() done, LOAD_TRUNCATED_IMAGES off, pixel-bomb guarded), EXIF-transposed,
+        in its stored mode (NAI PNGs are RGBA whose alpha only carries stealth bits: drop it for img2img)
     ImageMetadata.format: MetadataFormat (novelai | a1111 | comfyui | other | none)
     ImageMetadata.text_chunks: dict[str, str]   # original PNG text chunks, to carry into outputs
+    ImageMetadata.problems: tuple[str, ...]     # malformed copies that were skipped, not fatal
     ImageMetadata.is_novelai -> bool
+
+Where things live: meta_types.py (result types), detection.py (classification), stealth.py (alpha
+LSB payload), exif_meta.py (EXIF/XMP), nai_signature.py (ed25519 check).
+A malformed metadata copy never makes the image unreadable: it is recorded in `problems` and the
+other copies are used. Only an image that cannot be decoded raises (InputError, naming the reason).
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
-from enum import StrEnum
+import zlib
 from pathlib import Path
-from typing import Any
 
-from PIL import Image, ImageOps
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from naiup.engine.detection import detect
+from naiup.engine.exif_meta import read_exif_texts
+from naiup.engine.meta_types import (
+    CharacterPrompt,
+    ImageMetadata,
+    MetadataFormat,
+    MetadataSource,
+    Signature,
+)
+from naiup.engine.stealth import HEADER_BITS, StealthPayload, decode_stealth
+from naiup.errors import InputError
 
-class MetadataFormat(StrEnum):
-    NOVELAI = "novelai"
-    A1111 = "a1111"
-    COMFYUI = "comfyui"
-    OTHER = "other"
-    NONE = "none"
+__all__ = [
+    "MAX_INPUT_PIXELS",
+    "CharacterPrompt",
+    "ImageMetadata",
+    "MetadataFormat",
+    "MetadataSource",
+    "Signature",
+    "read_image",
+    "read_metadata",
+]
 
-
-class MetadataSource(StrEnum):
-    TEXT = "text"
-    EXIF = "exif"
-    STEALTH = "stealth"
-    NONE = "none"
-
-
-class Signature(StrEnum):
-    VALID = "valid"
-    INVALID = "invalid"
-    ABSENT = "absent"
-
-
-@dataclass(frozen=True, slots=True)
-class CharacterPrompt:
-    prompt: str
-    negative_prompt: str = ""
-    center: tuple[float, float] | None = None
+MAX_INPUT_PIXELS = 100_000_000  # far above any NovelAI output (max ~3 MP); guards decompression bombs
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
-@dataclass(frozen=True, slots=True)
-class ImageMetadata:
-    format: MetadataFormat = MetadataFormat.NONE
-    source: MetadataSource = MetadataSource.NONE
-    prompt: str = ""
-    negative_prompt: str = ""
-    characters: tuple[CharacterPrompt, ...] = ()
-    seed: int | None = None
-    steps: int | None = None
-    scale: float | None = None
-    sampler: str | None = None
-    noise_schedule: str | None = None
-    width: int | None = None
-    height: int | None = None
-    model: str | None = None
-    generation_time: float | None = None
-    signature: Signature = Signature.ABSENT
-    copies_disagree: bool = False
-    text_chunks: dict[str, str] = field(default_factory=dict)
-    raw: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def is_novelai(self) -> bool:
-        return self.format is MetadataFormat.NOVELAI
+def _value_error_reason(exc: ValueError) -> str:
+    if "MAX_TEXT_CHUNK" in str(exc):  # PIL refuses to inflate a huge zTXt/iTXt: a text bomb
+        return "a PNG text chunk inflates past the size limit (text bomb)"
+    return f"corrupt image: {exc}"
 
 
-# PLACEHOLDER read_image: a minimal stand-in so the job path runs in this branch; the foundation
-# issue's full reader (stealth alpha, EXIF, signatures, bomb guards) replaces it at merge.
-def read_image(path: Path) -> tuple[Image.Image, ImageMetadata]:  # PLACEHOLDER read_image
-    from naiup.errors import InputError
-
+def _open(path: Path) -> Image.Image:
     try:
-        with Image.open(path) as im:
-            im.load()
-            chunks = {k: v for k, v in getattr(im, "text", {}).items() if isinstance(v, str)}
-            image = ImageOps.exif_transpose(im)
-    except FileNotFoundError as exc:
-        raise InputError(path, "no such file") from exc
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise InputError(path, f"cannot decode image ({exc})") from exc
-    meta = ImageMetadata(text_chunks=chunks)
+        size = path.stat().st_size
+    except OSError as exc:
+        raise InputError(path, f"cannot read file: {exc.strerror or exc}") from exc
+    if path.is_dir():
+        raise InputError(path, "is a directory, not an image file")
+    if size == 0:
+        raise InputError(path, "empty file (0 bytes)")
     try:
-        comment = json.loads(chunks.get("Comment", ""))
-    except ValueError:
-        comment = None
-    if chunks.get("Software") == "NovelAI" and isinstance(comment, dict):
-        chars = comment.get("v4_prompt", {}).get("caption", {}).get("char_captions", []) or []
-        seed = comment.get("seed")
-        meta = ImageMetadata(
-            format=MetadataFormat.NOVELAI,
-            source=MetadataSource.TEXT,
-            prompt=str(comment.get("prompt") or chunks.get("Description", "")),
-            negative_prompt=str(comment.get("uc") or ""),
-            characters=tuple(CharacterPrompt(str(c.get("char_caption", ""))) for c in chars),
-            seed=seed if isinstance(seed, int) else None,
-            text_chunks=chunks,
-        )
+        # The guard is our own cap below, not PIL's warning (a 89-100 MP input may still print that
+        # warning; silencing it with catch_warnings would not be thread-safe in the daemon).
+        image = Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise InputError(path, f"pixel bomb: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise InputError(path, "not an image (unrecognised file format)") from exc
+    except ValueError as exc:
+        raise InputError(path, _value_error_reason(exc)) from exc
+    except (OSError, SyntaxError, EOFError) as exc:
+        raise InputError(path, f"corrupt image header: {exc}") from exc
+    width, height = image.size
+    if width * height > MAX_INPUT_PIXELS:
+        image.close()
+        raise InputError(path, f"pixel bomb: {width}x{height} is over {MAX_INPUT_PIXELS // 1_000_000} MP")
+    return image
+
+
+def _load(image: Image.Image, path: Path) -> None:
+    if ImageFile.LOAD_TRUNCATED_IMAGES:  # someone flipped the global: truncated files would pass
+        raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES must stay False")
+    try:
+        image.load()
+    except (OSError, EOFError, SyntaxError, zlib.error) as exc:
+        raise InputError(path, f"truncated or corrupt image data: {exc}") from exc
+    except ValueError as exc:
+        raise InputError(path, _value_error_reason(exc)) from exc
+    except Image.DecompressionBombError as exc:
+        raise InputError(path, f"pixel bomb: {exc}") from exc
+
+
+def _alpha_plane(image: Image.Image) -> np.ndarray | None:
+    """The alpha plane when the image has one (RGBA, LA, palette or grey with tRNS)."""
+    if image.size[0] * image.size[1] < HEADER_BITS:
+        return None
+    if image.mode in ("RGBA", "LA"):
+        return np.asarray(image.getchannel("A"))
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        return np.asarray(image.convert("RGBA").getchannel("A"))
+    return None
+
+
+def _extract(image: Image.Image, check_signature: bool) -> ImageMetadata:
+    text_chunks: dict[str, str] = {}
+    if image.format == "PNG":
+        # After load(), PIL's `text` holds tEXt/iTXt/zTXt from before *and* after IDAT.
+        text_chunks = {str(k): str(v) for k, v in getattr(image, "text", {}).items()}
+        fields, source = text_chunks, MetadataSource.TEXT
+    else:
+        fields, source = read_exif_texts(image), MetadataSource.EXIF
+    alpha = _alpha_plane(image)
+    payload: StealthPayload | None = decode_stealth(alpha) if alpha is not None else None
+    return detect(image, fields, source, payload, text_chunks, check_signature=check_signature)
+
+
+def read_image(path: Path, *, check_signature: bool = True) -> tuple[Image.Image, ImageMetadata]:
+    """Decode fully and read metadata. Raises InputError when the image itself is unusable.
+
+    check_signature=False skips NovelAI's ed25519 check (signature is then `unchecked` when the
+    file carries one): the refine path does not need it and it costs ~10 ms per megapixel.
+    """
+    path = Path(path)
+    image = _open(path)
+    _load(image, path)
+    meta = _extract(image, check_signature)
+    if image.format in ("JPEG", "WEBP", "TIFF", "MPO"):
+        # Metadata (and the NAI signature) refer to the stored pixels; the job wants them upright.
+        transposed = ImageOps.exif_transpose(image)
+        if transposed is not None and transposed is not image:
+            image = transposed
     return image, meta
+
+
+def read_metadata(path: Path, *, check_signature: bool = True) -> ImageMetadata:
+    """Metadata only (the image is still decoded: stealth lives in the pixels)."""
+    image, meta = read_image(path, check_signature=check_signature)
+    image.close()
+    return meta

@@ -1,0 +1,214 @@
+"""Bad input: each gives a specific InputError or "no metadata" quickly; nothing hangs or crashes."""
+
+from __future__ import annotations
+
+import gzip
+import random
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import nai_writer
+import numpy as np
+import pytest
+from PIL import Image
+
+from naiup.engine.metadata import MetadataFormat, MetadataSource, read_image, read_metadata
+from naiup.errors import InputError
+
+pytestmark = pytest.mark.timeout(20)
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG whose IHDR claims a huge size; the pixel data is a few bytes (a pixel bomb)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 64)
+    chunks = _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunks)
+    return path
+
+
+def _expect_input_error(path: Path, reason: str) -> None:
+    start = time.perf_counter()
+    with pytest.raises(InputError) as info:
+        read_image(path)
+    assert time.perf_counter() - start < 1.0
+    assert str(path) in str(info.value) and reason in info.value.reason
+
+
+def test_zero_byte_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.png"
+    path.write_bytes(b"")
+    _expect_input_error(path, "empty file")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    _expect_input_error(tmp_path / "gone.png", "cannot read file")
+
+
+def test_non_image_with_png_name(tmp_path: Path) -> None:
+    path = tmp_path / "notes.png"
+    path.write_text("this is a text file, not a picture\n")
+    _expect_input_error(path, "not an image")
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.9])
+def test_truncated_png(tmp_path: Path, keep: float) -> None:
+    full = nai_writer.write_nai_png(tmp_path / "full.png", (128, 128), stealth=True)
+    data = full.read_bytes()
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(data[: int(len(data) * keep)])
+    _expect_input_error(cut, "truncated")
+
+
+def test_truncated_header(tmp_path: Path) -> None:
+    path = tmp_path / "head.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    _expect_input_error(path, "")
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize("size", [(12_000, 10_000), (100_000, 100_000)])
+def test_pixel_bomb(tmp_path: Path, size: tuple[int, int]) -> None:
+    # 120 MP is over our cap but under PIL's own error threshold; 10 GP trips PIL's too.
+    _expect_input_error(_png_header_only(tmp_path / "bomb.png", *size), "pixel bomb")
+
+
+def _stealth_png(tmp_path: Path, payload: bytes, size: tuple[int, int] = (64, 64), **kw: object) -> Path:
+    w, h = size
+    pixels = nai_writer.noise_pixels(size)
+    pixels[..., 3] = nai_writer.stealth_alpha(h, w, payload, **kw)  # type: ignore[arg-type]
+    path = tmp_path / "stealth.png"
+    Image.fromarray(pixels, "RGBA").save(path)
+    return path
+
+
+def _no_metadata_with_problem(path: Path, problem: str) -> None:
+    start = time.perf_counter()
+    meta = read_metadata(path)
+    assert time.perf_counter() - start < 1.0
+    assert meta.format is MetadataFormat.NONE and meta.source is MetadataSource.NONE
+    assert any(problem in p for p in meta.problems), meta.problems
+
+
+def test_gzip_bomb_in_stealth_payload(tmp_path: Path) -> None:
+    bomb = gzip.compress(b"\x00" * (64 << 20), compresslevel=9)  # 64 MiB inflated, ~64 KiB stored
+    side = int(np.ceil(np.sqrt(len(bomb) * 8 + 200)))
+    _no_metadata_with_problem(_stealth_png(tmp_path, bomb, (side, side)), "gzip bomb")
+
+
+def test_stealth_length_points_past_the_image(tmp_path: Path) -> None:
+    w = h = 32
+    stream = b"stealth_pngcomp" + (10**9).to_bytes(4, "big")
+    bits = np.unpackbits(np.frombuffer(stream, np.uint8))
+    alpha = np.full(w * h, 255, np.uint8)
+    alpha[: bits.size] = 0xFE | bits
+    pixels = nai_writer.noise_pixels((w, h))
+    pixels[..., 3] = alpha.reshape(w, h).T
+    path = tmp_path / "long.png"
+    Image.fromarray(pixels, "RGBA").save(path)
+    _no_metadata_with_problem(path, "does not fit")
+
+
+def test_truncated_gzip_payload(tmp_path: Path) -> None:
+    _no_metadata_with_problem(_stealth_png(tmp_path, gzip.compress(b'{"a": 1}' * 50)[:-20]), "truncated")
+
+
+def test_invalid_utf8_in_stealth_payload(tmp_path: Path) -> None:
+    _no_metadata_with_problem(_stealth_png(tmp_path, gzip.compress(b"\xff\xfe\xfd not utf-8")), "UTF-8")
+
+
+def test_stealth_json_that_is_not_an_object(tmp_path: Path) -> None:
+    _no_metadata_with_problem(_stealth_png(tmp_path, gzip.compress(b'["Comment", 1]')), "not an object")
+
+
+def test_text_comment_that_is_not_an_object_falls_back_to_stealth(tmp_path: Path) -> None:
+    good = nai_writer.write_nai_png(tmp_path / "good.png", stealth=True, text=False, seed=77)
+    image = Image.open(good)
+    info = nai_writer.PngImagePlugin.PngInfo()
+    info.add_text("Software", "NovelAI")
+    info.add_text("Comment", "[1, 2, 3]")
+    bad = tmp_path / "bad.png"
+    image.save(bad, pnginfo=info)
+    meta = read_metadata(bad)
+    assert meta.is_novelai and meta.source is MetadataSource.STEALTH and meta.seed == 77
+    assert any("text Comment is not a JSON object" in p for p in meta.problems)
+
+
+def test_one_by_one_images(tmp_path: Path) -> None:
+    for mode in ("RGBA", "RGB", "L", "P", "LA"):
+        path = tmp_path / f"tiny_{mode}.png"
+        Image.new(mode, (1, 1)).save(path)
+        image, meta = read_image(path)
+        assert image.size == (1, 1) and meta.format is MetadataFormat.NONE and meta.problems == ()
+
+
+def test_palette_image_without_metadata(tmp_path: Path) -> None:
+    path = tmp_path / "palette.png"
+    Image.fromarray(nai_writer.noise_pixels((64, 64))[..., :3], "RGB").quantize(16).save(path, transparency=0)
+    assert read_metadata(path).format is MetadataFormat.NONE
+
+
+def test_la_image_carries_stealth(tmp_path: Path) -> None:
+    fields = nai_writer.nai_fields(nai_writer.nai_comment(seed=99))
+    alpha = nai_writer.stealth_alpha(64, 64, nai_writer.stealth_payload(fields))
+    grey = nai_writer.noise_pixels((64, 64))[..., 0]
+    path = tmp_path / "la.png"
+    Image.fromarray(np.dstack([grey, alpha]), "LA").save(path)
+    meta = read_metadata(path)
+    assert meta.is_novelai and meta.source is MetadataSource.STEALTH and meta.seed == 99
+
+
+def test_ztxt_bomb_in_text_chunk(tmp_path: Path) -> None:
+    # A compressed text chunk inflating past PIL's text limit: a clear error, fast.
+    data = b"Comment\x00\x00" + zlib.compress(b"a" * (64 << 20), 9)
+    ihdr = struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)
+    path = tmp_path / "ztxt.png"
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"zTXt", data)
+        + _chunk(b"IDAT", zlib.compress(b"\x00\x00"))
+        + _chunk(b"IEND", b"")
+    )
+    _expect_input_error(path, "text bomb")
+
+
+def _mutants(data: bytes, seed: int, count: int) -> list[bytes]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        mutant = bytearray(data)
+        for _ in range(rng.randint(1, 8)):
+            mutant[rng.randrange(len(mutant))] = rng.randrange(256)
+        out.append(bytes(mutant[: rng.randrange(len(mutant))] if rng.random() < 0.2 else mutant))
+    return out
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # PIL warns about the corrupt EXIF it skips
+def test_corrupted_files_only_ever_raise_input_error(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9286] = b"UNICODE\x00" + "a duck\nSteps: 20, Seed: 1".encode("utf-16-be")
+    jpeg = tmp_path / "a1111.jpg"
+    Image.new("RGB", (8, 8), "white").save(jpeg, exif=exif)
+    assert (read_metadata(jpeg).format, read_metadata(jpeg).prompt) == (MetadataFormat.A1111, "a duck")
+    sources = [
+        nai_writer.write_nai_png(tmp_path / "nai.png", stealth=True),
+        nai_writer.write_nai_webp(tmp_path / "nai.webp"),
+        jpeg,
+    ]
+    for n, src in enumerate(sources):
+        target = tmp_path / f"mutant{src.suffix}"
+        for data in _mutants(src.read_bytes(), seed=n, count=60):
+            target.write_bytes(data)
+            start = time.perf_counter()
+            try:
+                read_image(target)
+            except InputError as exc:
+                assert str(target) in str(exc)
+            assert time.perf_counter() - start < 1.0
