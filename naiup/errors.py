@@ -3,7 +3,8 @@
 NaiupError                 str(exc) is the whole user-facing message
 ├── ConfigError            bad config file / key / value (names file and key)
 ├── InputError             one input image is unusable (names the file)
-│   └── MetadataError      its metadata is malformed (bombs, bad lengths, bad JSON)
+│   ├── MetadataError      its metadata is malformed (bombs, bad lengths, bad JSON)
+│   └── UnsafeInputError   a decompression bomb (pixels or text): waiting will not fix it
 ├── ModelLoadError         a model file or hub id cannot be loaded (names the file)
 ├── EngineError            the pipeline produced something unusable (NaN/Inf, OOM at minimum tile)
 ├── OutputError            an output cannot be written (no space, permission, would clobber)
@@ -36,6 +37,10 @@ class InputError(NaiupError):
 
 class MetadataError(InputError):
     pass
+
+
+class UnsafeInputError(InputError):
+    """Refused for safety (pixel or text bomb); unlike a truncated file, it will not heal."""
 
 
 class ModelLoadError(NaiupError):

@@ -100,7 +100,7 @@ def run_job(
         raise InputError(src, "is a folder, not an image") from exc
     except OSError as exc:
         raise InputError(src, f"cannot read ({exc.strerror or exc})") from exc
-    image, meta = read_image(src)
+    image, meta = read_image(src, check_signature=False)  # the signature is not needed to refine
     timings["read"] = time.perf_counter() - t0
 
     # 2. Refuse before any model work.

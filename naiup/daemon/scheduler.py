@@ -107,8 +107,9 @@ class Scheduler:
             if time.monotonic() < self._retry_load_at:
                 self._idle(1.0)
                 return
-            if not self._load(cfg):
-                return
+            # Loading takes long: pause or preset may have changed meanwhile, so start a fresh step.
+            self._load(cfg)
+            return
         item = self._ledger.next_queued()
         if item is None:
             self._idle(1.0)

@@ -19,7 +19,7 @@ from pathlib import Path
 from naiup.config import Config
 from naiup.daemon.ledger import Ledger, State
 from naiup.engine.metadata import read_metadata
-from naiup.errors import InputError, MetadataError, NaiupError
+from naiup.errors import InputError, MetadataError, NaiupError, UnsafeInputError
 from naiup.job import is_naiup_output
 
 log = logging.getLogger(__name__)
@@ -214,8 +214,8 @@ class Stabiliser:
             )
             return None
         try:
-            meta = read_metadata(path)
-        except MetadataError as exc:  # bombs, malformed metadata: waiting will not fix them
+            meta = read_metadata(path, check_signature=False)
+        except (MetadataError, UnsafeInputError) as exc:  # bombs, bad metadata: waiting will not fix them
             self._record_failed(path, st, str(exc))
             return None
         except (InputError, NaiupError, OSError) as exc:

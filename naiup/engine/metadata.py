@@ -34,7 +34,7 @@ from naiup.engine.meta_types import (
     Signature,
 )
 from naiup.engine.stealth import HEADER_BITS, StealthPayload, decode_stealth
-from naiup.errors import InputError
+from naiup.errors import InputError, UnsafeInputError
 
 __all__ = [
     "MAX_INPUT_PIXELS",
@@ -53,8 +53,13 @@ _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 def _value_error_reason(exc: ValueError) -> str:
     if "MAX_TEXT_CHUNK" in str(exc):  # PIL refuses to inflate a huge zTXt/iTXt: a text bomb
-        return "a PNG text chunk inflates past the size limit (text bomb)"
+        return "a compressed PNG text chunk inflates past the size limit (gzip bomb)"
     return f"corrupt image: {exc}"
+
+
+def _value_error(path: Path, exc: ValueError) -> InputError:
+    reason = _value_error_reason(exc)
+    return UnsafeInputError(path, reason) if "bomb" in reason else InputError(path, reason)
 
 
 def _open(path: Path) -> Image.Image:
@@ -71,17 +76,18 @@ def _open(path: Path) -> Image.Image:
         # warning; silencing it with catch_warnings would not be thread-safe in the daemon).
         image = Image.open(path)
     except Image.DecompressionBombError as exc:
-        raise InputError(path, f"pixel bomb: {exc}") from exc
+        raise UnsafeInputError(path, f"pixel bomb: {exc}") from exc
     except UnidentifiedImageError as exc:
         raise InputError(path, "not an image (unrecognised file format)") from exc
     except ValueError as exc:
-        raise InputError(path, _value_error_reason(exc)) from exc
+        raise _value_error(path, exc) from exc
     except (OSError, SyntaxError, EOFError) as exc:
         raise InputError(path, f"corrupt image header: {exc}") from exc
     width, height = image.size
     if width * height > MAX_INPUT_PIXELS:
         image.close()
-        raise InputError(path, f"pixel bomb: {width}x{height} is over {MAX_INPUT_PIXELS // 1_000_000} MP")
+        limit = MAX_INPUT_PIXELS // 1_000_000
+        raise UnsafeInputError(path, f"pixel bomb: {width}x{height} is over {limit} MP")
     return image
 
 
@@ -93,9 +99,9 @@ def _load(image: Image.Image, path: Path) -> None:
     except (OSError, EOFError, SyntaxError, zlib.error) as exc:
         raise InputError(path, f"truncated or corrupt image data: {exc}") from exc
     except ValueError as exc:
-        raise InputError(path, _value_error_reason(exc)) from exc
+        raise _value_error(path, exc) from exc
     except Image.DecompressionBombError as exc:
-        raise InputError(path, f"pixel bomb: {exc}") from exc
+        raise UnsafeInputError(path, f"pixel bomb: {exc}") from exc
 
 
 def _alpha_plane(image: Image.Image) -> np.ndarray | None:

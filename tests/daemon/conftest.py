@@ -1,126 +1,16 @@
-"""Daemon test support: a real `naiup run` subprocess in tmp dirs, a stand-in engine, leak guards."""
+"""Daemon fixtures (the harness itself is in daemon_harness.py, importable by the tests)."""
 
 from __future__ import annotations
 
 import os
-import signal
-import sqlite3
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
-
-from naiup.daemon.control import ControlClient, DaemonNotRunning
-
-REPO = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    """Poll until predicate() is truthy; fail with `what` after the deadline (never sleep-then-assert)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-class DaemonRun:
-    """One `naiup run` process with its own folders; `request` talks to it over the real socket."""
-
-    def __init__(self, root: Path, env: dict[str, str]) -> None:
-        self.root, self.env = root, env
-        self.watch = root / "watch"
-        self.watch.mkdir(exist_ok=True)
-        self.config_path = root / "config.toml"
-        self.proc: subprocess.Popen | None = None
-        self.log = root / "daemon-stderr.log"
-        self.worker_pids: set[int] = set()  # a worker orphaned by kill -9 is no longer our child
-
-    def write_config(
-        self, watch: str = "", daemon: str = "", engine: str = "stub_engine:ResizeEngine"
-    ) -> None:
-        self.config_path.write_text(
-            f'[watch]\nfolders = ["{self.watch.as_posix()}"]\n{watch}\n'
-            f'[daemon]\nactive_preset = "upscale-2x"\nengine = "{engine}"\n{daemon}\n'
-        )
-
-    def start(self, extra_env: dict[str, str] | None = None, wait_worker: bool = True) -> None:
-        env = {**self.env, **(extra_env or {})}
-        with open(self.log, "ab") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "naiup", "--config", str(self.config_path), "run"],
-                cwd=REPO,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
-        wait_for(self._pingable, 20, "the daemon to answer ping")
-        if wait_worker:
-            wait_for(lambda: self.status()["worker_pid"], 20, "the worker to load")
-
-    def _pingable(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"daemon exited rc={self.proc.returncode}: {self.log.read_text()[-3000:]}")
-        try:
-            self.request("ping")
-            return True
-        except DaemonNotRunning:
-            return False
-
-    def request(self, verb: str, **args: Any) -> dict:
-        with ControlClient.connect() as client:
-            return client.request(verb, **args)
-
-    def status(self) -> dict:
-        status = self.request("status")
-        if status.get("worker_pid"):
-            self.worker_pids.add(status["worker_pid"])
-        return status
-
-    def rows(self) -> list[sqlite3.Row]:
-        db = sqlite3.connect(f"file:{self.root / 'state' / 'ledger.sqlite3'}?mode=ro", uri=True)
-        db.row_factory = sqlite3.Row
-        try:
-            return db.execute("SELECT * FROM items ORDER BY id").fetchall()
-        finally:
-            db.close()
-
-    def row(self, path: Path) -> sqlite3.Row | None:
-        return next((r for r in self.rows() if r["path"] == str(path)), None)
-
-    def outputs(self) -> list[Path]:
-        return sorted(p for p in self.watch.iterdir() if ".naiup-" in p.name and not p.name.startswith("."))
-
-    def temps(self) -> list[Path]:
-        return sorted(self.watch.glob(".*naiup-tmp"))
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "naiup", *args],
-            cwd=REPO,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        rc = self.proc.wait(timeout)
-        self.proc = None
-        return rc
+from daemon_harness import HERE, REPO, DaemonRun
 
 
 @pytest.fixture

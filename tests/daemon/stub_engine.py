@@ -33,7 +33,7 @@ class ResizeEngine:
         time.sleep(delay)
         w, h = image.size
         return EngineResult(
-            image.resize((int(w * preset.scale), int(h * preset.scale))),
+            image.convert("RGB").resize((round(w * preset.scale), round(h * preset.scale))),
             seed=1,
             parameters={},
             timings={"resize": 0.0},

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import nai_writer
 import pytest
-from conftest import DaemonRun, wait_for
+from daemon_harness import DaemonRun, wait_for
 
 from naiup.daemon.control import ControlClient, ControlError, address, token_path
 

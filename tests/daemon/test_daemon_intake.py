@@ -10,7 +10,7 @@ import zlib
 from pathlib import Path
 
 import nai_writer
-from conftest import DaemonRun, wait_for
+from daemon_harness import DaemonRun, wait_for
 from PIL import Image, PngImagePlugin
 
 # Three different real NovelAI files: identical bytes would (rightly) be skipped as duplicates.

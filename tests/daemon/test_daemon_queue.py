@@ -6,7 +6,7 @@ import itertools
 
 import nai_writer
 import psutil
-from conftest import DaemonRun, wait_for
+from daemon_harness import DaemonRun, wait_for
 from PIL import Image
 
 N = 500

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import nai_writer
 import pytest
-from conftest import wait_for
+from daemon_harness import wait_for
 
 from naiup.config import Config, WatchConfig
 from naiup.daemon.ledger import Ledger, State

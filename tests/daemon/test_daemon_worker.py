@@ -8,7 +8,7 @@ from pathlib import Path
 
 import nai_writer
 import psutil
-from conftest import DaemonRun, wait_for
+from daemon_harness import DaemonRun, wait_for
 
 
 def _state(daemon: DaemonRun, path: Path) -> str | None:
