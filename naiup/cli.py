@@ -49,6 +49,8 @@ def _cmd_config(args: argparse.Namespace) -> int:
         return 1
     print(f"ok: {where} ({len(config.presets)} presets, active {config.daemon.active_preset!r})")
     return 0
+
+
 def _cmd_refine(args: argparse.Namespace) -> int:
     """One job per file, in order. Exit 0 if all succeeded, 1 if any failed."""
     import logging

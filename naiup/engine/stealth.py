@@ -74,4 +74,3 @@ def decode_stealth(alpha: np.ndarray) -> StealthPayload | None:
         return StealthPayload(name, text=raw.decode("utf-8"))
     except UnicodeDecodeError:
         return StealthPayload(name, problem="stealth payload is not valid UTF-8")
-
