@@ -99,6 +99,7 @@ class _RuleState:
     streak: int = 0  # consecutive triggered samples
     engaged: bool = False
     clear_since: float | None = None
+    reason: str = ""  # what it said when it last triggered, shown while it holds
 
 
 class PauseRules:
@@ -143,8 +144,11 @@ class PauseRules:
         reason = None
         for name in self.enabled_rules():
             triggered, why = self._read(name)
-            if self._step(self._states[name], triggered, now) and reason is None:
-                reason = why
+            state = self._states[name]
+            if triggered:
+                state.reason = why
+            if self._step(state, triggered, now) and reason is None:
+                reason = state.reason
         if reason != self._reason:
             log.info("pause rule changed reason=%s", reason)
         self._reason = reason

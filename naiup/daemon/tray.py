@@ -94,7 +94,7 @@ class TrayApp:
         self.notifier = Notifier(pick_sender(self.icon), successes=self._notifications)
         if not getattr(self.icon, "HAS_MENU", True):
             log.warning("tray backend has no menu; install PyGObject + AppIndicator for one (see README)")
-        self._install_signal_handlers()
+        previous = self._install_signal_handlers()
         try:
             self.icon.run(setup=self._setup)
         except Exception:
@@ -104,6 +104,8 @@ class TrayApp:
                 raise
             log.debug("tray loop raised after stop", exc_info=True)
         finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             self.shutdown()
         return 0
 
@@ -134,11 +136,14 @@ class TrayApp:
         self._threads = [t for t in self._threads if t.is_alive()]
         self.notifier.flush(time.monotonic(), force=True)
 
-    def _install_signal_handlers(self) -> None:
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        """SIGTERM/SIGINT stop the icon (pystray's xorg and GTK loops let Python handlers run)."""
         if threading.current_thread() is not threading.main_thread():
-            return  # signal handlers can only be installed from the main thread
+            return {}  # signal handlers can only be installed from the main thread
+        previous = {}
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stop())
+            previous[sig] = signal.signal(sig, lambda *_: self.stop())
+        return previous
 
     # -- state -----------------------------------------------------------------------------------
 
