@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import signal
 import threading
 import time
@@ -77,24 +78,30 @@ class TrayApp:
         self._client: Client | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        # Every call into the icon goes through this queue to the one "ticks" thread: pystray's xorg
+        # backend hands calls to its loop through a single shared reply queue, so two threads calling
+        # it at once can take each other's replies and hang forever (seen as a hang on quit).
+        self._ui: queue.Queue[TrayState | None] = queue.Queue()
+        self._loop_running = False
         self.icon: Any | None = None
         self.notifier = Notifier(lambda title, message: None, successes=notifications)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     def run(self) -> int:
-        pystray = self._pystray or load_pystray()
+        pystray = self._pystray = self._pystray or load_pystray()
         st = self.state
         self.icon = pystray.Icon(
             "naiup",
             icon=draw_icon(tray_menu.icon_state(st)),
-            title=tray_menu.tooltip(st),
+            title=self._title(st),
             menu=pystray.Menu(lambda: tuple(self._to_items(pystray, tray_menu.build_menu(self.state)))),
         )
         self.notifier = Notifier(pick_sender(self.icon), successes=self._notifications)
         if not getattr(self.icon, "HAS_MENU", True):
             log.warning("tray backend has no menu; install PyGObject + AppIndicator for one (see README)")
         previous = self._install_signal_handlers()
+        self._loop_running = True
         try:
             self.icon.run(setup=self._setup)
         except Exception:
@@ -104,6 +111,10 @@ class TrayApp:
                 raise
             log.debug("tray loop raised after stop", exc_info=True)
         finally:
+            self._loop_running = False
+            # pystray's xorg Icon.__del__ calls stop() while it thinks it runs, which then waits
+            # forever on the loop that has just ended: tell it the loop is over.
+            self.icon._running = False
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.shutdown()
@@ -120,10 +131,9 @@ class TrayApp:
             self._threads.append(t)
 
     def stop(self) -> None:
-        """Ask everything to end; safe from any thread and from signal handlers."""
+        """Ask everything to end; safe from any thread, menu callbacks and signal handlers."""
         self._stop.set()
-        if self.icon is not None:
-            self.icon.stop()
+        self._ui.put(None)  # the ticks thread stops the icon, see _ui
 
     def shutdown(self, timeout: float = 3.0) -> None:
         self._stop.set()
@@ -145,6 +155,15 @@ class TrayApp:
             previous[sig] = signal.signal(sig, lambda *_: self.stop())
         return previous
 
+    def _title(self, st: TrayState) -> str:
+        title = tray_menu.tooltip(st)
+        # pystray's xorg backend sets WM_NAME as latin-1 and raises on anything else (a preset name,
+        # an error message from the daemon); "?" for those characters beats a crashed tray.
+        backend = getattr(self._pystray, "Icon", None)
+        if backend is not None and getattr(backend, "__module__", "").endswith("_xorg"):
+            title = title.encode("latin-1", "replace").decode("latin-1")
+        return title
+
     # -- state -----------------------------------------------------------------------------------
 
     @property
@@ -161,13 +180,13 @@ class TrayApp:
             self._state = TrayState(status)
             st = self._state
         if self.icon is not None:
-            call_on_gui_thread(lambda: self._show(st))
+            self._ui.put(st)
         self._write_state_file(st)
 
     def _show(self, st: TrayState) -> None:
         icon = self.icon
         icon.icon = draw_icon(tray_menu.icon_state(st), tray_menu.progress(st))
-        icon.title = tray_menu.tooltip(st)
+        icon.title = self._title(st)
         icon.update_menu()  # some backends build the menu ahead of time (pystray docs)
 
     def _write_state_file(self, st: TrayState) -> None:
@@ -254,7 +273,18 @@ class TrayApp:
 
     def _tick_loop(self) -> None:
         started = last_poll = time.monotonic()
-        while not self._stop.wait(TICK_SECONDS):
+        while True:
+            try:
+                job = self._ui.get(timeout=TICK_SECONDS)
+            except queue.Empty:
+                job = None
+            if self._stop.is_set():
+                if self._loop_running and self.icon is not None:
+                    call_on_gui_thread(self.icon.stop)
+                    self._nudge_xorg()
+                return
+            if job is not None:
+                call_on_gui_thread(lambda st=job: self._show(st))
             now = time.monotonic()
             self.notifier.flush(now)
             self._read_actions()
@@ -264,6 +294,17 @@ class TrayApp:
             if self._exit_after is not None and now - started >= self._exit_after:
                 log.info("tray exit_after reached secs=%.1f", self._exit_after)
                 self.stop()
+
+    def _nudge_xorg(self) -> None:
+        # pystray's xorg stop destroys its window from the loop thread, but python-xlib can leave that
+        # request unsent while this thread held the socket's send role (seen on Xvfb: the loop then
+        # waits forever for DestroyNotify). A flush from here sends whatever is still queued.
+        display = getattr(self.icon, "_display", None)
+        if display is not None:
+            try:
+                display.flush()
+            except Exception as exc:  # the loop may have closed the display already: nothing to do
+                log.debug("xorg flush after stop err=%s", exc)
 
     def _poll_status(self) -> None:
         try:

@@ -107,25 +107,25 @@ def progress(state: TrayState) -> float | None:
 def tooltip(state: TrayState) -> str:
     """Short on purpose: the Windows tooltip holds 128 characters."""
     if not state.connected:
-        return "naiup — service not running"
+        return "naiup: service not running"
     s = state.status or {}
     kind = icon_state(state)
     preset = s.get("active_preset") or "?"
     if kind is IconState.PAUSED:
         reason = s.get("pause_reason") or "by you"
-        return _clip(f"naiup — paused ({reason}) · {preset}")
+        return _clip(f"naiup: paused ({reason}) · {preset}")
     if kind is IconState.ERROR:
-        return _clip(f"naiup — error: {s.get('engine_error') or s.get('last_error') or 'see log'}")
+        return _clip(f"naiup: error: {s.get('engine_error') or s.get('last_error') or 'see log'}")
     queued = int(s.get("queue_length") or 0)
     if kind is IconState.WORKING:
         pct = progress(state)
         parts = [f"{queued} queued", preset] + ([f"{pct:.0%}"] if pct is not None else [])
-        return _clip("naiup — " + " · ".join(parts))
-    return _clip(f"naiup — idle · {preset}")
+        return _clip("naiup: " + " · ".join(parts))
+    return _clip(f"naiup: idle · {preset}")
 
 
 def _clip(text: str, limit: int = 127) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def build_menu(state: TrayState) -> list[MenuEntry]:
@@ -146,7 +146,7 @@ def build_menu(state: TrayState) -> list[MenuEntry]:
     )
     failed = state.failed_count
     folders = s.get("watch_folders") or []
-    status_line = tooltip(state).removeprefix("naiup — ")
+    status_line = tooltip(state).removeprefix("naiup: ")
     return [
         MenuEntry(status_line[:1].upper() + status_line[1:], enabled=False),
         MenuEntry("Pause", Action.TOGGLE_PAUSE, checked=state.paused, default=True),

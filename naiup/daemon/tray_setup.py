@@ -28,9 +28,9 @@ def run_tray(
 ) -> int:
     _configure_logging()
     config = load_config(config_path)
-    factory = _resolve_factory(client_factory)
-    # Load the backend before anything else so "no display" is one clear line, not a traceback.
+    # The backend first: "no display" is the likeliest failure and must be one clear line.
     pystray = load_pystray(backend)
+    factory = _resolve_factory(client_factory)
     log.info("tray starting backend=%s", pystray.Icon.__module__)
     app = TrayApp(
         client_factory=factory,

@@ -11,11 +11,18 @@ from collections.abc import Callable
 
 import pytest
 
-os.environ["PYSTRAY_BACKEND"] = "dummy"  # before the import: pystray picks its backend when imported
-import pystray
-from tray_standin import StandinDaemon
+# pystray picks its backend when first imported; restore the variable so subprocess tests don't inherit it.
+_saved = os.environ.get("PYSTRAY_BACKEND")
+os.environ["PYSTRAY_BACKEND"] = "dummy"
+import pystray  # noqa: E402
 
-from naiup.daemon.tray import TrayApp
+if _saved is None:
+    del os.environ["PYSTRAY_BACKEND"]
+else:
+    os.environ["PYSTRAY_BACKEND"] = _saved
+from tray_standin import StandinDaemon  # noqa: E402
+
+from naiup.daemon.tray import TrayApp  # noqa: E402
 
 
 class RecordingIcon(pystray.Icon):
@@ -126,7 +133,7 @@ def test_default_action_is_pause(tray, daemon):
 def test_external_pause_is_reflected_in_icon_tooltip_and_menu(tray, daemon):
     updates = tray.icon.menu_updates
     daemon.set_status(state="paused", pause_reason="on battery")  # as `naiup pause` would
-    wait_for(lambda: tray.icon.title == "naiup — paused (on battery) · refine-2x", timeout=2.0)
+    wait_for(lambda: tray.icon.title == "naiup: paused (on battery) · refine-2x", timeout=2.0)
     assert item(tray.icon, "Pause").checked is True
     assert tray.icon.menu_updates > updates
 
@@ -162,7 +169,7 @@ def test_failure_event_becomes_a_notification(tray, daemon):
 def test_stop_service_shows_not_running_and_offers_start(tray, daemon):
     item(tray.icon, "Stop service")(tray.icon)
     wait_for(lambda: not tray.state.connected)
-    assert tray.icon.title == "naiup — service not running"
+    assert tray.icon.title == "naiup: service not running"
     item(tray.icon, "Start service")(tray.icon)
     assert tray.started == [True]
     daemon.start()  # the spawned daemon comes up: the tray reconnects by itself

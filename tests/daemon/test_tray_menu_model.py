@@ -97,14 +97,14 @@ def test_open_items_use_paths_from_the_status_and_are_disabled_without_one():
 
 def test_tooltip_shows_queue_preset_and_progress_while_working():
     s = status(state="working", queue_length=2, current={"path": "/x/a.png", "progress": 0.6})
-    assert tooltip(s) == "naiup — 2 queued · refine-2x · 60%"
+    assert tooltip(s) == "naiup: 2 queued · refine-2x · 60%"
     assert icon_state(s) is IconState.WORKING
 
 
 def test_tooltip_shows_the_pause_reason_and_error():
     assert (
         tooltip(status(state="paused", pause_reason="on battery"))
-        == "naiup — paused (on battery) · refine-2x"
+        == "naiup: paused (on battery) · refine-2x"
     )
     err = status(state="error", engine_error="CUDA out of memory")
     assert icon_state(err) is IconState.ERROR
