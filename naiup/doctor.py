@@ -92,14 +92,12 @@ def check_torch() -> list[Check]:
     elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         out.append(Check("gpu", Status.OK, "Apple MPS"))
     else:
-        out.append(
-            Check(
-                "gpu",
-                Status.WARN,
-                "no CUDA or MPS device: refining runs on the CPU (minutes per image)",
-                "install a CUDA build of torch (pytorch.org 'Get started') if you have an NVIDIA GPU",
+        fix = "install a CUDA build of torch (pytorch.org 'Get started') if you have an NVIDIA GPU"
+        if torch.version.cuda:
+            fix = (
+                f"torch is built for CUDA {torch.version.cuda} but sees no GPU: check the driver (nvidia-smi)"
             )
-        )
+        out.append(Check("gpu", Status.WARN, "no CUDA or MPS device: refining runs on the CPU (slow)", fix))
     return out
 
 
@@ -111,7 +109,7 @@ def _looks_like_path(ref: str) -> bool:
     )
 
 
-def check_model_ref(name: str, ref: str) -> Check:
+def check_model_ref(name: str, ref: str, cache_dir: Path | None = None) -> Check:
     """A model given as a file path must exist; a hub id must already be in the HF cache (offline)."""
     if _looks_like_path(ref):
         path = Path(ref).expanduser()
@@ -123,7 +121,7 @@ def check_model_ref(name: str, ref: str) -> Check:
     try:
         from huggingface_hub import snapshot_download
 
-        local = snapshot_download(ref, local_files_only=True)
+        local = snapshot_download(ref, local_files_only=True, cache_dir=cache_dir)
     except ImportError:
         return Check(name, Status.FAIL, "huggingface_hub is not installed", "pip install huggingface_hub")
     except Exception as exc:  # LocalEntryNotFoundError, HFValidationError, ...: not usable offline
