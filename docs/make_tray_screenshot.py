@@ -54,7 +54,8 @@ def fill(menu: tk.Menu, entries: list[MenuEntry], variables: list[tk.Variable]) 
             variables.append(var)
             menu.add_checkbutton(label=e.text, variable=var, state=state)
         else:
-            menu.add_command(label=e.text, state=state, font=("TkDefaultFont", 10, "bold") if e.default else None)
+            bold = ("TkDefaultFont", 10, "bold") if e.default else None
+            menu.add_command(label=e.text, state=state, font=bold)
     return subs
 
 
