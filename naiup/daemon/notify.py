@@ -55,6 +55,10 @@ class Notifier:
         else:
             self._deliver(TITLE, f"{len(done)} images refined")
 
+    def notify_now(self, title: str, message: str) -> None:
+        """Unbatched, for things the user just did that failed."""
+        self._deliver(title, message)
+
     def _deliver(self, title: str, message: str) -> None:
         log.info("notify title=%s message=%s", title, message)
         try:

@@ -14,9 +14,7 @@ change and `actions_file` is read line by line ("toggle-pause", "preset refine-4
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import queue
 import signal
 import threading
@@ -25,11 +23,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from naiup.daemon import tray_menu
+from naiup.daemon import tray_automation, tray_menu
 from naiup.daemon.notify import Notifier, pick_sender
-from naiup.daemon.tray_backend import call_on_gui_thread, load_pystray, open_path, spawn_daemon
+from naiup.daemon.tray_backend import (
+    call_on_gui_thread,
+    load_pystray,
+    open_path,
+    spawn_daemon,
+    to_pystray_items,
+)
 from naiup.daemon.tray_icon import draw_icon
-from naiup.daemon.tray_menu import Action, MenuEntry, TrayState
+from naiup.daemon.tray_menu import Action, TrayState
 from naiup.errors import NaiupError
 
 log = logging.getLogger(__name__)
@@ -68,8 +72,7 @@ class TrayApp:
         self._opener = opener
         self._start_daemon = start_daemon
         self._state_file = state_file
-        self._actions_file = actions_file
-        self._actions_offset = 0
+        self._actions = tray_automation.ActionsReader(actions_file) if actions_file else None
         self._exit_after = exit_after
         self._notifications = notifications
         self._lock = threading.Lock()  # guards _state and _client
@@ -95,7 +98,9 @@ class TrayApp:
             "naiup",
             icon=draw_icon(tray_menu.icon_state(st)),
             title=self._title(st),
-            menu=pystray.Menu(lambda: tuple(self._to_items(pystray, tray_menu.build_menu(self.state)))),
+            menu=pystray.Menu(
+                lambda: tuple(to_pystray_items(pystray, tray_menu.build_menu(self.state), self.trigger))
+            ),
         )
         self.notifier = Notifier(pick_sender(self.icon), successes=self._notifications)
         if not getattr(self.icon, "HAS_MENU", True):
@@ -190,21 +195,9 @@ class TrayApp:
         icon.update_menu()  # some backends build the menu ahead of time (pystray docs)
 
     def _write_state_file(self, st: TrayState) -> None:
-        if self._state_file is None:
-            return
-        data = {
-            "connected": st.connected,
-            "icon": tray_menu.icon_state(st).value,
-            "tooltip": tray_menu.tooltip(st),
-            "paused": st.paused,
-            "active_preset": st.active_preset,
-            "menu": [_describe(e) for e in tray_menu.build_menu(st)],
-            "backend": type(self.icon).__module__ if self.icon is not None else None,
-            "written_at": time.time(),
-        }
-        tmp = self._state_file.with_name(f".{self._state_file.name}.naiup-tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, self._state_file)
+        if self._state_file is not None:
+            backend = type(self.icon).__module__ if self.icon is not None else None
+            tray_automation.write_state(self._state_file, st, backend)
 
     # -- actions ---------------------------------------------------------------------------------
 
@@ -224,9 +217,10 @@ class TrayApp:
                     self.apply_status(reply)
             elif cmd.open_path:
                 self._opener(cmd.open_path)
-        except NaiupError as exc:
+        except (NaiupError, OSError, EOFError) as exc:
+            # Never raised into the GUI loop: a dead daemon shows up as "not running" anyway.
             log.warning("tray action failed action=%s err=%s", action.value, exc)
-            self.notifier._deliver("naiup", str(exc))
+            self.notifier.notify_now("naiup", str(exc))
 
     def _request(self, verb: str, **args: Any) -> dict[str, Any] | None:
         with self._lock:
@@ -316,59 +310,13 @@ class TrayApp:
             self.apply_status(reply)
 
     def _read_actions(self) -> None:
-        if self._actions_file is None or not self._actions_file.exists():
+        if self._actions is None:
             return
-        with open(self._actions_file, encoding="utf-8") as f:
-            f.seek(self._actions_offset)
-            text = f.read()
-        # Only whole lines: a writer may be half-way through the next one.
-        done = text[: text.rfind("\n") + 1]
-        self._actions_offset += len(done.encode("utf-8"))
-        for line in done.splitlines():
-            verb, _, arg = line.strip().partition(" ")
-            if not verb:
-                continue
+        for verb, arg in self._actions.read():
             try:
-                self.trigger(verb, arg or None)
+                self.trigger(verb, arg)
             except ValueError:
                 log.warning("unknown tray action in actions file action=%s", verb)
-
-    # -- pystray glue ----------------------------------------------------------------------------
-
-    def _to_items(self, pystray: Any, entries: list[MenuEntry]) -> list[Any]:
-        items = []
-        for e in entries:
-            if e.separator:
-                items.append(pystray.Menu.SEPARATOR)
-            elif e.submenu:
-                sub = pystray.Menu(*self._to_items(pystray, list(e.submenu)))
-                items.append(pystray.MenuItem(e.text, sub, enabled=e.enabled))
-            else:
-                items.append(
-                    pystray.MenuItem(
-                        e.text,
-                        self._action_for(e),
-                        checked=None if e.checked is None else (lambda _item, v=e.checked: v),
-                        radio=e.radio,
-                        default=e.default,
-                        enabled=e.enabled,
-                    )
-                )
-        return items
-
-    def _action_for(self, e: MenuEntry) -> Callable[[Any, Any], None] | None:
-        if e.action is None:
-            return None
-        return lambda _icon, _item: self.trigger(e.action, e.arg)
-
-
-def _describe(e: MenuEntry) -> dict[str, Any]:
-    d: dict[str, Any] = {"text": e.text, "enabled": e.enabled}
-    if e.checked is not None:
-        d["checked"] = e.checked
-    if e.submenu:
-        d["submenu"] = [_describe(s) for s in e.submenu]
-    return d
 
 
 def _close_quietly(client: Client) -> None:

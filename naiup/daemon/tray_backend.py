@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from naiup.daemon.tray_menu import MenuEntry
 from naiup.errors import NaiupError
 from naiup.service.command import naiup_command
 
@@ -107,3 +108,35 @@ def spawn_daemon() -> None:
         subprocess.Popen(argv, **kwargs)
     except OSError as exc:
         raise NaiupError(f"cannot start the service ({argv[0]}: {exc})") from exc
+
+
+def to_pystray_items(
+    pystray: Any, entries: list[MenuEntry], on_click: Callable[[Any, Any], None]
+) -> list[Any]:
+    """pystray MenuItems for the menu model; a click calls on_click(action, arg)."""
+    items = []
+    for e in entries:
+        if e.separator:
+            items.append(pystray.Menu.SEPARATOR)
+        elif e.submenu:
+            sub = pystray.Menu(*to_pystray_items(pystray, list(e.submenu), on_click))
+            items.append(pystray.MenuItem(e.text, sub, enabled=e.enabled))
+        else:
+            # pystray menus are immutable; the tray rebuilds them from the model on every change.
+            action = None if e.action is None else _clicker(on_click, e.action, e.arg)
+            checked = None if e.checked is None else _constant(e.checked)
+            items.append(
+                pystray.MenuItem(
+                    e.text, action, checked=checked, radio=e.radio, default=e.default, enabled=e.enabled
+                )
+            )
+    return items
+
+
+# pystray inspects co_argcount of callbacks, so no default-argument lambdas: closures of exact arity.
+def _clicker(on_click: Callable[[Any, Any], None], action: Any, arg: Any) -> Callable[[Any, Any], None]:
+    return lambda _icon, _item: on_click(action, arg)
+
+
+def _constant(value: bool) -> Callable[[Any], bool]:
+    return lambda _item: value
