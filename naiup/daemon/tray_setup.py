@@ -61,13 +61,13 @@ def _resolve_factory(spec: str | None) -> Callable[[], Any]:
 
 
 def _configure_logging() -> None:
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    # Under pythonw (Windows autostart) there is no stderr at all.
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)] if sys.stderr else []
     try:
         log_dir = paths.log_dir()
         log_dir.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_dir / "tray.log", encoding="utf-8"))
     except OSError as exc:
-        # Under pythonw there may be no stderr, but a log dir we cannot create is worth a line.
         log.warning("tray log file unavailable err=%s", exc)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers
