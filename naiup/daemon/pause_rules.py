@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import psutil
 
@@ -41,11 +41,14 @@ class Sensors(Protocol):
 
 
 class SystemSensors:
-    """Real sensors: psutil for battery and processes, NVML (nvidia-ml-py) for the GPU when present."""
+    """Real sensors: psutil for battery and processes, NVML (nvidia-ml-py) for the GPU when present.
 
-    def __init__(self, own_pids: Iterable[int] = ()) -> None:
+    `own_pids`: the daemon and its GPU worker, whose GPU use is not "another process".
+    """
+
+    def __init__(self, own_pids: Iterable[int] = (), nvml: Any | None = None) -> None:
         self._own_pids = set(own_pids)
-        self._nvml: object | None = None
+        self._nvml: Any | None = nvml  # an initialised pynvml-like module; None: import on first use
         self._nvml_failed = False
 
     def on_battery(self) -> bool | None:
@@ -71,15 +74,20 @@ class SystemSensors:
             handle = nvml.nvmlDeviceGetHandleByIndex(0)
             procs = list(nvml.nvmlDeviceGetComputeRunningProcesses(handle))
             procs += list(nvml.nvmlDeviceGetGraphicsRunningProcesses(handle))
-            others = [p for p in procs if p.pid not in self._own_pids]
+            others = {p.pid for p in procs if p.pid not in self._own_pids}
             if not others:
                 return 0.0
-            return float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+            try:
+                # Per-process SM use, so our own worker's load never counts as "someone else".
+                samples = nvml.nvmlDeviceGetProcessUtilization(handle, 0)
+                return float(sum(s.smUtil for s in samples if s.pid in others))
+            except Exception:  # not supported on this GPU/driver: whole-device use is the best we have
+                return float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
         except Exception as exc:  # NVML raises its own NVMLError family; one bad read is "unknown"
             log.debug("nvml read failed err=%s", exc)
             return None
 
-    def _load_nvml(self) -> object | None:
+    def _load_nvml(self) -> Any | None:
         # Imported lazily: nvidia-ml-py is optional, and NVML init fails on machines without the driver.
         if self._nvml is not None or self._nvml_failed:
             return self._nvml

@@ -49,6 +49,8 @@ class Plan:
     enable: tuple[tuple[str, ...], ...] = ()  # commands that start it now (after writing)
     disable: tuple[tuple[str, ...], ...] = ()  # commands that stop it (before removing)
     notes: tuple[str, ...] = ()
+    # launchctl bootstrap refuses a label that is already loaded: unload first so install is idempotent.
+    disable_before_enable: bool = False
 
 
 @dataclass(slots=True)
@@ -105,6 +107,7 @@ def plan_autostart(
                 for label in (macos.DAEMON_LABEL, macos.TRAY_LABEL)
             ),
             notes=(macos.PRIVACY_WARNING.format(program=argv[0]),),
+            disable_before_enable=True,
         )
     if platform == "win32":
         return Plan(
@@ -132,6 +135,8 @@ def install(plan: Plan, dry_run: bool = False, runner: Runner | None = None) -> 
         _write_entry(entry)
         report.lines.append(f"wrote {entry.what}: {entry.location}")
     if not dry_run:
+        if plan.disable_before_enable:
+            _run_all(plan.disable, runner or _run, report, fail_ok=True)
         _run_all(plan.enable, runner or _run, report, fail_ok=False)
     else:
         report.lines += [f"would run: {' '.join(cmd)}" for cmd in plan.enable]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import pytest
 
@@ -119,3 +120,39 @@ def test_real_sensors_answer_without_raising(config):
     assert reason in (None, "on battery") or reason.startswith("GPU busy")
     for why in rules.unavailable().values():
         assert why
+
+
+class FakeNvml:
+    """The handful of pynvml calls SystemSensors makes, answering like a GPU shared with a game."""
+
+    def __init__(self, procs: list[tuple[int, int]], per_process: bool = True) -> None:
+        self.procs = procs  # (pid, sm %)
+        self.per_process = per_process
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        return object()
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle):
+        return [SimpleNamespace(pid=pid) for pid, _ in self.procs]
+
+    def nvmlDeviceGetGraphicsRunningProcesses(self, handle):
+        return []
+
+    def nvmlDeviceGetProcessUtilization(self, handle, since):
+        if not self.per_process:
+            raise RuntimeError("NVML_ERROR_NOT_SUPPORTED")
+        return [SimpleNamespace(pid=pid, smUtil=sm) for pid, sm in self.procs]
+
+    def nvmlDeviceGetUtilizationRates(self, handle):
+        return SimpleNamespace(gpu=sum(sm for _, sm in self.procs))
+
+
+def test_gpu_use_of_our_own_worker_is_not_counted():
+    nvml = FakeNvml([(100, 70), (200, 25)])
+    assert SystemSensors(own_pids=[100], nvml=nvml).gpu_busy_percent() == 25.0
+    assert SystemSensors(own_pids=[100, 200], nvml=nvml).gpu_busy_percent() == 0.0
+
+
+def test_gpu_use_falls_back_to_whole_device_without_per_process_samples():
+    nvml = FakeNvml([(100, 70), (200, 25)], per_process=False)
+    assert SystemSensors(own_pids=[100], nvml=nvml).gpu_busy_percent() == 95.0

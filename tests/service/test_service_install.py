@@ -127,3 +127,12 @@ def test_cli_service_install_dry_run(tmp_path):
     )
     assert status_proc.returncode == 1
     assert "daemon: missing" in status_proc.stdout
+
+
+def test_macos_install_unloads_before_loading_so_it_can_be_rerun(tmp_path):
+    plan = plan_autostart("darwin", home=tmp_path, argv=ARGV)
+    rec = Recorder()
+    install(plan, runner=rec)
+    verbs = [c[1] for c in rec.calls]
+    assert verbs == ["bootout", "bootout", "bootstrap", "bootstrap"]
+    assert (tmp_path / "Library/LaunchAgents/org.naiup.daemon.plist").exists()
