@@ -75,7 +75,7 @@ class TrayApp:
         self._actions = tray_automation.ActionsReader(actions_file) if actions_file else None
         self._exit_after = exit_after
         self._notifications = notifications
-        self._lock = threading.Lock()  # guards _state and _client
+        self._lock = threading.Lock()  # guards _state, _client and publishing a state
         self._state = TrayState()
         self._shown = False
         self._client: Client | None = None
@@ -178,15 +178,16 @@ class TrayApp:
 
     def apply_status(self, status: dict[str, Any] | None) -> None:
         """Show a new daemon status (None: no daemon). Called from worker threads."""
+        # One lock from state to screen and file: two threads publishing at once must not leave the
+        # older status showing.
         with self._lock:
             if self._shown and self._state.status == status:
                 return  # the 1 s poll mostly repeats what an event already showed
             self._shown = True
-            self._state = TrayState(status)
-            st = self._state
-        if self.icon is not None:
-            self._ui.put(st)
-        self._write_state_file(st)
+            self._state = st = TrayState(status)
+            if self.icon is not None:
+                self._ui.put(st)
+            self._write_state_file(st)
 
     def _show(self, st: TrayState) -> None:
         icon = self.icon
@@ -241,6 +242,9 @@ class TrayApp:
                 self._stop.wait(RECONNECT_SECONDS)
                 continue
             with self._lock:
+                if self._stop.is_set():  # shutdown ran while we connected: it cannot close this one
+                    _close_quietly(client)
+                    return
                 self._client = client
             try:
                 self.apply_status(client.request("status"))
