@@ -27,7 +27,6 @@ def daemon_unit(argv: Sequence[str]) -> str:
         [
             "[Unit]",
             "Description=naiup: refine NovelAI images landing in your downloads",
-            "Documentation=https://github.com/naiup/naiup#readme",
             # Four crashes within a minute means it will not get better by itself; stop retrying.
             "StartLimitIntervalSec=60",
             "StartLimitBurst=4",

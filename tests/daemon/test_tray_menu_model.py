@@ -103,8 +103,7 @@ def test_tooltip_shows_queue_preset_and_progress_while_working():
 
 def test_tooltip_shows_the_pause_reason_and_error():
     assert (
-        tooltip(status(state="paused", pause_reason="on battery"))
-        == "naiup: paused (on battery) · refine-2x"
+        tooltip(status(state="paused", pause_reason="on battery")) == "naiup: paused (on battery) · refine-2x"
     )
     err = status(state="error", engine_error="CUDA out of memory")
     assert icon_state(err) is IconState.ERROR
