@@ -74,7 +74,12 @@ def call_on_gui_thread(fn: Callable[[], None]) -> None:
 
 
 def open_path(path: str) -> None:
-    """Open a file or folder with the desktop's default application, without waiting for it."""
+    """Open a file or folder with the desktop's default application, without waiting for it.
+
+    A file that does not exist yet (the config before the first save) opens its folder instead.
+    """
+    if not os.path.exists(path) and os.path.isdir(os.path.dirname(path)):
+        path = os.path.dirname(path)
     if sys.platform == "win32":
         os.startfile(path)  # type: ignore[attr-defined]  # Windows only
         return

@@ -168,3 +168,36 @@ def test_tray_with_an_unreachable_x_server_is_a_clear_error(tmp_path):
     assert proc.returncode == 1
     assert "error: tray: no usable tray backend" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_sigterm_stops_the_tray_cleanly(tmp_path, xvfb):
+    daemon = StandinDaemon(tmp_path / "daemon.json").start()
+    state_file = tmp_path / "tray.json"
+    env = tray_env(tmp_path, DISPLAY=xvfb, NAIUP_STANDIN_STATE=str(daemon.path))
+    argv = [
+        sys.executable,
+        "-m",
+        "naiup",
+        "tray",
+        "--backend",
+        "xorg",
+        "--client-factory",
+        "tray_standin:connect",
+        "--state-file",
+        str(state_file),
+        "--exit-after",
+        "120",
+    ]
+    proc = subprocess.Popen(
+        argv, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_for(lambda: (s := read_state(state_file)) and s["connected"], timeout=30)
+        proc.terminate()
+        _out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert not uncaught_traceback(err), err
