@@ -105,6 +105,45 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_tray(args: argparse.Namespace) -> int:
+    from naiup.daemon import tray_setup
+
+    return tray_setup.run_tray(
+        config_path=args.config,
+        backend=args.backend,
+        state_file=args.state_file,
+        actions_file=args.actions_file,
+        exit_after=args.exit_after,
+        client_factory=args.client_factory,
+    )
+
+
+def _cmd_service(args: argparse.Namespace) -> int:
+    from naiup.service import autostart
+
+    plan = autostart.plan_autostart()
+    if args.action == "install":
+        report = autostart.install(plan, dry_run=args.dry_run)
+    elif args.action == "uninstall":
+        report = autostart.uninstall(plan, dry_run=args.dry_run)
+    else:
+        report = autostart.status(plan)
+    print("\n".join(report.lines))
+    return 0 if report.ok else 1
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from naiup import doctor
+
+    checks = doctor.run_checks(args.config)
+    print("\n".join(doctor.format_checks(checks)))
+    blocked = [c.name for c in checks if c.status is doctor.Status.FAIL]
+    if blocked:
+        print(f"\nblocking: {', '.join(blocked)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="naiup", description="Refine NovelAI images in the background.")
     parser.add_argument("--version", action="version", version=f"naiup {__version__}")
@@ -148,9 +187,18 @@ def _build_parser() -> argparse.ArgumentParser:
         elif name == "retry":
             p.add_argument("id", help="ledger id from `naiup queue --failed`, or `all`")
     # desktop
-    add("tray", _not_yet, "show the tray icon")
-    add("service", _not_yet, "install | uninstall | status of autostart at login")
-    add("doctor", _not_yet, "check the installation and print fixes")
+    p = add("tray", _cmd_tray, "show the tray icon")
+    p.add_argument("--backend", choices=("appindicator", "gtk", "xorg", "darwin", "win32"), default=None,
+                   help="pystray backend (default: the best one that imports)")
+    # Automation hooks for end-to-end tests; hidden from --help.
+    p.add_argument("--state-file", type=Path, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--actions-file", type=Path, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--exit-after", type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--client-factory", default=None, help=argparse.SUPPRESS)
+    p = add("service", _cmd_service, "install | uninstall | status of autostart at login")
+    p.add_argument("action", choices=("install", "uninstall", "status"))
+    p.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
+    add("doctor", _cmd_doctor, "check the installation and print fixes")
     return parser
 
 

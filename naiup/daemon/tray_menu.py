@@ -1,0 +1,200 @@
+"""The tray's menu as plain data: daemon status in, menu entries and tooltip out. No pystray, no display.
+
+tray.py turns `MenuEntry` lists into pystray items and `Command`s into control requests; everything
+a user sees or clicks is decided here, so it is tested without a backend.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class IconState(enum.StrEnum):
+    IDLE = "idle"
+    WORKING = "working"
+    PAUSED = "paused"
+    ERROR = "error"
+    OFFLINE = "offline"  # no daemon reachable
+
+
+class Action(enum.StrEnum):
+    TOGGLE_PAUSE = "toggle-pause"
+    PAUSE_15M = "pause-15m"
+    PAUSE_1H = "pause-1h"
+    PAUSE_FREE_GPU = "pause-free-gpu"
+    PRESET = "preset"  # arg: preset name
+    OPEN_LAST = "open-last"
+    OPEN_FOLDER = "open-folder"
+    RETRY_FAILED = "retry-failed"
+    OPEN_CONFIG = "open-config"
+    OPEN_LOG = "open-log"
+    START_SERVICE = "start-service"
+    STOP_SERVICE = "stop-service"
+    QUIT = "quit"
+
+
+@dataclass(frozen=True, slots=True)
+class TrayState:
+    """What the tray knows: the last status reply, or None while no daemon answers."""
+
+    status: dict[str, Any] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.status is not None
+
+    @property
+    def paused(self) -> bool:
+        return bool(self.status) and self.status.get("state") == "paused"
+
+    @property
+    def failed_count(self) -> int:
+        counts = (self.status or {}).get("counts") or {}
+        return int(counts.get("failed", 0))
+
+    @property
+    def active_preset(self) -> str | None:
+        return (self.status or {}).get("active_preset")
+
+
+@dataclass(frozen=True, slots=True)
+class MenuEntry:
+    text: str
+    action: Action | None = None
+    arg: str | None = None
+    checked: bool | None = None  # None: not a checkable item
+    radio: bool = False
+    enabled: bool = True
+    default: bool = False
+    submenu: tuple[MenuEntry, ...] = ()
+    separator: bool = False
+
+
+SEPARATOR = MenuEntry("-", separator=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """What a menu action asks of the world: a control request, a file to open, or a local step."""
+
+    verb: str | None = None  # control verb
+    args: dict[str, Any] = field(default_factory=dict)
+    open_path: str | None = None
+    local: str | None = None  # "quit" | "start-service"
+
+
+def icon_state(state: TrayState) -> IconState:
+    if not state.connected:
+        return IconState.OFFLINE
+    s = state.status or {}
+    if s.get("state") == "error" or s.get("engine_error"):
+        return IconState.ERROR
+    if s.get("state") == "paused":
+        return IconState.PAUSED
+    if s.get("state") in ("working", "loading") or s.get("current"):
+        return IconState.WORKING
+    return IconState.IDLE
+
+
+def progress(state: TrayState) -> float | None:
+    current = (state.status or {}).get("current") or {}
+    value = current.get("progress")
+    return None if value is None else max(0.0, min(1.0, float(value)))
+
+
+def tooltip(state: TrayState) -> str:
+    """Short on purpose: the Windows tooltip holds 128 characters."""
+    if not state.connected:
+        return "naiup: service not running"
+    s = state.status or {}
+    kind = icon_state(state)
+    preset = s.get("active_preset") or "?"
+    if kind is IconState.PAUSED:
+        reason = s.get("pause_reason") or "by you"
+        return _clip(f"naiup: paused ({reason}) · {preset}")
+    if kind is IconState.ERROR:
+        return _clip(f"naiup: error: {s.get('engine_error') or s.get('last_error') or 'see log'}")
+    queued = int(s.get("queue_length") or 0)
+    if kind is IconState.WORKING:
+        pct = progress(state)
+        parts = [f"{queued} queued", preset] + ([f"{pct:.0%}"] if pct is not None else [])
+        return _clip("naiup: " + " · ".join(parts))
+    return _clip(f"naiup: idle · {preset}")
+
+
+def _clip(text: str, limit: int = 127) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def build_menu(state: TrayState) -> list[MenuEntry]:
+    if not state.connected:
+        return [
+            MenuEntry("naiup service is not running", enabled=False),
+            MenuEntry("Start service", Action.START_SERVICE, default=True),
+            SEPARATOR,
+            MenuEntry("Open config", Action.OPEN_CONFIG),
+            MenuEntry("Open log", Action.OPEN_LOG),
+            SEPARATOR,
+            MenuEntry("Quit tray", Action.QUIT),
+        ]
+    s = state.status or {}
+    presets = tuple(
+        MenuEntry(name, Action.PRESET, arg=name, checked=name == state.active_preset, radio=True)
+        for name in s.get("presets") or ()
+    )
+    failed = state.failed_count
+    folders = s.get("watch_folders") or []
+    status_line = tooltip(state).removeprefix("naiup: ")
+    return [
+        MenuEntry(status_line[:1].upper() + status_line[1:], enabled=False),
+        MenuEntry("Pause", Action.TOGGLE_PAUSE, checked=state.paused, default=True),
+        MenuEntry("Pause for 15 min", Action.PAUSE_15M),
+        MenuEntry("Pause for 1 h", Action.PAUSE_1H),
+        MenuEntry("Pause and free GPU", Action.PAUSE_FREE_GPU),
+        MenuEntry("Presets", submenu=presets, enabled=bool(presets)),
+        SEPARATOR,
+        MenuEntry("Open last result", Action.OPEN_LAST, enabled=bool(s.get("last_output"))),
+        MenuEntry("Open watched folder", Action.OPEN_FOLDER, enabled=bool(folders)),
+        MenuEntry(f"Retry failed ({failed})", Action.RETRY_FAILED, enabled=failed > 0),
+        SEPARATOR,
+        MenuEntry("Open config", Action.OPEN_CONFIG),
+        MenuEntry("Open log", Action.OPEN_LOG, enabled=bool(s.get("log_path"))),
+        SEPARATOR,
+        MenuEntry("Quit tray", Action.QUIT),
+        MenuEntry("Stop service", Action.STOP_SERVICE),
+    ]
+
+
+def command_for(action: Action, state: TrayState, arg: str | None = None, config_path: str = "") -> Command:
+    """Translate a click into what to do. `config_path` is the tray's own guess when the daemon is away."""
+    s = state.status or {}
+    if action is Action.TOGGLE_PAUSE:
+        return Command("resume") if state.paused else Command("pause", {"free_gpu": False})
+    if action is Action.PAUSE_15M:
+        return Command("pause", {"free_gpu": False, "for_seconds": 15 * 60.0})
+    if action is Action.PAUSE_1H:
+        return Command("pause", {"free_gpu": False, "for_seconds": 3600.0})
+    if action is Action.PAUSE_FREE_GPU:
+        return Command("pause", {"free_gpu": True})
+    if action is Action.PRESET:
+        return Command("preset", {"name": arg})
+    if action is Action.RETRY_FAILED:
+        return Command("retry", {"id": "all"})
+    if action is Action.STOP_SERVICE:
+        return Command("stop")
+    if action is Action.OPEN_LAST:
+        return Command(open_path=s.get("last_output"))
+    if action is Action.OPEN_FOLDER:
+        folders = s.get("watch_folders") or []
+        return Command(open_path=folders[0] if folders else None)
+    if action is Action.OPEN_CONFIG:
+        return Command(open_path=s.get("config_path") or config_path)
+    if action is Action.OPEN_LOG:
+        return Command(open_path=s.get("log_path"))
+    if action is Action.QUIT:
+        return Command(local="quit")
+    if action is Action.START_SERVICE:
+        return Command(local="start-service")
+    raise ValueError(f"unknown tray action {action!r}")  # a bug: every Action is handled above

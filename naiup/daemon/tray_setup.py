@@ -1,0 +1,74 @@
+"""Entry point behind `naiup tray`: logging, config, backend and client choice, then TrayApp.run()."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from naiup import paths
+from naiup.config import default_config_path, load_config
+from naiup.daemon.tray import TrayApp
+from naiup.daemon.tray_backend import load_pystray
+from naiup.errors import NaiupError
+
+log = logging.getLogger(__name__)
+
+
+def run_tray(
+    config_path: Path | None = None,
+    backend: str | None = None,
+    state_file: Path | None = None,
+    actions_file: Path | None = None,
+    exit_after: float | None = None,
+    client_factory: str | None = None,
+) -> int:
+    _configure_logging()
+    config = load_config(config_path)
+    # The backend first: "no display" is the likeliest failure and must be one clear line.
+    pystray = load_pystray(backend)
+    factory = _resolve_factory(client_factory)
+    log.info("tray starting backend=%s", pystray.Icon.__module__)
+    app = TrayApp(
+        client_factory=factory,
+        pystray_module=pystray,
+        config_path=str(config.source or config_path or default_config_path()),
+        notifications=config.daemon.notifications,
+        state_file=state_file,
+        actions_file=actions_file,
+        exit_after=exit_after,
+    )
+    return app.run()
+
+
+def _resolve_factory(spec: str | None) -> Callable[[], Any]:
+    """`module:function` (tests pass a stand-in daemon), else the real control client."""
+    if spec:
+        module, _, attr = spec.partition(":")
+        try:
+            return getattr(importlib.import_module(module), attr or "connect")
+        except (ImportError, AttributeError) as exc:
+            raise NaiupError(f"tray: cannot load client factory {spec!r} ({exc})") from exc
+    from naiup.daemon import control
+
+    client = getattr(control, "ControlClient", None)
+    if client is None:
+        raise NaiupError("tray: this build has no control client (naiup.daemon.control.ControlClient)")
+    return client.connect
+
+
+def _configure_logging() -> None:
+    # Under pythonw (Windows autostart) there is no stderr at all.
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)] if sys.stderr else []
+    try:
+        log_dir = paths.log_dir()
+        log_dir.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_dir / "tray.log", encoding="utf-8"))
+    except OSError as exc:
+        log.warning("tray log file unavailable err=%s", exc)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers
+    )

@@ -1,0 +1,248 @@
+"""`naiup doctor`: check the installation, say what is wrong and how to fix it.
+
+    checks = run_checks(config_path)
+    blocked = any(c.status is Status.FAIL for c in checks)   # FAIL: the main job cannot run
+
+Each check is a small function returning `Check`s; none raises for a problem it finds (that is the
+finding), only bugs escape.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import sys
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from naiup.config import Config, load_config
+from naiup.errors import NaiupError
+
+MIN_GPU_GIB = 4.0  # SD1.5 fp16 + tiled VAE fits; below this even small tiles may not
+
+
+class Status(enum.StrEnum):
+    OK = "ok"
+    WARN = "warn"  # works, but worse than it could (CPU only, no tray, no autostart)
+    FAIL = "FAIL"  # the main job cannot run until fixed
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+
+
+def run_checks(
+    config_path: Path | None = None,
+    connect: Callable[[], Any] | None = None,
+    tray_backend: Callable[[], str | None] | None = None,
+) -> list[Check]:
+    checks = [check_python()]
+    checks += check_torch()
+    try:
+        config = load_config(config_path)
+        where = config.source or "built-in defaults (no config file)"
+        checks.append(Check("config", Status.OK, f"valid: {where}"))
+    except (NaiupError, tomllib.TOMLDecodeError, OSError) as exc:
+        checks.append(Check("config", Status.FAIL, str(exc), "fix the file, then run `naiup config check`"))
+        return [*checks, check_tray(tray_backend), check_autostart(), check_daemon(connect)]
+    checks += check_models(config)
+    checks += check_watch_folders(config)
+    return [*checks, check_tray(tray_backend), check_autostart(), check_daemon(connect)]
+
+
+def check_python() -> Check:
+    v = sys.version_info
+    ok = v >= (3, 11)
+    return Check(
+        "python",
+        Status.OK if ok else Status.FAIL,
+        f"{v.major}.{v.minor}.{v.micro} at {sys.executable}",
+        "" if ok else "install Python 3.11 or newer",
+    )
+
+
+def check_torch() -> list[Check]:
+    try:
+        import torch
+    except ImportError as exc:
+        return [
+            Check("torch", Status.FAIL, f"cannot import torch ({exc})", "pip install torch (see pytorch.org)")
+        ]
+    out = [Check("torch", Status.OK, f"torch {torch.__version__}")]
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        gib = props.total_memory / 2**30
+        out.append(Check("gpu", Status.OK, f"CUDA {torch.version.cuda}: {props.name}"))
+        low = gib < MIN_GPU_GIB
+        out.append(
+            Check(
+                "gpu memory",
+                Status.WARN if low else Status.OK,
+                f"{gib:.1f} GiB",
+                'use a smaller tile_batch_size and vae_tiling = "low-memory" in your preset' if low else "",
+            )
+        )
+    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        out.append(Check("gpu", Status.OK, "Apple MPS"))
+    else:
+        fix = "install a CUDA build of torch (pytorch.org 'Get started') if you have an NVIDIA GPU"
+        if torch.version.cuda:
+            fix = (
+                f"torch is built for CUDA {torch.version.cuda} but sees no GPU: check the driver (nvidia-smi)"
+            )
+        out.append(Check("gpu", Status.WARN, "no CUDA or MPS device: refining runs on the CPU (slow)", fix))
+    return out
+
+
+def _looks_like_path(ref: str) -> bool:
+    return (
+        ref.startswith((".", "/", "~"))
+        or "\\" in ref
+        or Path(ref).suffix in (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+    )
+
+
+def check_model_ref(name: str, ref: str, cache_dir: Path | None = None) -> Check:
+    """A model given as a file path must exist; a hub id must already be in the HF cache (offline)."""
+    if _looks_like_path(ref):
+        path = Path(ref).expanduser()
+        if path.is_file() and os.access(path, os.R_OK):
+            return Check(name, Status.OK, f"file {path}")
+        return Check(
+            name, Status.FAIL, f"file not found or unreadable: {path}", "fix the path in your config"
+        )
+    try:
+        from huggingface_hub import snapshot_download
+
+        local = snapshot_download(ref, local_files_only=True, cache_dir=cache_dir)
+    except ImportError:
+        return Check(name, Status.FAIL, "huggingface_hub is not installed", "pip install huggingface_hub")
+    except Exception as exc:  # LocalEntryNotFoundError, HFValidationError, ...: not usable offline
+        return Check(
+            name,
+            Status.FAIL,
+            f"hub id {ref!r} is not in the local Hugging Face cache ({type(exc).__name__})",
+            f"download it once while online: hf download {ref}",
+        )
+    return Check(name, Status.OK, f"hub id {ref} cached at {local}")
+
+
+def check_models(config: Config) -> list[Check]:
+    if not any(p.refine for p in config.presets.values()):
+        return [Check("models", Status.OK, "no preset refines: the SD models are not needed")]
+    m = config.model
+    out = [check_model_ref("checkpoint", m.checkpoint), check_model_ref("lcm-lora", m.lcm_lora)]
+    if m.vae:
+        out.append(check_model_ref("vae", m.vae))
+    out += [check_model_ref(f"lora {lora.path}", lora.path) for lora in m.loras]
+    for d in m.lora_dirs:
+        ok = Path(d).expanduser().is_dir()
+        out.append(
+            Check(
+                f"lora dir {d}",
+                Status.OK if ok else Status.WARN,
+                "found" if ok else "not a folder",
+                "" if ok else "fix model.lora_dirs in your config",
+            )
+        )
+    return out
+
+
+def check_watch_folders(config: Config) -> list[Check]:
+    if not config.watch.folders:
+        return [Check("watch folders", Status.FAIL, "none configured", "add watch.folders to your config")]
+    out = []
+    for folder in config.watch.folders:
+        try:
+            os.listdir(folder)  # the real test: macOS privacy (TCC) lets stat pass and listing fail
+        except FileNotFoundError:
+            out.append(
+                Check(f"watch {folder}", Status.FAIL, "does not exist", "create it or fix watch.folders")
+            )
+        except PermissionError:
+            fix = "grant naiup access to it"
+            if sys.platform == "darwin":
+                fix = "System Settings > Privacy & Security > Files and Folders: allow the naiup interpreter"
+            out.append(Check(f"watch {folder}", Status.FAIL, "not readable (permission denied)", fix))
+        except OSError as exc:
+            out.append(
+                Check(f"watch {folder}", Status.FAIL, f"not readable ({exc.strerror})", "check the folder")
+            )
+        else:
+            out.append(Check(f"watch {folder}", Status.OK, "readable"))
+    return out
+
+
+def check_tray(tray_backend: Callable[[], str | None] | None = None) -> Check:
+    if tray_backend is None:
+        from naiup.daemon.tray_backend import backend_name
+
+        tray_backend = backend_name
+    name = tray_backend()
+    if name is None:
+        return Check(
+            "tray",
+            Status.WARN,
+            "no tray backend or display here (the service works without it)",
+            "see README 'Desktop' for what to install per OS",
+        )
+    if name == "xorg":
+        return Check(
+            "tray",
+            Status.WARN,
+            "xorg fallback: icon only, no menu, no notifications",
+            "install PyGObject + AppIndicator (README 'Desktop')",
+        )
+    return Check("tray", Status.OK, f"pystray backend {name}")
+
+
+def check_autostart() -> Check:
+    from naiup.service.autostart import entry_state, plan_autostart
+
+    try:
+        plan = plan_autostart()
+    except NaiupError as exc:
+        return Check("autostart", Status.WARN, str(exc))
+    states = {e.what: entry_state(e) for e in plan.entries}
+    detail = ", ".join(f"{what} {state}" for what, state in states.items())
+    if all(s == "installed" for s in states.values()):
+        return Check("autostart", Status.OK, detail)
+    return Check("autostart", Status.WARN, detail, "naiup service install")
+
+
+def check_daemon(connect: Callable[[], Any] | None = None) -> Check:
+    if connect is None:
+        try:
+            from naiup.daemon.control import ControlClient
+        except ImportError:
+            return Check("daemon", Status.WARN, "control client not available in this build")
+        connect = getattr(ControlClient, "connect", None)
+        if connect is None:
+            return Check("daemon", Status.WARN, "control client not available in this build")
+    try:
+        client = connect()
+    except NaiupError as exc:
+        return Check("daemon", Status.WARN, f"not running ({exc})", "naiup run  (or: naiup service install)")
+    try:
+        reply = client.request("ping")
+    except (NaiupError, OSError, EOFError) as exc:
+        return Check("daemon", Status.WARN, f"not answering ({exc})", "naiup stop; naiup run")
+    finally:
+        client.close()
+    return Check("daemon", Status.OK, f"running, pid {reply.get('pid')} version {reply.get('version')}")
+
+
+def format_checks(checks: list[Check]) -> list[str]:
+    lines = []
+    for c in checks:
+        lines.append(f"[{c.status.value:>4}] {c.name}: {c.detail}")
+        if c.fix and c.status is not Status.OK:
+            lines.append(f"       fix: {c.fix}")
+    return lines

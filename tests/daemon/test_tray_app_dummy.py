@@ -1,0 +1,187 @@
+"""TrayApp end to end in-process: pystray's dummy backend with recording hooks (research §3.5) and the
+stand-in daemon. Covers menu callbacks, radio presets, state refresh from events, notifications."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import types
+from collections.abc import Callable
+
+import pytest
+
+# pystray picks its backend when first imported; restore the variable so subprocess tests don't inherit it.
+_saved = os.environ.get("PYSTRAY_BACKEND")
+os.environ["PYSTRAY_BACKEND"] = "dummy"
+import pystray  # noqa: E402
+
+if _saved is None:
+    del os.environ["PYSTRAY_BACKEND"]
+else:
+    os.environ["PYSTRAY_BACKEND"] = _saved
+from tray_standin import StandinDaemon  # noqa: E402
+
+from naiup.daemon.tray import TrayApp  # noqa: E402
+
+
+class RecordingIcon(pystray.Icon):
+    """The base Icon with its platform hooks as recorders; `_run` blocks until `_stop`."""
+
+    def __init__(self, *args, **kwargs):
+        self.notes: list[tuple[str | None, str]] = []
+        self.menu_updates = 0
+        self._halt = threading.Event()
+        super().__init__(*args, **kwargs)
+
+    def _show(self):
+        pass
+
+    def _hide(self):
+        pass
+
+    def _update_icon(self):
+        pass
+
+    def _update_title(self):
+        pass
+
+    def _update_menu(self):
+        self.menu_updates += 1
+
+    def _notify(self, message, title=None):
+        self.notes.append((title, message))
+
+    def _remove_notification(self):
+        pass
+
+    def _stop(self):
+        self._halt.set()
+
+    def _run(self):
+        self._mark_ready()
+        self._halt.wait()
+
+
+BACKEND = types.SimpleNamespace(Icon=RecordingIcon, Menu=pystray.Menu, MenuItem=pystray.MenuItem)
+
+
+def wait_for(cond: Callable[[], object], timeout: float = 5.0) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    return StandinDaemon(tmp_path / "daemon.json").start()
+
+
+@pytest.fixture
+def tray(tmp_path, daemon):
+    opened: list[str] = []
+    started: list[bool] = []
+    app = TrayApp(
+        client_factory=daemon.connect,
+        pystray_module=BACKEND,
+        opener=opened.append,
+        start_daemon=lambda: started.append(True),
+        state_file=tmp_path / "tray.json",
+    )
+    app.opened, app.started = opened, started
+    runner = threading.Thread(target=app.run, name="test-tray-main")
+    runner.start()
+    wait_for(lambda: app.icon is not None and app.state.connected)
+    yield app
+    app.stop()
+    runner.join(10)
+    assert not runner.is_alive()
+    assert not app._threads, "tray threads still running after stop"
+
+
+def find(icon, text):
+    return next((it for it in icon.menu.items if it.text == text), None)
+
+
+def item(icon, text):
+    found = find(icon, text)
+    if found is None:
+        raise KeyError(text)
+    return found
+
+
+def test_menu_pause_click_pauses_the_daemon_and_checks_the_item(tray, daemon):
+    pause = item(tray.icon, "Pause")
+    assert pause.checked is False
+    pause(tray.icon)
+    assert daemon.read()["status"]["state"] == "paused"
+    wait_for(lambda: item(tray.icon, "Pause").checked)
+    item(tray.icon, "Pause")(tray.icon)
+    wait_for(lambda: daemon.read()["status"]["state"] == "idle")
+    assert [r[0] for r in daemon.read()["requests"]] == ["pause", "resume"]
+
+
+def test_default_action_is_pause(tray, daemon):
+    tray.icon()  # a left click where the backend has one
+    assert daemon.read()["status"]["state"] == "paused"
+
+
+def test_external_pause_is_reflected_in_icon_tooltip_and_menu(tray, daemon):
+    updates = tray.icon.menu_updates
+    daemon.set_status(state="paused", pause_reason="on battery")  # as `naiup pause` would
+    wait_for(lambda: tray.icon.title == "naiup: paused (on battery) · refine-2x", timeout=2.0)
+    assert item(tray.icon, "Pause").checked is True
+    assert tray.icon.menu_updates > updates
+
+
+def test_preset_radio_click_switches_the_active_preset(tray, daemon):
+    presets = item(tray.icon, "Presets").submenu
+    target = next(p for p in presets.items if p.text == "refine-4x")
+    assert target.radio and not target.checked
+    target(tray.icon)
+    assert daemon.read()["status"]["active_preset"] == "refine-4x"
+    presets = item(tray.icon, "Presets").submenu
+    assert [p.text for p in presets.items if p.checked] == ["refine-4x"]
+
+
+def test_open_items_and_retry(tray, daemon):
+    daemon.set_status(last_output="/out/a.png", watch_folders=["/in"], counts={"failed": 2})
+    wait_for(
+        lambda: (find(tray.icon, "Retry failed (2)") or False) and item(tray.icon, "Retry failed (2)").enabled
+    )
+    item(tray.icon, "Open last result")(tray.icon)
+    item(tray.icon, "Open watched folder")(tray.icon)
+    item(tray.icon, "Retry failed (2)")(tray.icon)
+    assert tray.opened == ["/out/a.png", "/in"]
+    assert ["retry", {"id": "all"}] in daemon.read()["requests"]
+
+
+def test_failure_event_becomes_a_notification(tray, daemon):
+    daemon.emit({"event": "job_failed", "path": "/in/bad.png", "error": "PNG is truncated"})
+    wait_for(lambda: tray.icon.notes)
+    assert tray.icon.notes == [("naiup: refine failed", "bad.png: PNG is truncated")]
+
+
+def test_stop_service_shows_not_running_and_offers_start(tray, daemon):
+    item(tray.icon, "Stop service")(tray.icon)
+    wait_for(lambda: not tray.state.connected)
+    assert tray.icon.title == "naiup: service not running"
+    item(tray.icon, "Start service")(tray.icon)
+    assert tray.started == [True]
+    daemon.start()  # the spawned daemon comes up: the tray reconnects by itself
+    wait_for(lambda: tray.state.connected)
+
+
+def test_quit_stops_the_loop(tmp_path, daemon):
+    app = TrayApp(client_factory=daemon.connect, pystray_module=BACKEND)
+    runner = threading.Thread(target=app.run)
+    runner.start()
+    wait_for(lambda: app.icon is not None and app.state.connected)
+    item(app.icon, "Quit tray")(app.icon)
+    runner.join(10)
+    assert not runner.is_alive()
+    assert daemon.read()["running"]  # quitting the tray leaves the service alone

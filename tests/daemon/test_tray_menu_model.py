@@ -1,0 +1,119 @@
+"""The tray's menu model, tooltip and action mapping: pure functions, no pystray, no display."""
+
+from __future__ import annotations
+
+import pytest
+from tray_standin import default_status
+
+from naiup.daemon.tray_menu import Action, IconState, TrayState, build_menu, command_for, icon_state, tooltip
+
+
+def status(**changes):
+    return TrayState({**default_status(), **changes})
+
+
+def entry(menu, text):
+    exact = [e for e in menu if e.text == text]
+    return exact[0] if exact else next(e for e in menu if e.text.startswith(text))
+
+
+def test_offline_menu_offers_to_start_the_service():
+    menu = build_menu(TrayState(None))
+    assert entry(menu, "Start service").action is Action.START_SERVICE
+    assert entry(menu, "Quit tray").action is Action.QUIT
+    assert icon_state(TrayState(None)) is IconState.OFFLINE
+    assert "not running" in tooltip(TrayState(None))
+
+
+def test_menu_has_every_entry_the_issue_asks_for():
+    texts = [e.text for e in build_menu(status())]
+    for wanted in (
+        "Pause",
+        "Pause for 15 min",
+        "Pause for 1 h",
+        "Pause and free GPU",
+        "Presets",
+        "Open last result",
+        "Open watched folder",
+        "Retry failed (0)",
+        "Open config",
+        "Open log",
+        "Quit tray",
+        "Stop service",
+    ):
+        assert wanted in texts
+
+
+def test_pause_item_is_checked_only_when_paused_and_toggles():
+    running, paused = status(), status(state="paused", pause_reason="on battery")
+    assert entry(build_menu(running), "Pause").checked is False
+    assert entry(build_menu(paused), "Pause").checked is True
+    assert command_for(Action.TOGGLE_PAUSE, running).verb == "pause"
+    assert command_for(Action.TOGGLE_PAUSE, paused).verb == "resume"
+
+
+def test_presets_are_a_radio_group_with_the_active_one_checked():
+    presets = entry(build_menu(status(active_preset="refine-4x")), "Presets").submenu
+    assert [(p.text, p.checked, p.radio) for p in presets] == [
+        ("refine-2x", False, True),
+        ("refine-4x", True, True),
+        ("upscale-2x", False, True),
+    ]
+    cmd = command_for(Action.PRESET, status(), "upscale-2x")
+    assert (cmd.verb, cmd.args) == ("preset", {"name": "upscale-2x"})
+
+
+def test_retry_failed_shows_the_count_and_is_disabled_at_zero():
+    assert entry(build_menu(status()), "Retry failed").enabled is False
+    item = entry(build_menu(status(counts={"failed": 3, "done": 9})), "Retry failed")
+    assert (item.text, item.enabled) == ("Retry failed (3)", True)
+    assert command_for(Action.RETRY_FAILED, status()).args == {"id": "all"}
+
+
+@pytest.mark.parametrize(
+    ("action", "verb", "args"),
+    [
+        (Action.PAUSE_15M, "pause", {"free_gpu": False, "for_seconds": 900.0}),
+        (Action.PAUSE_1H, "pause", {"free_gpu": False, "for_seconds": 3600.0}),
+        (Action.PAUSE_FREE_GPU, "pause", {"free_gpu": True}),
+        (Action.STOP_SERVICE, "stop", {}),
+    ],
+)
+def test_pause_variants_map_to_control_requests(action, verb, args):
+    cmd = command_for(action, status())
+    assert (cmd.verb, cmd.args) == (verb, args)
+
+
+def test_open_items_use_paths_from_the_status_and_are_disabled_without_one():
+    s = status(last_output="/x/a.naiup-refine-2x.png", watch_folders=["/x"], log_path="/l/naiup.log")
+    assert command_for(Action.OPEN_LAST, s).open_path == "/x/a.naiup-refine-2x.png"
+    assert command_for(Action.OPEN_FOLDER, s).open_path == "/x"
+    assert command_for(Action.OPEN_LOG, s).open_path == "/l/naiup.log"
+    assert command_for(Action.OPEN_CONFIG, s, config_path="/c/config.toml").open_path == "/c/config.toml"
+    bare = build_menu(status())
+    assert entry(bare, "Open last result").enabled is False
+    assert entry(bare, "Open watched folder").enabled is False
+
+
+def test_tooltip_shows_queue_preset_and_progress_while_working():
+    s = status(state="working", queue_length=2, current={"path": "/x/a.png", "progress": 0.6})
+    assert tooltip(s) == "naiup: 2 queued · refine-2x · 60%"
+    assert icon_state(s) is IconState.WORKING
+
+
+def test_tooltip_shows_the_pause_reason_and_error():
+    assert (
+        tooltip(status(state="paused", pause_reason="on battery")) == "naiup: paused (on battery) · refine-2x"
+    )
+    err = status(state="error", engine_error="CUDA out of memory")
+    assert icon_state(err) is IconState.ERROR
+    assert "CUDA out of memory" in tooltip(err)
+
+
+def test_tooltip_fits_the_windows_limit():
+    assert len(tooltip(status(state="error", engine_error="x" * 500))) <= 127
+
+
+def test_every_action_has_a_command():
+    for action in Action:
+        command_for(action, status(), "refine-2x")

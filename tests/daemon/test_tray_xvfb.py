@@ -1,0 +1,203 @@
+"""`naiup tray` as a real process: on Xvfb with pystray's xorg backend against the stand-in daemon, and
+without any display (a clear message, exit 1, no traceback).
+
+The lead's end-to-end test swaps the stand-in for a real daemon: drop `--client-factory`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from tray_standin import StandinDaemon
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+
+
+def wait_for(cond: Callable[[], object], timeout: float) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def tray_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "PYSTRAY_BACKEND")}
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(REPO), str(HERE)]),
+        NAIUP_CONFIG_DIR=str(tmp_path / "config"),
+        NAIUP_STATE_DIR=str(tmp_path / "state"),
+        NAIUP_LOG_DIR=str(tmp_path / "log"),
+        NAIUP_RUNTIME_DIR=str(tmp_path / "run"),
+    )
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def xvfb() -> Iterator[str]:
+    exe = shutil.which("Xvfb")
+    if exe is None:
+        pytest.skip("Xvfb is not installed (apt-get install xvfb)")
+    read_fd, write_fd = os.pipe()
+    # -displayfd: Xvfb picks a free display and writes its number once it accepts connections.
+    proc = subprocess.Popen(
+        [exe, "-displayfd", str(write_fd), "-screen", "0", "800x600x24", "-nolisten", "tcp"],
+        pass_fds=(write_fd,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(write_fd)
+    try:
+        ready, _, _ = select.select([read_fd], [], [], 20.0)
+        number = os.read(read_fd, 16).decode().strip() if ready else ""
+        assert number, "Xvfb did not report a display within 20 s"
+        yield f":{number}"
+    finally:
+        os.close(read_fd)
+        proc.terminate()
+        proc.wait(10)
+
+
+def uncaught_traceback(stderr: str) -> bool:
+    # On bare Xvfb there is no tray host: pystray logs "Failed to dock icon" with a traceback and keeps
+    # running (research §3.5). Any other traceback is ours.
+    blocks = stderr.split("Traceback (most recent call last):")[1:]
+    return any("_assert_docked" not in block for block in blocks)
+
+
+def read_state(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def test_tray_on_xvfb_follows_the_daemon_and_toggles_pause_from_its_menu(tmp_path, xvfb):
+    daemon = StandinDaemon(tmp_path / "daemon.json").start()
+    state_file, actions = tmp_path / "tray.json", tmp_path / "actions.txt"
+    env = tray_env(tmp_path, DISPLAY=xvfb, NAIUP_STANDIN_STATE=str(daemon.path))
+    argv = [
+        sys.executable,
+        "-m",
+        "naiup",
+        "tray",
+        "--backend",
+        "xorg",
+        "--client-factory",
+        "tray_standin:connect",
+        "--state-file",
+        str(state_file),
+        "--actions-file",
+        str(actions),
+        "--exit-after",
+        "120",
+    ]
+    proc = subprocess.Popen(
+        argv, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        first = wait_for(lambda: (s := read_state(state_file)) and s["connected"] and s, timeout=30)
+        assert first["backend"] == "pystray._xorg"
+        assert (first["icon"], first["paused"]) == ("idle", False)
+
+        # Paused from the CLI (here: straight in the stand-in): the tray shows it within 2 s.
+        t0 = time.monotonic()
+        daemon.set_status(state="paused", pause_reason="by you")
+        wait_for(lambda: (s := read_state(state_file)) and s["paused"], timeout=2.0)
+        shown = read_state(state_file)
+        assert shown["icon"] == "paused" and "paused (by you)" in shown["tooltip"]
+        assert time.monotonic() - t0 < 2.0
+
+        # The menu's Pause item, triggered through the actions file: the daemon resumes.
+        with open(actions, "a") as f:
+            f.write("toggle-pause\n")
+        wait_for(lambda: daemon.read()["status"]["state"] == "idle", timeout=2.0)
+        wait_for(lambda: (s := read_state(state_file)) and not s["paused"], timeout=2.0)
+        assert daemon.read()["requests"][-1][0] == "resume"
+
+        with open(actions, "a") as f:
+            f.write("quit\n")
+        _out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            _out, err = proc.communicate()
+            pytest.fail(f"tray did not exit after quit; stderr:\n{err}")
+    assert proc.returncode == 0, err
+    assert not uncaught_traceback(err), err
+    assert daemon.read()["running"], "quitting the tray must not stop the service"
+
+
+def test_tray_without_a_display_is_a_clear_error(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "naiup", "tray"],
+        env=tray_env(tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: tray: no graphical display")
+    assert "Traceback" not in proc.stderr
+
+
+def test_tray_with_an_unreachable_x_server_is_a_clear_error(tmp_path):
+    env = tray_env(tmp_path, DISPLAY=":9173")  # nothing listens there
+    proc = subprocess.run(
+        [sys.executable, "-m", "naiup", "tray", "--backend", "xorg"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "error: tray: no usable tray backend" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_sigterm_stops_the_tray_cleanly(tmp_path, xvfb):
+    daemon = StandinDaemon(tmp_path / "daemon.json").start()
+    state_file = tmp_path / "tray.json"
+    env = tray_env(tmp_path, DISPLAY=xvfb, NAIUP_STANDIN_STATE=str(daemon.path))
+    argv = [
+        sys.executable,
+        "-m",
+        "naiup",
+        "tray",
+        "--backend",
+        "xorg",
+        "--client-factory",
+        "tray_standin:connect",
+        "--state-file",
+        str(state_file),
+        "--exit-after",
+        "120",
+    ]
+    proc = subprocess.Popen(
+        argv, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_for(lambda: (s := read_state(state_file)) and s["connected"], timeout=30)
+        proc.terminate()
+        _out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert not uncaught_traceback(err), err

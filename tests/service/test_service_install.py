@@ -1,0 +1,138 @@
+"""install / uninstall / status against a temporary home, with a recording runner for systemctl."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from naiup.service.autostart import install, plan_autostart, status, uninstall
+
+REPO = Path(__file__).resolve().parents[2]
+ARGV = ["/opt/naiup env/bin/naiup"]
+
+
+class Recorder:
+    def __init__(self, code: int = 0) -> None:
+        self.calls: list[tuple[str, ...]] = []
+        self.code = code
+
+    def __call__(self, cmd: Sequence[str]) -> tuple[int, str]:
+        self.calls.append(tuple(cmd))
+        return self.code, "" if self.code == 0 else "Failed to connect to bus"
+
+
+@pytest.fixture
+def plan(tmp_path):
+    return plan_autostart("linux", home=tmp_path, argv=ARGV, env={})
+
+
+def test_install_writes_unit_and_desktop_entry_then_enables(tmp_path, plan):
+    rec = Recorder()
+    report = install(plan, runner=rec)
+    unit = tmp_path / ".config/systemd/user/naiup.service"
+    desktop = tmp_path / ".config/autostart/naiup-tray.desktop"
+    assert report.ok
+    assert unit.read_bytes() == plan.entries[0].content
+    assert desktop.read_bytes() == plan.entries[1].content
+    assert rec.calls == [
+        ("systemctl", "--user", "daemon-reload"),
+        ("systemctl", "--user", "enable", "--now", "naiup.service"),
+    ]
+    assert any("loginctl enable-linger" in line for line in report.lines)
+    assert not list(unit.parent.glob(".*naiup-tmp"))  # no temp file left behind
+
+
+def test_xdg_config_home_is_respected(tmp_path):
+    plan = plan_autostart("linux", home=tmp_path, argv=ARGV, env={"XDG_CONFIG_HOME": str(tmp_path / "cfg")})
+    assert plan.entries[0].location == str(tmp_path / "cfg/systemd/user/naiup.service")
+
+
+def test_dry_run_prints_the_files_and_touches_nothing(tmp_path, plan):
+    rec = Recorder()
+    report = install(plan, dry_run=True, runner=rec)
+    text = "\n".join(report.lines)
+    assert "Restart=on-failure" in text and "[Desktop Entry]" in text
+    assert "would run: systemctl --user enable --now naiup.service" in text
+    assert rec.calls == []
+    assert not (tmp_path / ".config").exists()
+
+
+def test_status_reports_missing_installed_and_outdated(tmp_path, plan):
+    assert not status(plan).ok
+    install(plan, runner=Recorder())
+    assert status(plan).ok
+    moved = plan_autostart("linux", home=tmp_path, argv=["/elsewhere/naiup"], env={})
+    report = status(moved)
+    assert not report.ok
+    assert all("outdated" in line for line in report.lines)
+
+
+def test_install_is_idempotent_and_uninstall_removes_both(tmp_path, plan):
+    install(plan, runner=Recorder())
+    install(plan, runner=Recorder())
+    rec = Recorder()
+    report = uninstall(plan, runner=rec)
+    assert rec.calls == [("systemctl", "--user", "disable", "--now", "naiup.service")]
+    assert sum(line.startswith("removed") for line in report.lines) == 2
+    assert not status(plan).ok
+    again = uninstall(plan, runner=Recorder())
+    assert sum(line.startswith("not installed") for line in again.lines) == 2
+
+
+def test_failed_enable_is_reported_not_hidden(plan):
+    report = install(plan, runner=Recorder(code=1))
+    assert not report.ok
+    assert any("Failed to connect to bus" in line for line in report.lines)
+
+
+def test_unknown_platform_is_a_clear_error(tmp_path):
+    from naiup.service.autostart import ServiceError
+
+    with pytest.raises(ServiceError, match="not supported"):
+        plan_autostart("sunos5", home=tmp_path, argv=ARGV)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="writes Linux paths")
+def test_cli_service_install_dry_run(tmp_path):
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),
+        "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+        "PYTHONPATH": str(REPO),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "naiup", "service", "install", "--dry-run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"--- daemon: {tmp_path / 'cfg/systemd/user/naiup.service'}" in proc.stdout
+    assert "WantedBy=default.target" in proc.stdout
+    assert not (tmp_path / "cfg").exists()
+    status_proc = subprocess.run(
+        [sys.executable, "-m", "naiup", "service", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert status_proc.returncode == 1
+    assert "daemon: missing" in status_proc.stdout
+
+
+def test_macos_install_unloads_before_loading_so_it_can_be_rerun(tmp_path):
+    plan = plan_autostart("darwin", home=tmp_path, argv=ARGV)
+    rec = Recorder()
+    install(plan, runner=rec)
+    verbs = [c[1] for c in rec.calls]
+    assert verbs == ["bootout", "bootout", "bootstrap", "bootstrap"]
+    assert (tmp_path / "Library/LaunchAgents/org.naiup.daemon.plist").exists()

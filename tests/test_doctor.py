@@ -1,0 +1,122 @@
+"""`naiup doctor`: each check finds what it should, and the CLI exits non-zero on a blocker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from naiup import doctor
+from naiup.config import Config, ModelConfig, Preset, WatchConfig
+from naiup.doctor import Status, check_daemon, check_model_ref, check_models, check_tray, check_watch_folders
+from naiup.errors import NaiupError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_model_file_present_and_missing(tmp_path):
+    weights = tmp_path / "my model.safetensors"
+    weights.write_bytes(b"\0" * 16)
+    assert check_model_ref("checkpoint", str(weights)).status is Status.OK
+    missing = check_model_ref("checkpoint", str(tmp_path / "gone.safetensors"))
+    assert missing.status is Status.FAIL and "gone.safetensors" in missing.detail
+
+
+def test_hub_id_must_be_in_the_local_cache(tmp_path):
+    cache = tmp_path / "hub"
+    absent = check_model_ref("lcm-lora", "latent-consistency/lcm-lora-sdv1-5", cache_dir=cache)
+    assert absent.status is Status.FAIL
+    assert "hf download latent-consistency/lcm-lora-sdv1-5" in absent.fix
+    # The cache layout huggingface_hub writes: refs/main names a snapshot folder.
+    repo = cache / "models--latent-consistency--lcm-lora-sdv1-5"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    snap = repo / "snapshots" / ("0" * 40)
+    snap.mkdir(parents=True)
+    (snap / "pytorch_lora_weights.safetensors").write_bytes(b"\0")
+    present = check_model_ref("lcm-lora", "latent-consistency/lcm-lora-sdv1-5", cache_dir=cache)
+    assert present.status is Status.OK, present.detail
+
+
+def test_models_are_not_needed_when_no_preset_refines():
+    config = Config(
+        presets={"up": Preset(name="up", refine=False)}, model=ModelConfig(checkpoint="/nope.ckpt")
+    )
+    assert [c.status for c in check_models(config)] == [Status.OK]
+    refining = replace(config, presets={"r": Preset(name="r")})
+    assert Status.FAIL in [c.status for c in check_models(refining)]
+
+
+def test_watch_folders(tmp_path):
+    ok, gone = tmp_path / "Downloads", tmp_path / "missing"
+    ok.mkdir()
+    checks = check_watch_folders(Config(watch=WatchConfig(folders=(ok, gone))))
+    assert [c.status for c in checks] == [Status.OK, Status.FAIL]
+    assert check_watch_folders(Config(watch=WatchConfig(folders=())))[0].status is Status.FAIL
+
+
+def test_tray_backend_check():
+    assert check_tray(lambda: None).status is Status.WARN
+    assert "no menu" in check_tray(lambda: "xorg").detail
+    assert check_tray(lambda: "appindicator").status is Status.OK
+
+
+class FakeClient:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def request(self, verb: str, **args: object) -> dict:
+        assert verb == "ping"
+        return {"ok": True, "pid": 4242, "version": "0.1.0"}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_daemon_check_running_and_not():
+    client = FakeClient()
+    running = check_daemon(lambda: client)
+    assert running.status is Status.OK and "4242" in running.detail
+    assert client.closed
+
+    def refuse() -> FakeClient:
+        raise NaiupError("no daemon socket")
+
+    down = check_daemon(refuse)
+    assert down.status is Status.WARN and "naiup run" in down.fix
+
+
+def test_format_shows_fixes_only_for_problems():
+    lines = doctor.format_checks(
+        [doctor.Check("a", Status.OK, "fine", "ignored"), doctor.Check("b", Status.FAIL, "broken", "do x")]
+    )
+    assert lines == ["[  ok] a: fine", "[FAIL] b: broken", "       fix: do x"]
+
+
+def test_cli_doctor_exits_1_on_a_broken_config(tmp_path):
+    bad = tmp_path / "config.toml"
+    bad.write_text("[watch\nfolders = 3\n")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "HOME": str(tmp_path),
+        "NAIUP_CONFIG_DIR": str(tmp_path),
+        "NAIUP_STATE_DIR": str(tmp_path / "s"),
+        "NAIUP_RUNTIME_DIR": str(tmp_path / "r"),
+    }
+    env.pop("DISPLAY", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "naiup", "--config", str(bad), "doctor"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "[FAIL] config:" in proc.stdout
+    assert "blocking: config" in proc.stderr
+    assert "[warn] tray:" in proc.stdout  # no display here: said, not fatal
+    assert "Traceback" not in proc.stderr
