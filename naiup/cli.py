@@ -18,11 +18,6 @@ from naiup.errors import NaiupError
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _not_yet(args: argparse.Namespace) -> int:
-    print(f"naiup {args.command}: not implemented yet", file=sys.stderr)
-    return 2
-
-
 def _cmd_config(args: argparse.Namespace) -> int:
     from naiup.config import default_config_path, load_config
 
@@ -188,8 +183,12 @@ def _build_parser() -> argparse.ArgumentParser:
             p.add_argument("id", help="ledger id from `naiup queue --failed`, or `all`")
     # desktop
     p = add("tray", _cmd_tray, "show the tray icon")
-    p.add_argument("--backend", choices=("appindicator", "gtk", "xorg", "darwin", "win32"), default=None,
-                   help="pystray backend (default: the best one that imports)")
+    p.add_argument(
+        "--backend",
+        choices=("appindicator", "gtk", "xorg", "darwin", "win32"),
+        default=None,
+        help="pystray backend (default: the best one that imports)",
+    )
     # Automation hooks for end-to-end tests; hidden from --help.
     p.add_argument("--state-file", type=Path, default=None, help=argparse.SUPPRESS)
     p.add_argument("--actions-file", type=Path, default=None, help=argparse.SUPPRESS)
