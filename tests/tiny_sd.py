@@ -14,6 +14,7 @@ The LDM key mapping is written here from the SD1.5 layout (4 blocks, 2 layers pe
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -45,7 +46,7 @@ def build_tiny_sd(folder: Path, seed: int = 0) -> Path:
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
         cross_attention_dim=32,
         attention_head_dim=8,
-        norm_num_groups=32,
+        norm_num_groups=8,  # 32 groups of 1 channel fail GroupNorm at the 1x1 bottom of an 8x8 latent
     )
     vae = AutoencoderKL(
         block_out_channels=(32, 32, 32, 32),
@@ -241,3 +242,31 @@ def write_lora_mid(out: Path) -> Path:
         out,
     )
     return Path(out)
+
+
+@dataclass(frozen=True)
+class TinySD:
+    folder: Path  # diffusers folder
+    skeleton: Path  # its config dir (no weights), for single files
+    single_file: Path  # same weights, LDM/A1111 names
+    lcm_lora: Path  # UNet-only Kohya LoRA, LCM-shaped
+    kohya_lora: Path  # UNet + text encoder Kohya LoRA/LoCon
+
+
+_built: dict[Path, TinySD] = {}  # one build per pytest session (keyed by its basetemp)
+
+
+def session_tiny_sd(tmp_path_factory) -> TinySD:
+    """Build the tiny model set once per session; call from a fixture with pytest's tmp_path_factory."""
+    base = tmp_path_factory.getbasetemp()
+    if base not in _built:
+        root = tmp_path_factory.mktemp("tiny_sd")
+        folder = build_tiny_sd(root / "tiny")
+        _built[base] = TinySD(
+            folder=folder,
+            skeleton=write_skeleton(folder, root / "skeleton"),
+            single_file=write_single_file(folder, root / "tiny-sd15.safetensors"),
+            lcm_lora=write_lcm_lora(folder, root / "lcm-lora.safetensors"),
+            kohya_lora=write_kohya_lora(folder, root / "style.safetensors"),
+        )
+    return _built[base]

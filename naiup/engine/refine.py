@@ -113,8 +113,11 @@ def pad_to_multiple(image: Image.Image, multiple: int = 8) -> tuple[np.ndarray, 
 
 
 def to_pixels(arr: np.ndarray) -> torch.Tensor:
-    # Same float steps as diffusers' VaeImageProcessor (/255 then 2x-1), so the oracle matches bit for bit.
-    return 2.0 * (torch.from_numpy(arr.astype(np.float32) / 255.0).permute(2, 0, 1)[None]) - 1.0
+    """HWC uint8 -> (1,3,H,W) in [-1,1], with the same float steps *and strides* as diffusers'
+    VaeImageProcessor (NHWC memory viewed as NCHW): CPU convs round differently per memory layout,
+    and the oracle test compares bytes."""
+    nhwc = arr.astype(np.float32)[None] / 255.0
+    return 2.0 * torch.from_numpy(nhwc.transpose(0, 3, 1, 2)) - 1.0
 
 
 def to_image(pixels: torch.Tensor, size_hw: tuple[int, int]) -> Image.Image:
