@@ -75,6 +75,10 @@ def build_tiny_sd(folder: Path, seed: int = 0) -> Path:
             pad_token_id=tokenizer.pad_token_id,
         )
     )
+    with torch.no_grad():  # trained CLIP has non-zero LayerNorm biases; zero ones make chunk means 0
+        for mod in text_encoder.modules():
+            if isinstance(mod, torch.nn.LayerNorm):
+                mod.bias.normal_(0.0, 0.1)
     scheduler = PNDMScheduler(
         beta_start=0.00085,
         beta_end=0.012,

@@ -204,7 +204,9 @@ class PromptEncoder:
         # direction rather than overall magnitude.
         mean_before = z.mean()
         z = z * torch.tensor(chunk.weights, device=dev, dtype=z.dtype)[None, :, None]
-        return z * (mean_before / z.mean())
+        mean_after = z.mean()
+        # A zero mean (possible only with untrained LayerNorm biases) would turn 0/0 into NaN.
+        return z * (mean_before / mean_after) if mean_after != 0 else z
 
 
 def pad_to_same_length(
