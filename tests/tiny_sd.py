@@ -110,8 +110,10 @@ def write_skeleton(folder: Path, out: Path) -> Path:
 
 def _unet_to_ldm(name: str) -> str:
     p = name.split(".")
-    resnet = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
-              "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}  # fmt: skip
+    resnet = {
+        "norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
+        "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection",
+    }  # fmt: skip
     top = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
            "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2"}  # fmt: skip
     for k, v in top.items():
@@ -190,7 +192,11 @@ def _modules(folder: Path, sub: str) -> dict[str, tuple[int, ...]]:
     """module path -> weight shape of every Linear/Conv2d weight in the saved component."""
     name = "model.safetensors" if sub == "text_encoder" else "diffusion_pytorch_model.safetensors"
     sd = load_file(Path(folder) / sub / name)
-    return {k[: -len(".weight")]: tuple(v.shape) for k, v in sd.items() if k.endswith(".weight") and v.dim() in (2, 4)}
+    return {
+        k[: -len(".weight")]: tuple(v.shape)
+        for k, v in sd.items()
+        if k.endswith(".weight") and v.dim() in (2, 4)
+    }
 
 
 def write_kohya_lora(

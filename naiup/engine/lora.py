@@ -62,7 +62,9 @@ def read_lora(path: Path, unet: torch.nn.Module, text_encoder: torch.nn.Module) 
     for key in sd:
         for marker, kind in _UNSUPPORTED.items():
             if marker in key:
-                raise ModelLoadError(path, f"unsupported LoRA kind: {kind} (key {key!r}); use a plain LoRA/LoCon")
+                raise ModelLoadError(
+                    path, f"unsupported LoRA kind: {kind} (key {key!r}); use a plain LoRA/LoCon"
+                )
     unet_names = _kohya_names(unet, "lora_unet_", te=False)
     te_names = _kohya_names(text_encoder, "lora_te_", te=True)
     layers: list[LoraLayer] = []
@@ -89,7 +91,10 @@ def read_lora(path: Path, unet: torch.nn.Module, text_encoder: torch.nn.Module) 
 
 
 def _split_key(key: str, sd: dict) -> tuple[str | None, str, str, str]:
-    for down, up, alpha in ((".lora_down.weight", ".lora_up.weight", ".alpha"), (".lora_A.weight", ".lora_B.weight", ".alpha")):
+    for down, up, alpha in (
+        (".lora_down.weight", ".lora_up.weight", ".alpha"),
+        (".lora_A.weight", ".lora_B.weight", ".alpha"),
+    ):
         for suffix in (down, up, alpha):
             if key.endswith(suffix):
                 stem = key[: -len(suffix)]
@@ -114,7 +119,7 @@ def _target_for(stem: str, unet_names: dict[str, str], te_names: dict[str, str])
 
 
 def _delta(layer: LoraLayer, weight: torch.Tensor, strength: float) -> torch.Tensor:
-    up, down = layer.up.flatten(1), layer.down.flatten(1)
+    up, down = layer.up.to(weight.device).flatten(1), layer.down.to(weight.device).flatten(1)
     # LoCon: down holds the conv kernel and up is 1x1, so the flat product reshapes to the kernel.
     return ((up @ down) * (layer.scale * strength)).reshape(weight.shape)
 
@@ -141,7 +146,7 @@ class LoraFuser:
                 w = self._weight(layer.target)
                 if keep_pristine and layer.target not in self._pristine:
                     self._pristine[layer.target] = w.detach().to("cpu", copy=True)
-                delta = _delta(layer, w, strength).to(w.device)
+                delta = _delta(layer, w, strength)
                 w.copy_((w.float() + delta).to(w.dtype))
                 touched_te |= layer.target.startswith("text_encoder.")
             log.debug("lora fused file=%s weight=%s layers=%d", lora.path.name, strength, len(lora.layers))

@@ -43,7 +43,9 @@ def looks_like_hub_id(spec: str) -> bool:
     return spec.count("/") == 1 and not Path(spec).exists() and not is_single_file(spec)
 
 
-def load_models(checkpoint: str, vae: str, device: torch.device, config_dir: Path = SD15_SKELETON) -> SDModels:
+def load_models(
+    checkpoint: str, vae: str, device: torch.device, config_dir: Path = SD15_SKELETON
+) -> SDModels:
     """Load UNet/VAE/TE/tokenizer, cast (UNet+TE fp16 on accelerators, VAE fp32/bf16), move to device."""
     path = Path(checkpoint).expanduser()
     if path.is_dir():
@@ -53,7 +55,9 @@ def load_models(checkpoint: str, vae: str, device: torch.device, config_dir: Pat
     elif looks_like_hub_id(checkpoint):
         models = _from_pipeline(checkpoint, local_only=False)
     else:
-        raise ModelLoadError(checkpoint, "not found: expected a diffusers folder, a .safetensors/.ckpt file or a hub id")
+        raise ModelLoadError(
+            checkpoint, "not found: expected a diffusers folder, a .safetensors/.ckpt file or a hub id"
+        )
     if vae:
         models.vae = load_vae(vae, config_dir)
     _place(models.unet, device, unet_dtype(device))
@@ -86,8 +90,12 @@ def _from_single_file(path: Path, config_dir: Path) -> SDModels:
     if not any(k.startswith("model.diffusion_model.") for k in sd):
         raise ModelLoadError(path, "not an SD1.5 checkpoint (no model.diffusion_model.* keys)")
     try:
-        unet = UNet2DConditionModel.from_single_file(sd, config=str(config_dir), subfolder="unet", local_files_only=True)
-        vae = AutoencoderKL.from_single_file(sd, config=str(config_dir), subfolder="vae", local_files_only=True)
+        unet = UNet2DConditionModel.from_single_file(
+            sd, config=str(config_dir), subfolder="unet", local_files_only=True
+        )
+        vae = AutoencoderKL.from_single_file(
+            sd, config=str(config_dir), subfolder="vae", local_files_only=True
+        )
     except Exception as exc:  # shape mismatches from diffusers' converter: not an SD1.5 file
         raise ModelLoadError(path, f"cannot convert this checkpoint as SD1.5: {exc}") from exc
     text_encoder = _text_encoder_from_ldm(path, sd, config_dir)
@@ -107,7 +115,9 @@ def _text_encoder_from_ldm(path: Path, sd: dict[str, torch.Tensor], config_dir: 
                 name = key[len(prefix) :].removeprefix("text_model.")
                 te[f"text_model.{name}" if wants_prefix else name] = value
     if not te:
-        raise ModelLoadError(path, "no text encoder weights (cond_stage_model.transformer.*) in this checkpoint")
+        raise ModelLoadError(
+            path, "no text encoder weights (cond_stage_model.transformer.*) in this checkpoint"
+        )
     result = model.load_state_dict(te, strict=False)
     missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
     if missing:
@@ -145,7 +155,9 @@ def resolve_lora_file(spec: str) -> Path:
         try:
             return Path(hf_hub_download(spec, LCM_LORA_WEIGHT_NAME))
         except Exception as exc:  # offline, unknown repo, no such file
-            raise ModelLoadError(spec, f"cannot download this LoRA (no internet, or HF_HUB_OFFLINE=1?): {exc}") from exc
+            raise ModelLoadError(
+                spec, f"cannot download this LoRA (no internet, or HF_HUB_OFFLINE=1?): {exc}"
+            ) from exc
     raise ModelLoadError(spec, "LoRA file not found")
 
 

@@ -135,7 +135,9 @@ def chunk_tokens(
 
 def extract_lora_tags(prompt: str) -> tuple[str, list[tuple[str, float]]]:
     """Strip A1111 `<lora:name:weight>` tags; returns (text without tags, [(name, weight)])."""
-    tags = [(m.group(1).strip(), float(m.group(2)) if m.group(2) else 1.0) for m in _LORA_TAG.finditer(prompt)]
+    tags = [
+        (m.group(1).strip(), float(m.group(2)) if m.group(2) else 1.0) for m in _LORA_TAG.finditer(prompt)
+    ]
     return _LORA_TAG.sub("", prompt), tags
 
 

@@ -26,7 +26,12 @@ from naiup.config import ModelConfig, Preset
 from naiup.engine.device import pick_device
 from naiup.engine.lora import LoraFile, LoraFuser, read_lora
 from naiup.engine.models import SD15_SKELETON, SDModels, load_models, model_set_id, resolve_lora_file
-from naiup.engine.prompt_encoder import PromptEncoder, extract_lora_tags, pad_to_same_length, resolve_lora_name
+from naiup.engine.prompt_encoder import (
+    PromptEncoder,
+    extract_lora_tags,
+    pad_to_same_length,
+    resolve_lora_name,
+)
 from naiup.engine.samplers import Sampler, check_preset
 from naiup.errors import EngineError
 
@@ -60,7 +65,12 @@ def make_guided_denoiser(
 
 @torch.no_grad()
 def encode_untiled(
-    vae, pixels: torch.Tensor, *, mode: str = "off", generator: torch.Generator | None = None, sample: bool = False
+    vae,
+    pixels: torch.Tensor,
+    *,
+    mode: str = "off",
+    generator: torch.Generator | None = None,
+    sample: bool = False,
 ) -> torch.Tensor:
     """pixels (1,3,H,W) in [-1,1] -> scaled latent (fp32); `mode` is for the tiled version."""
     dist = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist
@@ -157,6 +167,11 @@ class Refiner:
         if self._loaded_key == key:
             return
         t0 = time.perf_counter()
+        if self.models is not None:  # a different config: free the old set before the new one lands
+            self.models = self._fuser = self._encoder = None
+            self._loaded_key = None
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
         m = load_models(self.model.checkpoint, self.model.vae, self.device, self.config_dir)
         if self.model.lcm_lora:
             # The LCM-LoRA is part of the base model: fused once, never restored.
@@ -167,7 +182,9 @@ class Refiner:
         self._encoder = PromptEncoder(m.tokenizer, m.text_encoder, self.model.clip_skip)
         self._lora_cache.clear()
         self._fused = ()
-        log.info("model loaded id=%s device=%s secs=%.1f", self.model_id, self.device, time.perf_counter() - t0)
+        log.info(
+            "model loaded id=%s device=%s secs=%.1f", self.model_id, self.device, time.perf_counter() - t0
+        )
 
     @property
     def model_id(self) -> str:
@@ -219,11 +236,15 @@ class Refiner:
         # 1. Prompts: the negative only matters (and is only encoded) when CFG > 1.
         cond, uncond = self._encoder.encode(prompt), None
         if preset.cfg > 1.0:
-            cond, uncond = pad_to_same_length(cond, self._encoder.encode(negative_prompt), self._encoder.encode(""))
+            cond, uncond = pad_to_same_length(
+                cond, self._encoder.encode(negative_prompt), self._encoder.encode("")
+            )
         # 2. Pixels -> latent. NAI's alpha channel carries stealth metadata, not transparency: drop it.
         arr, size_hw = pad_to_multiple(image.convert("RGB"))
         generator = torch.Generator("cpu").manual_seed(int(seed))
-        z0 = self.encode(m.vae, to_pixels(arr).to(dev), mode=preset.vae_tiling, generator=generator, sample=True)
+        z0 = self.encode(
+            m.vae, to_pixels(arr).to(dev), mode=preset.vae_tiling, generator=generator, sample=True
+        )
         _check_finite(z0, "VAE encoding")
         # 3. Schedule, then the loop on the whole canvas.
         sampler = Sampler(preset.sampler, m.scheduler_config)

@@ -68,7 +68,9 @@ class Sampler:
     def scale_input(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.scheduler.scale_model_input(x, t)
 
-    def step(self, eps: torch.Tensor, t: torch.Tensor, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def step(
+        self, eps: torch.Tensor, t: torch.Tensor, x: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
         # One call on the whole canvas, so LCM's re-noise is drawn once per step from the seeded generator.
         return self.scheduler.step(eps, t, x, generator=generator, return_dict=False)[0]
 

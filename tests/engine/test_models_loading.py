@@ -50,7 +50,8 @@ def test_single_file_loads_offline_with_an_empty_hf_cache_and_matches_the_folder
         r = Refiner(ModelConfig(checkpoint={str(tiny.single_file)!r}, lcm_lora={str(tiny.lcm_lora)!r},
                                 device="cpu"), config_dir=Path({str(tiny.skeleton)!r}))
         img = Image.fromarray(np.random.default_rng(5).integers(0, 256, (64, 64, 3), dtype=np.uint8), "RGB")
-        out = r.refine(img, Preset(name="t", steps=4, denoise=0.5), prompt="(cat:1.2)", negative_prompt="", seed=11)
+        preset = Preset(name="t", steps=4, denoise=0.5)
+        out = r.refine(img, preset, prompt="(cat:1.2)", negative_prompt="", seed=11)
         out.save({str(tmp_path / "single.png")!r})
         """
     )
@@ -58,7 +59,9 @@ def test_single_file_loads_offline_with_an_empty_hf_cache_and_matches_the_folder
     hf_home.mkdir()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(hf_home), "PYTHONPATH": str(REPO)}
     env.pop("HF_HUB_CACHE", None)
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=240
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     folder = Refiner(ModelConfig(checkpoint=str(tiny.folder), lcm_lora=str(tiny.lcm_lora), device="cpu"))
     expected = np.asarray(_refine(folder), dtype=int)
@@ -107,7 +110,7 @@ def test_a_non_sd_safetensors_is_refused(tmp_path):
 
     f = tmp_path / "upscaler.safetensors"
     save_file({"conv.weight": torch.zeros(1)}, f)
-    with pytest.raises(ModelLoadError, match="not an SD1.5 checkpoint"):
+    with pytest.raises(ModelLoadError, match=r"not an SD1\.5 checkpoint"):
         load_models(str(f), "", torch.device("cpu"))
 
 

@@ -28,7 +28,11 @@ def tiny(tmp_path_factory) -> tiny_sd.TinySD:
 @pytest.fixture(scope="module")
 def refiner(tiny) -> Refiner:
     lora_dir = tiny.kohya_lora.parent
-    r = Refiner(ModelConfig(checkpoint=str(tiny.folder), lcm_lora=str(tiny.lcm_lora), lora_dirs=(lora_dir,), device="cpu"))
+    r = Refiner(
+        ModelConfig(
+            checkpoint=str(tiny.folder), lcm_lora=str(tiny.lcm_lora), lora_dirs=(lora_dir,), device="cpu"
+        )
+    )
     r.load()
     return r
 
@@ -54,7 +58,9 @@ def test_fused_kohya_lora_equals_diffusers_unfused_lora(tiny):
     base_out, base_emb = _unet_and_te_outputs(base.unet, base.text_encoder, ids)
 
     ours = load_models(str(tiny.folder), "", torch.device("cpu"))
-    LoraFuser(ours.unet, ours.text_encoder).fuse([(read_lora(tiny.kohya_lora, ours.unet, ours.text_encoder), 0.7)])
+    LoraFuser(ours.unet, ours.text_encoder).fuse(
+        [(read_lora(tiny.kohya_lora, ours.unet, ours.text_encoder), 0.7)]
+    )
     fused_out, fused_emb = _unet_and_te_outputs(ours.unet, ours.text_encoder, ids)
 
     pipe = StableDiffusionPipeline.from_pretrained(tiny.folder, local_files_only=True, safety_checker=None)
@@ -97,7 +103,9 @@ def test_unknown_lora_tag_names_the_searched_folders(refiner):
         _refine(refiner, "cat <lora:nope:1>")
 
 
-@pytest.mark.parametrize(("writer", "kind"), [(tiny_sd.write_loha, "LoHa"), (tiny_sd.write_lora_mid, "lora_mid")])
+@pytest.mark.parametrize(
+    ("writer", "kind"), [(tiny_sd.write_loha, "LoHa"), (tiny_sd.write_lora_mid, "lora_mid")]
+)
 def test_unsupported_lora_kinds_are_refused_naming_the_file(refiner, tmp_path, writer, kind):
     f = writer(tmp_path / f"bad-{kind}.safetensors")
     with pytest.raises(ModelLoadError, match=rf"bad-{kind}\.safetensors: unsupported LoRA kind: .*{kind}"):
@@ -112,3 +120,25 @@ def test_lora_for_another_architecture_is_refused(refiner, tmp_path):
     save_file({f"{key}.lora_down.weight": torch.zeros(4, 32), f"{key}.lora_up.weight": torch.zeros(32, 4)}, f)
     with pytest.raises(ModelLoadError, match="matches no layer"):
         read_lora(f, refiner.models.unet, refiner.models.text_encoder)
+
+
+def test_peft_named_lora_fuses_like_the_same_kohya_lora(tiny, tmp_path):
+    from safetensors.torch import save_file
+
+    m = load_models(str(tiny.folder), "", torch.device("cpu"))
+    kohya = read_lora(tiny.kohya_lora, m.unet, m.text_encoder)
+    # diffusers/peft naming: dotted module paths, lora_A/lora_B, no alpha (scale 1: fold it into B)
+    peft = {}
+    for layer in kohya.layers:
+        peft[f"{layer.target}.lora_A.weight"] = layer.down
+        peft[f"{layer.target}.lora_B.weight"] = layer.up * layer.scale
+    f = tmp_path / "peft.safetensors"
+    save_file({k: v.contiguous() for k, v in peft.items()}, f)
+
+    a = load_models(str(tiny.folder), "", torch.device("cpu"))
+    LoraFuser(a.unet, a.text_encoder).fuse([(kohya, 1.0)])
+    LoraFuser(m.unet, m.text_encoder).fuse([(read_lora(f, m.unet, m.text_encoder), 1.0)])
+    for name, tensor in a.unet.state_dict().items():
+        torch.testing.assert_close(m.unet.state_dict()[name], tensor, atol=1e-6, rtol=0)
+    for name, tensor in a.text_encoder.state_dict().items():
+        torch.testing.assert_close(m.text_encoder.state_dict()[name], tensor, atol=1e-6, rtol=0)

@@ -98,5 +98,5 @@ def test_lora_names_resolve_in_a1111_lora_folders(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "neg4all.safetensors").write_bytes(b"x")
     assert resolve_lora_name("neg4all", [tmp_path]) == tmp_path / "sub" / "neg4all.safetensors"
-    with pytest.raises(ConfigError, match="missing.*not found"):
+    with pytest.raises(ConfigError, match=r"<lora:missing> from the prompt not found"):
         resolve_lora_name("missing", [tmp_path])

@@ -50,7 +50,9 @@ def test_loop_matches_the_diffusers_pipeline_bit_for_bit(refiner, sampler, cfg):
     assert batches == [2 if cfg > 1 else 1] * 4
 
     m, enc = refiner.models, refiner._encoder
-    scheduler = {"lcm": LCMScheduler, "euler": EulerDiscreteScheduler}[sampler].from_config(m.scheduler_config)
+    scheduler = {"lcm": LCMScheduler, "euler": EulerDiscreteScheduler}[sampler].from_config(
+        m.scheduler_config
+    )
     pipe = StableDiffusionImg2ImgPipeline(
         vae=m.vae, text_encoder=m.text_encoder, tokenizer=m.tokenizer, unet=m.unet, scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
