@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -39,8 +40,12 @@ class SDModels:
     scheduler_config: dict[str, Any]
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
 def looks_like_hub_id(spec: str) -> bool:
-    return spec.count("/") == 1 and not Path(spec).exists() and not is_single_file(spec)
+    """`owner/name` that is not a local path (C:/x, ./x, ~/x and existing paths are paths)."""
+    return bool(_HUB_ID.fullmatch(spec)) and not Path(spec).exists() and not is_single_file(spec)
 
 
 def load_models(
@@ -144,11 +149,16 @@ def load_vae(spec: str, config_dir: Path = SD15_SKELETON) -> AutoencoderKL:
     raise ModelLoadError(spec, "VAE not found: expected a file, a folder or a hub id")
 
 
-def resolve_lora_file(spec: str) -> Path:
-    """A LoRA given as a file path, or a hub id whose `pytorch_lora_weights.safetensors` we download."""
+def resolve_lora_file(spec: str, lora_dirs: tuple[Path, ...] = ()) -> Path:
+    """A LoRA given as a file path, a bare name found in `lora_dirs` (as A1111 names them), or a hub id
+    whose `pytorch_lora_weights.safetensors` we download."""
     path = Path(spec).expanduser()
     if path.is_file():
         return path
+    for folder in lora_dirs:
+        for suffix in (".safetensors", ".ckpt", ".pt"):
+            if (Path(folder) / f"{spec}{suffix}").is_file():
+                return Path(folder) / f"{spec}{suffix}"
     if looks_like_hub_id(spec):
         from huggingface_hub import hf_hub_download
 

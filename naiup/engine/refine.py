@@ -157,6 +157,7 @@ class Refiner:
         self._encoder: PromptEncoder | None = None
         self._lora_cache: dict[Path, LoraFile] = {}
         self._fused: tuple[tuple[str, float], ...] = ()
+        self._config_loras: list[tuple[str, float]] = []
 
     @property
     def device(self) -> torch.device:
@@ -177,6 +178,10 @@ class Refiner:
             # The LCM-LoRA is part of the base model: fused once, never restored.
             lcm = read_lora(resolve_lora_file(self.model.lcm_lora), m.unet, m.text_encoder)
             LoraFuser(m.unet, m.text_encoder).fuse([(lcm, 1.0)], keep_pristine=False)
+        # Resolve config LoRAs once: a hub id must not hit the network on every image.
+        self._config_loras = [
+            (str(resolve_lora_file(s.path, self.model.lora_dirs)), s.weight) for s in self.model.loras
+        ]
         self.models, self._loaded_key = m, key
         self._fuser = LoraFuser(m.unet, m.text_encoder)
         self._encoder = PromptEncoder(m.tokenizer, m.text_encoder, self.model.clip_skip)
@@ -192,7 +197,7 @@ class Refiner:
         return model_set_id(self.model.checkpoint, self.model.vae, [*extra, *self._fused])
 
     def _lora_set(self, tags: list[tuple[str, float]]) -> tuple[tuple[str, float], ...]:
-        wanted = [(str(resolve_lora_file(s.path)), s.weight) for s in self.model.loras]
+        wanted = list(self._config_loras)
         wanted += [(str(resolve_lora_name(name, self.model.lora_dirs)), w) for name, w in tags]
         return tuple(sorted(wanted))
 

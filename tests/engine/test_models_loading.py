@@ -144,3 +144,20 @@ def test_model_id_is_stable_and_names_the_model_set(tiny):
     assert model_set_id(str(tiny.single_file), "", [(str(tiny.kohya_lora), 0.5)]) != model_set_id(
         str(tiny.single_file), "", [(str(tiny.kohya_lora), 1.0)]
     )
+
+
+@pytest.mark.parametrize(
+    ("spec", "is_hub"),
+    [
+        ("stable-diffusion-v1-5/stable-diffusion-v1-5", True),
+        ("C:/models", False),
+        ("./models/x", False),
+        ("~/x", False),
+        ("models/anime.safetensors", False),
+        ("just-a-name", False),
+    ],
+)
+def test_hub_ids_are_told_apart_from_paths(spec, is_hub):
+    from naiup.engine.models import looks_like_hub_id
+
+    assert looks_like_hub_id(spec) is is_hub

@@ -142,3 +142,12 @@ def test_peft_named_lora_fuses_like_the_same_kohya_lora(tiny, tmp_path):
         torch.testing.assert_close(m.unet.state_dict()[name], tensor, atol=1e-6, rtol=0)
     for name, tensor in a.text_encoder.state_dict().items():
         torch.testing.assert_close(m.text_encoder.state_dict()[name], tensor, atol=1e-6, rtol=0)
+
+
+def test_config_loras_may_be_bare_names_in_the_lora_folders(tiny):
+    from naiup.engine.models import resolve_lora_file
+
+    folder = tiny.kohya_lora.parent
+    assert resolve_lora_file(tiny.kohya_lora.stem, (folder,)) == tiny.kohya_lora
+    with pytest.raises(ModelLoadError, match="LoRA file not found"):
+        resolve_lora_file("no-such-lora", (folder,))
