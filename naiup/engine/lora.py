@@ -78,6 +78,10 @@ def read_lora(path: Path, unet: torch.nn.Module, text_encoder: torch.nn.Module) 
         if target is None:
             raise ModelLoadError(path, f"LoRA key {key!r} matches no layer of this SD1.5 model")
         d, u = sd[f"{stem}{down}"].float(), sd[f"{stem}{up}"].float()
+        root, module_path = target.split(".", 1)
+        weight = (unet if root == "unet" else text_encoder).get_submodule(module_path).weight
+        if u.shape[0] * d[0].numel() != weight.numel() or u.flatten(1).shape[1] != d.shape[0]:
+            raise ModelLoadError(path, f"LoRA layer {stem!r} has shapes for another model (SD2/SDXL?)")
         rank = d.shape[0]
         a = sd.get(f"{stem}{alpha}")
         scale = (float(a) if a is not None else rank) / rank
@@ -111,9 +115,10 @@ def _target_for(stem: str, unet_names: dict[str, str], te_names: dict[str, str])
     for prefix, names in (("unet.", unet_names), ("text_encoder.", te_names)):
         if stem.startswith(prefix):  # peft/diffusers naming: module path with dots
             path = stem[len(prefix) :]
-            if path.startswith("text_model.") and path not in names.values():
+            paths = set(names.values())
+            if path.startswith("text_model.") and path not in paths:
                 path = path[len("text_model.") :]
-            if path in names.values():
+            if path in paths:
                 return f"{prefix}{path}"
     return None
 

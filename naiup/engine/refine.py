@@ -206,7 +206,8 @@ class Refiner:
         if wanted == self._fused:
             return
         assert self._fuser and self._encoder and self.models
-        stale = self._fuser.restore()
+        if self._fuser.restore():
+            self._encoder.clear_cache()  # now, in case reading the new set fails below
         self._fused = ()
         files = []
         for p, w in wanted:
@@ -214,10 +215,9 @@ class Refiner:
             if path not in self._lora_cache:
                 self._lora_cache[path] = read_lora(path, self.models.unet, self.models.text_encoder)
             files.append((self._lora_cache[path], w))
-        stale |= self._fuser.fuse(files)
-        self._fused = wanted
-        if stale:
+        if self._fuser.fuse(files):
             self._encoder.clear_cache()
+        self._fused = wanted
 
     def refine(
         self,

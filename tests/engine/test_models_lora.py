@@ -151,3 +151,13 @@ def test_config_loras_may_be_bare_names_in_the_lora_folders(tiny):
     assert resolve_lora_file(tiny.kohya_lora.stem, (folder,)) == tiny.kohya_lora
     with pytest.raises(ModelLoadError, match="LoRA file not found"):
         resolve_lora_file("no-such-lora", (folder,))
+
+
+def test_lora_with_shapes_of_another_model_is_refused(refiner, tmp_path):
+    from safetensors.torch import save_file
+
+    f = tmp_path / "sd2-style.safetensors"
+    key = "lora_unet_down_blocks_0_attentions_0_proj_in"  # exists here, but 64 wide in that model
+    save_file({f"{key}.lora_down.weight": torch.zeros(4, 64), f"{key}.lora_up.weight": torch.zeros(64, 4)}, f)
+    with pytest.raises(ModelLoadError, match=r"sd2-style\.safetensors: .*shapes for another model"):
+        read_lora(f, refiner.models.unet, refiner.models.text_encoder)
