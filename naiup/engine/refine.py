@@ -1,11 +1,263 @@
-"""Our own img2img loop on a latent canvas (engine-core issue).
+"""Our own img2img loop on a latent canvas, and the `Refiner` that owns the loaded models.
 
-CONTRACT — the seam the tiling issue plugs into:
-    GuidedDenoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-        (x: (B,4,h,w) latents, t: scalar timestep tensor) -> model output (B,4,h,w), CFG already applied
-        (batch 2B through the UNet only when cfg > 1); conditioning computed once per image and
-        expanded to B inside it. Built by make_guided_denoiser(unet, cond, uncond, cfg).
-    The loop calls `predict(x_canvas, t)` once per step on the whole canvas, then ONE scheduler step
-    on the whole canvas. Untiled: predict = guided. Tiled: predict = tiling.tiled_predictor(guided,
-    plan, batch_size) which runs fixed-shape tiles in batches through `guided` and blends.
+The seam the tiling issue plugs into (keep it):
+    GuidedDenoiser = Callable[[x (B,4,h,w), t scalar tensor], model output (B,4,h,w)], CFG applied
+        inside (batch 2B through the UNet only when cfg > 1); built by make_guided_denoiser().
+    The loop calls `predict(x_canvas, t)` once per step on the whole canvas, then ONE sampler step on
+    the whole canvas. Untiled: predict = guided. Tiled: pass `wrap_predictor` to Refiner (e.g.
+    `lambda guided, preset, latent_hw: tiling.tiled_predictor(guided, plan, ...)`).
+    VAE functions have vae_tiling's signature: encode(vae, pixels, *, mode, generator, sample) and
+    decode(vae, latent, *, mode); `encode_untiled`/`decode_untiled` below are the defaults.
 """
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+
+from naiup.config import ModelConfig, Preset
+from naiup.engine.device import pick_device
+from naiup.engine.lora import LoraFile, LoraFuser, read_lora
+from naiup.engine.models import SD15_SKELETON, SDModels, load_models, model_set_id, resolve_lora_file
+from naiup.engine.prompt_encoder import (
+    PromptEncoder,
+    extract_lora_tags,
+    pad_to_same_length,
+    resolve_lora_name,
+)
+from naiup.engine.samplers import Sampler, check_preset
+from naiup.errors import EngineError
+
+log = logging.getLogger(__name__)
+
+GuidedDenoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+PredictorWrapper = Callable[[GuidedDenoiser, Preset, tuple[int, int]], GuidedDenoiser]
+Progress = Callable[[float, str], None]
+
+
+def make_guided_denoiser(
+    unet: torch.nn.Module, cond: torch.Tensor, uncond: torch.Tensor | None, cfg: float
+) -> GuidedDenoiser:
+    """UNet + CFG as one function of (x, t); fp32 in and out, the UNet's own dtype inside."""
+    dtype = unet.dtype
+    cond = cond.to(unet.device, dtype)
+    guided_cfg = cfg > 1.0 and uncond is not None
+    both = torch.cat([uncond.to(unet.device, dtype), cond]) if guided_cfg else None
+
+    def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        xin = x.to(dtype)
+        if not guided_cfg:
+            return unet(xin, t, encoder_hidden_states=cond.expand(b, -1, -1)).sample.float()
+        emb = both.repeat_interleave(b, dim=0)  # [uncond]*b then [cond]*b, matching cat([x, x])
+        eps_u, eps_c = unet(torch.cat([xin, xin]), t, encoder_hidden_states=emb).sample.float().chunk(2)
+        return eps_u + cfg * (eps_c - eps_u)
+
+    return guided
+
+
+@torch.no_grad()
+def encode_untiled(
+    vae,
+    pixels: torch.Tensor,
+    *,
+    mode: str = "off",
+    generator: torch.Generator | None = None,
+    sample: bool = False,
+) -> torch.Tensor:
+    """pixels (1,3,H,W) in [-1,1] -> scaled latent (fp32); `mode` is for the tiled version."""
+    dist = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist
+    z = dist.sample(generator) if sample else dist.mode()
+    return z.float() * vae.config.scaling_factor
+
+
+@torch.no_grad()
+def decode_untiled(vae, latent: torch.Tensor, *, mode: str = "off") -> torch.Tensor:
+    return vae.decode((latent / vae.config.scaling_factor).to(vae.device, vae.dtype)).sample.float()
+
+
+def _check_finite(t: torch.Tensor, what: str) -> None:
+    if not torch.isfinite(t).all():
+        raise EngineError(
+            f"{what} contains NaN/Inf (an fp16 VAE or a broken model/LoRA?); no output was written"
+        )
+
+
+@torch.no_grad()
+def denoise(
+    z0: torch.Tensor,
+    predict: GuidedDenoiser,
+    sampler: Sampler,
+    generator: torch.Generator,
+    progress: Progress | None = None,
+) -> torch.Tensor:
+    """Noise z0 to the first timestep with full-canvas seeded noise, then one predict + one step per t."""
+    noise = randn_tensor(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype)
+    x = sampler.add_noise(z0, noise)
+    steps = len(sampler.timesteps)
+    for i, t in enumerate(sampler.timesteps):
+        eps = predict(sampler.scale_input(x, t), t)
+        x = sampler.step(eps, t, x, generator)
+        _check_finite(x, f"latent after step {i + 1}")
+        if progress:
+            progress((i + 1) / steps, "refine")
+    return x
+
+
+def pad_to_multiple(image: Image.Image, multiple: int = 8) -> tuple[np.ndarray, tuple[int, int]]:
+    """RGB uint8 array padded (reflect, or edge when too small) to multiples of 8; original (h, w)."""
+    arr = np.asarray(image.convert("RGB"))
+    h, w = arr.shape[:2]
+    ph, pw = -h % multiple, -w % multiple
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "edge"
+        arr = np.pad(arr, ((0, ph), (0, pw), (0, 0)), mode=mode)
+    return arr, (h, w)
+
+
+def to_pixels(arr: np.ndarray) -> torch.Tensor:
+    """HWC uint8 -> (1,3,H,W) in [-1,1], with the same float steps *and strides* as diffusers'
+    VaeImageProcessor (NHWC memory viewed as NCHW): CPU convs round differently per memory layout,
+    and the oracle test compares bytes."""
+    nhwc = arr.astype(np.float32)[None] / 255.0
+    return 2.0 * torch.from_numpy(nhwc.transpose(0, 3, 1, 2)) - 1.0
+
+
+def to_image(pixels: torch.Tensor, size_hw: tuple[int, int]) -> Image.Image:
+    arr = (pixels[0] / 2 + 0.5).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+    arr = (arr * 255).round().astype("uint8")[: size_hw[0], : size_hw[1]]
+    return Image.fromarray(arr, "RGB")
+
+
+class Refiner:
+    """Loads SD1.5 (+ LCM-LoRA + LoRAs) once; refines many upscaled images."""
+
+    def __init__(
+        self,
+        model: ModelConfig,
+        device: torch.device | None = None,
+        *,
+        config_dir: Path = SD15_SKELETON,
+        wrap_predictor: PredictorWrapper | None = None,
+        encode: Callable[..., torch.Tensor] = encode_untiled,
+        decode: Callable[..., torch.Tensor] = decode_untiled,
+    ) -> None:
+        self.model, self._device_arg, self.config_dir = model, device, config_dir
+        self.wrap_predictor, self.encode, self.decode = wrap_predictor, encode, decode
+        self.models: SDModels | None = None
+        self._loaded_key: tuple | None = None
+        self._fuser: LoraFuser | None = None
+        self._encoder: PromptEncoder | None = None
+        self._lora_cache: dict[Path, LoraFile] = {}
+        self._fused: tuple[tuple[str, float], ...] = ()
+        self._config_loras: list[tuple[str, float]] = []
+
+    @property
+    def device(self) -> torch.device:
+        return self._device_arg or pick_device(self.model.device)
+
+    def load(self) -> None:
+        key = (self.model, str(self.device), str(self.config_dir))
+        if self._loaded_key == key:
+            return
+        t0 = time.perf_counter()
+        if self.models is not None:  # a different config: free the old set before the new one lands
+            self.models = self._fuser = self._encoder = None
+            self._loaded_key = None
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        m = load_models(self.model.checkpoint, self.model.vae, self.device, self.config_dir)
+        if self.model.lcm_lora:
+            # The LCM-LoRA is part of the base model: fused once, never restored.
+            lcm = read_lora(resolve_lora_file(self.model.lcm_lora), m.unet, m.text_encoder)
+            LoraFuser(m.unet, m.text_encoder).fuse([(lcm, 1.0)], keep_pristine=False)
+        # Resolve config LoRAs once: a hub id must not hit the network on every image.
+        self._config_loras = [
+            (str(resolve_lora_file(s.path, self.model.lora_dirs)), s.weight) for s in self.model.loras
+        ]
+        self.models, self._loaded_key = m, key
+        self._fuser = LoraFuser(m.unet, m.text_encoder)
+        self._encoder = PromptEncoder(m.tokenizer, m.text_encoder, self.model.clip_skip)
+        self._lora_cache.clear()
+        self._fused = ()
+        log.info(
+            "model loaded id=%s device=%s secs=%.1f", self.model_id, self.device, time.perf_counter() - t0
+        )
+
+    @property
+    def model_id(self) -> str:
+        extra = [(self.model.lcm_lora, 1.0)] if self.model.lcm_lora else []
+        return model_set_id(self.model.checkpoint, self.model.vae, [*extra, *self._fused])
+
+    def _lora_set(self, tags: list[tuple[str, float]]) -> tuple[tuple[str, float], ...]:
+        wanted = list(self._config_loras)
+        wanted += [(str(resolve_lora_name(name, self.model.lora_dirs)), w) for name, w in tags]
+        return tuple(sorted(wanted))
+
+    def _use_loras(self, wanted: tuple[tuple[str, float], ...]) -> None:
+        """Fuse exactly `wanted`; when it differs from what is fused, restore pristine weights first."""
+        if wanted == self._fused:
+            return
+        assert self._fuser and self._encoder and self.models
+        if self._fuser.restore():
+            self._encoder.clear_cache()  # now, in case reading the new set fails below
+        self._fused = ()
+        files = []
+        for p, w in wanted:
+            path = Path(p)
+            if path not in self._lora_cache:
+                self._lora_cache[path] = read_lora(path, self.models.unet, self.models.text_encoder)
+            files.append((self._lora_cache[path], w))
+        if self._fuser.fuse(files):
+            self._encoder.clear_cache()
+        self._fused = wanted
+
+    def refine(
+        self,
+        image: Image.Image,
+        preset: Preset,
+        *,
+        prompt: str,
+        negative_prompt: str,
+        seed: int,
+        progress: Progress | None = None,
+    ) -> Image.Image:
+        """RGB in (already upscaled), RGB of the same size out; deterministic for (image, preset, seed)."""
+        check_preset(preset)
+        self.load()
+        assert self.models and self._encoder
+        m, dev = self.models, self.device
+        prompt, tags = extract_lora_tags(prompt)
+        negative_prompt, neg_tags = extract_lora_tags(negative_prompt)
+        self._use_loras(self._lora_set(tags + neg_tags))
+
+        # 1. Prompts: the negative only matters (and is only encoded) when CFG > 1.
+        cond, uncond = self._encoder.encode(prompt), None
+        if preset.cfg > 1.0:
+            cond, uncond = pad_to_same_length(
+                cond, self._encoder.encode(negative_prompt), self._encoder.encode("")
+            )
+        # 2. Pixels -> latent. NAI's alpha channel carries stealth metadata, not transparency: drop it.
+        arr, size_hw = pad_to_multiple(image.convert("RGB"))
+        generator = torch.Generator("cpu").manual_seed(int(seed))
+        z0 = self.encode(
+            m.vae, to_pixels(arr).to(dev), mode=preset.vae_tiling, generator=generator, sample=True
+        )
+        _check_finite(z0, "VAE encoding")
+        # 3. Schedule, then the loop on the whole canvas.
+        sampler = Sampler(preset.sampler, m.scheduler_config)
+        sampler.set_steps(preset.steps, preset.denoise, dev)
+        guided = make_guided_denoiser(m.unet, cond, uncond, preset.cfg)
+        predict = self.wrap_predictor(guided, preset, tuple(z0.shape[-2:])) if self.wrap_predictor else guided
+        x = denoise(z0, predict, sampler, generator, progress)
+        # 4. Decode; never hand back a black or garbage image.
+        pixels = self.decode(m.vae, x, mode=preset.vae_tiling)
+        _check_finite(pixels, "VAE decoding")
+        return to_image(pixels, size_hw)

@@ -1,0 +1,114 @@
+"""PromptEncoder on a tiny CLIP with the real CLIP vocab: embeddings equal A1111's maths by hand."""
+
+from __future__ import annotations
+
+import pytest
+import tiny_sd
+import torch
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from naiup.engine.prompt_encoder import PromptEncoder, pad_to_same_length
+from naiup.errors import ConfigError
+
+BOS, EOS, COMMA = 49406, 49407, 267  # well-known CLIP ids
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    tiny = tiny_sd.session_tiny_sd(tmp_path_factory)
+    tok = CLIPTokenizer.from_pretrained(tiny.folder / "tokenizer")
+    te = CLIPTextModel.from_pretrained(tiny.folder / "text_encoder").eval()
+    return tok, te
+
+
+def _raw(te, ids: list[int]) -> torch.Tensor:
+    """The unweighted last hidden state of one 77-token chunk."""
+    with torch.no_grad():
+        return te(torch.tensor([ids])).last_hidden_state
+
+
+def _chunk(tok, text: str) -> list[int]:
+    ids = tok(text, add_special_tokens=False).input_ids
+    return [BOS, *ids, *[EOS] * (75 - len(ids)), EOS]
+
+
+def _weighted(z: torch.Tensor, weights: list[float]) -> torch.Tensor:
+    w = torch.tensor(weights)[None, :, None]
+    return z * w * (z.mean() / (z * w).mean())
+
+
+def test_plain_prompt_is_the_unweighted_chunk(clip):
+    tok, te = clip
+    enc = PromptEncoder(tok, te)
+    assert tok("a photo of a cat", add_special_tokens=False).input_ids == [320, 1125, 539, 320, 2368]
+    torch.testing.assert_close(enc.encode("a photo of a cat"), _raw(te, _chunk(tok, "a photo of a cat")))
+
+
+def test_weights_scale_tokens_and_restore_the_chunk_mean(clip):
+    tok, te = clip
+    got = PromptEncoder(tok, te).encode("a (cat:1.5), [dog]")
+    # fragments tokenized separately: "a " | "cat" | ", " | "dog"
+    ids = [BOS, 320, 2368, COMMA, 1929, *[EOS] * 71, EOS]
+    weights = [1.0, 1.0, 1.5, 1.0, 1 / 1.1] + [1.0] * 72
+    assert tok("dog", add_special_tokens=False).input_ids == [1929]
+    expected = _weighted(_raw(te, ids), weights)
+    torch.testing.assert_close(got, expected)
+    assert not torch.allclose(got, _raw(te, ids))
+
+
+def test_nesting_and_escapes(clip):
+    tok, te = clip
+    enc = PromptEncoder(tok, te)
+    expected = _weighted(_raw(te, _chunk(tok, "cat")), [1.0, 1.21] + [1.0] * 75)
+    torch.testing.assert_close(enc.encode("((cat))"), expected)
+    torch.testing.assert_close(enc.encode(r"\(cat\)"), _raw(te, _chunk(tok, "(cat)")))
+
+
+def test_break_and_long_prompts_make_one_77_token_chunk_each(clip):
+    tok, te = clip
+    enc = PromptEncoder(tok, te)
+    z = enc.encode("cat BREAK dog")
+    assert z.shape == (1, 154, 32)
+    torch.testing.assert_close(z[:, :77], _raw(te, _chunk(tok, "cat")))
+    torch.testing.assert_close(z[:, 77:], _raw(te, _chunk(tok, "dog")))
+    long = " ".join(["cat"] * 80)  # 80 tokens, no commas: 75 + 5
+    z = enc.encode(long)
+    assert z.shape == (1, 154, 32)
+    torch.testing.assert_close(z[:, 77:], _raw(te, _chunk(tok, " ".join(["cat"] * 5))))
+
+
+def test_clip_skip_uses_the_normed_earlier_layer(clip):
+    tok, te = clip
+    ids = _chunk(tok, "a photo of a cat")
+    with torch.no_grad():
+        out = te(torch.tensor([ids]), output_hidden_states=True)
+        expected = te.final_layer_norm(out.hidden_states[-2])
+    torch.testing.assert_close(PromptEncoder(tok, te, clip_skip=2).encode("a photo of a cat"), expected)
+    with pytest.raises(ConfigError, match="clip_skip"):
+        PromptEncoder(tok, te, clip_skip=0)
+
+
+class _OldStyleCLIP(torch.nn.Module):
+    """transformers < 5.6 shape: the layers live under `.text_model`."""
+
+    def __init__(self, flat: CLIPTextModel) -> None:
+        super().__init__()
+        self.text_model = flat
+
+    def forward(self, ids, output_hidden_states=False):
+        return self.text_model(ids, output_hidden_states=output_hidden_states)
+
+
+def test_clip_skip_works_with_the_older_text_model_layout(clip):
+    tok, te = clip
+    flat = PromptEncoder(tok, te, clip_skip=2).encode("a cat")
+    old = PromptEncoder(tok, _OldStyleCLIP(te), clip_skip=2).encode("a cat")
+    torch.testing.assert_close(old, flat)
+
+
+def test_cond_and_uncond_are_padded_to_equal_length_with_empty_chunks(clip):
+    tok, te = clip
+    enc = PromptEncoder(tok, te)
+    cond, uncond = pad_to_same_length(enc.encode("cat BREAK dog"), enc.encode("bad"), enc.encode(""))
+    assert cond.shape == uncond.shape == (1, 154, 32)
+    torch.testing.assert_close(uncond[:, 77:], enc.encode(""))
