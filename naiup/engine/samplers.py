@@ -8,7 +8,6 @@ made per image because schedulers are stateful (§2.5).
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import torch
@@ -73,14 +72,3 @@ class Sampler:
     ) -> torch.Tensor:
         # One call on the whole canvas, so LCM's re-noise is drawn once per step from the seeded generator.
         return self.scheduler.step(eps, t, x, generator=generator, return_dict=False)[0]
-
-
-def resolve_seed(policy: str | int, image_seed: int | None) -> int:
-    """Seed policy: "image" = the NAI seed (random when the image has none), "random", or a fixed int."""
-    if isinstance(policy, int) and not isinstance(policy, bool):
-        return policy
-    if policy == "image" and image_seed is not None:
-        return int(image_seed)
-    if policy in ("image", "random"):
-        return random.SystemRandom().randrange(2**32)
-    raise ConfigError("preset.seed", f"must be 'image', 'random' or an integer, got {policy!r}")

@@ -10,7 +10,7 @@ from PIL import Image
 
 from naiup.config import ModelConfig, Preset
 from naiup.engine.refine import Refiner, decode_untiled, encode_untiled
-from naiup.engine.samplers import check_preset, resolve_seed
+from naiup.engine.samplers import check_preset
 from naiup.errors import ConfigError, EngineError
 
 
@@ -91,13 +91,3 @@ def test_progress_reports_each_step(tiny):
     r.refine(_image(), Preset(name="p", steps=4, denoise=0.5), prompt="", negative_prompt="", seed=0,
              progress=lambda f, stage: reports.append((f, stage)))  # fmt: skip
     assert reports == [(0.5, "refine"), (1.0, "refine")]
-
-
-def test_seed_policy_image_fixed_random():
-    assert resolve_seed("image", 1234) == 1234
-    assert resolve_seed(42, 1234) == 42
-    randoms = {resolve_seed("random", 1234) for _ in range(4)}
-    assert len(randoms) > 1 and all(0 <= s < 2**32 for s in randoms)
-    assert 0 <= resolve_seed("image", None) < 2**32  # no NAI seed in the image: a random one
-    with pytest.raises(ConfigError, match="seed"):
-        resolve_seed("sometimes", 1)
