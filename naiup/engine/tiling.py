@@ -55,8 +55,8 @@ def _axis_starts(length: int, tile: int, overlap: int) -> tuple[int, ...]:
     if tile >= length:
         return (0,)
     n = math.ceil((length - overlap) / (tile - overlap))
-    step = (length - tile) / (n - 1)
-    return tuple(min(math.floor(k * step), length - tile) for k in range(n))
+    # Integer arithmetic: floor(k * (L - t) / (n - 1)) in floats can land one short of the edge.
+    return tuple(k * (length - tile) // (n - 1) for k in range(n))
 
 
 def plan_tiles(latent_h: int, latent_w: int, tile: int, overlap: int) -> TilePlan:

@@ -58,15 +58,26 @@ def _cuts(length: int, core: int) -> list[int]:
     return [round(k * length / n) for k in range(n + 1)]
 
 
+def _box(start: int, end: int, length: int, size: int) -> tuple[int, int]:
+    # Shift the box inward at image borders instead of cropping it: every tile has the same shape
+    # (one conv plan / one compile for all of them) and more context than the halo never hurts.
+    lo = max(0, min(start, length - size))
+    return lo, lo + size
+
+
 def split_tiles(latent_h: int, latent_w: int, core: int, halo: int) -> list[Tile]:
-    """Evenly sized cores of at most `core` latent px; in pixel space every origin is a multiple of 8,
-    which keeps the encoder's stride-2 grids identical to the untiled pass."""
+    """Evenly sized cores of at most `core` latent px, each inside a same-size box of core + 2·halo
+    (clamped to the canvas). In pixel space every origin is a multiple of 8, which keeps the
+    encoder's stride-2 grids identical to the untiled pass."""
     tiles = []
     ys, xs = _cuts(latent_h, core), _cuts(latent_w, core)
+    box_h = min(latent_h, max(b - a for a, b in itertools.pairwise(ys)) + 2 * halo)
+    box_w = min(latent_w, max(b - a for a, b in itertools.pairwise(xs)) + 2 * halo)
     for y0, y1 in itertools.pairwise(ys):
         for x0, x1 in itertools.pairwise(xs):
-            box = (max(0, y0 - halo), min(latent_h, y1 + halo), max(0, x0 - halo), min(latent_w, x1 + halo))
-            tiles.append(Tile((y0, y1, x0, x1), box))
+            by = _box(y0 - halo, y1 + halo, latent_h, box_h)
+            bx = _box(x0 - halo, x1 + halo, latent_w, box_w)
+            tiles.append(Tile((y0, y1, x0, x1), (*by, *bx)))
     return tiles
 
 
