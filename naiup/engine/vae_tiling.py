@@ -73,13 +73,20 @@ def plan_vae(vae: torch.nn.Module, op: str, height: int, width: int, mode: str, 
     return plan
 
 
-def _sample_indices(count: int, sample: int) -> list[int]:
-    if sample >= count:
-        return list(range(count))
-    # Evenly spread over the row-major order, so the sample spans the image top to bottom.
-    return (
-        sorted({round(i * (count - 1) / (sample - 1)) for i in range(sample)}) if sample > 1 else [count // 2]
-    )
+def _spread(n: int, k: int) -> list[int]:
+    return [n // 2] if k == 1 else sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
+
+
+def _sample_indices(tiles: list[st.Tile], sample: int) -> list[int]:
+    """A sub-grid of about `sample` tiles, rows and columns evenly spread: every region of the image
+    is represented (a stride over the row-major order would alias with the row length)."""
+    rows = len({t.core[0] for t in tiles})
+    cols = len(tiles) // rows
+    if sample >= len(tiles):
+        return list(range(len(tiles)))
+    ny = min(rows, max(1, round((sample * rows / cols) ** 0.5)))
+    nx = min(cols, max(1, sample // ny))
+    return [r * cols + c for r in _spread(rows, ny) for c in _spread(cols, nx)]
 
 
 def _run_tiles(
@@ -87,7 +94,7 @@ def _run_tiles(
 ) -> list[tuple[st.Tile, torch.Tensor]]:
     if plan.mode == "exact":
         return list(zip(tiles, run_pooled(make), strict=True))
-    chosen = _sample_indices(len(tiles), sample)
+    chosen = _sample_indices(tiles, sample)
     stats: list[GroupStats] = []
     done = dict(zip(chosen, run_pooled([make[i] for i in chosen], record=stats), strict=True))
     out = [(tiles[i], done[i]) for i in chosen]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -18,7 +20,7 @@ def _check_plan(h: int, w: int, tile: int, overlap: int) -> None:
         assert starts[0] == 0 and starts[-1] == length - size  # last tile flush with the edge
         assert list(starts) == sorted(set(starts))
         assert all(0 <= s <= length - size for s in starts)  # every tile full-size, inside
-        gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(starts)]
         if size < length:
             assert all(size - g >= overlap for g in gaps)  # actual overlap >= requested
             assert max(gaps) - min(gaps) <= 1  # evenly spread
@@ -28,9 +30,18 @@ def _check_plan(h: int, w: int, tile: int, overlap: int) -> None:
 
 @pytest.mark.parametrize(
     ("h", "w", "tile", "overlap"),
-    [(65, 97, 64, 32), (208, 304, 64, 32), (208, 304, 96, 48), (64, 64, 64, 32), (65, 64, 64, 8),
-     (1, 1, 64, 32), (40, 30, 64, 32), (64 + 8 * 5 + 3, 200, 64, 16), (416, 608, 64, 32),
-     (1, 161, 41, 30)],  # float step 10.909.. once left the last column uncovered
+    [
+        (65, 97, 64, 32),
+        (208, 304, 64, 32),
+        (208, 304, 96, 48),
+        (64, 64, 64, 32),
+        (65, 64, 64, 8),
+        (1, 1, 64, 32),
+        (40, 30, 64, 32),
+        (64 + 8 * 5 + 3, 200, 64, 16),
+        (416, 608, 64, 32),
+        (1, 161, 41, 30),
+    ],  # float step 10.909.. once left the last column uncovered
 )
 def test_grid_covers_every_latent_pixel_with_full_size_tiles(h, w, tile, overlap):
     _check_plan(h, w, tile, overlap)
@@ -55,8 +66,13 @@ def test_smaller_canvas_is_one_tile_equal_to_the_canvas():
 
 
 @settings(max_examples=40, deadline=None)
-@given(h=st.integers(1, 200), w=st.integers(1, 200), tile=st.integers(8, 96), frac=st.floats(0, 0.75),
-       method=st.sampled_from(["mixture", "multidiffusion"]))
+@given(
+    h=st.integers(1, 200),
+    w=st.integers(1, 200),
+    tile=st.integers(8, 96),
+    frac=st.floats(0, 0.75),
+    method=st.sampled_from(["mixture", "multidiffusion"]),
+)
 def test_blend_weights_sum_to_one_everywhere(h, w, tile, frac, method):
     plan = plan_tiles(h, w, tile, int(tile * frac))
     weights = blend_weights(plan, method)
@@ -86,7 +102,9 @@ def test_gaussian_weights_are_mirror_symmetric_across_the_grid():
     assert torch.allclose(w[1].flip(0).flip(1), w[2], atol=1e-6)
 
 
-@pytest.mark.parametrize(("tile", "overlap", "key"), [(64, 64, "overlap"), (64, -1, "overlap"), (0, 0, "tile_size")])
+@pytest.mark.parametrize(
+    ("tile", "overlap", "key"), [(64, 64, "overlap"), (64, -1, "overlap"), (0, 0, "tile_size")]
+)
 def test_bad_tile_settings_are_refused_naming_the_key(tile, overlap, key):
     with pytest.raises(ConfigError, match=key):
         plan_tiles(100, 100, tile, overlap)
