@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 from diffusers import AutoencoderKL
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st_
 from tiling_models import tiny_vae
 
 from naiup.engine import vae_stages as st
@@ -119,3 +121,19 @@ def test_unknown_mode_is_refused_naming_the_key(vae):
 def test_input_not_a_multiple_of_eight_is_refused(vae):
     with pytest.raises(EngineError, match="multiple of 8"):
         vt.encode(vae, torch.zeros(1, 3, 100, 101), mode="exact")
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lh=st_.integers(1, 24), lw=st_.integers(1, 24), core=st_.integers(2, 16))
+def test_exact_decode_equals_untiled_for_any_size_and_core(vae, lh, lw, core):
+    latent = torch.randn(1, 4, lh, lw, generator=torch.Generator().manual_seed(lh * 100 + lw))
+    ref = vt.decode(vae, latent, mode="off")
+    assert _rel(vt.decode(vae, latent, mode="exact", tile=core), ref) < 1e-4
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lh=st_.integers(1, 24), lw=st_.integers(1, 24), core=st_.integers(2, 16))
+def test_exact_encode_equals_untiled_for_any_size_and_core(vae, lh, lw, core):
+    pixels = torch.rand(1, 3, lh * 8, lw * 8, generator=torch.Generator().manual_seed(lh * 100 + lw)) * 2 - 1
+    ref = vt.encode(vae, pixels, mode="off")
+    assert _rel(vt.encode(vae, pixels, mode="exact", tile=core), ref) < 1e-4
