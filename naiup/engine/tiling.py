@@ -2,13 +2,18 @@
 
 CONTRACT:
     plan_tiles(latent_h: int, latent_w: int, tile: int, overlap: int) -> TilePlan
-    blend_weights(plan, method: "mixture" | "multidiffusion") -> fp32 weights summing to 1 everywhere
-    tiled_predictor(guided: GuidedDenoiser, plan: TilePlan, method: str, batch_size: int) -> GuidedDenoiser
-        (see refine.py for GuidedDenoiser)
+        TilePlan(latent_h, latent_w, tile_h, tile_w, starts_y, starts_x); .origins, .count
+    blend_weights(plan, method: "mixture" | "multidiffusion") -> fp32 (T, tile_h, tile_w), already
+        normalised: paste_sum(plan, weights) == 1 at every latent pixel
+    tiled_predictor(guided: GuidedDenoiser, plan: TilePlan, method: str = "mixture",
+                    batch_size: int = 8) -> GuidedDenoiser   (see refine.py for GuidedDenoiser)
 
 The predictor blends the *model output* of every tile on the full canvas; the caller then makes ONE
 scheduler step on the whole latent, so LCM's fresh noise stays full-canvas and seeded
-(research/tiled-diffusion.md §a.2, §a.7).
+(research/tiled-diffusion.md §a.2, §a.7). Tiles go through `guided` in balanced batches of one fixed
+shape (the last batch is padded), so a compiled / CUDA-graphed UNet never sees a new shape.
+The UNet needs tiles that are a multiple of its downsampling (8 latent px for SD1.5): a canvas
+smaller than a tile becomes one canvas-sized tile, so the caller pads such images.
 """
 
 from __future__ import annotations

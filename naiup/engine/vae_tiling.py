@@ -6,6 +6,9 @@ CONTRACT:
            already multiplied by vae.config.scaling_factor
     decode(vae, latent (scaled), *, mode) -> pixels (1,3,H,W) in [-1,1]
     "off"/untiled is what the engine-core loop uses until tiling lands.
+    Both also take tile: int | None (core size in latent px; None = DEFAULT_CORE, or LOW_MEMORY_CORE
+    in low-memory mode) and low_memory_sample: int (tiles whose statistics low-memory mode pools).
+    Raises EngineError for an fp16 VAE, NaN/Inf output, or pixels not a multiple of 8.
 
 Modes (see vae_stages.py for the split, groupnorm_pool.py for the statistics):
     exact       latent-resolution stage whole; high-resolution stage in tiles with a halo >= its
