@@ -137,7 +137,8 @@ def _resnet(bar: _Barriers, block: nn.Module, box: list[torch.Tensor], scale: in
     h = block.conv1(block.nonlinearity(h))
     items = [h, x]
     del h, x
-    h, _, x = yield from bar.norm(block.norm2, items, scale)
+    h, pre, x = yield from bar.norm(block.norm2, items, scale)
+    del pre  # the un-normalised activation: do not keep it alive through conv2
     h = block.conv2(block.dropout(block.nonlinearity(h)))
     if block.conv_shortcut is not None:
         x = block.conv_shortcut(x)
@@ -192,7 +193,8 @@ def decoder_tile(vae: nn.Module, h: torch.Tensor, tile: Tile, park: bool) -> Til
         if up.upsamplers:
             box.append(up.upsamplers[0](box.pop()))
             scale *= 2
-    h, _ = yield from bar.norm(dec.conv_norm_out, [box.pop()], scale)
+    h, pre = yield from bar.norm(dec.conv_norm_out, [box.pop()], scale)
+    del pre
     h = dec.conv_out(dec.conv_act(h))
     ys, xs = tile.core_in_tile(scale)
     return h[:, :, ys, xs]
