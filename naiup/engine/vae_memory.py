@@ -9,7 +9,7 @@ activation, ≈ (c1 + c0) per pixel (decoder), 2·c0 (encoder), times the halo o
 
 Calibrated against peak RSS on CPU (fp32, SD1.5 shapes, 384×576 px, 16-latent cores; 2-core dev
 box): untiled decode 872 MB measured / 796 MB counted, untiled encode 540 / 472, exact decode
-1633 / 1432, exact encode 1481 / 849 (CPU convs reorder into blocked layouts, and malloc keeps freed
+1455 / 1432, exact encode 1481 / 849 (CPU convs reorder into blocked layouts, and malloc keeps freed
 blocks). Hence the slack factors below; they are CPU numbers and want re-measuring on a GPU.
 """
 
