@@ -2,7 +2,159 @@
 
 CONTRACT:
     plan_tiles(latent_h: int, latent_w: int, tile: int, overlap: int) -> TilePlan
-    blend_weights(plan, method: "mixture" | "multidiffusion") -> fp32 weights summing to 1 everywhere
-    tiled_predictor(guided: GuidedDenoiser, plan: TilePlan, method: str, batch_size: int) -> GuidedDenoiser
-        (see refine.py for GuidedDenoiser)
+        TilePlan(latent_h, latent_w, tile_h, tile_w, starts_y, starts_x); .origins, .count
+    blend_weights(plan, method: "mixture" | "multidiffusion") -> fp32 (T, tile_h, tile_w), already
+        normalised: paste_sum(plan, weights) == 1 at every latent pixel
+    tiled_predictor(guided: GuidedDenoiser, plan: TilePlan, method: str = "mixture",
+                    batch_size: int = 8) -> GuidedDenoiser   (see refine.py for GuidedDenoiser)
+
+The predictor blends the *model output* of every tile on the full canvas; the caller then makes ONE
+scheduler step on the whole latent, so LCM's fresh noise stays full-canvas and seeded
+(research/tiled-diffusion.md §a.2, §a.7). Tiles go through `guided` in balanced batches of one fixed
+shape (the last batch is padded), so a compiled / CUDA-graphed UNet never sees a new shape.
+The UNet needs tiles that are a multiple of its downsampling (8 latent px for SD1.5): a canvas
+smaller than a tile becomes one canvas-sized tile, so the caller pads such images.
 """
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from naiup.errors import ConfigError, EngineError
+
+__all__ = ["METHODS", "TilePlan", "blend_weights", "paste_sum", "plan_tiles", "tiled_predictor"]
+
+GuidedDenoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+METHODS = ("mixture", "multidiffusion")
+# Mixture of Diffusers' Gaussian: sigma = 0.1 * tile length, so tile edges sit 5 sigma from the centre.
+_GAUSS_VAR = 0.01
+
+
+@dataclass(frozen=True, slots=True)
+class TilePlan:
+    """Full-size tiles on a latent canvas; tile k's top-left is `origins[k]` (row-major order)."""
+
+    latent_h: int
+    latent_w: int
+    tile_h: int
+    tile_w: int
+    starts_y: tuple[int, ...]
+    starts_x: tuple[int, ...]
+
+    @property
+    def origins(self) -> list[tuple[int, int]]:
+        return [(y, x) for y in self.starts_y for x in self.starts_x]
+
+    @property
+    def count(self) -> int:
+        return len(self.starts_y) * len(self.starts_x)
+
+
+def _axis_starts(length: int, tile: int, overlap: int) -> tuple[int, ...]:
+    # Symmetric grid: n full-size tiles evenly spread, the last one flush with the edge, so the actual
+    # overlap is never below the requested one and no strip is left uncovered.
+    if tile >= length:
+        return (0,)
+    n = math.ceil((length - overlap) / (tile - overlap))
+    # Integer arithmetic: floor(k * (L - t) / (n - 1)) in floats can land one short of the edge.
+    return tuple(k * (length - tile) // (n - 1) for k in range(n))
+
+
+def plan_tiles(latent_h: int, latent_w: int, tile: int, overlap: int) -> TilePlan:
+    """Grid of `tile`² latent tiles overlapping by at least `overlap`; a canvas smaller than a tile
+    gets one tile clamped to the canvas on that axis."""
+    if latent_h < 1 or latent_w < 1:
+        raise EngineError(f"latent canvas must be at least 1x1, got {latent_h}x{latent_w}")
+    if tile < 1:
+        raise ConfigError("tile_size", f"must be at least 1 latent px, got {tile}")
+    if not 0 <= overlap < tile:
+        raise ConfigError("overlap", f"must be in [0, tile_size={tile}), got {overlap}")
+    tile_h, tile_w = min(tile, latent_h), min(tile, latent_w)
+    return TilePlan(
+        latent_h=latent_h,
+        latent_w=latent_w,
+        tile_h=tile_h,
+        tile_w=tile_w,
+        starts_y=_axis_starts(latent_h, tile_h, overlap),
+        starts_x=_axis_starts(latent_w, tile_w, overlap),
+    )
+
+
+def _profile(length: int, method: str) -> torch.Tensor:
+    if method == "multidiffusion":
+        return torch.ones(length, dtype=torch.float64)
+    # Centre at (L-1)/2 on both axes and normalise by each axis's own length: the reference code's
+    # half-pixel y offset and width-normalised y profile skew non-square tiles (§a.3 quirks).
+    pos = torch.arange(length, dtype=torch.float64)
+    centre = (length - 1) / 2
+    return torch.exp(-((pos - centre) ** 2) / (2 * _GAUSS_VAR * length * length))
+
+
+def paste_sum(plan: TilePlan, tiles: torch.Tensor) -> torch.Tensor:
+    """Sum tile values (T, ..., tile_h, tile_w) into a canvas (..., latent_h, latent_w)."""
+    canvas = tiles.new_zeros((*tiles.shape[1:-2], plan.latent_h, plan.latent_w))
+    for k, (y, x) in enumerate(plan.origins):
+        canvas[..., y : y + plan.tile_h, x : x + plan.tile_w] += tiles[k]
+    return canvas
+
+
+def blend_weights(plan: TilePlan, method: str = "mixture") -> torch.Tensor:
+    """Per-tile weights (T, tile_h, tile_w), fp32, already divided by their canvas sum, so pasting
+    them with `paste_sum` gives 1 at every latent pixel."""
+    if method not in METHODS:
+        raise ConfigError("tile_method", f"must be one of {', '.join(METHODS)}, got {method!r}")
+    # Built and normalised in fp64: Gaussian corner weights (~1e-10 of the centre) underflow in fp16
+    # and lose digits in fp32 sums, which gives 0/0 at image corners.
+    one = torch.outer(_profile(plan.tile_h, method), _profile(plan.tile_w, method))
+    raw = one.expand(plan.count, -1, -1)
+    total = paste_sum(plan, raw.contiguous())
+    parts = torch.stack([total[y : y + plan.tile_h, x : x + plan.tile_w] for y, x in plan.origins])
+    return (raw / parts).to(torch.float32)
+
+
+def _balanced_batch(count: int, batch_size: int) -> int:
+    # 9 tiles at batch 4 run as 3 x 3, not 4 + 4 + 1: fewer padded slots in the fixed-shape last batch.
+    batches = math.ceil(count / batch_size)
+    return math.ceil(count / batches)
+
+
+def tiled_predictor(
+    guided: GuidedDenoiser, plan: TilePlan, method: str = "mixture", batch_size: int = 8
+) -> GuidedDenoiser:
+    """Wrap `guided` so it runs fixed-shape tiles in batches and blends their outputs in fp32."""
+    if batch_size < 1:
+        raise ConfigError("tile_batch_size", f"must be at least 1, got {batch_size}")
+    weights_cpu = blend_weights(plan, method)
+    per_call = _balanced_batch(plan.count, batch_size)
+    origins = plan.origins
+    cache: dict[torch.device, torch.Tensor] = {}
+
+    def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) != (plan.latent_h, plan.latent_w):
+            raise EngineError(
+                f"tile plan is for a {plan.latent_h}x{plan.latent_w} latent, got {tuple(x.shape[-2:])}"
+            )
+        weights = cache.get(x.device)
+        if weights is None:
+            weights = cache.setdefault(x.device, weights_cpu.to(x.device))
+        images = x.shape[0]
+        acc = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+        th, tw = plan.tile_h, plan.tile_w
+        for first in range(0, plan.count, per_call):
+            chunk = list(range(first, min(first + per_call, plan.count)))
+            # Pad the last batch with repeats of its last tile: every UNet call has the same shape,
+            # which is what lets torch.compile / CUDA graphs reuse one capture.
+            padded = chunk + [chunk[-1]] * (per_call - len(chunk))
+            crops = torch.cat([x[:, :, y : y + th, x0 : x0 + tw] for y, x0 in (origins[k] for k in padded)])
+            out = guided(crops, t)
+            for slot, k in enumerate(chunk):
+                y, x0 = origins[k]
+                part = out[slot * images : (slot + 1) * images].float()
+                acc[:, :, y : y + th, x0 : x0 + tw] += part * weights[k]
+        return acc.to(x.dtype)
+
+    return predict

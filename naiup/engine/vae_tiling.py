@@ -6,4 +6,201 @@ CONTRACT:
            already multiplied by vae.config.scaling_factor
     decode(vae, latent (scaled), *, mode) -> pixels (1,3,H,W) in [-1,1]
     "off"/untiled is what the engine-core loop uses until tiling lands.
+    Both also take tile: int | None (core size in latent px; None = DEFAULT_CORE, or LOW_MEMORY_CORE
+    in low-memory mode) and low_memory_sample: int (tiles whose statistics low-memory mode pools).
+    Raises EngineError for an fp16 VAE, NaN/Inf output, or pixels not a multiple of 8.
+
+Modes (see vae_stages.py for the split, groupnorm_pool.py for the statistics):
+    exact       latent-resolution stage whole; high-resolution stage in tiles with a halo >= its
+                receptive field; every GroupNorm pooled exactly over all tiles. Equals the untiled
+                VAE to float rounding. Tiles wait at each barrier on the device, or parked in host RAM.
+    low-memory  GroupNorm statistics pooled exactly over a spread-out *sample* of tiles, then every
+                other tile runs end to end alone with those statistics. Device and host memory stay
+                bounded by the sample size, whatever the image size; the error is the sampling error
+                of per-group means/variances (measured in tests/engine/test_vae_tiling_lowmem.py).
+    off         diffusers' plain encode/decode.
+    auto        vae_memory.choose_vae_plan on the device's and host's free memory.
 """
+
+from __future__ import annotations
+
+import logging
+import math
+
+import psutil
+import torch
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+from naiup.engine import vae_stages as st
+from naiup.engine.device import free_memory_bytes
+from naiup.engine.groupnorm_pool import GroupStats, TileRun, run_frozen, run_pooled
+from naiup.engine.vae_memory import MODES, VaePlan, choose_vae_plan, estimate_vae_memory
+from naiup.errors import ConfigError, EngineError
+
+__all__ = [
+    "DEFAULT_CORE",
+    "LOW_MEMORY_CORE",
+    "LOW_MEMORY_SAMPLE",
+    "decode",
+    "encode",
+    "plan_vae",
+    "tile_count",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CORE = 96  # latent px (768 px): halo overhead (96+2·7)²/96² ≈ 1.3 for the decoder
+LOW_MEMORY_CORE = 64  # smaller cores: one tile in flight is the whole device working set
+# Low-memory mode pools statistics over at most this many tiles, spread over the image. On SD1.5
+# with 64-latent cores that parks ≈ 12 · 78² · 64 px · 384 ch · 2 B ≈ 3.6 GB in host RAM, whatever
+# the image size, and the device holds the whole-latent stage plus one tile.
+LOW_MEMORY_SAMPLE = 12
+
+
+def _check(vae: torch.nn.Module, mode: str) -> None:
+    if mode not in MODES:
+        raise ConfigError("vae_tiling", f"must be one of {', '.join(MODES)}, got {mode!r}")
+    if vae.dtype == torch.float16:
+        # fp16 VAE activations overflow to NaN (NAI-derived VAEs especially): fp32 or bf16 only.
+        raise EngineError("the VAE must run in fp32 or bf16, not fp16")
+
+
+def plan_vae(vae: torch.nn.Module, op: str, height: int, width: int, mode: str, core: int) -> VaePlan:
+    """Which mode `mode` resolves to for this image on this device."""
+    halo = st.decoder_halo(vae) if op == "decode" else st.encoder_halo(vae)
+    mem = estimate_vae_memory(
+        tuple(vae.config.block_out_channels), op, height, width, vae.dtype.itemsize, core, halo
+    )
+    plan = choose_vae_plan(mem, free_memory_bytes(vae.device), psutil.virtual_memory().available, mode)
+    log.debug("vae plan op=%s size=%dx%d mode=%s -> %s est=%s", op, width, height, mode, plan, mem)
+    return plan
+
+
+def _spread(n: int, k: int) -> list[int]:
+    return [n // 2] if k == 1 else sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
+
+
+def _sample_indices(tiles: list[st.Tile], sample: int) -> list[int]:
+    """A sub-grid of about `sample` tiles, rows and columns evenly spread: every region of the image
+    is represented (a stride over the row-major order would alias with the row length)."""
+    rows = len({t.core[0] for t in tiles})
+    cols = len(tiles) // rows
+    if sample >= len(tiles):
+        return list(range(len(tiles)))
+    ny = min(rows, max(1, round((sample * rows / cols) ** 0.5)))
+    nx = min(cols, max(1, sample // ny))
+    return [r * cols + c for r in _spread(rows, ny) for c in _spread(cols, nx)]
+
+
+def _run_tiles(
+    make: list[TileRun], tiles: list[st.Tile], plan: VaePlan, sample: int
+) -> list[tuple[st.Tile, torch.Tensor]]:
+    if plan.mode == "exact":
+        return list(zip(tiles, run_pooled(make), strict=True))
+    chosen = _sample_indices(tiles, sample)
+    stats: list[GroupStats] = []
+    done = dict(zip(chosen, run_pooled([make[i] for i in chosen], record=stats), strict=True))
+    out = [(tiles[i], done[i]) for i in chosen]
+    for i, run in enumerate(make):
+        if i not in done:
+            out.append((tiles[i], run_frozen(run, stats)))
+        else:
+            run.close()
+    return out
+
+
+def _finite(t: torch.Tensor, what: str) -> torch.Tensor:
+    if not torch.isfinite(t).all():
+        raise EngineError(f"VAE {what} produced NaN/Inf (try fp32 for the VAE)")
+    return t
+
+
+@torch.no_grad()
+def encode(
+    vae: torch.nn.Module,
+    pixels: torch.Tensor,
+    *,
+    mode: str = "auto",
+    generator: torch.Generator | None = None,
+    sample: bool = False,
+    tile: int | None = None,
+    low_memory_sample: int = LOW_MEMORY_SAMPLE,
+) -> torch.Tensor:
+    """Pixels in [-1, 1] -> scaled latent. `tile`: core size in latent px (None: DEFAULT_CORE)."""
+    _check(vae, mode)
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    _, _, height, width = pixels.shape
+    if height % factor or width % factor:
+        raise EngineError(f"VAE input must be a multiple of {factor} px, got {width}x{height}")
+    pixels = pixels.to(vae.dtype)
+    plan = plan_vae(vae, "encode", height, width, mode, tile or DEFAULT_CORE)
+    core = tile or (LOW_MEMORY_CORE if plan.mode == "low-memory" else DEFAULT_CORE)
+    if plan.mode == "off":
+        dist = vae.encode(pixels).latent_dist
+    else:
+        st.check_supported(vae)
+        lh, lw = height // factor, width // factor
+        tiles = st.split_tiles(lh, lw, core, st.encoder_halo(vae))
+        runs = [
+            st.encoder_tile(
+                vae, pixels[:, :, y0 * factor : y1 * factor, x0 * factor : x1 * factor], t, plan.park_on_host
+            )
+            for t in tiles
+            for y0, y1, x0, x1 in [t.box]
+        ]
+        canvas = None
+        for t, out in _run_tiles(runs, tiles, plan, low_memory_sample):
+            if canvas is None:
+                canvas = out.new_empty((out.shape[0], out.shape[1], lh, lw), device=pixels.device)
+            y0, y1, x0, x1 = t.core
+            canvas[:, :, y0:y1, x0:x1] = out.to(pixels.device)
+        dist = DiagonalGaussianDistribution(st.encoder_tail(vae, canvas))
+    z = dist.sample(generator=generator) if sample else dist.mode()
+    if getattr(vae.config, "shift_factor", None):
+        z = z - vae.config.shift_factor
+    return _finite(z * vae.config.scaling_factor, "encode")
+
+
+@torch.no_grad()
+def decode(
+    vae: torch.nn.Module,
+    latent: torch.Tensor,
+    *,
+    mode: str = "auto",
+    tile: int | None = None,
+    low_memory_sample: int = LOW_MEMORY_SAMPLE,
+) -> torch.Tensor:
+    """Scaled latent -> pixels in [-1, 1] (not clamped). `tile`: core size in latent px."""
+    _check(vae, mode)
+    latent = latent.to(vae.dtype)
+    scale = 2 ** (len(vae.config.block_out_channels) - 1)
+    lh, lw = latent.shape[-2:]
+    plan = plan_vae(vae, "decode", lh * scale, lw * scale, mode, tile or DEFAULT_CORE)
+    core = tile or (LOW_MEMORY_CORE if plan.mode == "low-memory" else DEFAULT_CORE)
+    if plan.mode == "off":
+        z = latent / vae.config.scaling_factor
+        if getattr(vae.config, "shift_factor", None):
+            z = z + vae.config.shift_factor
+        return _finite(vae.decode(z).sample, "decode")
+    st.check_supported(vae)
+    head = st.decoder_head(vae, latent)
+    tiles = st.split_tiles(lh, lw, core, st.decoder_halo(vae))
+    runs = [
+        st.decoder_tile(vae, head[:, :, y0:y1, x0:x1], t, plan.park_on_host)
+        for t in tiles
+        for y0, y1, x0, x1 in [t.box]
+    ]
+    image = None
+    s = st.pixel_scale(vae)
+    for t, out in _run_tiles(runs, tiles, plan, low_memory_sample):
+        if image is None:
+            image = out.new_empty((out.shape[0], out.shape[1], lh * s, lw * s), device=latent.device)
+        y0, y1, x0, x1 = t.core
+        image[:, :, y0 * s : y1 * s, x0 * s : x1 * s] = out.to(latent.device)
+    log.debug("tiled decode tiles=%d mode=%s", len(tiles), plan.mode)
+    return _finite(image, "decode")
+
+
+def tile_count(latent_h: int, latent_w: int, core: int = DEFAULT_CORE) -> int:
+    """How many tiles a latent of this size splits into (for logs and the benchmark)."""
+    return math.ceil(latent_h / core) * math.ceil(latent_w / core)

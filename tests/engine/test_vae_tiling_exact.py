@@ -1,0 +1,139 @@
+"""Exact tiled VAE: equals the untiled VAE (fp32) on sizes that are not tile multiples."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import AutoencoderKL
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st_
+from tiling_models import tiny_vae
+
+from naiup.engine import vae_stages as st
+from naiup.engine import vae_tiling as vt
+from naiup.engine.groupnorm_pool import run_pooled
+from naiup.errors import EngineError
+
+H, W = 520, 776  # 65 x 97 latent: no tile size divides it
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def vae() -> AutoencoderKL:
+    return tiny_vae()
+
+
+@pytest.fixture(scope="module")
+def image() -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    smooth = torch.nn.functional.interpolate(
+        torch.rand(1, 3, 33, 49, generator=g), size=(H, W), mode="bilinear"
+    )
+    return (smooth + 0.1 * torch.rand(1, 3, H, W, generator=g)) * 1.8 - 0.9
+
+
+def _rel(a: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((a - ref).abs().max() / ref.abs().max()).item()
+
+
+def test_exact_encode_equals_untiled(vae, image):
+    ref = vt.encode(vae, image, mode="off")
+    tiled = vt.encode(vae, image, mode="exact", tile=24)
+    assert tiled.shape == ref.shape == (1, 4, H // 8, W // 8)
+    assert _rel(tiled, ref) < 1e-4
+
+
+def test_exact_decode_equals_untiled(vae):
+    latent = torch.randn(1, 4, H // 8, W // 8, generator=torch.Generator().manual_seed(1))
+    ref = vt.decode(vae, latent, mode="off")
+    tiled = vt.decode(vae, latent, mode="exact", tile=24)
+    assert tiled.shape == ref.shape == (1, 3, H, W)
+    assert _rel(tiled, ref) < 1e-4
+
+
+def test_encoder_sample_uses_the_generator_like_diffusers(vae, image):
+    small = image[:, :, :128, :192]
+    a = vt.encode(vae, small, mode="exact", tile=8, sample=True, generator=torch.Generator().manual_seed(5))
+    b = vt.encode(vae, small, mode="off", sample=True, generator=torch.Generator().manual_seed(5))
+    assert _rel(a, b) < 1e-4
+
+
+def test_flat_colour_keeps_its_colour_through_tiled_round_trip(vae):
+    flat = torch.tensor([0.3, -0.5, 0.8]).view(1, 3, 1, 1).expand(1, 3, H, W).contiguous()
+    ref = vt.decode(vae, vt.encode(vae, flat, mode="off"), mode="off")
+    tiled = vt.decode(vae, vt.encode(vae, flat, mode="exact", tile=16), mode="exact", tile=16)
+    shift = (tiled.mean(dim=(2, 3)) - ref.mean(dim=(2, 3))).abs().max().item()
+    assert shift <= 2 / 255  # 1/255 of the [0, 1] range; pixels here are in [-1, 1]
+
+
+def test_a_halo_below_the_receptive_field_is_not_exact(vae):
+    # Proves the equality tests can fail: shrink the halo and the tiles disagree with untiled.
+    latent = torch.randn(1, 4, 40, 56, generator=torch.Generator().manual_seed(2))
+    ref = vt.decode(vae, latent, mode="off")
+    head = st.decoder_head(vae, latent)
+
+    def decode_with(halo: int, park: bool) -> torch.Tensor:
+        tiles = st.split_tiles(40, 56, 12, halo)
+        runs = [
+            st.decoder_tile(vae, head[:, :, t.box[0] : t.box[1], t.box[2] : t.box[3]], t, park) for t in tiles
+        ]
+        out = torch.empty_like(ref)
+        for t, o in zip(tiles, run_pooled(runs), strict=True):
+            out[:, :, t.core[0] * 8 : t.core[1] * 8, t.core[2] * 8 : t.core[3] * 8] = o
+        return out
+
+    halo = st.decoder_halo(vae)
+    assert _rel(decode_with(halo, park=True), ref) < 1e-4  # host-parking path, same numbers
+    assert _rel(decode_with(1, park=False), ref) > 1e-3
+
+
+def test_sd15_receptive_fields_give_the_documented_halos():
+    with torch.device("meta"):
+        sd = AutoencoderKL(
+            block_out_channels=(128, 256, 512, 512),
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            layers_per_block=2,
+            latent_channels=4,
+        )
+    assert st.decoder_halo(sd) == 7  # 6.25 latent px after the first up block's resnets
+    assert st.encoder_halo(sd) == 6  # 5.4 latent px = 43 px before the last down level
+
+
+def test_fp16_vae_is_refused(vae):
+    half = tiny_vae().half()
+    with pytest.raises(EngineError, match="fp16"):
+        vt.decode(half, torch.zeros(1, 4, 8, 8, dtype=torch.float16), mode="exact")
+
+
+def test_unknown_mode_is_refused_naming_the_key(vae):
+    with pytest.raises(Exception, match="vae_tiling"):
+        vt.decode(vae, torch.zeros(1, 4, 8, 8), mode="fast")
+
+
+def test_input_not_a_multiple_of_eight_is_refused(vae):
+    with pytest.raises(EngineError, match="multiple of 8"):
+        vt.encode(vae, torch.zeros(1, 3, 100, 101), mode="exact")
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lh=st_.integers(1, 24), lw=st_.integers(1, 24), core=st_.integers(2, 16))
+def test_exact_decode_equals_untiled_for_any_size_and_core(vae, lh, lw, core):
+    latent = torch.randn(1, 4, lh, lw, generator=torch.Generator().manual_seed(lh * 100 + lw))
+    ref = vt.decode(vae, latent, mode="off")
+    assert _rel(vt.decode(vae, latent, mode="exact", tile=core), ref) < 1e-4
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lh=st_.integers(1, 24), lw=st_.integers(1, 24), core=st_.integers(2, 16))
+def test_exact_encode_equals_untiled_for_any_size_and_core(vae, lh, lw, core):
+    pixels = torch.rand(1, 3, lh * 8, lw * 8, generator=torch.Generator().manual_seed(lh * 100 + lw)) * 2 - 1
+    ref = vt.encode(vae, pixels, mode="off")
+    assert _rel(vt.encode(vae, pixels, mode="exact", tile=core), ref) < 1e-4
