@@ -96,9 +96,12 @@ def open_path(path: str) -> None:
         raise NaiupError(f"{path}: cannot open ({opener}: {exc})") from exc
 
 
-def spawn_daemon() -> None:
-    """Start `naiup run` detached from the tray, so quitting the tray leaves the service running."""
-    argv = [*naiup_command(windowed=True), "run"]
+def spawn_daemon(config_path: str | None = None) -> None:
+    """Start `naiup run` detached from the tray, so quitting the tray leaves the service running.
+
+    `config_path`: the tray's own `--config`, passed on so the service it starts reads the same file.
+    """
+    argv = [*naiup_command(windowed=True), *(["--config", config_path] if config_path else []), "run"]
     log.info("starting daemon argv=%s", argv)
     kwargs: dict[str, Any] = {
         "stdin": subprocess.DEVNULL,
