@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -113,9 +114,12 @@ def spawn_daemon(config_path: str | None = None) -> None:
     else:
         kwargs["start_new_session"] = True
     try:
-        subprocess.Popen(argv, **kwargs)
+        proc = subprocess.Popen(argv, **kwargs)
     except OSError as exc:
         raise NaiupError(f"cannot start the service ({argv[0]}: {exc})") from exc
+    # While the tray runs, the service is its child: reap it when it exits ("Stop service"), or it
+    # lingers as a zombie that still looks alive to pid checks until the tray quits.
+    threading.Thread(target=proc.wait, name="naiup-reap-daemon", daemon=True).start()
 
 
 def to_pystray_items(

@@ -1,6 +1,6 @@
 """A real `naiup tray` on Xvfb against a real `naiup run` (stand-in engine): it follows pause/resume
 done from the CLI within 2 s, its menu's Pause toggles the daemon, a rule pause shows with its reason,
-and with no daemon it says "not running" and its "Start service" starts one.
+and with no daemon it says "not running", its "Start service" starts one and "Stop service" stops it.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import fake_sensors
+import nai_writer
 import psutil
 import pytest
 from daemon_harness import DaemonRun, wait_for
@@ -83,6 +84,8 @@ def test_tray_follows_the_real_daemon_and_drives_it(daemon: DaemonRun, tmp_path:
         # "working" while the worker still loads the engine, then idle
         first = tray.shows(lambda s: s["icon"] == "idle", 30, "the daemon connected and idle")
         assert first["backend"] == "pystray._xorg" and first["connected"]
+        nai_writer.write_nai_png(daemon.watch / "a.png", (16, 16))  # announced by the end of the test
+        wait_for(daemon.outputs, 10, "a.png processed")  # its 5 s notification batch runs meanwhile
         assert first["active_preset"] == "upscale-2x"
 
         lags = [timed_cli(daemon, tray, "pause", True), timed_cli(daemon, tray, "resume", False)]
@@ -109,6 +112,15 @@ def test_tray_follows_the_real_daemon_and_drives_it(daemon: DaemonRun, tmp_path:
             )
         assert status["pause_rule_overridden"] == "on battery"
         tray.shows(lambda s: not s["paused"], UI_DEADLINE, "the override")
+
+        # The daemon's job_done event became a (batched) notification; the xorg backend has no
+        # notification area, so the tray log is where it shows.
+        tray_log = tmp_path / "log" / "tray.log"
+        wait_for(
+            lambda: "notify title=naiup message=a.naiup-upscale-2x.png refined" in tray_log.read_text(),
+            10,
+            "the job_done notification",
+        )
     assert daemon.request("ping")["pid"] == daemon.proc.pid, (
         "quitting the tray must leave the service running"
     )
@@ -129,10 +141,14 @@ def test_tray_without_a_daemon_says_so_and_starts_one(daemon: DaemonRun, xvfb: s
                 spawned = client.request("ping")["pid"]  # first: stopped in `finally` whatever fails next
                 assert client.request("status")["config_path"] == str(daemon.config_path)
             assert up["active_preset"] == "upscale-2x"  # the tray's --config reached the daemon
+            tray.click("stop-service")
+            tray.shows(lambda s: not s["connected"], 30, "the service stopped from its menu")
+            # Gone, not a zombie: the tray reaps the service it started.
+            wait_for(lambda: not psutil.pid_exists(spawned), 30, "the stopped service to be reaped")
+            spawned = None
     finally:
         if spawned is not None:
             _stop_detached(spawned)
-    assert spawned is not None
 
 
 def _stop_detached(pid: int) -> None:
