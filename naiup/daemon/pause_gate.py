@@ -48,17 +48,20 @@ class RuleGate:
 
     def __init__(self, config: PauseConfig, sensors: Sensors) -> None:
         self._rules = PauseRules(config, sensors)
-        self._lock = threading.Lock()
+        # Two locks: sensor reads (NVML's first init can take a while) never block a status reply.
+        self._rules_lock = threading.Lock()  # PauseRules: the loop checks, a reload reconfigures
+        self._lock = threading.Lock()  # the fields below
         self._engaged: dict[str, str] = {}  # rule name -> reason, as of the last check
         self._overridden: set[str] = set()  # rules the user resumed over; forgotten once they clear
+        self._unavailable: dict[str, str] = {}
         self._failing = False
 
     def reconfigure(self, config: PauseConfig) -> None:
-        with self._lock:
+        with self._rules_lock:
             self._rules.reconfigure(config)
 
     def check(self, now: float) -> None:
-        with self._lock:
+        with self._rules_lock:
             try:
                 self._rules.evaluate(now)
             except Exception as exc:  # a sensor library failing must never stop the daemon loop
@@ -67,9 +70,11 @@ class RuleGate:
                 self._failing = True
                 return
             self._failing = False
+            engaged, unavailable = self._rules.engaged(), self._rules.unavailable()
+        with self._lock:
             before = self._reason_locked()
-            self._engaged = self._rules.engaged()
-            self._overridden &= set(self._engaged)  # cleared rules: the override is spent
+            self._engaged, self._unavailable = engaged, unavailable
+            self._overridden &= set(engaged)  # cleared rules: the override is spent
             after = self._reason_locked()
         if after != before:
             log.info("pause rule %s", f"pauses the queue reason={after}" if after else "released")
@@ -94,5 +99,5 @@ class RuleGate:
                 "pause_rule_overridden": next(
                     (r for n, r in self._engaged.items() if n in self._overridden), None
                 ),
-                "pause_rules_unavailable": self._rules.unavailable(),
+                "pause_rules_unavailable": dict(self._unavailable),
             }
