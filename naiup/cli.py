@@ -237,8 +237,15 @@ def _print_status(s: dict) -> None:
     if s.get("current"):
         line += f"  working on {Path(s['current']['path']).name} ({s['current']['progress']:.0%})"
     print(line)
+    if s.get("pause_source") == "rule":
+        print(f"  paused: {s['pause_reason']} (pause rule; `naiup resume` overrides it until it clears)")
+    elif s.get("pause_reason"):
+        print(f"  paused: {s['pause_reason']}")
+    if s.get("pause_source") == "user" and s.get("pause_rule"):
+        print(f"  pause rule also holds: {s['pause_rule']}")
+    if s.get("pause_rule_overridden"):
+        print(f"  pause rule overridden by resume until it clears: {s['pause_rule_overridden']}")
     for key, label in (
-        ("pause_reason", "paused"),
         ("engine_error", "engine"),
         ("config_error", "config"),
         ("last_error", "last error"),

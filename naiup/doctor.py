@@ -54,6 +54,7 @@ def run_checks(
         return [*checks, check_tray(tray_backend), check_autostart(), check_daemon(connect)]
     checks += check_models(config)
     checks += check_watch_folders(config)
+    checks += check_pause_rules(config)
     return [*checks, check_tray(tray_backend), check_autostart(), check_daemon(connect)]
 
 
@@ -180,6 +181,24 @@ def check_watch_folders(config: Config) -> list[Check]:
     return out
 
 
+def check_pause_rules(config: Config) -> list[Check]:
+    """Only the GPU rule needs something installed; battery and process rules use psutil."""
+    if config.pause.gpu_busy_percent <= 0:
+        return []
+    from naiup.daemon.pause_rules import SystemSensors
+
+    if SystemSensors().gpu_busy_percent() is None:
+        return [
+            Check(
+                "pause rule gpu",
+                Status.WARN,
+                "pause.gpu_busy_percent is set but the GPU use of other programs cannot be read",
+                "pip install nvidia-ml-py (NVIDIA GPUs only), or set pause.gpu_busy_percent = 0",
+            )
+        ]
+    return [Check("pause rule gpu", Status.OK, "GPU use of other programs is readable (NVML)")]
+
+
 def check_tray(tray_backend: Callable[[], str | None] | None = None) -> Check:
     if tray_backend is None:
         from naiup.daemon.tray_backend import backend_name
@@ -232,11 +251,18 @@ def check_daemon(connect: Callable[[], Any] | None = None) -> Check:
         return Check("daemon", Status.WARN, f"not running ({exc})", "naiup run  (or: naiup service install)")
     try:
         reply = client.request("ping")
+        status = client.request("status")
     except (NaiupError, OSError, EOFError) as exc:
         return Check("daemon", Status.WARN, f"not answering ({exc})", "naiup stop; naiup run")
     finally:
         client.close()
-    return Check("daemon", Status.OK, f"running, pid {reply.get('pid')} version {reply.get('version')}")
+    detail = f"running, pid {reply.get('pid')} version {reply.get('version')}, {status.get('state')}"
+    if status.get("pause_reason"):
+        detail += f" ({status['pause_reason']})"
+    problem = status.get("engine_error") or status.get("config_error")
+    if problem:
+        return Check("daemon", Status.WARN, f"{detail}: {problem}", "see `naiup status` and the daemon log")
+    return Check("daemon", Status.OK, detail)
 
 
 def format_checks(checks: list[Check]) -> list[str]:

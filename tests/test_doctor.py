@@ -68,6 +68,8 @@ class FakeClient:
         self.closed = False
 
     def request(self, verb: str, **args: object) -> dict:
+        if verb == "status":
+            return {"ok": True, "state": "idle", "pause_reason": None}
         assert verb == "ping"
         return {"ok": True, "pid": 4242, "version": "0.1.0"}
 

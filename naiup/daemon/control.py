@@ -18,6 +18,9 @@ CONTRACT (daemon issue implements; the tray and CLI use only this module):
                    "active_preset": str, "presets": [str], "current": {"path", "progress"} | null,
                    "queue_length": int, "counts": {state: n}, "last_error": str | null,
                    "pause_reason": str | null, "paused_until": float | null,
+                   "pause_source": "user"|"rule"|null, "pause_rule": str | null (a rule holding now),
+                   "pause_rule_overridden": str | null (a holding rule the user resumed over),
+                   "pause_rules_unavailable": {rule: why},
                    "last_output": str | null, "engine_error": str | null,
                    "watch_folders": [str], "config_path": str | null, "log_path": str}
         queue {failed: bool} -> {"ok", "items": [{"id", "path", "state", "attempts", "error", "output"}]}

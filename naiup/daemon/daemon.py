@@ -23,6 +23,8 @@ from naiup.config import Config, load_config
 from naiup.daemon import control
 from naiup.daemon.ledger import Ledger, State
 from naiup.daemon.logs import setup_logging
+from naiup.daemon.pause_gate import RuleGate, sensors_from_env
+from naiup.daemon.pause_rules import Sensors
 from naiup.daemon.scheduler import Scheduler
 from naiup.daemon.stabiliser import Stabiliser
 from naiup.daemon.state import RuntimeState, load_state, save_state
@@ -51,8 +53,9 @@ def remove_stale_temps(folders: tuple[Path, ...]) -> None:
 
 
 class Daemon:
-    def __init__(self, config_path: Path | None = None) -> None:
+    def __init__(self, config_path: Path | None = None, sensors: Sensors | None = None) -> None:
         self.config_path = config_path
+        self._sensors = sensors  # None: the real ones (or NAIUP_PAUSE_SENSORS, see pause_gate)
         self.config: Config = Config()
         self.config_error: str | None = None
         self._config_mtime: float | None = None
@@ -66,6 +69,12 @@ class Daemon:
     def runtime(self) -> RuntimeState:
         with self._runtime_lock:
             return self._runtime
+
+    def effective_runtime(self) -> RuntimeState:
+        """What the scheduler obeys: the user's choices, paused too while a pause rule holds."""
+        rs = self.runtime()
+        reason = None if rs.paused else self.rules.reason()
+        return rs.but(paused=True, pause_reason=reason) if reason else rs
 
     def set_runtime(self, **changes: object) -> RuntimeState:
         with self._runtime_lock:
@@ -87,6 +96,8 @@ class Daemon:
         if hasattr(self, "scheduler"):
             worker_changed = (old.model, old.daemon.engine) != (new.model, new.daemon.engine)
             self.scheduler.wake(retry_load=True, restart_worker=worker_changed)
+            if old.pause != new.pause:
+                self.rules.reconfigure(new.pause)
             if old.watch.folders != new.watch.folders or old.watch.recursive != new.watch.recursive:
                 log.warning("watch folder changes take effect after a restart")
         log.info("config loaded path=%s", path)
@@ -128,6 +139,9 @@ class Daemon:
 
     def _serve(self) -> int:
         cfg = self.config
+        # Our own processes never count as "another process using the GPU"; the worker pid changes.
+        own_pids = lambda: {os.getpid(), self.scheduler.worker_pid} - {None}  # noqa: E731
+        self.rules = RuleGate(cfg.pause, self._sensors or sensors_from_env(own_pids))
         self._runtime = load_state(self._state_path)
         self.ledger = Ledger(paths.state_dir() / "ledger.sqlite3")
         requeued = self.ledger.recover(cfg.daemon.max_attempts)
@@ -135,7 +149,7 @@ class Daemon:
             log.info("requeued jobs interrupted by a crash count=%d", requeued)
         remove_stale_temps(cfg.watch.folders)
         self.server: control.ControlServer | None = None
-        self.scheduler = Scheduler(self.ledger, lambda: self.config, self.runtime, self._publish)
+        self.scheduler = Scheduler(self.ledger, lambda: self.config, self.effective_runtime, self._publish)
         self.stabiliser = Stabiliser(self.ledger, lambda: self.config, self.scheduler.wake)
         self.watcher = Watcher(
             cfg.watch.folders, cfg.watch.recursive, self.stabiliser.hint, self.request_rescan
@@ -181,8 +195,13 @@ class Daemon:
     def _loop(self) -> None:
         next_rescan = next_config = next_watch_check = time.monotonic()
         last_status: dict | None = None
+        rule = None
         while not self.stop_event.wait(TICK):
             now = time.monotonic()
+            self.rules.check(now)
+            held, rule = rule, self.rules.reason()
+            if held and not rule:
+                self.scheduler.wake(retry_load=True)  # a rule let go: take jobs now, not at the next poll
             if self._rescan_now.is_set() or now >= next_rescan:
                 self._rescan_now.clear()
                 n = self.stabiliser.scan(self.config.watch.folders, self.config.watch.recursive)
@@ -214,7 +233,7 @@ class Daemon:
             self.server.publish(event)
 
     def status(self) -> dict:
-        rs, sch, cfg = self.runtime(), self.scheduler, self.config
+        user, rs, sch, cfg = self.runtime(), self.effective_runtime(), self.scheduler, self.config
         counts = self.ledger.counts()
         if rs.paused:
             state = "paused"
@@ -238,6 +257,8 @@ class Daemon:
             "last_error": sch.last_error,
             "pause_reason": rs.pause_reason if rs.paused else None,
             "paused_until": rs.paused_until if rs.paused else None,
+            "pause_source": ("user" if user.paused else "rule") if rs.paused else None,
+            **self.rules.status(),
             "last_output": sch.last_output,
             "engine_error": sch.engine_error,
             "config_error": self.config_error,

@@ -14,7 +14,7 @@ GPU spike does not flip the queue on and off every few seconds.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -43,11 +43,14 @@ class Sensors(Protocol):
 class SystemSensors:
     """Real sensors: psutil for battery and processes, NVML (nvidia-ml-py) for the GPU when present.
 
-    `own_pids`: the daemon and its GPU worker, whose GPU use is not "another process".
+    `own_pids`: the daemon and its GPU worker, whose GPU use is not "another process". A callable is
+    asked at every read, because the worker is restarted (new pid) after a crash or `pause --free-gpu`.
     """
 
-    def __init__(self, own_pids: Iterable[int] = (), nvml: Any | None = None) -> None:
-        self._own_pids = set(own_pids)
+    def __init__(
+        self, own_pids: Iterable[int] | Callable[[], Iterable[int]] = (), nvml: Any | None = None
+    ) -> None:
+        self._own_pids = own_pids if callable(own_pids) else frozenset(own_pids)
         self._nvml: Any | None = nvml  # an initialised pynvml-like module; None: import on first use
         self._nvml_failed = False
 
@@ -74,7 +77,8 @@ class SystemSensors:
             handle = nvml.nvmlDeviceGetHandleByIndex(0)
             procs = list(nvml.nvmlDeviceGetComputeRunningProcesses(handle))
             procs += list(nvml.nvmlDeviceGetGraphicsRunningProcesses(handle))
-            others = {p.pid for p in procs if p.pid not in self._own_pids}
+            own = set(self._own_pids()) if callable(self._own_pids) else self._own_pids
+            others = {p.pid for p in procs if p.pid not in own}
             if not others:
                 return 0.0
             try:
@@ -123,12 +127,29 @@ class PauseRules:
         self.config = config
         self.sensors = sensors
         self.engage_samples = max(1, engage_samples)
+        self._fixed_release = release_seconds
         # Default: clear for three checks before resuming.
         self.release_seconds = 3 * config.check_seconds if release_seconds is None else release_seconds
         self._states = {name: _RuleState() for name in ("battery", "gpu", "process")}
         self._last_sample: float | None = None
         self._reason: str | None = None
         self._unavailable: dict[str, str] = {}
+
+    def reconfigure(self, config: PauseConfig) -> None:
+        """A hot-reloaded [pause] table: rules still on keep their state (no flap), others start afresh."""
+        self.config = config
+        if self._fixed_release is None:
+            self.release_seconds = 3 * config.check_seconds
+        enabled = self.enabled_rules()
+        for name in self._states:
+            if name not in enabled:
+                self._states[name] = _RuleState()
+                self._unavailable.pop(name, None)
+        self._last_sample = None  # sample at the next evaluate, with the new switches
+
+    def engaged(self) -> dict[str, str]:
+        """Rules that hold now (after hysteresis), name -> reason, in the order they are checked."""
+        return {n: self._states[n].reason for n in self.enabled_rules() if self._states[n].engaged}
 
     def enabled_rules(self) -> list[str]:
         rules = []

@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -96,9 +97,12 @@ def open_path(path: str) -> None:
         raise NaiupError(f"{path}: cannot open ({opener}: {exc})") from exc
 
 
-def spawn_daemon() -> None:
-    """Start `naiup run` detached from the tray, so quitting the tray leaves the service running."""
-    argv = [*naiup_command(windowed=True), "run"]
+def spawn_daemon(config_path: str | None = None) -> None:
+    """Start `naiup run` detached from the tray, so quitting the tray leaves the service running.
+
+    `config_path`: the tray's own `--config`, passed on so the service it starts reads the same file.
+    """
+    argv = [*naiup_command(windowed=True), *(["--config", config_path] if config_path else []), "run"]
     log.info("starting daemon argv=%s", argv)
     kwargs: dict[str, Any] = {
         "stdin": subprocess.DEVNULL,
@@ -110,9 +114,12 @@ def spawn_daemon() -> None:
     else:
         kwargs["start_new_session"] = True
     try:
-        subprocess.Popen(argv, **kwargs)
+        proc = subprocess.Popen(argv, **kwargs)
     except OSError as exc:
         raise NaiupError(f"cannot start the service ({argv[0]}: {exc})") from exc
+    # While the tray runs, the service is its child: reap it when it exits ("Stop service"), or it
+    # lingers as a zombie that still looks alive to pid checks until the tray quits.
+    threading.Thread(target=proc.wait, name="naiup-reap-daemon", daemon=True).start()
 
 
 def to_pystray_items(

@@ -12,7 +12,7 @@ from typing import Any
 from naiup import paths
 from naiup.config import default_config_path, load_config
 from naiup.daemon.tray import TrayApp
-from naiup.daemon.tray_backend import load_pystray
+from naiup.daemon.tray_backend import load_pystray, spawn_daemon
 from naiup.errors import NaiupError
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,8 @@ def run_tray(
         pystray_module=pystray,
         config_path=str(config.source or config_path or default_config_path()),
         notifications=config.daemon.notifications,
+        # "Start service" must start a daemon on the file this tray was given, not the default one.
+        start_daemon=lambda: spawn_daemon(str(Path(config_path).absolute()) if config_path else None),
         state_file=state_file,
         actions_file=actions_file,
         exit_after=exit_after,

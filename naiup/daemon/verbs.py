@@ -45,12 +45,13 @@ class Verbs:
             paused=True,
             free_gpu=bool(free_gpu),
             paused_until=until,
-            pause_reason=reason or "paused by the user",
+            pause_reason=reason or "by you",  # reads right in `paused: …` and the tray's "paused (…)"
         )
         self._d.scheduler.wake()
         return self._d.status()
 
     def _resume(self) -> dict:
+        self._d.rules.override()  # the user's resume wins over rules holding now (README: Pause rules)
         self._d.set_runtime(paused=False, free_gpu=False, paused_until=None, pause_reason=None)
         self._d.scheduler.wake(retry_load=True)
         return self._d.status()

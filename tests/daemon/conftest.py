@@ -11,6 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 from daemon_harness import HERE, REPO, DaemonRun
+from tray_harness import xvfb_display
 
 
 @pytest.fixture
@@ -62,3 +63,10 @@ def _no_leaks() -> Iterator[None]:
     extra = [t for t in threading.enumerate() if t not in threads and t.is_alive()]
     assert not left, f"leaked processes: {[p.cmdline() for p in left if p.is_running()]}"
     assert not extra, f"leaked threads: {extra}"
+
+
+@pytest.fixture
+def xvfb() -> Iterator[str]:
+    """A private Xvfb display (":N"); skips when the Xvfb binary is missing (.ci/run installs it)."""
+    with xvfb_display() as display:
+        yield display

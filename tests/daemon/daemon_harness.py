@@ -41,11 +41,16 @@ class DaemonRun:
         self.worker_pids: set[int] = set()  # a worker orphaned by kill -9 is no longer our child
 
     def write_config(
-        self, watch: str = "", daemon: str = "", engine: str = "stub_engine:ResizeEngine"
+        self,
+        watch: str = "",
+        daemon: str = "",
+        engine: str = "stub_engine:ResizeEngine",
+        pause: str = "on_battery = false",  # a laptop on battery must not pause every daemon test
     ) -> None:
         self.config_path.write_text(
             f'[watch]\nfolders = ["{self.watch.as_posix()}"]\n{watch}\n'
             f'[daemon]\nactive_preset = "upscale-2x"\nengine = "{engine}"\n{daemon}\n'
+            f"[pause]\n{pause}\n"
         )
 
     def start(self, extra_env: dict[str, str] | None = None, wait_worker: bool = True) -> None:

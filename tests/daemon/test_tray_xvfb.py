@@ -1,22 +1,19 @@
 """`naiup tray` as a real process: on Xvfb with pystray's xorg backend against the stand-in daemon, and
 without any display (a clear message, exit 1, no traceback).
 
-The lead's end-to-end test swaps the stand-in for a real daemon: drop `--client-factory`.
+The same against the real daemon: test_tray_daemon_e2e.py.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import select
-import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tray_harness import read_state, tray_env, uncaught_traceback
 from tray_standin import StandinDaemon
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,58 +28,6 @@ def wait_for(cond: Callable[[], object], timeout: float) -> object:
             return value
         time.sleep(0.02)
     raise AssertionError(f"condition not met within {timeout}s")
-
-
-def tray_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "PYSTRAY_BACKEND")}
-    env.update(
-        PYTHONPATH=os.pathsep.join([str(REPO), str(HERE)]),
-        NAIUP_CONFIG_DIR=str(tmp_path / "config"),
-        NAIUP_STATE_DIR=str(tmp_path / "state"),
-        NAIUP_LOG_DIR=str(tmp_path / "log"),
-        NAIUP_RUNTIME_DIR=str(tmp_path / "run"),
-    )
-    env.update(extra)
-    return env
-
-
-@pytest.fixture
-def xvfb() -> Iterator[str]:
-    exe = shutil.which("Xvfb")
-    if exe is None:
-        pytest.skip("Xvfb is not installed (apt-get install xvfb)")
-    read_fd, write_fd = os.pipe()
-    # -displayfd: Xvfb picks a free display and writes its number once it accepts connections.
-    proc = subprocess.Popen(
-        [exe, "-displayfd", str(write_fd), "-screen", "0", "800x600x24", "-nolisten", "tcp"],
-        pass_fds=(write_fd,),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    os.close(write_fd)
-    try:
-        ready, _, _ = select.select([read_fd], [], [], 20.0)
-        number = os.read(read_fd, 16).decode().strip() if ready else ""
-        assert number, "Xvfb did not report a display within 20 s"
-        yield f":{number}"
-    finally:
-        os.close(read_fd)
-        proc.terminate()
-        proc.wait(10)
-
-
-def uncaught_traceback(stderr: str) -> bool:
-    # On bare Xvfb there is no tray host: pystray logs "Failed to dock icon" with a traceback and keeps
-    # running (research §3.5). Any other traceback is ours.
-    blocks = stderr.split("Traceback (most recent call last):")[1:]
-    return any("_assert_docked" not in block for block in blocks)
-
-
-def read_state(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
 
 
 def test_tray_on_xvfb_follows_the_daemon_and_toggles_pause_from_its_menu(tmp_path, xvfb):
