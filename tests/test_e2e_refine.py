@@ -147,3 +147,20 @@ def test_nan_guard_is_a_clear_error_exit_1_and_no_output(tiny, lora_dir, nan_mod
     assert "Traceback" not in err
     assert [p.name for p in work.iterdir()] == ["d.png"]  # no output, no temp left behind
     assert src.read_bytes() == original
+
+
+@pytest.mark.parametrize("kind", ["stealth-png", "webp"])
+def test_nai_data_held_only_in_alpha_or_exif_is_carried_as_text(kind, tmp_path, capsys):
+    """Outputs are RGB PNGs: NovelAI data that lived in the alpha bits or EXIF must become text chunks."""
+    config = tmp_path / "config.toml"
+    config.write_text('[presets.plain]\nupscaler = "lanczos"\nrefine = false\n')
+    if kind == "webp":
+        src = nai_writer.write_nai_webp(tmp_path / "e.webp", (64, 64), seed=99)
+    else:
+        src = nai_writer.write_nai_png(tmp_path / "e.png", (64, 64), seed=99, text=False, stealth=True)
+    assert refine(config, src, preset="plain") == 0, capsys.readouterr().err
+    with Image.open(tmp_path / "e.naiup-plain.png") as out:
+        comment = json.loads(out.text["Comment"])
+        assert out.mode == "RGB" and out.text["Software"] == "NovelAI"
+        assert out.text["Description"] == "1girl, solo" and out.text["Source"] == nai_writer.SOURCE
+    assert comment["seed"] == 99 and comment["uc"] == "lowres, bad anatomy"
