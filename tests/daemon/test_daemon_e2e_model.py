@@ -32,6 +32,8 @@ def write_config(run: DaemonRun, checkpoint: Path, tiny: tiny_sd.TinySD) -> None
         f'[model]\ncheckpoint = "{checkpoint.as_posix()}"\nlcm_lora = "{tiny.lcm_lora.as_posix()}"\n'
         'device = "cpu"\n'
         '[presets.tiny]\nupscaler = "lanczos"\nscale = 2.0\nsteps = 2\ndenoise = 0.5\n'
+        # A built-in upscaler name whose weights are not installed: only the engine can tell.
+        '[presets.no-weights]\nupscaler = "realesr-animevideov3-x4"\nscale = 2.0\nsteps = 2\ndenoise = 0.5\n'
     )
 
 
@@ -98,4 +100,20 @@ def test_a_missing_checkpoint_keeps_files_queued_until_the_config_is_fixed(daemo
     row = wait_for(lambda: done_row(daemon, src), LOAD, "the queued file to be done after the fix")
     assert Path(row["output"]).is_file() and row["attempts"] == 1
     assert daemon.status()["engine_error"] is None
+    assert daemon.stop() == 0
+
+
+def test_switching_to_a_preset_whose_model_cannot_load_keeps_the_file_queued(daemon: DaemonRun, tiny):
+    write_config(daemon, tiny.folder, tiny)
+    daemon.start()
+    daemon.request("preset", name="no-weights")
+    src = drop(daemon, "switched.png", 31)
+    status = wait_for(lambda: (s := daemon.status())["engine_error"] and s, LOAD, "the engine error")
+    assert "realesr-animevideov3-x4" in status["engine_error"]
+    assert daemon.row(src)["state"] == "queued" and daemon.outputs() == []
+    assert daemon.row(src)["attempts"] == 0  # the model's fault, not the file's: no attempt counted
+
+    daemon.request("preset", name="tiny")  # back to a preset that loads: the file is processed
+    row = wait_for(lambda: done_row(daemon, src), LOAD, "the file to be done after switching back")
+    assert row["preset"] == "tiny" and Path(row["output"]).name == "switched.naiup-tiny.png"
     assert daemon.stop() == 0
