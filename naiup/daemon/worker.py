@@ -54,9 +54,16 @@ def config_model_id(config: Config) -> str:
     return "|".join((m.checkpoint, m.vae, m.lcm_lora))
 
 
+def _message(exc: BaseException) -> str:
+    """Our errors are already sentences for the user; anything else gets its type (it is a bug)."""
+    from naiup.errors import NaiupError
+
+    return str(exc) if isinstance(exc, NaiupError) else f"{type(exc).__name__}: {exc}"
+
+
 def _child_main(conn: Connection, config: Config, preset: Preset | None) -> None:
     """Runs in the child: load, report, then serve jobs until told to stop or the pipe closes."""
-    from naiup.errors import ModelLoadError, NaiupError  # the child starts from a bare interpreter
+    from naiup.errors import ConfigError, ModelLoadError, NaiupError  # child: a bare interpreter
     from naiup.job import run_job
 
     # Ctrl+C in a terminal reaches the whole process group: the daemon decides when we stop.
@@ -70,7 +77,7 @@ def _child_main(conn: Connection, config: Config, preset: Preset | None) -> None
         if preset is not None and callable(load):
             load(preset)
     except Exception as exc:  # any load failure is reported, never a traceback-only death
-        conn.send({"load_error": str(exc) if isinstance(exc, NaiupError) else f"{type(exc).__name__}: {exc}"})
+        conn.send({"load_error": _message(exc)})
         return
     conn.send({"ready": True})
     while True:
@@ -83,8 +90,8 @@ def _child_main(conn: Connection, config: Config, preset: Preset | None) -> None
         if "model_id_of" in msg:
             try:
                 conn.send({"model_id": engine_model_id(engine, config, msg["model_id_of"])})
-            except ModelLoadError as exc:
-                conn.send({"error": str(exc), "load_error": True, "permanent": False})
+            except Exception as exc:  # e.g. a <lora:name> of the preset that is nowhere: not the file's fault
+                conn.send({"error": _message(exc), "load_error": True, "permanent": False})
             continue
         src, preset = Path(msg["src"]), msg["preset"]
 
@@ -95,7 +102,7 @@ def _child_main(conn: Connection, config: Config, preset: Preset | None) -> None
             result = run_job(src, preset, engine, config, progress)
             model = engine_model_id(engine, config, preset)
             conn.send({"output": str(result.output), "timings": result.timings, "model_id": model})
-        except ModelLoadError as exc:  # the model, not this file: keep the file queued
+        except (ModelLoadError, ConfigError) as exc:  # the model or config, not this file: keep it queued
             conn.send({"error": str(exc), "permanent": False, "load_error": True})
         except NaiupError as exc:
             conn.send({"error": str(exc), "permanent": True})

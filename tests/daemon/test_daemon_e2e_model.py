@@ -34,6 +34,7 @@ def write_config(run: DaemonRun, checkpoint: Path, tiny: tiny_sd.TinySD) -> None
         '[presets.tiny]\nupscaler = "lanczos"\nscale = 2.0\nsteps = 2\ndenoise = 0.5\n'
         # A built-in upscaler name whose weights are not installed: only the engine can tell.
         '[presets.no-weights]\nupscaler = "realesr-animevideov3-x4"\nscale = 2.0\nsteps = 2\ndenoise = 0.5\n'
+        '[presets.no-lora]\nupscaler = "lanczos"\nsteps = 2\ndenoise = 0.5\nprompt = "<lora:nowhere:1>"\n'
     )
 
 
@@ -106,12 +107,27 @@ def test_a_missing_checkpoint_keeps_files_queued_until_the_config_is_fixed(daemo
 def test_switching_to_a_preset_whose_model_cannot_load_keeps_the_file_queued(daemon: DaemonRun, tiny):
     write_config(daemon, tiny.folder, tiny)
     daemon.start()
-    daemon.request("preset", name="no-weights")
+
+    def engine_error(*words: str) -> dict:
+        status = wait_for(
+            lambda: (
+                (s := daemon.status())["engine_error"] and all(w in s["engine_error"] for w in words) and s
+            ),
+            LOAD,
+            f"an engine error naming {words}",
+        )
+        row = daemon.row(src)
+        # The model's or config's fault, not the file's: it stays queued and no attempt is counted.
+        assert row["state"] == "queued" and row["attempts"] == 0 and daemon.outputs() == []
+        return status
+
+    # Found by the warm worker at the job: a <lora:name> of the preset prompt that is in no lora_dirs.
+    daemon.request("preset", name="no-lora")
     src = drop(daemon, "switched.png", 31)
-    status = wait_for(lambda: (s := daemon.status())["engine_error"] and s, LOAD, "the engine error")
-    assert "realesr-animevideov3-x4" in status["engine_error"]
-    assert daemon.row(src)["state"] == "queued" and daemon.outputs() == []
-    assert daemon.row(src)["attempts"] == 0  # the model's fault, not the file's: no attempt counted
+    engine_error("nowhere", "not found")
+    # Found by the worker's load at start: an upscaler whose weights are not installed.
+    daemon.request("preset", name="no-weights")
+    engine_error("realesr-animevideov3-x4")
 
     daemon.request("preset", name="tiny")  # back to a preset that loads: the file is processed
     row = wait_for(lambda: done_row(daemon, src), LOAD, "the file to be done after switching back")
