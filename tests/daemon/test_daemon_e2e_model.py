@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import nai_writer
+import psutil
 import pytest
 import tiny_sd
 from daemon_harness import DaemonRun, wait_for
@@ -47,6 +49,10 @@ def drop(run: DaemonRun, name: str, seed: int) -> Path:
     return run.watch / name
 
 
+def torch_mapped(pid: int) -> bool:
+    return any("libtorch" in Path(m.path).name for m in psutil.Process(pid).memory_maps())
+
+
 def done_row(run: DaemonRun, src: Path):
     row = run.row(src)
     return row if row is not None and row["state"] == "done" else None
@@ -68,6 +74,8 @@ def test_a_dropped_nai_file_is_refined_by_the_real_engine_and_never_redone(daemo
     # The ledger keys done rows by the engine's own model id, the one the output records.
     assert row["model"] == prov["model_id"] and row["model"].startswith("lanczos+tiny-")
     assert src.read_bytes() == original
+    if sys.platform == "linux":  # torch lives only in the worker: the daemon stays small and quick
+        assert not torch_mapped(daemon.proc.pid) and torch_mapped(daemon.status()["worker_pid"])
     out_bytes, attempts = out.read_bytes(), row["attempts"]
     assert daemon.stop() == 0
 
