@@ -20,6 +20,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from naiup.config import Config, Preset
+from naiup.daemon.logs import forward
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +64,17 @@ def _message(exc: BaseException) -> str:
 
 def _child_main(conn: Connection, config: Config, preset: Preset | None) -> None:
     """Runs in the child: load, report, then serve jobs until told to stop or the pipe closes."""
+    from naiup.daemon.logs import child_logging
     from naiup.errors import ConfigError, ModelLoadError, NaiupError  # child: a bare interpreter
     from naiup.job import run_job
 
+    lock = threading.Lock()  # log records may come from any thread: one message at a time on the pipe
+
+    def send(obj: object) -> None:
+        with lock:
+            conn.send(obj)
+
+    child_logging(send)
     # Ctrl+C in a terminal reaches the whole process group: the daemon decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
@@ -77,9 +86,11 @@ def _child_main(conn: Connection, config: Config, preset: Preset | None) -> None
         if preset is not None and callable(load):
             load(preset)
     except Exception as exc:  # any load failure is reported, never a traceback-only death
-        conn.send({"load_error": _message(exc)})
+        if not isinstance(exc, NaiupError):
+            log.exception("engine load crashed")  # a bug: its traceback goes to the daemon log
+        send({"load_error": _message(exc)})
         return
-    conn.send({"ready": True})
+    send({"ready": True})
     while True:
         try:
             msg = conn.recv()
@@ -89,25 +100,26 @@ def _child_main(conn: Connection, config: Config, preset: Preset | None) -> None
             return
         if "model_id_of" in msg:
             try:
-                conn.send({"model_id": engine_model_id(engine, config, msg["model_id_of"])})
+                send({"model_id": engine_model_id(engine, config, msg["model_id_of"])})
             except Exception as exc:  # e.g. a <lora:name> of the preset that is nowhere: not the file's fault
-                conn.send({"error": _message(exc), "load_error": True, "permanent": False})
+                send({"error": _message(exc), "load_error": True, "permanent": False})
             continue
         src, preset = Path(msg["src"]), msg["preset"]
 
         def progress(fraction: float, stage: str) -> None:
-            conn.send({"progress": float(fraction), "stage": stage})
+            send({"progress": float(fraction), "stage": stage})
 
         try:
             result = run_job(src, preset, engine, config, progress)
             model = engine_model_id(engine, config, preset)
-            conn.send({"output": str(result.output), "timings": result.timings, "model_id": model})
+            send({"output": str(result.output), "timings": result.timings, "model_id": model})
         except (ModelLoadError, ConfigError) as exc:  # the model or config, not this file: keep it queued
-            conn.send({"error": str(exc), "permanent": False, "load_error": True})
+            send({"error": str(exc), "permanent": False, "load_error": True})
         except NaiupError as exc:
-            conn.send({"error": str(exc), "permanent": True})
+            send({"error": str(exc), "permanent": True})
         except Exception as exc:  # a bug in a job: report it, keep the worker for the next job
-            conn.send({"error": f"{type(exc).__name__}: {exc}", "permanent": False})
+            log.exception("job crashed src=%s", src)
+            send({"error": _message(exc), "permanent": False})
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +166,9 @@ class Worker:
             try:
                 if parent.poll(0.2):
                     msg = parent.recv()
+                    if "log" in msg:
+                        forward(msg)
+                        continue
                     if msg.get("ready"):
                         log.info("worker ready pid=%s", self._proc.pid)
                         return None
@@ -202,6 +217,8 @@ class Worker:
                 return Outcome(error="worker crashed", worker_lost=True)
             if "progress" in msg:
                 progress(msg["progress"], msg["stage"])
+            elif "log" in msg:
+                forward(msg)
             elif "output" in msg:
                 return Outcome(output=msg["output"], model_id=msg.get("model_id"))
             else:
@@ -213,11 +230,16 @@ class Worker:
         try:
             self._conn.send({"model_id_of": preset})
             deadline = time.monotonic() + timeout
-            while not self._conn.poll(0.1):
-                if not self.alive() or time.monotonic() > deadline:
-                    self.kill()
-                    return Outcome(error="worker lost while asking for the model id", worker_lost=True)
-            msg = self._conn.recv()
+            while True:
+                if not self._conn.poll(0.1):
+                    if not self.alive() or time.monotonic() > deadline:
+                        self.kill()
+                        return Outcome(error="worker lost while asking for the model id", worker_lost=True)
+                    continue
+                msg = self._conn.recv()
+                if "log" not in msg:
+                    break
+                forward(msg)
         except (EOFError, OSError):
             self.kill()
             return Outcome(error="worker crashed", worker_lost=True)
@@ -231,9 +253,11 @@ class Worker:
             try:
                 if self._conn.poll(0.1):
                     msg = self._conn.recv()
-                    if "output" in msg:
+                    if "log" in msg:
+                        forward(msg)
+                    elif "output" in msg:
                         return Outcome(output=msg["output"], model_id=msg.get("model_id"))
-                    if "error" in msg:
+                    elif "error" in msg:
                         return _error_outcome(msg)
                 elif not self.alive():
                     return None
