@@ -90,6 +90,8 @@ def test_a_dropped_nai_file_is_refined_by_the_real_engine_and_never_redone(daemo
     again = daemon.row(src)
     assert again["state"] == "done" and again["attempts"] == attempts and out.read_bytes() == out_bytes
     assert daemon.stop() == 0
+    # One model load per worker start (two daemon runs), none per job.
+    assert (daemon.root / "log" / "daemon.log").read_text().count("model loaded id=") == 2
 
 
 def test_a_missing_checkpoint_keeps_files_queued_until_the_config_is_fixed(daemon: DaemonRun, tiny):
