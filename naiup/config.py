@@ -132,10 +132,12 @@ class Config:
             raise ConfigError("presets", f"unknown preset {name!r} (known: {known})", self.source) from None
 
 
-def load_config(path: Path | None = None) -> Config:
+def load_config(path: Path | None = None, *, model_files_must_exist: bool = True) -> Config:
     """Read, validate and freeze the config; ConfigError names the file, the key and the problem.
 
     A missing file means built-in defaults, so a fresh install runs without writing anything.
+    model_files_must_exist=False (the daemon): a missing [model] file is not refused here; the engine
+    load reports it, so the daemon keeps running and files stay queued until it is there.
     """
     path = path if path is not None else default_config_path()
     if not path.exists():
@@ -150,7 +152,7 @@ def load_config(path: Path | None = None) -> Config:
     # Imported here: the schema builds these dataclasses, so it imports this module.
     from naiup.config_schema import build_config
 
-    return build_config(raw, path)
+    return build_config(raw, path, model_files_must_exist)
 
 
 def default_watch_folder() -> Path:

@@ -34,41 +34,51 @@ def looks_like_path(value: str) -> bool:
     )
 
 
-def existing_file(value: str, key: str, base: Path, path: Path) -> str:
+def existing_file(value: str, key: str, base: Path, path: Path, must_exist: bool = True) -> str:
     """The absolute path of an existing file, or ConfigError naming key and the path looked at."""
     resolved = resolve(Path(value), base)
-    if not resolved.is_file():
+    if must_exist and not resolved.is_file():
         raise ConfigError(key, f"file not found: {resolved}", path)
     return str(resolved)
 
 
-def _file_or_hub_id(value: str, key: str, base: Path, path: Path, what: str) -> str:
+def _file_or_hub_id(value: str, key: str, base: Path, path: Path, what: str, must_exist: bool) -> str:
     """A local file/folder (made absolute) or an 'owner/name' hub id, which may be downloaded later."""
     resolved = resolve(Path(value), base)
     if resolved.exists():
         return str(resolved)
     if _HUB_ID.fullmatch(value) and not value.lower().endswith(MODEL_SUFFIXES):
         return value
+    if not must_exist:
+        return str(resolved)
     raise ConfigError(
         key, f"{value!r} is neither an existing {what} ({resolved}) nor a hub id like 'owner/name'", path
     )
 
 
-def check_model(model: ModelConfig, base: Path, path: Path) -> ModelConfig:
-    """[model] with every local path made absolute; refuses the first one that does not exist."""
+def check_model(model: ModelConfig, base: Path, path: Path, must_exist: bool = True) -> ModelConfig:
+    """[model] with every local path made absolute; refuses the first one that does not exist.
+
+    With must_exist=False (the daemon) a missing model file is left to the engine load to report: the
+    daemon keeps running, shows the reason in status and keeps files queued until the file appears.
+    """
     for i, folder in enumerate(model.lora_dirs):
-        if not resolve(folder, base).is_dir():
+        if must_exist and not resolve(folder, base).is_dir():
             raise ConfigError(f"model.lora_dirs[{i}]", f"folder not found: {resolve(folder, base)}", path)
     return dataclasses.replace(
         model,
-        checkpoint=_file_or_hub_id(model.checkpoint, "model.checkpoint", base, path, "file or folder"),
-        vae=existing_file(model.vae, "model.vae", base, path) if model.vae else "",
-        lcm_lora=_file_or_hub_id(model.lcm_lora, "model.lcm_lora", base, path, "file")
+        checkpoint=_file_or_hub_id(
+            model.checkpoint, "model.checkpoint", base, path, "file or folder", must_exist
+        ),
+        vae=existing_file(model.vae, "model.vae", base, path, must_exist) if model.vae else "",
+        lcm_lora=_file_or_hub_id(model.lcm_lora, "model.lcm_lora", base, path, "file", must_exist)
         if model.lcm_lora
         else "",
         lora_dirs=tuple(resolve(d, base) for d in model.lora_dirs),
         loras=tuple(
-            dataclasses.replace(lora, path=existing_file(lora.path, f"model.loras[{i}].path", base, path))
+            dataclasses.replace(
+                lora, path=existing_file(lora.path, f"model.loras[{i}].path", base, path, must_exist)
+            )
             for i, lora in enumerate(model.loras)
         ),
     )

@@ -92,7 +92,7 @@ RULES: dict[str, Check] = {
 }
 
 
-def build_config(raw: dict[str, Any], path: Path) -> Config:
+def build_config(raw: dict[str, Any], path: Path, model_files_must_exist: bool = True) -> Config:
     """Turn a parsed TOML document into a Config, refusing the first problem found."""
     base = path.parent
     _refuse_unknown(raw, [*SECTIONS, "presets"], "", path)
@@ -116,7 +116,7 @@ def build_config(raw: dict[str, Any], path: Path) -> Config:
     config = Config(
         watch=watch,
         output=sections["output"],
-        model=check_model(sections["model"], base, path),
+        model=check_model(sections["model"], base, path, model_files_must_exist),
         daemon=sections["daemon"],
         pause=sections["pause"],
         presets=presets,

@@ -127,7 +127,8 @@ def run_job(
 
     # 4. Publish.
     t1 = time.perf_counter()
-    text = {k: v for k, v in meta.text_chunks.items() if k not in (PROVENANCE_KEY, PARAMETERS_KEY)}
+    carried = {**meta.carry_fields, **meta.text_chunks}  # stealth/EXIF-only NAI data becomes text
+    text = {k: v for k, v in carried.items() if k not in (PROVENANCE_KEY, PARAMETERS_KEY)}
     text[PARAMETERS_KEY] = a1111_parameters(result.parameters, result.image.size)
     model_id = getattr(engine, "model_id", None)
     text[PROVENANCE_KEY] = provenance_text(

@@ -87,7 +87,8 @@ class Daemon:
         path = self.config_path
         try:
             self._config_mtime = path.stat().st_mtime if path and path.exists() else None
-            new = load_config(path)
+            # A missing model file is the engine's error to report (status), not a reason to stop.
+            new = load_config(path, model_files_must_exist=False)
         except (NaiupError, OSError) as exc:
             self.config_error = str(exc)
             log.error("config reload failed, keeping the previous config error=%s", exc)

@@ -150,10 +150,11 @@ class Ledger:
             (str(State.PROCESSING), preset, model, time.time(), item_id),
         )
 
-    def finish(self, item_id: int, output: str) -> None:
+    def finish(self, item_id: int, output: str, model: str | None = None) -> None:
+        """Done; `model` (the engine's id of what made the output) replaces the one given at start."""
         self._exec(
-            "UPDATE items SET state=?, output=?, error=NULL, finished=? WHERE id=?",
-            (str(State.DONE), output, time.time(), item_id),
+            "UPDATE items SET state=?, output=?, error=NULL, finished=?, model=COALESCE(?, model) WHERE id=?",
+            (str(State.DONE), output, time.time(), model, item_id),
         )
 
     def skip(self, item_id: int, reason: str) -> None:

@@ -1,11 +1,18 @@
-"""Logging for `naiup run`: a rotating file in the per-user log dir, plus stderr when there is one."""
+"""Logging for `naiup run`: a rotating file in the per-user log dir, plus stderr when there is one.
+
+The worker child (spawned: no handlers of ours) sends its records up the pipe; the daemon writes them,
+so model loads and job timings land in the same log and only one process ever rotates the file.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -26,3 +33,29 @@ def setup_logging(log_dir: Path, level: int = logging.INFO) -> tuple[Path, list[
     root.setLevel(level)
     logging.getLogger("watchdog").setLevel(logging.WARNING)
     return path, handlers
+
+
+class PipeLogHandler(logging.Handler):
+    """In the worker child: each record becomes a {"log": [level, logger, text]} message to the daemon."""
+
+    def __init__(self, send: Callable[[Any], None]) -> None:
+        super().__init__(logging.INFO)
+        self._send = send
+        self.setFormatter(logging.Formatter("%(message)s"))  # the daemon adds time, level and name
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):  # the pipe is gone: the daemon is going away
+            self._send({"log": [record.levelno, record.name, self.format(record)]})
+
+
+def child_logging(send: Callable[[Any], None]) -> None:
+    root = logging.getLogger()
+    root.addHandler(PipeLogHandler(send))
+    root.setLevel(logging.WARNING)  # libraries: warnings only; ours: info too, as in the daemon
+    logging.getLogger("naiup").setLevel(logging.INFO)
+
+
+def forward(msg: dict) -> None:
+    """In the daemon: write a record the worker sent."""
+    level, name, text = msg["log"]
+    logging.getLogger(name).log(level, "%s", text)

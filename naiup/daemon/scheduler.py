@@ -12,18 +12,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from naiup.config import Config, ModelConfig, Preset
+from naiup.config import Config, Preset
 from naiup.daemon.ledger import Item, Ledger
 from naiup.daemon.state import RuntimeState
 from naiup.daemon.worker import Outcome, Worker
+from naiup.errors import NaiupError
 
 log = logging.getLogger(__name__)
 
 LOAD_RETRY = 60.0  # engine load failed: try again after this (or at once on reload / preset / resume)
-
-
-def model_id(model: ModelConfig) -> str:
-    return "|".join((model.checkpoint, model.vae, model.lcm_lora))
 
 
 def remove_job_temps(src: Path) -> None:
@@ -115,7 +112,14 @@ class Scheduler:
             self._idle(1.0)
             return
         preset = cfg.preset(rs.active_preset or cfg.daemon.active_preset)
-        model = model_id(cfg.model)
+        # The engine's own id (the one in the outputs' provenance), so done rows match what made them.
+        model = self._worker.model_id(preset)
+        if isinstance(model, Outcome):
+            if model.worker_lost:
+                self._worker = None  # restarted on the next step
+            else:
+                self._engine_failed(model)
+            return
         twin = self._ledger.done_twin(item.hash or "", preset.name, model) if item.hash else None
         if twin is not None and twin.id != item.id:
             self._ledger.skip(item.id, f"duplicate: same image already done as {twin.path} -> {twin.output}")
@@ -125,7 +129,11 @@ class Scheduler:
 
     def _load(self, cfg: Config) -> bool:
         self.loading = True
-        self._worker = Worker(cfg)
+        try:  # load what the active preset needs, so a missing model shows now, not as failed files
+            preset: Preset | None = cfg.preset(self._runtime().active_preset or cfg.daemon.active_preset)
+        except NaiupError:
+            preset = None
+        self._worker = Worker(cfg, preset)
         try:
             error = self._worker.start(lambda: self._stopping)
         finally:
@@ -139,6 +147,15 @@ class Scheduler:
             self._retry_load_at = time.monotonic() + LOAD_RETRY
             log.error("engine cannot load, files stay queued error=%s", error)
         return False
+
+    def _engine_failed(self, outcome: Outcome) -> None:
+        """The engine cannot load a model: stop the worker, show why, retry later (files stay queued)."""
+        if self._worker is not None:
+            self._worker.stop()
+        self._worker = None
+        self.engine_error = outcome.error
+        self._retry_load_at = time.monotonic() + LOAD_RETRY
+        log.error("engine cannot load, files stay queued error=%s", outcome.error)
 
     def _process(self, item: Item, cfg: Config, preset: Preset, model: str) -> None:
         assert self._worker is not None
@@ -170,8 +187,12 @@ class Scheduler:
     def _record(
         self, item: Item, src: Path, outcome: Outcome, attempts: int, max_attempts: int, secs: float
     ) -> None:
+        if outcome.load_error:
+            self._ledger.requeue(item.id, outcome.error, uncount=True)
+            self._engine_failed(outcome)
+            return
         if outcome.output is not None:
-            self._ledger.finish(item.id, outcome.output)
+            self._ledger.finish(item.id, outcome.output, outcome.model_id)
             self.last_output = outcome.output
             log.info("job done id=%s path=%s output=%s secs=%.2f", item.id, src, outcome.output, secs)
             self._event({"event": "job_done", "path": item.path, "output": outcome.output})

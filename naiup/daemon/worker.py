@@ -20,6 +20,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from naiup.config import Config, Preset
+from naiup.daemon.logs import forward
 
 log = logging.getLogger(__name__)
 
@@ -41,20 +42,55 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(3)
 
 
-def _child_main(conn: Connection, config: Config) -> None:
+def engine_model_id(engine: object, config: Config, preset: Preset) -> str:
+    """The engine's id of the model set a preset uses (what provenance records), else the config's."""
+    model_id = getattr(engine, "model_id", None)
+    if callable(model_id):
+        return str(model_id(preset))
+    return config_model_id(config)
+
+
+def config_model_id(config: Config) -> str:
+    m = config.model
+    return "|".join((m.checkpoint, m.vae, m.lcm_lora))
+
+
+def _message(exc: BaseException) -> str:
+    """Our errors are already sentences for the user; anything else gets its type (it is a bug)."""
+    from naiup.errors import NaiupError
+
+    return str(exc) if isinstance(exc, NaiupError) else f"{type(exc).__name__}: {exc}"
+
+
+def _child_main(conn: Connection, config: Config, preset: Preset | None) -> None:
     """Runs in the child: load, report, then serve jobs until told to stop or the pipe closes."""
-    from naiup.errors import NaiupError  # imported here: the child starts from a bare interpreter
+    from naiup.daemon.logs import child_logging
+    from naiup.errors import ConfigError, ModelLoadError, NaiupError  # child: a bare interpreter
     from naiup.job import run_job
 
+    lock = threading.Lock()  # log records may come from any thread: one message at a time on the pipe
+
+    def send(obj: object) -> None:
+        with lock:
+            conn.send(obj)
+
+    child_logging(send)
     # Ctrl+C in a terminal reaches the whole process group: the daemon decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     try:
         engine = load_factory(config.daemon.engine)(config.model)
+        # Load now, not at the first job: a missing model is an engine error (files stay queued), not
+        # a failed job, and the first file starts on a warm model.
+        load = getattr(engine, "load", None)
+        if preset is not None and callable(load):
+            load(preset)
     except Exception as exc:  # any load failure is reported, never a traceback-only death
-        conn.send({"load_error": str(exc) if isinstance(exc, NaiupError) else f"{type(exc).__name__}: {exc}"})
+        if not isinstance(exc, NaiupError):
+            log.exception("engine load crashed")  # a bug: its traceback goes to the daemon log
+        send({"load_error": _message(exc)})
         return
-    conn.send({"ready": True})
+    send({"ready": True})
     while True:
         try:
             msg = conn.recv()
@@ -62,18 +98,28 @@ def _child_main(conn: Connection, config: Config) -> None:
             return
         if msg is None:
             return
+        if "model_id_of" in msg:
+            try:
+                send({"model_id": engine_model_id(engine, config, msg["model_id_of"])})
+            except Exception as exc:  # e.g. a <lora:name> of the preset that is nowhere: not the file's fault
+                send({"error": _message(exc), "load_error": True, "permanent": False})
+            continue
         src, preset = Path(msg["src"]), msg["preset"]
 
         def progress(fraction: float, stage: str) -> None:
-            conn.send({"progress": float(fraction), "stage": stage})
+            send({"progress": float(fraction), "stage": stage})
 
         try:
             result = run_job(src, preset, engine, config, progress)
-            conn.send({"output": str(result.output), "timings": result.timings})
+            model = engine_model_id(engine, config, preset)
+            send({"output": str(result.output), "timings": result.timings, "model_id": model})
+        except (ModelLoadError, ConfigError) as exc:  # the model or config, not this file: keep it queued
+            send({"error": str(exc), "permanent": False, "load_error": True})
         except NaiupError as exc:
-            conn.send({"error": str(exc), "permanent": True})
+            send({"error": str(exc), "permanent": True})
         except Exception as exc:  # a bug in a job: report it, keep the worker for the next job
-            conn.send({"error": f"{type(exc).__name__}: {exc}", "permanent": False})
+            log.exception("job crashed src=%s", src)
+            send({"error": _message(exc), "permanent": False})
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,13 +128,19 @@ class Outcome:
     error: str | None = None
     permanent: bool = False  # the job itself is bad: do not retry
     worker_lost: bool = False  # crashed or hung: restart the worker, retry the job
+    load_error: bool = False  # the engine cannot load a model: the file stays queued
+    model_id: str | None = None  # the engine's id of the model set that made the output
+
+
+def _error_outcome(msg: dict) -> Outcome:
+    return Outcome(error=msg["error"], permanent=msg["permanent"], load_error=msg.get("load_error", False))
 
 
 class Worker:
     """Owns the child. Not thread-safe: only the scheduler thread calls it."""
 
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    def __init__(self, config: Config, preset: Preset | None = None) -> None:
+        self.config, self.preset = config, preset  # the engine loads what this preset needs at start
         self._proc: mp.process.BaseProcess | None = None
         self._conn: Connection | None = None
 
@@ -104,7 +156,7 @@ class Worker:
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe()
         self._proc = ctx.Process(
-            target=_child_main, args=(child, self.config), name="naiup-worker", daemon=True
+            target=_child_main, args=(child, self.config, self.preset), name="naiup-worker", daemon=True
         )
         self._proc.start()
         child.close()
@@ -114,6 +166,9 @@ class Worker:
             try:
                 if parent.poll(0.2):
                     msg = parent.recv()
+                    if "log" in msg:
+                        forward(msg)
+                        continue
                     if msg.get("ready"):
                         log.info("worker ready pid=%s", self._proc.pid)
                         return None
@@ -162,10 +217,33 @@ class Worker:
                 return Outcome(error="worker crashed", worker_lost=True)
             if "progress" in msg:
                 progress(msg["progress"], msg["stage"])
+            elif "log" in msg:
+                forward(msg)
             elif "output" in msg:
-                return Outcome(output=msg["output"])
+                return Outcome(output=msg["output"], model_id=msg.get("model_id"))
             else:
-                return Outcome(error=msg["error"], permanent=msg["permanent"])
+                return _error_outcome(msg)
+
+    def model_id(self, preset: Preset, timeout: float = 60.0) -> str | Outcome:
+        """The engine's model id for `preset` (what the ledger's done rows are keyed by), or the failure."""
+        assert self._conn is not None
+        try:
+            self._conn.send({"model_id_of": preset})
+            deadline = time.monotonic() + timeout
+            while True:
+                if not self._conn.poll(0.1):
+                    if not self.alive() or time.monotonic() > deadline:
+                        self.kill()
+                        return Outcome(error="worker lost while asking for the model id", worker_lost=True)
+                    continue
+                msg = self._conn.recv()
+                if "log" not in msg:
+                    break
+                forward(msg)
+        except (EOFError, OSError):
+            self.kill()
+            return Outcome(error="worker crashed", worker_lost=True)
+        return msg["model_id"] if "model_id" in msg else _error_outcome(msg)
 
     def wait_result(self, grace: float) -> Outcome | None:
         """During shutdown: give the current job `grace` seconds to finish."""
@@ -175,10 +253,12 @@ class Worker:
             try:
                 if self._conn.poll(0.1):
                     msg = self._conn.recv()
-                    if "output" in msg:
-                        return Outcome(output=msg["output"])
-                    if "error" in msg:
-                        return Outcome(error=msg["error"], permanent=msg["permanent"])
+                    if "log" in msg:
+                        forward(msg)
+                    elif "output" in msg:
+                        return Outcome(output=msg["output"], model_id=msg.get("model_id"))
+                    elif "error" in msg:
+                        return _error_outcome(msg)
                 elif not self.alive():
                     return None
             except (EOFError, OSError):

@@ -24,6 +24,7 @@ from naiup.engine.meta_types import (
 from naiup.engine.nai_signature import verify_signature
 from naiup.engine.stealth import StealthPayload
 
+NAI_TEXT_KEYS = ("Title", "Description", "Software", "Source", "Generation time", "Comment")
 _NAI_ONLY_KEYS = ("uc", "v4_prompt", "noise_schedule", "signed_hash")
 
 
@@ -253,4 +254,10 @@ def detect(
     has_format = values.get("format") in (MetadataFormat.A1111, MetadataFormat.OTHER, MetadataFormat.COMFYUI)
     if has_format and (values.get("width") is None or values.get("height") is None):
         values["width"], values["height"] = image.size
-    return ImageMetadata(**values, text_chunks=text_chunks, problems=tuple(problems))
+    carry: dict[str, str] = {}
+    if (file_nai or stealth is not None) and "Comment" not in text_chunks:
+        origin: Mapping[str, Any] = file_fields if file_nai else (stealth or {})
+        carry = {
+            k: v if isinstance(v, str) else json.dumps(v) for k, v in origin.items() if k in NAI_TEXT_KEYS
+        }
+    return ImageMetadata(**values, text_chunks=text_chunks, carry_fields=carry, problems=tuple(problems))

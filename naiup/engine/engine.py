@@ -135,9 +135,13 @@ class Engine:
             torch.cuda.empty_cache()
 
     def model_id(self, preset: Preset) -> str:
+        """Id of the models this preset uses, <lora> tags of its prompts included (known before a job)."""
         ids = [self._upscaler(preset.upscaler).model_id]
         if preset.refine:
-            ids.append(self._get_refiner().model_id)
+            refiner = self._get_refiner()
+            negative = preset.negative_prompt if preset.cfg > 1.0 else ""
+            model_id_for = getattr(refiner, "model_id_for", None)  # stand-in refiners may lack it
+            ids.append(model_id_for(preset.prompt, negative) if model_id_for else refiner.model_id)
         return "+".join(ids)
 
     def process(

@@ -55,6 +55,9 @@ class ImageMetadata:
     signature: Signature = Signature.ABSENT
     copies_disagree: bool = False  # file copy and stealth copy both parse and differ
     text_chunks: dict[str, str] = field(default_factory=dict)
+    # NovelAI's fields when they came from the alpha bits or EXIF, not text chunks: outputs are RGB
+    # PNGs, so job.py writes these as text chunks or the generation data would be lost.
+    carry_fields: dict[str, str] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)  # NAI: the Comment object; others: their texts
     # Things that were wrong but did not stop reading (bad stealth payload, unparsable Comment...).
     problems: tuple[str, ...] = ()

@@ -52,6 +52,7 @@ def load_models(
     checkpoint: str, vae: str, device: torch.device, config_dir: Path = SD15_SKELETON
 ) -> SDModels:
     """Load UNet/VAE/TE/tokenizer, cast (UNet+TE fp16 on accelerators, VAE fp32/bf16), move to device."""
+    _quiet_library_bars()
     path = Path(checkpoint).expanduser()
     if path.is_dir():
         models = _from_pipeline(str(path), local_only=True)
@@ -69,6 +70,20 @@ def load_models(
     _place(models.text_encoder, device, unet_dtype(device))
     _place(models.vae, device, vae_dtype(device))
     return models
+
+
+def _quiet_library_bars() -> None:
+    # Their per-component bars would interleave with `naiup refine`'s own bar and fill the daemon log;
+    # hub downloads keep huggingface_hub's bar, which is the one worth seeing.
+    from diffusers.utils import logging as diffusers_logging
+    from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    hub_bars = not are_progress_bars_disabled()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()  # also turns the hub's bars off: give those back
+    if hub_bars:
+        enable_progress_bars()
 
 
 def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:

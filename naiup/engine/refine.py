@@ -196,6 +196,13 @@ class Refiner:
         extra = [(self.model.lcm_lora, 1.0)] if self.model.lcm_lora else []
         return model_set_id(self.model.checkpoint, self.model.vae, [*extra, *self._fused])
 
+    def model_id_for(self, prompt: str, negative_prompt: str = "") -> str:
+        """The id `model_id` will have once a refine with these prompts has fused their <lora> tags."""
+        self.load()
+        tags = extract_lora_tags(prompt)[1] + extract_lora_tags(negative_prompt)[1]
+        extra = [(self.model.lcm_lora, 1.0)] if self.model.lcm_lora else []
+        return model_set_id(self.model.checkpoint, self.model.vae, [*extra, *self._lora_set(tags)])
+
     def _lora_set(self, tags: list[tuple[str, float]]) -> tuple[tuple[str, float], ...]:
         wanted = list(self._config_loras)
         wanted += [(str(resolve_lora_name(name, self.model.lora_dirs)), w) for name, w in tags]

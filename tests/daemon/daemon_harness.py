@@ -65,7 +65,12 @@ class DaemonRun:
             )
         wait_for(self._pingable, 20, "the daemon to answer ping")
         if wait_worker:
-            wait_for(lambda: self.status()["worker_pid"], 20, "the worker to load")
+            # The pid shows as soon as the child is spawned; "loading" ends when the engine is ready.
+            wait_for(
+                lambda: (s := self.status())["worker_pid"] and s["state"] != "loading",
+                60,
+                "the worker to load",
+            )
 
     def _pingable(self) -> bool:
         assert self.proc is not None
