@@ -44,7 +44,7 @@ def _sd_components(shape: Shape):
 
     tokenizer = CLIPTokenizer.from_pretrained(SD15 / "tokenizer", model_max_length=77)
     torch.manual_seed(0)
-    if shape is FULL:
+    if shape.name == "full":
         unet = UNet2DConditionModel.from_config(json.loads((SD15 / "unet" / "config.json").read_text()))
         vae = AutoencoderKL.from_config(json.loads((SD15 / "vae" / "config.json").read_text()))
         text = CLIPTextModel(CLIPTextConfig.from_pretrained(SD15 / "text_encoder"))
@@ -93,7 +93,7 @@ def sd_folder(shape: Shape, cache: Path) -> Path:
     from diffusers import PNDMScheduler, StableDiffusionPipeline
 
     unet, vae, text, tokenizer = _sd_components(shape)
-    if shape is FULL:
+    if shape.name == "full":
         unet, text = unet.half(), text.half()
     scheduler = PNDMScheduler.from_config(
         json.loads((SD15 / "scheduler" / "scheduler_config.json").read_text())

@@ -226,6 +226,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--vae-mode", default="exact,low-memory,auto", help="comma list of off|exact|low-memory|auto"
     )
+    ap.add_argument("--size", default=None, help="input WxH instead of the shape's (e.g. 416x608)")
     ap.add_argument("--batch", type=int, default=8, help="UNet tile batch size (preset tile_batch_size)")
     ap.add_argument("--channels-last", action="store_true", help="NHWC UNet and VAE")
     ap.add_argument("--compile", action="store_true", help="torch.compile the UNet (one fixed tile shape)")
@@ -246,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     auto = "cuda" if torch.cuda.is_available() and not args.small else "cpu"
     device = torch.device(auto if args.device == "auto" else args.device)
     s = SMALL if args.small else FULL
+    if args.size:
+        w, h = (int(v) for v in args.size.lower().split("x"))
+        s = replace(s, width=w, height=h)
     threads = args.threads or (1 if args.small else None)
     if threads:
         torch.set_num_threads(threads)
