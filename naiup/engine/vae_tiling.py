@@ -5,7 +5,7 @@ CONTRACT:
            generator: torch.Generator | None = None, sample: bool = False) -> latent (1,4,H/8,W/8),
            already multiplied by vae.config.scaling_factor
     decode(vae, latent (scaled), *, mode) -> pixels (1,3,H,W) in [-1,1]
-    "off"/untiled is what the engine-core loop uses until tiling lands.
+    These are the Refiner's default encode/decode, called with mode = preset.vae_tiling ("auto").
     Both also take tile: int | None (core size in latent px; None = DEFAULT_CORE, or LOW_MEMORY_CORE
     in low-memory mode) and low_memory_sample: int (tiles whose statistics low-memory mode pools).
     Raises EngineError for an fp16 VAE, NaN/Inf output, or pixels not a multiple of 8.
