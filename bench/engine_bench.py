@@ -20,16 +20,13 @@ Not a test: it never asserts.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import functools
-import json
 import os
 import platform
-import resource
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -39,6 +36,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from bench_models import FULL, SMALL, Shape, input_image, sd_folder, upscaler_file  # noqa: E402
+from bench_report import Result, machine, print_table, write_report  # noqa: E402
 from diffusers import LCMScheduler, StableDiffusionImg2ImgPipeline  # noqa: E402
 from diffusers.utils import logging as diffusers_logging  # noqa: E402
 
@@ -51,20 +49,6 @@ from naiup.provenance import encode_png  # noqa: E402
 
 PROMPT = "(masterpiece, best quality, highres:1.2), 1girl, solo, detailed background"
 PNG_LEVEL = 1  # OutputConfig.png_compress_level default
-
-
-@dataclass
-class Result:
-    workload: str
-    variant: str
-    output: str = ""
-    stages: dict[str, float] = field(default_factory=dict)
-    wall: float = 0.0
-    peak_gpu_gib: float | None = None
-    unet_tiles: int = 0  # UNet tiles per step from the plan (1 = untiled canvas)
-    unet_calls: list[list[int]] = field(default_factory=list)  # input shape of every UNet call seen
-    vae_plan: str = ""  # what the VAE mode resolved to for the decode (auto -> off/exact/low-memory)
-    notes: str = ""
 
 
 def _sync(device: torch.device) -> None:
@@ -201,23 +185,6 @@ def run_baseline(name: str, refiner: Refiner, preset: Preset, image) -> Result:
     return res
 
 
-def machine(device: torch.device) -> dict:
-    import diffusers
-
-    info = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small", action="store_true", help="tiny shapes on CPU (CI smoke test)")
@@ -285,32 +252,11 @@ def main(argv: list[str] | None = None) -> int:
             results.append(res)
         del upscaler
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    report = {
-        "when": stamp,
-        "small": args.small,
-        "levers": {"channels_last": args.channels_last, "compile": args.compile, "batch": args.batch},
-        "machine": machine(device),
-        "setup_s": setup,
-        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        "results": [asdict(r) for r in results],
-    }
-    path = args.out / f"engine-{stamp}{'-small' if args.small else ''}.json"
-    path.write_text(json.dumps(report, indent=2))
+    path = write_report(args.out, args, device, setup, results)
     print_table(results)
-    print(f"device: {report['machine'].get('gpu', platform.processor() or 'cpu')} ({device}); json: {path}")
+    where = machine(device).get("gpu", platform.processor() or "cpu")
+    print(f"device: {where} ({device}); json: {path}")
     return 0
-
-
-def print_table(results: list[Result]) -> None:
-    cols = ["upscale", "encode", "denoise", "decode", "other", "img2img", "png"]
-    head = f"{'workload':8} {'variant':34} {'output':>10} " + " ".join(f"{c:>8}" for c in cols)
-    print(head + f" {'wall':>8} {'peakGPU':>8}  notes")
-    for r in results:
-        cells = " ".join(f"{r.stages[c]:8.3f}" if c in r.stages else f"{'-':>8}" for c in cols)
-        peak = f"{r.peak_gpu_gib:8.2f}" if r.peak_gpu_gib is not None else f"{'-':>8}"
-        print(f"{r.workload:8} {r.variant:34} {r.output:>10} {cells} {r.wall:8.3f} {peak}  {r.notes}")
 
 
 if __name__ == "__main__":
