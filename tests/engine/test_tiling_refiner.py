@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import tiny_sd
@@ -112,3 +114,21 @@ def test_tiled_refine_differs_from_untiled_only_by_a_bounded_amount(tiled, until
     # to normalise the blend (overlaps counted 2-4x) measured mean 10.5, max 99, and fails both.
     assert diff.mean() < 6.5, diff.mean()
     assert diff.max() < 64, diff.max()
+
+
+def test_a_bf16_vae_refines_through_the_tiled_vae_in_fp32(model_cfg, tiled):
+    # CUDA runs the VAE in bf16 (device.vae_dtype): the latent loop and the PNG conversion must still
+    # get fp32 from the tiled VAE, in every mode.
+    r = Refiner(model_cfg)
+    r.load()
+    r.models.vae.to(torch.bfloat16)
+    image = _image(96, 96, seed=4)
+    vae_in = vae_tiling.encode(r.models.vae, torch.zeros(1, 3, 96, 96), mode="exact")
+    assert vae_in.dtype == torch.float32
+    assert vae_tiling.decode(r.models.vae, vae_in, mode="off").dtype == torch.float32
+    reference = np.asarray(_refine(tiled, image, MULTI, seed=5), dtype=np.int16)
+    for mode in ("exact", "low-memory", "off"):
+        out = _refine(r, image, replace(MULTI, vae_tiling=mode), seed=5)
+        assert out.size == (96, 96) and out.mode == "RGB"
+        # bf16 has 8 bits of mantissa: close to the fp32 VAE's result, not equal.
+        assert np.abs(np.asarray(out, dtype=np.int16) - reference).mean() < 8.0, mode
