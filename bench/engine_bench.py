@@ -1,11 +1,14 @@
-"""Engine benchmark: upscale -> tiled VAE encode -> tiled LCM denoise -> tiled VAE decode -> PNG.
+"""Engine benchmark: the real pipeline (upscale -> Refiner: tiled VAE encode, tiled LCM denoise, tiled
+VAE decode -> PNG) on SD1.5-shaped random-weight models, against the naive diffusers baseline.
 
-SD1.5-shaped models with random weights (the cost is the architecture's, not the weights'):
-    W2  2x upscaler (Real-CUGAN from ../shared/weights if present, else a random Compact 2x)
-        + refine, 2 UNet steps (LCM N=8, strength 0.25), CFG 1, tile 64 / overlap 32, tiled VAE
+    W2  2x upscaler (Real-CUGAN se from ../shared/weights if present, else a random Compact 2x)
+        + refine: LCM 8 steps x denoise 0.25 = 2 UNet steps, CFG 1, tile 64 / overlap 32, tiled VAE
     W4  4x upscaler (RealESRGAN x4plus anime 6B if present, else a random RRDB 6-block) + refine
-Input 832x1216 (NAI V3 portrait). Each workload is followed, in the same run, by the naive baseline:
-diffusers StableDiffusionImg2ImgPipeline at full resolution with vae.enable_tiling().
+Input 832x1216 (NAI V3 portrait). The stages are naiup's own code: naiup.engine.upscale.load_upscaler,
+naiup.engine.refine.Refiner with its production defaults (tiling.predictor_for, vae_tiling), timed
+through the Refiner's seams, and naiup.provenance.encode_png. Each workload is followed, in the same
+run, by the baseline: diffusers StableDiffusionImg2ImgPipeline on the same models and upscaled pixels,
+at full resolution with vae.enable_tiling().
 
     python bench/engine_bench.py                 # full size, needs a GPU to finish in reasonable time
     python bench/engine_bench.py --small         # tiny shapes on CPU, under a minute (CI smoke test)
@@ -17,62 +20,36 @@ Not a test: it never asserts.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import io
-import json
+import copy
+import functools
 import os
 import platform
-import resource
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
-from diffusers import AutoencoderKL, LCMScheduler, StableDiffusionImg2ImgPipeline, UNet2DConditionModel  # noqa: E402
+from bench_models import FULL, SMALL, Shape, input_image, sd_folder, upscaler_file  # noqa: E402
+from bench_report import Result, machine, print_table, write_report  # noqa: E402
+from diffusers import LCMScheduler, StableDiffusionImg2ImgPipeline  # noqa: E402
 from diffusers.utils import logging as diffusers_logging  # noqa: E402
-from PIL import Image  # noqa: E402
 
+from naiup.config import ModelConfig, Preset  # noqa: E402
 from naiup.engine import vae_tiling  # noqa: E402
-from naiup.engine.tiling import plan_tiles, tiled_predictor  # noqa: E402
+from naiup.engine.refine import Refiner  # noqa: E402
+from naiup.engine.tiling import plan_tiles, predictor_for  # noqa: E402
+from naiup.engine.upscale import load_upscaler  # noqa: E402
+from naiup.provenance import encode_png  # noqa: E402
 
-LCM_STEPS, STRENGTH = 8, 0.25  # int(8 * 0.25) = 2 UNet steps at t = 259, 139
-
-
-@dataclass
-class Shape:
-    width: int
-    height: int
-    unet_channels: tuple[int, ...]
-    text_width: int
-    head_dim: int
-    vae_channels: tuple[int, ...]
-    norm_groups: int
-    layers: int
-    tile: int
-    overlap: int
-    vae_core: int | None
-
-
-FULL = Shape(832, 1216, (320, 640, 1280, 1280), 768, 8, (128, 256, 512, 512), 32, 2, 64, 32, None)
-# Same ratios, ~1/10 the channels; tiles scaled down so the small canvas still splits into tiles.
-SMALL = Shape(64, 96, (32, 64, 128, 128), 32, 8, (16, 32, 64, 64), 8, 1, 16, 8, 16)
-
-
-@dataclass
-class Result:
-    workload: str
-    variant: str
-    output: str
-    stages: dict[str, float] = field(default_factory=dict)
-    wall: float = 0.0
-    peak_gpu_gib: float | None = None
-    notes: str = ""
+PROMPT = "(masterpiece, best quality, highres:1.2), 1girl, solo, detailed background"
+PNG_LEVEL = 1  # OutputConfig.png_compress_level default
 
 
 def _sync(device: torch.device) -> None:
@@ -80,135 +57,109 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class Timer:
-    def __init__(self, device: torch.device, stages: dict[str, float]) -> None:
-        self.device, self.stages = device, stages
+class Stages:
+    """Timing hooks on the Refiner's seams: every call adds its synced seconds to `current[name]`."""
 
-    def __call__(self, name: str, fn: Callable, *args, **kwargs):
-        _sync(self.device)
-        t0 = time.perf_counter()
-        out = fn(*args, **kwargs)
-        _sync(self.device)
-        self.stages[name] = self.stages.get(name, 0.0) + time.perf_counter() - t0
-        return out
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.current = device, {}
+        self.unet_calls: list[list[int]] = []
 
+    def watch_unet(self, unet: torch.nn.Module) -> None:
+        unet.register_forward_hook(lambda _m, a, _o: self.unet_calls.append(list(a[0].shape)))
 
-def build_unet(s: Shape) -> UNet2DConditionModel:
-    torch.manual_seed(0)
-    return UNet2DConditionModel(
-        sample_size=64,
-        block_out_channels=s.unet_channels,
-        cross_attention_dim=s.text_width,
-        attention_head_dim=s.head_dim,
-        layers_per_block=2,
-        norm_num_groups=min(32, s.unet_channels[0]),
-    ).eval()
+    def timed(self, name: str, fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            _sync(self.device)
+            t0 = time.perf_counter()
+            out = fn(*args, **kwargs)
+            _sync(self.device)
+            self.current[name] = self.current.get(name, 0.0) + time.perf_counter() - t0
+            return out
+
+        return run
 
 
-def build_vae(s: Shape) -> AutoencoderKL:
-    torch.manual_seed(0)
-    return AutoencoderKL(
-        block_out_channels=s.vae_channels,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=s.layers,
-        norm_num_groups=s.norm_groups,
-        latent_channels=4,
-        sample_size=512,
-        scaling_factor=0.18215,
-    ).eval()
+def make_refiner(folder: Path, device: torch.device, stages: Stages, shape: Shape, args) -> Refiner:
+    def wrap(guided, preset, latent_hw):
+        return stages.timed("denoise", predictor_for(guided, preset, latent_hw))
 
-
-def build_upscaler(scale: int, small: bool, weights: Path | None) -> tuple[torch.nn.Module, str]:
-    from spandrel import ModelLoader
-    from spandrel.architectures.Compact import Compact
-    from spandrel.architectures.ESRGAN import ESRGAN
-
-    files = {
-        2: "realcugan-se-2x/realcugan-se-up2x-conservative.safetensors",
-        4: "realesrgan-x4plus-anime-6b/RealESRGAN_x4plus_anime_6B.safetensors",
-    }
-    if not small and weights and (weights / files[scale]).is_file():
-        return ModelLoader().load_from_file(weights / files[scale]).model.eval(), files[scale].split("/")[0]
-    torch.manual_seed(0)
-    if scale == 2:
-        feat, convs = (16, 4) if small else (64, 16)
-        return Compact(
-            num_feat=feat, num_conv=convs, upscale=2
-        ).eval(), f"random Compact 2x ({feat}f/{convs}c)"
-    filters, blocks = (16, 1) if small else (64, 6)
-    return ESRGAN(
-        num_filters=filters, num_blocks=blocks, scale=4
-    ).eval(), f"random RRDB 4x ({filters}f/{blocks}b)"
-
-
-def denoise(unet, cond, z0, plan, batch, seed, dtype):
-    """Minimal LCM img2img tail on the whole canvas; the real Refiner replaces this function."""
-
-    def guided(x, t):
-        return unet(x.to(dtype), t, encoder_hidden_states=cond.expand(x.shape[0], -1, -1)).sample
-
-    predict = tiled_predictor(guided, plan, "mixture", batch)
-    sched = LCMScheduler()
-    sched.set_timesteps(LCM_STEPS)
-    start = LCM_STEPS - int(LCM_STEPS * STRENGTH)
-    sched.set_begin_index(start)
-    gen = torch.Generator().manual_seed(seed)
-    steps = sched.timesteps[start:]
-    x = sched.add_noise(z0, torch.randn(z0.shape, generator=gen).to(z0.device), steps[:1])
-    out = x
-    for t in steps:
-        x, out = sched.step(predict(x, t), t, x, generator=gen, return_dict=False)
-    return out
-
-
-def write_png(pixels: torch.Tensor) -> int:
-    arr = (
-        ((pixels[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    vae_tile = {"tile": shape.vae_core} if shape.vae_core else {}
+    refiner = Refiner(
+        ModelConfig(checkpoint=str(folder), lcm_lora="", device=device.type),
+        device,
+        wrap_predictor=wrap,
+        encode=stages.timed("encode", functools.partial(vae_tiling.encode, **vae_tile)),
+        decode=stages.timed("decode", functools.partial(vae_tiling.decode, **vae_tile)),
     )
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG", compress_level=1)  # OutputConfig.png_compress_level
-    return buf.tell()
+    refiner.load()
+    m = refiner.models
+    stages.watch_unet(m.unet)
+    if args.channels_last:  # in place: the Refiner keeps the same module objects
+        m.unet.to(memory_format=torch.channels_last)
+        m.vae.to(memory_format=torch.channels_last)
+    if args.compile:
+        m.unet.compile()  # in place; every UNet call sees one fixed tile-batch shape
+    return refiner
 
 
-@torch.no_grad()
-def run_ours(name, scale, s, models, device, vae_mode, batch, weights, small) -> Result:
-    unet, vae, cond, udtype = models
-    up, up_name = build_upscaler(scale, small, weights)
-    up = up.to(device, torch.float16 if device.type == "cuda" else torch.float32)
-    res = Result(name, f"naiup (vae {vae_mode})", "", notes=f"upscaler: {up_name}")
-    timer = Timer(device, res.stages)
-    image = torch.rand(1, 3, s.height, s.width, generator=torch.Generator().manual_seed(0)).to(device)
+def _peak(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def _reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    t0 = time.perf_counter()
-    big = timer("upscale", up, image.to(next(up.parameters()).dtype))
-    del up
-    pixels = big.float().clamp(0, 1) * 2 - 1
-    res.output = f"{pixels.shape[-1]}x{pixels.shape[-2]}"
-    z0 = timer("encode", vae_tiling.encode, vae, pixels, mode=vae_mode, tile=s.vae_core)
-    plan = plan_tiles(z0.shape[-2], z0.shape[-1], s.tile, s.overlap)
-    res.notes += f"; {plan.count} UNet tiles/step"
-    lat = timer("denoise", denoise, unet, cond, z0.float(), plan, batch, 0, udtype)
-    out = timer("decode", vae_tiling.decode, vae, lat, mode=vae_mode, tile=s.vae_core)
-    timer("png", write_png, out)
-    _sync(device)
-    res.wall = time.perf_counter() - t0
-    if device.type == "cuda":
-        res.peak_gpu_gib = torch.cuda.max_memory_allocated(device) / 2**30
-    return res
 
 
 @torch.no_grad()
-def run_baseline(name, scale, s, models, device) -> Result:
-    unet, vae, cond, udtype = models
-    res = Result(name, "diffusers img2img + enable_tiling", "")
+def run_ours(
+    name: str, upscaler, refiner: Refiner, stages: Stages, preset: Preset, image, vae_core: int | None
+) -> tuple[Result, object]:
+    device = refiner.device
+    res = Result(name, f"naiup (vae {preset.vae_tiling})")
+    stages.current, stages.unet_calls = res.stages, res.unet_calls
+    _reset_peak(device)
+    t0 = time.perf_counter()
+    big = stages.timed("upscale", upscaler.upscale)(image, preset.scale)
+    refine = stages.timed("refine", refiner.refine)
+    out = refine(big, preset, prompt=PROMPT, negative_prompt="", seed=1234)
+    stages.timed("png", encode_png)(out, {"parameters": PROMPT}, PNG_LEVEL)
+    res.wall = time.perf_counter() - t0
+    res.peak_gpu_gib = _peak(device)
+    stages.current, stages.unet_calls = {}, []  # the baseline's calls are not ours
+    # What the refine spent outside the three seams: prompt encoding, scheduler steps, conversions.
+    res.stages["other"] = res.stages.pop("refine") - sum(
+        res.stages[k] for k in ("encode", "denoise", "decode")
+    )
+    res.output = f"{out.width}x{out.height}"
+    lh, lw = big.height // 8, big.width // 8
+    res.unet_tiles = plan_tiles(lh, lw, preset.tile_size, preset.overlap).count
+    res.vae_plan = vae_tiling.plan_vae(
+        refiner.models.vae, "decode", lh * 8, lw * 8, preset.vae_tiling, vae_core or vae_tiling.DEFAULT_CORE
+    ).mode
+    res.notes = f"{res.unet_tiles} UNet tiles/step; VAE decode plan {res.vae_plan}"
+    return res, big
+
+
+@torch.no_grad()
+def run_baseline(name: str, refiner: Refiner, preset: Preset, image) -> Result:
+    m, device = refiner.models, refiner.device
+    res = Result(
+        name, "diffusers img2img + enable_tiling", notes="upscale not included (same pixels as ours)"
+    )
+    vae = m.vae
+    if vae.dtype != m.unet.dtype:
+        # diffusers' img2img feeds the VAE in the UNet's dtype (fp16 on CUDA) and would fail on our
+        # bf16 VAE: the naive baseline runs as diffusers users run it, the whole pipeline in fp16.
+        vae = copy.deepcopy(vae).to(m.unet.dtype)
     pipe = StableDiffusionImg2ImgPipeline(
         vae=vae,
-        text_encoder=None,
-        tokenizer=None,
-        unet=unet,
-        scheduler=LCMScheduler(),
+        text_encoder=m.text_encoder,
+        tokenizer=m.tokenizer,
+        unet=m.unet,
+        scheduler=LCMScheduler.from_config(m.scheduler_config),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -216,132 +167,102 @@ def run_baseline(name, scale, s, models, device) -> Result:
     pipe.set_progress_bar_config(disable=True)
     vae.enable_tiling()
     try:
-        # Same pixels as ours after upscale (plain resize: the baseline's upscaler time is ours).
-        image = torch.rand(
-            1, 3, s.height * scale, s.width * scale, generator=torch.Generator().manual_seed(0)
-        )
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
+        _reset_peak(device)
         _sync(device)
         t0 = time.perf_counter()
         out = pipe(
-            image=image.to(device),
-            prompt_embeds=cond.to(udtype),
-            strength=STRENGTH,
-            num_inference_steps=LCM_STEPS,
+            prompt=PROMPT,
+            image=image,
+            strength=preset.denoise,
+            num_inference_steps=preset.steps,
             guidance_scale=1.0,
-            output_type="pt",
-            generator=torch.Generator().manual_seed(0),
-        ).images
+            generator=torch.Generator("cpu").manual_seed(1234),
+        ).images[0]
         _sync(device)
         res.stages["img2img"] = time.perf_counter() - t0
-        res.stages["png"] = _time(lambda: write_png(out * 2 - 1))
-        res.wall = res.stages["img2img"] + res.stages["png"]
-        res.output = f"{out.shape[-1]}x{out.shape[-2]}"
+        t0 = time.perf_counter()
+        encode_png(out, {"parameters": PROMPT}, PNG_LEVEL)
+        res.stages["png"] = time.perf_counter() - t0
     finally:
         vae.disable_tiling()
-    if device.type == "cuda":
-        res.peak_gpu_gib = torch.cuda.max_memory_allocated(device) / 2**30
+    res.wall = res.stages["img2img"] + res.stages["png"]
+    res.peak_gpu_gib = _peak(device)
+    res.output = f"{out.width}x{out.height}"
+    res.notes += f"; VAE {str(vae.dtype).removeprefix('torch.')}"
     return res
 
 
-def _time(fn: Callable) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
-def machine(device: torch.device) -> dict:
-    info = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    import diffusers
-
-    info["diffusers"] = diffusers.__version__
-    return info
-
-
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small", action="store_true", help="tiny shapes on CPU (CI smoke test)")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
     ap.add_argument("--workloads", default="W2,W4")
-    ap.add_argument("--vae-modes", default="exact,low-memory,auto", help="comma list of VAE tiling modes")
-    ap.add_argument("--batch", type=int, default=8, help="UNet tile batch size")
-    ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument(
-        "--weights",
-        type=Path,
-        default=Path(os.environ.get("NAIUP_SHARED", REPO.parent / "shared")) / "weights",
+        "--vae-mode", default="exact,low-memory,auto", help="comma list of off|exact|low-memory|auto"
     )
+    ap.add_argument("--size", default=None, help="input WxH instead of the shape's (e.g. 416x608)")
+    ap.add_argument("--batch", type=int, default=8, help="UNet tile batch size (preset tile_batch_size)")
+    ap.add_argument("--channels-last", action="store_true", help="NHWC UNet and VAE")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the UNet (one fixed tile shape)")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed runs first (default: 1 on CUDA)")
+    ap.add_argument("--no-baseline", action="store_true")
+    shared = Path(os.environ.get("NAIUP_SHARED", REPO.parent / "shared"))
+    ap.add_argument("--weights", type=Path, default=shared / "weights")
     ap.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch CPU threads (default 1 with --small: tiny ops lose to OpenMP spin on shared cores)",
+        "--threads", type=int, default=None, help="torch CPU threads (default 1 with --small: OpenMP spin)"
     )
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out")
-    args = ap.parse_args(argv)
+    ap.add_argument("--cache", type=Path, default=None, help="model folder cache (default OUT/models)")
+    return ap.parse_args(argv)
 
-    device = torch.device(
-        "cuda"
-        if args.device == "auto" and torch.cuda.is_available()
-        else "cpu"
-        if args.device == "auto"
-        else args.device
-    )
-    if args.small:
-        device = torch.device("cpu") if args.device == "auto" else device
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    auto = "cuda" if torch.cuda.is_available() and not args.small else "cpu"
+    device = torch.device(auto if args.device == "auto" else args.device)
     s = SMALL if args.small else FULL
+    if args.size:
+        w, h = (int(v) for v in args.size.lower().split("x"))
+        s = replace(s, width=w, height=h)
     threads = args.threads or (1 if args.small else None)
     if threads:
         torch.set_num_threads(threads)
+    warmup = args.warmup if args.warmup is not None else int(device.type == "cuda")
     diffusers_logging.set_verbosity_error()  # the baseline pipeline warns about our scheduler config
-    udtype = torch.float16 if device.type == "cuda" else torch.float32
-    vdtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    unet = build_unet(s).to(device, udtype)
-    vae = build_vae(s).to(device, vdtype)
-    cond = torch.randn(1, 77, s.text_width, generator=torch.Generator().manual_seed(0)).to(device, udtype)
-    models = (unet, vae, cond, udtype)
+    diffusers_logging.disable_progress_bar()
+    cache = args.cache or args.out / "models"
+    t0 = time.perf_counter()
+    stages = Stages(device)
+    refiner = make_refiner(sd_folder(s, cache), device, stages, s, args)
+    setup = time.perf_counter() - t0
+    image = input_image(s)
+    base = Preset(
+        name="bench", steps=8, denoise=0.25, cfg=1.0, sampler="lcm", tile_size=s.tile,
+        overlap=s.overlap, tile_batch_size=args.batch, tile_method="mixture",
+    )  # fmt: skip
 
     results: list[Result] = []
     for wl in args.workloads.split(","):
         scale = {"W2": 2, "W4": 4}[wl]
-        for mode in args.vae_modes.split(","):
-            results.append(run_ours(wl, scale, s, models, device, mode, args.batch, args.weights, args.small))
-        if not args.no_baseline:
-            results.append(run_baseline(wl, scale, s, models, device))
+        path, desc = upscaler_file(scale, args.small, args.weights, cache)
+        upscaler = load_upscaler(str(path), device)
+        big = None
+        for mode in args.vae_mode.split(","):
+            preset = replace(base, scale=float(scale), vae_tiling=mode)
+            for _ in range(warmup + 1):  # the last run counts
+                res, big = run_ours(wl, upscaler, refiner, stages, preset, image, s.vae_core)
+            res.notes = f"upscaler: {desc}; {res.notes}"
+            results.append(res)
+        if not args.no_baseline and big is not None:
+            for _ in range(warmup + 1):
+                res = run_baseline(wl, refiner, base, big)
+            results.append(res)
+        del upscaler
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    report = {
-        "when": stamp,
-        "small": args.small,
-        "machine": machine(device),
-        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        "results": [asdict(r) for r in results],
-    }
-    path = args.out / f"engine-{stamp}{'-small' if args.small else ''}.json"
-    path.write_text(json.dumps(report, indent=2))
-
-    cols = ["upscale", "encode", "denoise", "decode", "img2img", "png"]
-    print(
-        f"{'workload':8} {'variant':36} {'output':>10} "
-        + " ".join(f"{c:>8}" for c in cols)
-        + f" {'wall':>8} {'peakGPU':>8}"
-    )
-    for r in results:
-        cells = " ".join(f"{r.stages[c]:8.3f}" if c in r.stages else f"{'-':>8}" for c in cols)
-        peak = f"{r.peak_gpu_gib:8.2f}" if r.peak_gpu_gib is not None else f"{'-':>8}"
-        print(f"{r.workload:8} {r.variant:36} {r.output:>10} {cells} {r.wall:8.3f} {peak}")
-    print(f"device: {report['machine'].get('gpu', platform.processor() or 'cpu')} ({device}); json: {path}")
+    path = write_report(args.out, args, device, setup, results)
+    print_table(results)
+    where = machine(device).get("gpu", platform.processor() or "cpu")
+    print(f"device: {where} ({device}); json: {path}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""CI smoke test: the engine benchmark runs end to end on CPU with --small and writes its JSON."""
+"""CI smoke test: the engine benchmark drives the real pipeline end to end on CPU with --small and
+writes its JSON."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_engine_bench_small_runs_and_reports_every_stage(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "engine_bench.py"), "--small", "--out", str(tmp_path)],
+        [sys.executable, str(REPO / "bench" / "engine_bench.py"), "--small", "--out", str(tmp_path / "out")],
         capture_output=True,
         text=True,
         timeout=120,
@@ -22,13 +23,22 @@ def test_engine_bench_small_runs_and_reports_every_stage(tmp_path):
         cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (report,) = tmp_path.glob("engine-*-small.json")
+    (report,) = (tmp_path / "out").glob("engine-*-small.json")
     data = json.loads(report.read_text())
     ours = [r for r in data["results"] if r["variant"].startswith("naiup")]
     base = [r for r in data["results"] if r["variant"].startswith("diffusers")]
     assert {r["workload"] for r in ours} == {r["workload"] for r in base} == {"W2", "W4"}
     for r in ours:
-        assert set(r["stages"]) == {"upscale", "encode", "denoise", "decode", "png"}
-        assert r["wall"] > 0
+        assert set(r["stages"]) == {"upscale", "encode", "denoise", "decode", "other", "png"}
+        assert r["wall"] > 0 and all(v >= 0 for v in r["stages"].values())
+    # The refine ran the tiled production path: at W4 (32x48 latent, 16/8 tiles) 15 tiles per step go
+    # through the UNet as 2 fixed-shape batches of 8, for 2 steps; every VAE mode asked for ran
+    # (auto resolves to a concrete one).
+    for r in ours:
+        if r["workload"] == "W4":
+            assert r["unet_tiles"] == 15
+            assert r["unet_calls"] == [[8, 4, 16, 16]] * 4
+    assert {r["vae_plan"] for r in ours} <= {"off", "exact", "low-memory"}
+    assert {r["variant"] for r in ours} == {f"naiup (vae {m})" for m in ("exact", "low-memory", "auto")}
     assert {r["output"] for r in ours if r["workload"] == "W4"} == {"256x384"}
     assert "W4" in proc.stdout and "wall" in proc.stdout

@@ -62,7 +62,7 @@ def _default_refiner_factory(model: ModelConfig, device: torch.device) -> Refine
             "refiner", f"cannot import the SD refiner ({exc}); is naiup fully installed (diffusers, peft)?"
         ) from exc
 
-    return Refiner(model, device)
+    return Refiner(model, device)  # tiled by default: tiling.predictor_for + vae_tiling encode/decode
 
 
 def choose_seed(policy: str | int, meta: ImageMetadata, image: Image.Image) -> int:

@@ -4,10 +4,12 @@ The seam the tiling issue plugs into (keep it):
     GuidedDenoiser = Callable[[x (B,4,h,w), t scalar tensor], model output (B,4,h,w)], CFG applied
         inside (batch 2B through the UNet only when cfg > 1); built by make_guided_denoiser().
     The loop calls `predict(x_canvas, t)` once per step on the whole canvas, then ONE sampler step on
-    the whole canvas. Untiled: predict = guided. Tiled: pass `wrap_predictor` to Refiner (e.g.
-    `lambda guided, preset, latent_hw: tiling.tiled_predictor(guided, plan, ...)`).
+    the whole canvas. predict = wrap_predictor(guided, preset, latent_hw); the default is
+    tiling.predictor_for (tiled per the preset; `guided` itself when the latent fits one tile);
+    wrap_predictor=None runs untiled.
     VAE functions have vae_tiling's signature: encode(vae, pixels, *, mode, generator, sample) and
-    decode(vae, latent, *, mode); `encode_untiled`/`decode_untiled` below are the defaults.
+    decode(vae, latent, *, mode); the defaults are vae_tiling.encode/decode (mode = preset.vae_tiling),
+    `encode_untiled`/`decode_untiled` below are plain diffusers calls.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ from naiup.engine.prompt_encoder import (
     resolve_lora_name,
 )
 from naiup.engine.samplers import Sampler, check_preset
+from naiup.engine.tiling import predictor_for
+from naiup.engine.vae_tiling import decode as decode_tiled
+from naiup.engine.vae_tiling import encode as encode_tiled
 from naiup.errors import EngineError
 
 log = logging.getLogger(__name__)
@@ -137,7 +142,11 @@ def to_image(pixels: torch.Tensor, size_hw: tuple[int, int]) -> Image.Image:
 
 
 class Refiner:
-    """Loads SD1.5 (+ LCM-LoRA + LoRAs) once; refines many upscaled images."""
+    """Loads SD1.5 (+ LCM-LoRA + LoRAs) once; refines many upscaled images.
+
+    Tiled by default (diffusion tiles and VAE mode from the preset); `wrap_predictor=None` with
+    `encode_untiled`/`decode_untiled` gives the plain untiled loop.
+    """
 
     def __init__(
         self,
@@ -145,9 +154,9 @@ class Refiner:
         device: torch.device | None = None,
         *,
         config_dir: Path = SD15_SKELETON,
-        wrap_predictor: PredictorWrapper | None = None,
-        encode: Callable[..., torch.Tensor] = encode_untiled,
-        decode: Callable[..., torch.Tensor] = decode_untiled,
+        wrap_predictor: PredictorWrapper | None = predictor_for,
+        encode: Callable[..., torch.Tensor] = encode_tiled,
+        decode: Callable[..., torch.Tensor] = decode_tiled,
     ) -> None:
         self.model, self._device_arg, self.config_dir = model, device, config_dir
         self.wrap_predictor, self.encode, self.decode = wrap_predictor, encode, decode

@@ -7,6 +7,9 @@ CONTRACT:
         normalised: paste_sum(plan, weights) == 1 at every latent pixel
     tiled_predictor(guided: GuidedDenoiser, plan: TilePlan, method: str = "mixture",
                     batch_size: int = 8) -> GuidedDenoiser   (see refine.py for GuidedDenoiser)
+    predictor_for(guided, preset, latent_hw) -> GuidedDenoiser: the Refiner's default
+        `wrap_predictor`: the preset's tile_size/overlap/tile_method/tile_batch_size, and `guided`
+        itself when the latent fits one tile (so a one-tile image runs exactly the untiled loop)
 
 The predictor blends the *model output* of every tile on the full canvas; the caller then makes ONE
 scheduler step on the whole latent, so LCM's fresh noise stays full-canvas and seeded
@@ -24,9 +27,18 @@ from dataclasses import dataclass
 
 import torch
 
+from naiup.config import Preset
 from naiup.errors import ConfigError, EngineError
 
-__all__ = ["METHODS", "TilePlan", "blend_weights", "paste_sum", "plan_tiles", "tiled_predictor"]
+__all__ = [
+    "METHODS",
+    "TilePlan",
+    "blend_weights",
+    "paste_sum",
+    "plan_tiles",
+    "predictor_for",
+    "tiled_predictor",
+]
 
 GuidedDenoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 METHODS = ("mixture", "multidiffusion")
@@ -158,3 +170,17 @@ def tiled_predictor(
         return acc.to(x.dtype)
 
     return predict
+
+
+def predictor_for(guided: GuidedDenoiser, preset: Preset, latent_hw: tuple[int, int]) -> GuidedDenoiser:
+    """The predictor the Refiner uses for one image: tiled per the preset, or `guided` itself when
+    the whole latent fits one tile (no crop/blend round trip, so it is the untiled loop bit for bit)."""
+    plan = plan_tiles(latent_hw[0], latent_hw[1], preset.tile_size, preset.overlap)
+    # Refuse a bad preset on small images too, not only once an image is large enough to tile.
+    if preset.tile_method not in METHODS:
+        raise ConfigError("tile_method", f"must be one of {', '.join(METHODS)}, got {preset.tile_method!r}")
+    if preset.tile_batch_size < 1:
+        raise ConfigError("tile_batch_size", f"must be at least 1, got {preset.tile_batch_size}")
+    if plan.count == 1:
+        return guided
+    return tiled_predictor(guided, plan, method=preset.tile_method, batch_size=preset.tile_batch_size)

@@ -3,9 +3,10 @@
 CONTRACT:
     encode(vae: AutoencoderKL, pixels: (1,3,H,W) in [-1,1], *, mode: "auto"|"exact"|"low-memory"|"off",
            generator: torch.Generator | None = None, sample: bool = False) -> latent (1,4,H/8,W/8),
-           already multiplied by vae.config.scaling_factor
-    decode(vae, latent (scaled), *, mode) -> pixels (1,3,H,W) in [-1,1]
-    "off"/untiled is what the engine-core loop uses until tiling lands.
+           already multiplied by vae.config.scaling_factor, fp32 whatever the VAE's dtype
+    decode(vae, latent (scaled), *, mode) -> pixels (1,3,H,W) in [-1,1], fp32 (a bf16 VAE's output
+           too: the refine loop and the PNG conversion work in fp32)
+    These are the Refiner's default encode/decode, called with mode = preset.vae_tiling ("auto").
     Both also take tile: int | None (core size in latent px; None = DEFAULT_CORE, or LOW_MEMORY_CORE
     in low-memory mode) and low_memory_sample: int (tiles whose statistics low-memory mode pools).
     Raises EngineError for an fp16 VAE, NaN/Inf output, or pixels not a multiple of 8.
@@ -158,7 +159,7 @@ def encode(
     z = dist.sample(generator=generator) if sample else dist.mode()
     if getattr(vae.config, "shift_factor", None):
         z = z - vae.config.shift_factor
-    return _finite(z * vae.config.scaling_factor, "encode")
+    return _finite(z.float() * vae.config.scaling_factor, "encode")
 
 
 @torch.no_grad()
@@ -181,7 +182,7 @@ def decode(
         z = latent / vae.config.scaling_factor
         if getattr(vae.config, "shift_factor", None):
             z = z + vae.config.shift_factor
-        return _finite(vae.decode(z).sample, "decode")
+        return _finite(vae.decode(z).sample.float(), "decode")
     st.check_supported(vae)
     head = st.decoder_head(vae, latent)
     tiles = st.split_tiles(lh, lw, core, st.decoder_halo(vae))
@@ -198,7 +199,7 @@ def decode(
         y0, y1, x0, x1 = t.core
         image[:, :, y0 * s : y1 * s, x0 * s : x1 * s] = out.to(latent.device)
     log.debug("tiled decode tiles=%d mode=%s", len(tiles), plan.mode)
-    return _finite(image, "decode")
+    return _finite(image.float(), "decode")
 
 
 def tile_count(latent_h: int, latent_w: int, core: int = DEFAULT_CORE) -> int:

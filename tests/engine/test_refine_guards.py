@@ -74,7 +74,7 @@ def test_tiling_seams_see_the_whole_canvas_once_per_step(tiny):
         return decode_untiled(vae, latent, mode=mode)
 
     cfg = ModelConfig(checkpoint=str(tiny.folder), lcm_lora=str(tiny.lcm_lora), device="cpu")
-    plain = Refiner(cfg)
+    plain = Refiner(cfg, wrap_predictor=None, encode=encode_untiled, decode=decode_untiled)
     wrapped = Refiner(cfg, wrap_predictor=wrap, encode=encode, decode=decode)
     preset = Preset(name="p", steps=8, denoise=0.5, vae_tiling="exact")
     img = Image.fromarray(np.random.default_rng(3).integers(0, 256, (72, 96, 3), dtype=np.uint8), "RGB")

@@ -1,0 +1,75 @@
+"""The engine benchmark's result record, JSON report and printed table."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+
+@dataclass
+class Result:
+    workload: str
+    variant: str
+    output: str = ""
+    stages: dict[str, float] = field(default_factory=dict)
+    wall: float = 0.0
+    peak_gpu_gib: float | None = None
+    unet_tiles: int = 0  # UNet tiles per step from the plan (1 = untiled canvas)
+    unet_calls: list[list[int]] = field(default_factory=list)  # input shape of every UNet call seen
+    vae_plan: str = ""  # what the VAE mode resolved to for the decode (auto -> off/exact/low-memory)
+    notes: str = ""
+
+
+def machine(device: torch.device) -> dict:
+    import diffusers
+
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def write_report(
+    out: Path, args: argparse.Namespace, device: torch.device, setup: float, results: list[Result]
+) -> Path:
+    """bench/out/engine-<UTC stamp>[-small].json with the machine, versions, levers and every number."""
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    report = {
+        "when": stamp,
+        "small": args.small,
+        "levers": {"channels_last": args.channels_last, "compile": args.compile, "batch": args.batch},
+        "machine": machine(device),
+        "setup_s": setup,
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "results": [asdict(r) for r in results],
+    }
+    path = out / f"engine-{stamp}{'-small' if args.small else ''}.json"
+    path.write_text(json.dumps(report, indent=2))
+    return path
+
+
+def print_table(results: list[Result]) -> None:
+    cols = ["upscale", "encode", "denoise", "decode", "other", "img2img", "png"]
+    head = f"{'workload':8} {'variant':34} {'output':>10} " + " ".join(f"{c:>8}" for c in cols)
+    print(head + f" {'wall':>8} {'peakGPU':>8}  notes")
+    for r in results:
+        cells = " ".join(f"{r.stages[c]:8.3f}" if c in r.stages else f"{'-':>8}" for c in cols)
+        peak = f"{r.peak_gpu_gib:8.2f}" if r.peak_gpu_gib is not None else f"{'-':>8}"
+        print(f"{r.workload:8} {r.variant:34} {r.output:>10} {cells} {r.wall:8.3f} {peak}  {r.notes}")
