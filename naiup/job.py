@@ -12,6 +12,7 @@ is_naiup_output(path) -> bool      # provenance chunk present: the daemon never 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -143,15 +144,10 @@ def run_job(
     data = encode_png(result.image, text, config.output.png_compress_level)
     timings["encode"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    output = write_first_free(_chain(first, candidates), data)
+    output = write_first_free(itertools.chain([first], candidates), data)
     timings["write"] = time.perf_counter() - t2
     timings["total"] = time.perf_counter() - t0
     log.info(
         "job done src=%s out=%s preset=%s secs=%.2f", src.name, output.name, preset.name, timings["total"]
     )
     return JobResult(src=src, output=output, seed=result.seed, timings=timings)
-
-
-def _chain(first: Path, rest: Iterator[Path]) -> Iterator[Path]:
-    yield first
-    yield from rest
