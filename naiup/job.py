@@ -92,16 +92,18 @@ def run_job(
 ) -> JobResult:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    # 1. Read. Hash the bytes we decode so provenance names exactly this file version.
+    # 1. Read once: hash and decode the same bytes, so provenance names exactly the version we refined.
     try:
-        source_sha256 = hashlib.sha256(src.read_bytes()).hexdigest()
+        data = src.read_bytes()
     except FileNotFoundError as exc:
         raise InputError(src, "no such file") from exc
     except IsADirectoryError as exc:
         raise InputError(src, "is a folder, not an image") from exc
     except OSError as exc:
         raise InputError(src, f"cannot read ({exc.strerror or exc})") from exc
-    image, meta = read_image(src, check_signature=False)  # the signature is not needed to refine
+    source_sha256 = hashlib.sha256(data).hexdigest()
+    image, meta = read_image(src, check_signature=False, data=data)  # no signature needed to refine
+    del data
     timings["read"] = time.perf_counter() - t0
 
     # 2. Refuse before any model work.

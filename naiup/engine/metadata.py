@@ -2,7 +2,7 @@
 
 CONTRACT (other modules code against these names):
     read_metadata(path: Path, *, check_signature=True) -> ImageMetadata   # InputError if unreadable
-    read_image(path: Path, *, check_signature=True) -> tuple[PIL.Image.Image, ImageMetadata]
+    read_image(path: Path, *, check_signature=True, data=None) -> tuple[PIL.Image.Image, ImageMetadata]
         fully decoded (load() done, LOAD_TRUNCATED_IMAGES off, pixel-bomb guarded), EXIF-transposed,
         in its stored mode (NAI PNGs are RGBA whose alpha only carries stealth bits: drop it for img2img)
     ImageMetadata.format: MetadataFormat (novelai | a1111 | comfyui | other | none)
@@ -18,6 +18,7 @@ other copies are used. Only an image that cannot be decoded raises (InputError, 
 
 from __future__ import annotations
 
+import io
 import zlib
 from pathlib import Path
 
@@ -62,19 +63,22 @@ def _value_error(path: Path, exc: ValueError) -> InputError:
     return UnsafeInputError(path, reason) if "bomb" in reason else InputError(path, reason)
 
 
-def _open(path: Path) -> Image.Image:
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise InputError(path, f"cannot read file: {exc.strerror or exc}") from exc
-    if path.is_dir():
-        raise InputError(path, "is a directory, not an image file")
+def _open(path: Path, data: bytes | None) -> Image.Image:
+    if data is not None:
+        size = len(data)
+    else:
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise InputError(path, f"cannot read file: {exc.strerror or exc}") from exc
+        if path.is_dir():
+            raise InputError(path, "is a directory, not an image file")
     if size == 0:
         raise InputError(path, "empty file (0 bytes)")
     try:
         # The guard is our own cap below, not PIL's warning (a 89-100 MP input may still print that
         # warning; silencing it with catch_warnings would not be thread-safe in the daemon).
-        image = Image.open(path)
+        image = Image.open(path if data is None else io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise UnsafeInputError(path, f"pixel bomb: {exc}") from exc
     except UnidentifiedImageError as exc:
@@ -128,14 +132,18 @@ def _extract(image: Image.Image, check_signature: bool) -> ImageMetadata:
     return detect(image, fields, source, payload, text_chunks, check_signature=check_signature)
 
 
-def read_image(path: Path, *, check_signature: bool = True) -> tuple[Image.Image, ImageMetadata]:
+def read_image(
+    path: Path, *, check_signature: bool = True, data: bytes | None = None
+) -> tuple[Image.Image, ImageMetadata]:
     """Decode fully and read metadata. Raises InputError when the image itself is unusable.
 
     check_signature=False skips NovelAI's ed25519 check (signature is then `unchecked` when the
     file carries one): the refine path does not need it and it costs ~10 ms per megapixel.
+    data: the file's bytes when the caller has read them already (run_job hashes them); those are
+    decoded instead of reading `path` again, which may have changed meanwhile. `path` names errors.
     """
     path = Path(path)
-    image = _open(path)
+    image = _open(path, data)
     _load(image, path)
     meta = _extract(image, check_signature)
     if image.format in ("JPEG", "WEBP", "TIFF", "MPO"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import random
 import struct
 import time
@@ -230,3 +231,16 @@ def test_deeply_nested_json_is_a_problem_not_a_crash(tmp_path: Path) -> None:
     jpeg = tmp_path / "nested.jpg"
     Image.new("RGB", (8, 8), "white").save(jpeg, exif=exif)
     assert read_metadata(jpeg).format is MetadataFormat.A1111
+
+
+def test_bytes_already_read_are_decoded_not_the_file_again(tmp_path: Path) -> None:
+    # run_job hashes the bytes it read; the pixels and metadata must be of those bytes, even when
+    # the file on disk has been replaced since.
+    old = nai_writer.write_nai_png(tmp_path / "old.png", seed=11, stealth=True)
+    data = old.read_bytes()
+    nai_writer.write_nai_png(old, seed=22, stealth=True, pixel_seed=5)
+    image, meta = read_image(old, data=data)
+    assert meta.seed == 11 and meta.is_novelai and meta.source is MetadataSource.TEXT
+    assert image.tobytes() == Image.open(io.BytesIO(data)).tobytes()
+    with pytest.raises(InputError, match=r"old\.png: empty file"):
+        read_image(old, data=b"")
