@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]
 # Share of the progress bar given to the upscale stage when a refine follows it.
 _UPSCALE_SHARE = 0.2
+_SEED_LIMIT = 2**32
 
 
 class RefinerLike(Protocol):
@@ -73,7 +74,8 @@ def choose_seed(policy: str | int, meta: ImageMetadata, image: Image.Image) -> i
         return policy
     text = str(policy).strip().lower()
     if text == "image":
-        if meta.seed is not None:
+        # NAI seeds are 32-bit; a file claiming more is not a seed torch can use (manual_seed overflows).
+        if meta.seed is not None and 0 <= meta.seed < _SEED_LIMIT:
             return int(meta.seed)
         # Same pixels -> same seed, so re-running an image without a seed is reproducible.
         return int.from_bytes(hashlib.sha256(image.tobytes()).digest()[:4], "big")
