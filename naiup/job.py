@@ -25,7 +25,7 @@ from PIL import Image
 from naiup import __version__
 from naiup.atomic import write_first_free
 from naiup.config import Config, Preset
-from naiup.engine.metadata import ImageMetadata, read_image
+from naiup.engine.metadata import ImageMetadata, ensure_rgb, read_image
 from naiup.engine.result import EngineResult
 from naiup.errors import ConfigError, InputError
 from naiup.provenance import (
@@ -104,6 +104,7 @@ def run_job(
     source_sha256 = hashlib.sha256(data).hexdigest()
     image, meta = read_image(src, check_signature=False, data=data)  # no signature needed to refine
     del data
+    image = ensure_rgb(image, src)  # here, not only in the engine: an unusable mode names the file
     timings["read"] = time.perf_counter() - t0
 
     # 2. Refuse before any model work.

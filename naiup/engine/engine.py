@@ -19,10 +19,10 @@ from PIL import Image
 
 from naiup.config import ModelConfig, Preset
 from naiup.engine.device import pick_device
-from naiup.engine.metadata import ImageMetadata
+from naiup.engine.metadata import ImageMetadata, ensure_rgb
 from naiup.engine.prompts import nai_to_a1111
 from naiup.engine.result import EngineResult
-from naiup.engine.upscale import Upscaler, ensure_rgb, load_upscaler
+from naiup.engine.upscale import Upscaler, load_upscaler
 from naiup.errors import ConfigError, ModelLoadError
 
 log = logging.getLogger(__name__)

@@ -9,6 +9,7 @@ CONTRACT (other modules code against these names):
     ImageMetadata.text_chunks: dict[str, str]   # original PNG text chunks, to carry into outputs
     ImageMetadata.problems: tuple[str, ...]     # malformed copies that were skipped, not fatal
     ImageMetadata.is_novelai -> bool
+    ensure_rgb(image, source) -> RGB image    # alpha/palette dropped; InputError naming `source`
 
 Where things live: meta_types.py (result types), detection.py (classification), stealth.py (alpha
 LSB payload), exif_meta.py (EXIF/XMP), nai_signature.py (ed25519 check).
@@ -44,6 +45,7 @@ __all__ = [
     "MetadataFormat",
     "MetadataSource",
     "Signature",
+    "ensure_rgb",
     "read_image",
     "read_metadata",
 ]
@@ -159,3 +161,17 @@ def read_metadata(path: Path, *, check_signature: bool = True) -> ImageMetadata:
     image, meta = read_image(path, check_signature=check_signature)
     image.close()
     return meta
+
+
+def ensure_rgb(image: Image.Image, source: Path | str = "image") -> Image.Image:
+    """Drop alpha and palettes: NAI's alpha channel carries stealth bits, not transparency."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "P", "PA", "L", "1", "RGBa", "La", "CMYK", "YCbCr", "I;16", "I", "F"):
+        if image.mode in ("I;16", "I", "F"):
+            # 16-bit/float grey: scale into 8 bits rather than clipping to white.
+            arr = np.asarray(image, dtype=np.float64)
+            top = 65535.0 if image.mode != "F" else max(1.0, float(arr.max()))
+            image = Image.fromarray(np.clip(arr / top * 255.0, 0, 255).astype(np.uint8), "L")
+        return image.convert("RGB")
+    raise InputError(source, f"unsupported colour mode {image.mode}")
