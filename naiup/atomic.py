@@ -13,6 +13,7 @@ an existence check. The temp file is removed on every path out.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import secrets
 from collections.abc import Iterable
@@ -46,7 +47,7 @@ def write_first_free(candidates: Iterable[Path], data: bytes, *, raise_if_taken:
     tmp = folder / f".{first.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
     try:
         _write_synced(tmp, data)
-        for final in (first, *it):
+        for final in itertools.chain([first], it):  # lazily: callers offer thousands
             if final.parent != folder:
                 raise ValueError(f"candidates must share one folder: {final}")
             if _publish(tmp, final):

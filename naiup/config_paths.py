@@ -14,8 +14,8 @@ from naiup.config import ModelConfig
 from naiup.errors import ConfigError
 
 MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pth", ".pt", ".bin")
-# "owner/name" as the Hugging Face hub spells repo ids.
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+# "owner/name" as the Hugging Face hub spells repo ids (engine/models.py uses it too).
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 def resolve(p: Path, base: Path) -> Path:
@@ -47,7 +47,7 @@ def _file_or_hub_id(value: str, key: str, base: Path, path: Path, what: str, mus
     resolved = resolve(Path(value), base)
     if resolved.exists():
         return str(resolved)
-    if _HUB_ID.fullmatch(value) and not value.lower().endswith(MODEL_SUFFIXES):
+    if HUB_ID.fullmatch(value) and not value.lower().endswith(MODEL_SUFFIXES):
         return value
     if not must_exist:
         return str(resolved)

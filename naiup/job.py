@@ -12,6 +12,7 @@ is_naiup_output(path) -> bool      # provenance chunk present: the daemon never 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +25,7 @@ from PIL import Image
 from naiup import __version__
 from naiup.atomic import write_first_free
 from naiup.config import Config, Preset
-from naiup.engine.metadata import ImageMetadata, read_image
+from naiup.engine.metadata import ImageMetadata, ensure_rgb, read_image
 from naiup.engine.result import EngineResult
 from naiup.errors import ConfigError, InputError
 from naiup.provenance import (
@@ -91,16 +92,19 @@ def run_job(
 ) -> JobResult:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    # 1. Read. Hash the bytes we decode so provenance names exactly this file version.
+    # 1. Read once: hash and decode the same bytes, so provenance names exactly the version we refined.
     try:
-        source_sha256 = hashlib.sha256(src.read_bytes()).hexdigest()
+        data = src.read_bytes()
     except FileNotFoundError as exc:
         raise InputError(src, "no such file") from exc
     except IsADirectoryError as exc:
         raise InputError(src, "is a folder, not an image") from exc
     except OSError as exc:
         raise InputError(src, f"cannot read ({exc.strerror or exc})") from exc
-    image, meta = read_image(src, check_signature=False)  # the signature is not needed to refine
+    source_sha256 = hashlib.sha256(data).hexdigest()
+    image, meta = read_image(src, check_signature=False, data=data)  # no signature needed to refine
+    del data
+    image = ensure_rgb(image, src)  # here, not only in the engine: an unusable mode names the file
     timings["read"] = time.perf_counter() - t0
 
     # 2. Refuse before any model work.
@@ -143,15 +147,10 @@ def run_job(
     data = encode_png(result.image, text, config.output.png_compress_level)
     timings["encode"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    output = write_first_free(_chain(first, candidates), data)
+    output = write_first_free(itertools.chain([first], candidates), data)
     timings["write"] = time.perf_counter() - t2
     timings["total"] = time.perf_counter() - t0
     log.info(
         "job done src=%s out=%s preset=%s secs=%.2f", src.name, output.name, preset.name, timings["total"]
     )
     return JobResult(src=src, output=output, seed=result.seed, timings=timings)
-
-
-def _chain(first: Path, rest: Iterator[Path]) -> Iterator[Path]:
-    yield first
-    yield from rest

@@ -34,6 +34,20 @@ def test_first_free_candidate_is_used(tmp_path):
     assert (tmp_path / "a.png").read_bytes() == b"x" and (tmp_path / "a (2).png").read_bytes() == b"y"
 
 
+def test_candidates_are_drawn_only_until_one_is_free(tmp_path):
+    # run_job offers ~10,000 fallback names; building them all cost ~30 ms per job.
+    (tmp_path / "a.png").write_bytes(b"x")
+    drawn = []
+
+    def names():
+        for n in range(1, 10_000):
+            drawn.append(n)
+            yield tmp_path / ("a.png" if n == 1 else f"a ({n}).png")
+
+    assert write_first_free(names(), b"z") == tmp_path / "a (2).png"
+    assert drawn == [1, 2]
+
+
 def test_every_candidate_taken_is_an_output_error(tmp_path):
     (tmp_path / "a.png").write_bytes(b"x")
     with pytest.raises(OutputError, match="taken"):

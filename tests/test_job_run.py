@@ -125,6 +125,15 @@ def test_corrupt_input_is_an_input_error_naming_the_file(tmp_path, content):
     assert [p.name for p in tmp_path.iterdir()] == ["broken.png"]
 
 
+@pytest.mark.parametrize("mode", ["LAB", "I;16B"])
+def test_an_unusable_colour_mode_is_an_input_error_naming_the_file(tmp_path, mode):
+    src = tmp_path / "odd.tif"
+    Image.new(mode, (8, 8)).save(src)
+    with pytest.raises(InputError, match=f"unsupported colour mode {mode}") as err:
+        run_job(src, LZ, _FailIfCalled(), CONFIG)
+    assert str(err.value).startswith(str(src))
+
+
 def test_truncated_real_png_is_an_input_error(tmp_path, nai_fixtures):
     src = tmp_path / "cut.png"
     src.write_bytes((nai_fixtures / "nai3_640_text_stealth.png").read_bytes()[:50_000])

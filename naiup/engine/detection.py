@@ -28,14 +28,15 @@ NAI_TEXT_KEYS = ("Title", "Description", "Software", "Source", "Generation time"
 _NAI_ONLY_KEYS = ("uc", "v4_prompt", "noise_schedule", "signed_hash")
 
 
-def _json_object(text: object) -> dict[str, Any] | None:
+def json_object(text: object) -> dict[str, Any] | None:
+    """`text` parsed as a JSON object, else None. Also used for EXIF fields (exif_meta.py)."""
     if isinstance(text, dict):
         return text
     if not isinstance(text, str):
         return None
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting ("[[[[...") raises RecursionError
         return None
     return value if isinstance(value, dict) else None
 
@@ -45,6 +46,8 @@ def _is_json(text: str) -> bool:
         json.loads(text)
     except ValueError:
         return False
+    except RecursionError:  # nested past Python's limit: JSON-shaped, never infotext
+        return True
     return True
 
 
@@ -57,7 +60,7 @@ def _looks_like_nai_comment(comment: dict[str, Any]) -> bool:
 def _parse_comment(fields: Mapping[str, Any], where: str, problems: list[str]) -> dict[str, Any] | None:
     if "Comment" not in fields:
         return None
-    comment = _json_object(fields["Comment"])
+    comment = json_object(fields["Comment"])
     if comment is None:
         problems.append(f"{where} Comment is not a JSON object")
     return comment
@@ -218,7 +221,7 @@ def detect(
     if payload is not None and payload.problem:
         problems.append(payload.problem)
     elif payload is not None and payload.text is not None:
-        obj = _json_object(payload.text)
+        obj = json_object(payload.text)
         if obj is not None and ("Comment" in obj or obj.get("Software") == "NovelAI"):
             stealth = obj
         elif obj is not None:
@@ -235,7 +238,7 @@ def detect(
         )
     elif "parameters" in file_fields:
         params = file_fields["parameters"]
-        if _json_object(params) is not None or "sui_image_params" in params:  # Fooocus / SwarmUI
+        if json_object(params) is not None or "sui_image_params" in params:  # Fooocus / SwarmUI
             values = {"format": MetadataFormat.OTHER, "source": file_source, "raw": dict(file_fields)}
         else:
             values = _a1111(params, file_source)
@@ -245,7 +248,7 @@ def detect(
         values = {"format": MetadataFormat.OTHER, "source": file_source, "raw": dict(file_fields)}
     elif stealth_text is not None:
         values = _a1111(stealth_text, MetadataSource.STEALTH)
-    elif _looks_like_nai_comment(_json_object(file_fields.get("Comment")) or {}):
+    elif _looks_like_nai_comment(json_object(file_fields.get("Comment")) or {}):
         # NovelAI-like parameters without `Software: NovelAI`: never NovelAI on a Comment alone.
         problems.append("Comment looks like NovelAI parameters but nothing else says NovelAI")
         values = {"format": MetadataFormat.OTHER, "source": file_source, "raw": dict(file_fields)}

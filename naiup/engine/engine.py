@@ -19,10 +19,10 @@ from PIL import Image
 
 from naiup.config import ModelConfig, Preset
 from naiup.engine.device import pick_device
-from naiup.engine.metadata import ImageMetadata
+from naiup.engine.metadata import ImageMetadata, ensure_rgb
 from naiup.engine.prompts import nai_to_a1111
 from naiup.engine.result import EngineResult
-from naiup.engine.upscale import Upscaler, ensure_rgb, load_upscaler
+from naiup.engine.upscale import Upscaler, load_upscaler
 from naiup.errors import ConfigError, ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]
 # Share of the progress bar given to the upscale stage when a refine follows it.
 _UPSCALE_SHARE = 0.2
+_SEED_LIMIT = 2**32
 
 
 class RefinerLike(Protocol):
@@ -73,7 +74,8 @@ def choose_seed(policy: str | int, meta: ImageMetadata, image: Image.Image) -> i
         return policy
     text = str(policy).strip().lower()
     if text == "image":
-        if meta.seed is not None:
+        # NAI seeds are 32-bit; a file claiming more is not a seed torch can use (manual_seed overflows).
+        if meta.seed is not None and 0 <= meta.seed < _SEED_LIMIT:
             return int(meta.seed)
         # Same pixels -> same seed, so re-running an image without a seed is reproducible.
         return int.from_bytes(hashlib.sha256(image.tobytes()).digest()[:4], "big")

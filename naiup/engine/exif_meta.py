@@ -7,10 +7,11 @@ JSON in UserComment. A1111 writes `UNICODE\\0` + UTF-16 infotext, which becomes 
 
 from __future__ import annotations
 
-import json
 import re
 
 from PIL import Image
+
+from naiup.engine.detection import json_object
 
 _DOCUMENT_NAME, _IMAGE_DESCRIPTION, _SOFTWARE = 0x010D, 0x010E, 0x0131
 _EXIF_IFD, _USER_COMMENT = 0x8769, 0x9286
@@ -66,7 +67,7 @@ def read_exif_texts(image: Image.Image) -> dict[str, str]:
         out["Software"] = software
     comment = _decode_user_comment(ifd.get(_USER_COMMENT))
     if comment is not None:
-        wrapped = _json_object(comment)
+        wrapped = json_object(comment)
         if wrapped is not None and isinstance(wrapped.get("Comment"), str):
             out.update({k: v for k, v in wrapped.items() if isinstance(v, str)})
         elif wrapped is not None:
@@ -79,11 +80,3 @@ def read_exif_texts(image: Image.Image) -> dict[str, str]:
         if found and found.group(1).strip() == b"NovelAI":
             out["Software"] = "NovelAI"
     return out
-
-
-def _json_object(text: str) -> dict | None:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None

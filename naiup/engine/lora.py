@@ -78,12 +78,17 @@ def read_lora(path: Path, unet: torch.nn.Module, text_encoder: torch.nn.Module) 
         if target is None:
             raise ModelLoadError(path, f"LoRA key {key!r} matches no layer of this SD1.5 model")
         d, u = sd[f"{stem}{down}"].float(), sd[f"{stem}{up}"].float()
+        a = sd.get(f"{stem}{alpha}")
+        # A damaged file (1-D or empty factors, a vector alpha) must be refused, not crash below.
+        if d.ndim < 2 or u.ndim < 2 or d.shape[0] == 0 or (a is not None and a.numel() != 1):
+            raise ModelLoadError(
+                path, f"LoRA layer {stem!r} is malformed (down {list(d.shape)}, up {list(u.shape)})"
+            )
         root, module_path = target.split(".", 1)
         weight = (unet if root == "unet" else text_encoder).get_submodule(module_path).weight
         if u.shape[0] * d[0].numel() != weight.numel() or u.flatten(1).shape[1] != d.shape[0]:
             raise ModelLoadError(path, f"LoRA layer {stem!r} has shapes for another model (SD2/SDXL?)")
         rank = d.shape[0]
-        a = sd.get(f"{stem}{alpha}")
         scale = (float(a) if a is not None else rank) / rank
         layers.append(LoraLayer(target, d, u, scale))
     leftover = set(sd) - used

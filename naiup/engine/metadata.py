@@ -2,13 +2,14 @@
 
 CONTRACT (other modules code against these names):
     read_metadata(path: Path, *, check_signature=True) -> ImageMetadata   # InputError if unreadable
-    read_image(path: Path, *, check_signature=True) -> tuple[PIL.Image.Image, ImageMetadata]
+    read_image(path: Path, *, check_signature=True, data=None) -> tuple[PIL.Image.Image, ImageMetadata]
         fully decoded (load() done, LOAD_TRUNCATED_IMAGES off, pixel-bomb guarded), EXIF-transposed,
         in its stored mode (NAI PNGs are RGBA whose alpha only carries stealth bits: drop it for img2img)
     ImageMetadata.format: MetadataFormat (novelai | a1111 | comfyui | other | none)
     ImageMetadata.text_chunks: dict[str, str]   # original PNG text chunks, to carry into outputs
     ImageMetadata.problems: tuple[str, ...]     # malformed copies that were skipped, not fatal
     ImageMetadata.is_novelai -> bool
+    ensure_rgb(image, source) -> RGB image    # alpha/palette dropped; InputError naming `source`
 
 Where things live: meta_types.py (result types), detection.py (classification), stealth.py (alpha
 LSB payload), exif_meta.py (EXIF/XMP), nai_signature.py (ed25519 check).
@@ -18,6 +19,7 @@ other copies are used. Only an image that cannot be decoded raises (InputError, 
 
 from __future__ import annotations
 
+import io
 import zlib
 from pathlib import Path
 
@@ -43,6 +45,7 @@ __all__ = [
     "MetadataFormat",
     "MetadataSource",
     "Signature",
+    "ensure_rgb",
     "read_image",
     "read_metadata",
 ]
@@ -62,19 +65,22 @@ def _value_error(path: Path, exc: ValueError) -> InputError:
     return UnsafeInputError(path, reason) if "bomb" in reason else InputError(path, reason)
 
 
-def _open(path: Path) -> Image.Image:
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise InputError(path, f"cannot read file: {exc.strerror or exc}") from exc
-    if path.is_dir():
-        raise InputError(path, "is a directory, not an image file")
+def _open(path: Path, data: bytes | None) -> Image.Image:
+    if data is not None:
+        size = len(data)
+    else:
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise InputError(path, f"cannot read file: {exc.strerror or exc}") from exc
+        if path.is_dir():
+            raise InputError(path, "is a directory, not an image file")
     if size == 0:
         raise InputError(path, "empty file (0 bytes)")
     try:
         # The guard is our own cap below, not PIL's warning (a 89-100 MP input may still print that
         # warning; silencing it with catch_warnings would not be thread-safe in the daemon).
-        image = Image.open(path)
+        image = Image.open(path if data is None else io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise UnsafeInputError(path, f"pixel bomb: {exc}") from exc
     except UnidentifiedImageError as exc:
@@ -128,14 +134,18 @@ def _extract(image: Image.Image, check_signature: bool) -> ImageMetadata:
     return detect(image, fields, source, payload, text_chunks, check_signature=check_signature)
 
 
-def read_image(path: Path, *, check_signature: bool = True) -> tuple[Image.Image, ImageMetadata]:
+def read_image(
+    path: Path, *, check_signature: bool = True, data: bytes | None = None
+) -> tuple[Image.Image, ImageMetadata]:
     """Decode fully and read metadata. Raises InputError when the image itself is unusable.
 
     check_signature=False skips NovelAI's ed25519 check (signature is then `unchecked` when the
     file carries one): the refine path does not need it and it costs ~10 ms per megapixel.
+    data: the file's bytes when the caller has read them already (run_job hashes them); those are
+    decoded instead of reading `path` again, which may have changed meanwhile. `path` names errors.
     """
     path = Path(path)
-    image = _open(path)
+    image = _open(path, data)
     _load(image, path)
     meta = _extract(image, check_signature)
     if image.format in ("JPEG", "WEBP", "TIFF", "MPO"):
@@ -151,3 +161,17 @@ def read_metadata(path: Path, *, check_signature: bool = True) -> ImageMetadata:
     image, meta = read_image(path, check_signature=check_signature)
     image.close()
     return meta
+
+
+def ensure_rgb(image: Image.Image, source: Path | str = "image") -> Image.Image:
+    """Drop alpha and palettes: NAI's alpha channel carries stealth bits, not transparency."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "P", "PA", "L", "1", "RGBa", "La", "CMYK", "YCbCr", "I;16", "I", "F"):
+        if image.mode in ("I;16", "I", "F"):
+            # 16-bit/float grey: scale into 8 bits rather than clipping to white.
+            arr = np.asarray(image, dtype=np.float64)
+            top = 65535.0 if image.mode != "F" else max(1.0, float(arr.max()))
+            image = Image.fromarray(np.clip(arr / top * 255.0, 0, 255).astype(np.uint8), "L")
+        return image.convert("RGB")
+    raise InputError(source, f"unsupported colour mode {image.mode}")

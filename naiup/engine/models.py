@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from naiup.config_paths import HUB_ID
 from naiup.engine.checkpoints import is_single_file, read_state_dict
 from naiup.engine.device import unet_dtype, vae_dtype
 from naiup.errors import ModelLoadError
@@ -40,12 +40,9 @@ class SDModels:
     scheduler_config: dict[str, Any]
 
 
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-
-
 def looks_like_hub_id(spec: str) -> bool:
     """`owner/name` that is not a local path (C:/x, ./x, ~/x and existing paths are paths)."""
-    return bool(_HUB_ID.fullmatch(spec)) and not Path(spec).exists() and not is_single_file(spec)
+    return bool(HUB_ID.fullmatch(spec)) and not Path(spec).exists() and not is_single_file(spec)
 
 
 def load_models(

@@ -26,7 +26,7 @@ _ATTENTION = re.compile(
     r"""
     \\\(|\\\)|\\\[|\\]|\\\\|\\|   # escapes
     \(|\[|                        # openers
-    :\s*([+-]?[.\d]+)\s*\)|       # explicit weight closer  ":1.2)"
+    :\s*([+-]?(?:\d+\.?\d*|\.\d+))\s*\)|  # explicit weight ":1.2)"; "1.2." is text
     \)|]|                         # closers
     [^\\()\[\]:]+|                # plain text
     :
@@ -135,10 +135,17 @@ def chunk_tokens(
 
 def extract_lora_tags(prompt: str) -> tuple[str, list[tuple[str, float]]]:
     """Strip A1111 `<lora:name:weight>` tags; returns (text without tags, [(name, weight)])."""
-    tags = [
-        (m.group(1).strip(), float(m.group(2)) if m.group(2) else 1.0) for m in _LORA_TAG.finditer(prompt)
-    ]
+    tags = [(m.group(1).strip(), _lora_weight(m)) for m in _LORA_TAG.finditer(prompt)]
     return _LORA_TAG.sub("", prompt), tags
+
+
+def _lora_weight(tag: re.Match[str]) -> float:
+    if not tag.group(2):
+        return 1.0
+    try:
+        return float(tag.group(2))
+    except ValueError:  # "1.2.3" or "." match the tag's pattern: a typo in the prompt, not a crash
+        raise ConfigError("prompt", f"{tag.group(0)} has a malformed weight {tag.group(2)!r}") from None
 
 
 def resolve_lora_name(name: str, lora_dirs: Iterable[Path]) -> Path:

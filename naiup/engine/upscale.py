@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from naiup.engine.upscale_tiles import TileRunner, default_overlap, initial_tile
-from naiup.errors import InputError, ModelLoadError
+from naiup.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -226,17 +226,3 @@ def _wrap(name: str, descriptor: object, sha256: str, device: torch.device, wher
         model_id=f"{name}@{sha256[:12]}",
         channels_last=channels_last,
     )
-
-
-def ensure_rgb(image: Image.Image, source: Path | str = "image") -> Image.Image:
-    """Drop alpha and palettes: NAI's alpha channel carries stealth bits, not transparency."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("RGBA", "LA", "P", "PA", "L", "1", "RGBa", "La", "CMYK", "YCbCr", "I;16", "I", "F"):
-        if image.mode in ("I;16", "I", "F"):
-            # 16-bit/float grey: scale into 8 bits rather than clipping to white.
-            arr = np.asarray(image, dtype=np.float64)
-            top = 65535.0 if image.mode != "F" else max(1.0, float(arr.max()))
-            image = Image.fromarray(np.clip(arr / top * 255.0, 0, 255).astype(np.uint8), "L")
-        return image.convert("RGB")
-    raise InputError(source, f"unsupported colour mode {image.mode}")

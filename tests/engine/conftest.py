@@ -49,3 +49,12 @@ def nai_patch(nai_fixtures: Path):
 
     with Image.open(nai_fixtures / "nai3_640_text_stealth.png") as im:
         return im.convert("RGB").crop((256, 192, 384, 320))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny convs on a shared 2-core box: OpenMP spin-waits cost more than they save."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

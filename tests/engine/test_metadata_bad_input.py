@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import random
 import struct
 import time
@@ -212,3 +213,34 @@ def test_corrupted_files_only_ever_raise_input_error(tmp_path: Path) -> None:
             except InputError as exc:
                 assert str(target) in str(exc)
             assert time.perf_counter() - start < 1.0
+
+
+def test_deeply_nested_json_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    # json.loads raises RecursionError (not ValueError) on deep nesting: a few KiB of "[" in a
+    # Comment chunk, a stealth payload or an EXIF UserComment must not crash the reader.
+    nested = "[" * 100_000
+    png = tmp_path / "nested.png"
+    info = nai_writer.PngImagePlugin.PngInfo()
+    info.add_text("Software", "NovelAI")
+    info.add_text("Comment", nested)
+    Image.new("RGB", (8, 8)).save(png, pnginfo=info)
+    assert any("not a JSON object" in p for p in read_metadata(png).problems)
+    _no_metadata_with_problem(_stealth_png(tmp_path, gzip.compress(nested.encode()), (256, 256)), "JSON")
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9286] = b"ASCII\x00\x00\x00" + nested[:20_000].encode()  # EXIF < 64 KiB
+    jpeg = tmp_path / "nested.jpg"
+    Image.new("RGB", (8, 8), "white").save(jpeg, exif=exif)
+    assert read_metadata(jpeg).format is MetadataFormat.A1111
+
+
+def test_bytes_already_read_are_decoded_not_the_file_again(tmp_path: Path) -> None:
+    # run_job hashes the bytes it read; the pixels and metadata must be of those bytes, even when
+    # the file on disk has been replaced since.
+    old = nai_writer.write_nai_png(tmp_path / "old.png", seed=11, stealth=True)
+    data = old.read_bytes()
+    nai_writer.write_nai_png(old, seed=22, stealth=True, pixel_seed=5)
+    image, meta = read_image(old, data=data)
+    assert meta.seed == 11 and meta.is_novelai and meta.source is MetadataSource.TEXT
+    assert image.tobytes() == Image.open(io.BytesIO(data)).tobytes()
+    with pytest.raises(InputError, match=r"old\.png: empty file"):
+        read_image(old, data=b"")

@@ -161,3 +161,25 @@ def test_lora_with_shapes_of_another_model_is_refused(refiner, tmp_path):
     save_file({f"{key}.lora_down.weight": torch.zeros(4, 64), f"{key}.lora_up.weight": torch.zeros(64, 4)}, f)
     with pytest.raises(ModelLoadError, match=r"sd2-style\.safetensors: .*shapes for another model"):
         read_lora(f, refiner.models.unet, refiner.models.text_encoder)
+
+
+@pytest.mark.parametrize(
+    ("down", "up", "alpha"),
+    [
+        ((4, 32), (32, 4), (2,)),  # alpha must be one number
+        ((0, 32), (32, 0), None),  # rank 0
+        ((4, 32), (32,), None),  # 1-D up
+        ((), (32, 4), None),  # scalar down
+    ],
+)
+def test_damaged_lora_layers_are_a_model_load_error(refiner, tmp_path, down, up, alpha):
+    from safetensors.torch import save_file
+
+    key = "lora_unet_down_blocks_0_attentions_0_proj_in"  # a 32x32 1x1 conv in the tiny model
+    sd = {f"{key}.lora_down.weight": torch.zeros(down), f"{key}.lora_up.weight": torch.zeros(up)}
+    if alpha is not None:
+        sd[f"{key}.alpha"] = torch.ones(alpha)
+    f = tmp_path / "damaged.safetensors"
+    save_file(sd, f)
+    with pytest.raises(ModelLoadError, match=r"damaged\.safetensors: LoRA layer .*(malformed|shapes)"):
+        read_lora(f, refiner.models.unet, refiner.models.text_encoder)

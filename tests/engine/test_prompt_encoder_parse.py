@@ -31,6 +31,9 @@ def _approx(parsed):
         ("((x))", [("x", 1.1 * 1.1)]),
         ("(x: 1.5 )", [("x", 1.5)]),
         ("a:b", [("a:b", 1.0)]),  # a colon outside a weight is text
+        # A malformed weight (a typo in a preset prompt) is text, as "(a:1e3)" is, never a crash.
+        ("(x:1.2.)", [("x:1.2.", 1.1)]),
+        ("(x:.)", [("x:.", 1.1)]),
         (
             "a (((house:1.3)) [on] a (hill:0.5), sun, (((sky))).",
             [
@@ -92,6 +95,12 @@ def test_lora_tags_are_stripped_and_returned_with_weights():
     text, tags = extract_lora_tags("masterpiece, <lora:neg4all:0.8> girl <lora:style>")
     assert text == "masterpiece,  girl "
     assert tags == [("neg4all", 0.8), ("style", 1.0)]
+
+
+@pytest.mark.parametrize("tag", ["<lora:style:1.2.3>", "<lora:style:.>"])
+def test_a_lora_tag_with_a_malformed_weight_is_a_config_error(tag):
+    with pytest.raises(ConfigError, match="weight"):
+        extract_lora_tags(f"masterpiece, {tag}")
 
 
 def test_lora_names_resolve_in_a1111_lora_folders(tmp_path):

@@ -9,14 +9,7 @@ import torch
 from naiup.engine.tiling import plan_tiles, tiled_predictor
 from naiup.errors import EngineError
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny convs on a shared 2-core box: OpenMP spin-waits cost more than they save.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _pixelwise(seed: int = 0):

@@ -21,13 +21,7 @@ MULTI = Preset(name="t", steps=8, denoise=0.5, tile_size=8, overlap=4, tile_batc
 ONE = Preset(name="t", steps=8, denoise=0.5)  # default 64-latent tiles: a 64x72 image is one tile
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny convs on a shared 2-core box: OpenMP spin-waits cost more than they save.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

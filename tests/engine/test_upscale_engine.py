@@ -13,6 +13,7 @@ from PIL import Image
 
 from naiup.config import ModelConfig, Preset
 from naiup.engine import Engine
+from naiup.engine.engine import choose_seed
 from naiup.engine.metadata import CharacterPrompt, ImageMetadata, MetadataFormat
 from naiup.errors import ConfigError
 
@@ -102,6 +103,15 @@ def test_image_seed_without_a_nai_seed_is_derived_from_the_pixels():
     c = engine.process(_rgba(2), ImageMetadata(), REFINE)
     assert a.seed == b.seed != c.seed
     assert a.image.tobytes() == b.image.tobytes()
+
+
+@pytest.mark.parametrize("claimed", [10**30, -1, 2**32])
+def test_a_nai_seed_outside_32_bits_falls_back_to_the_pixel_seed(claimed):
+    # A crafted Comment's seed of 1e30 overflowed torch's manual_seed (a bare ValueError mid-job).
+    image = _rgba(1).convert("RGB")
+    seed = choose_seed("image", replace(NAI_META, seed=claimed), image)
+    assert seed == choose_seed("image", ImageMetadata(), image)
+    torch.Generator("cpu").manual_seed(seed)
 
 
 def test_fixed_and_random_seed_policies():

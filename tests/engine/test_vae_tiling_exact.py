@@ -17,12 +17,7 @@ from naiup.errors import EngineError
 H, W = 520, 776  # 65 x 97 latent: no tile size divides it
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -22,12 +22,7 @@ SD15 = (128, 256, 512, 512)
 MIN_PSNR_DB = 38.0
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _psnr(a: torch.Tensor, ref: torch.Tensor) -> float:
