@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import errno
 import itertools
+import logging
 import os
 import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
 from naiup.errors import OutputError
+
+log = logging.getLogger(__name__)
 
 TEMP_SUFFIX = ".naiup-tmp"
 # errnos meaning "this file system cannot hard-link", not "the target exists".
@@ -95,10 +98,18 @@ def _publish(tmp: Path, final: Path) -> bool:
 
 def _fsync_dir(folder: Path) -> None:
     # The new directory entry must survive a crash too; Windows cannot open directories.
+    # Best effort: the output is already published, so a folder that refuses this (write-only
+    # folders, some network shares) must not turn a written output into a failed job that is redone.
     if os.name == "nt":
         return
-    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as exc:
+        log.debug("cannot open folder to fsync folder=%s error=%s", folder, exc)
+        return
     try:
         os.fsync(fd)
+    except OSError as exc:
+        log.debug("folder fsync refused folder=%s error=%s", folder, exc)
     finally:
         os.close(fd)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +83,22 @@ def test_concurrent_writers_get_distinct_names(tmp_path):
 def test_temp_names_are_hidden_and_recognisable(tmp_path):
     assert is_temp_name(tmp_path / ".a.png.1f2e3d4c.naiup-tmp")
     assert not is_temp_name(tmp_path / "a.png") and not is_temp_name(tmp_path / ".hidden.png")
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="tells directories from files via /proc")
+def test_a_folder_that_refuses_fsync_still_publishes_once(tmp_path, monkeypatch):
+    # Some shares refuse fsync on a directory; the output is already linked by then, so the write
+    # must succeed (an error here would make the job retry and publish a " (2)" copy).
+    import os
+
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if os.path.isdir(f"/proc/self/fd/{fd}") or not os.path.exists(f"/proc/self/fd/{fd}"):
+            raise OSError(22, "Invalid argument")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    final = write_new(tmp_path / "out.png", b"data")
+    assert final.read_bytes() == b"data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
