@@ -20,7 +20,7 @@ from PIL import Image
 from naiup.config import ModelConfig, Preset
 from naiup.engine.device import pick_device
 from naiup.engine.metadata import ImageMetadata, ensure_rgb
-from naiup.engine.prompts import nai_to_a1111
+from naiup.engine.prompts import LORA_TAG, nai_to_a1111
 from naiup.engine.result import EngineResult
 from naiup.engine.upscale import Upscaler, load_upscaler
 from naiup.errors import ConfigError, ModelLoadError
@@ -86,6 +86,11 @@ def choose_seed(policy: str | int, meta: ImageMetadata, image: Image.Image) -> i
     raise ConfigError("presets.seed", f"must be 'image', 'random' or an integer, got {policy!r}")
 
 
+def _image_text(nai_prompt: str) -> str:
+    # An image's own text is content, not configuration: a "<lora:...>" in it must not load a LoRA.
+    return LORA_TAG.sub("", nai_to_a1111(nai_prompt))
+
+
 def build_prompts(preset: Preset, meta: ImageMetadata) -> tuple[str, str]:
     """(prompt, negative): the preset's quality tags, plus the image's own prompt when asked.
 
@@ -95,9 +100,9 @@ def build_prompts(preset: Preset, meta: ImageMetadata) -> tuple[str, str]:
     parts = [preset.prompt]
     negatives = [preset.negative_prompt]
     if preset.use_image_prompt:
-        parts.append(nai_to_a1111(meta.prompt))
-        parts.extend(nai_to_a1111(c.prompt) for c in meta.characters)
-        negatives.append(nai_to_a1111(meta.negative_prompt))
+        parts.append(_image_text(meta.prompt))
+        parts.extend(_image_text(c.prompt) for c in meta.characters)
+        negatives.append(_image_text(meta.negative_prompt))
     prompt = ", ".join(p.strip().strip(",").strip() for p in parts if p and p.strip())
     negative = ", ".join(n.strip().strip(",").strip() for n in negatives if n and n.strip())
     return prompt, (negative if preset.cfg > 1.0 else "")

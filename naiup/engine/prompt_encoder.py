@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from naiup.engine.prompts import LORA_TAG
 from naiup.errors import ConfigError
 
 CHUNK_TOKENS = 75  # A1111 chunk length; BOS + 75 + EOS = CLIP's 77 positions
@@ -34,7 +35,6 @@ _ATTENTION = re.compile(
     re.X,
 )
 _BREAK_WORD = re.compile(r"\s*\bBREAK\b\s*", re.S)
-_LORA_TAG = re.compile(r"<lora:([^:>]+)(?::([+-]?[\d.]+))?>")
 LORA_SUFFIXES = (".safetensors", ".ckpt", ".pt")
 
 Fragment = tuple[str, float]
@@ -135,8 +135,8 @@ def chunk_tokens(
 
 def extract_lora_tags(prompt: str) -> tuple[str, list[tuple[str, float]]]:
     """Strip A1111 `<lora:name:weight>` tags; returns (text without tags, [(name, weight)])."""
-    tags = [(m.group(1).strip(), _lora_weight(m)) for m in _LORA_TAG.finditer(prompt)]
-    return _LORA_TAG.sub("", prompt), tags
+    tags = [(m.group(1).strip(), _lora_weight(m)) for m in LORA_TAG.finditer(prompt)]
+    return LORA_TAG.sub("", prompt), tags
 
 
 def _lora_weight(tag: re.Match[str]) -> float:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 
 _STEP = 1.05
+# A1111 LoRA tags; in a preset prompt they select LoRAs, in an image's own text they are inert.
+LORA_TAG = re.compile(r"<lora:([^:>]+)(?::([+-]?[\d.]+))?>")
 # A numeric opener counts only at the start of a token: `b0.5::` or `v1.2::` are text.
 _TOKEN = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?::|::|[{}\[\]]")
 _SEPARATORS = " \t\r\n,"

@@ -133,6 +133,14 @@ def test_prompt_is_the_preset_tags_unless_the_image_prompt_is_asked_for():
     assert prompt.startswith(REFINE.prompt) and "blue hair" in prompt and prompt.endswith("girl, red eyes")
 
 
+def test_lora_tags_in_the_image_prompt_are_inert():
+    engine, made = _engine()
+    meta = replace(NAI_META, prompt="1girl, <lora:evil:1.5>", characters=(CharacterPrompt("<lora:x:.>cat"),))
+    engine.process(_rgba(), meta, replace(REFINE, use_image_prompt=True))
+    prompt = made[0].calls[-1]["prompt"]
+    assert "<lora" not in prompt and "1girl" in prompt and prompt.endswith("cat")
+
+
 def test_negative_prompt_only_when_cfg_above_one():
     engine, made = _engine()
     engine.process(_rgba(), NAI_META, replace(REFINE, cfg=1.0))
