@@ -107,11 +107,19 @@ class Scheduler:
             # Loading takes long: pause or preset may have changed meanwhile, so start a fresh step.
             self._load(cfg)
             return
+        try:
+            preset = cfg.preset(rs.active_preset or cfg.daemon.active_preset)
+        except NaiupError as exc:  # a reload dropped the chosen preset: say so, keep files queued
+            if self.engine_error != str(exc):
+                log.error("active preset unusable, files stay queued error=%s", exc)
+            self.engine_error = str(exc)
+            self._idle(1.0)
+            return
+        self.engine_error = None  # the worker is up (a load error would have stopped it): nothing stale
         item = self._ledger.next_queued()
         if item is None:
             self._idle(1.0)
             return
-        preset = cfg.preset(rs.active_preset or cfg.daemon.active_preset)
         # The engine's own id (the one in the outputs' provenance), so done rows match what made them.
         model = self._worker.model_id(preset)
         if isinstance(model, Outcome):
