@@ -15,6 +15,7 @@ from naiup.daemon.ledger import Ledger, State
 from naiup.daemon.stabiliser import Stabiliser, has_partial_sibling, is_candidate
 from naiup.daemon.state import RuntimeState, load_state, save_state
 from naiup.daemon.watcher import Watcher
+from naiup.errors import FatalError
 
 
 @pytest.mark.parametrize(
@@ -62,6 +63,14 @@ def test_ledger_recovery_requeues_interrupted_jobs_and_fails_poisoned_ones(tmp_p
     assert ledger.get(b.id).state is State.FAILED and "3 times" in ledger.get(b.id).error
     assert ledger.retry(None) == 1 and ledger.get(b.id).attempts == 0
     ledger.close()
+
+
+def test_a_damaged_ledger_is_a_clear_error_naming_the_file(tmp_path: Path):
+    path = tmp_path / "ledger.sqlite3"
+    path.write_bytes(b"not a database, just junk " * 200)
+    with pytest.raises(FatalError, match="ledger") as info:
+        Ledger(path)
+    assert str(path) in str(info.value)
 
 
 def test_done_counts_only_while_its_output_exists(tmp_path: Path):
