@@ -41,6 +41,10 @@ def test_socket_and_token_are_private_and_a_wrong_authkey_is_refused(daemon: Dae
         assert client.request("ping")["pid"] == daemon.proc.pid
         with pytest.raises(ControlError, match="unknown verb"):
             client.request("format_disk")
+        for internal in ("_init__", "d", "handle"):  # names of the dispatcher's own insides
+            with pytest.raises(ControlError, match="unknown verb"):
+                client.request(internal, daemon=None)
+        assert client.request("status")["state"]  # the dispatcher still has its daemon
         with pytest.raises(ControlError, match="bad arguments"):
             client.request("preset", nom="x")
     assert daemon.stop() == 0
