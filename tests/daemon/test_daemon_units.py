@@ -10,8 +10,9 @@ import nai_writer
 import pytest
 from daemon_harness import wait_for
 
-from naiup.config import Config, WatchConfig
+from naiup.config import Config, Preset, WatchConfig
 from naiup.daemon.ledger import Ledger, State
+from naiup.daemon.scheduler import remove_job_temps
 from naiup.daemon.stabiliser import Stabiliser, has_partial_sibling, is_candidate
 from naiup.daemon.state import RuntimeState, load_state, save_state
 from naiup.daemon.watcher import Watcher
@@ -71,6 +72,27 @@ def test_a_damaged_ledger_is_a_clear_error_naming_the_file(tmp_path: Path):
     with pytest.raises(FatalError, match="ledger") as info:
         Ledger(path)
     assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("src_name", "template", "temp_name"),
+    [
+        ("a[1].png", "{stem}.naiup-{preset}.png", ".a[1].naiup-up.png.0a1b2c3d.naiup-tmp"),
+        ("a.png", "refined-{stem}.png", ".refined-a.png.0a1b2c3d.naiup-tmp"),
+    ],
+)
+def test_a_killed_jobs_temp_is_found_whatever_the_name(
+    tmp_path: Path, src_name: str, template: str, temp_name: str
+):
+    # The temp is named after the first output name (naiup.atomic), not after the source's stem.
+    src = tmp_path / src_name
+    src.write_bytes(b"x")
+    temp = tmp_path / temp_name
+    temp.write_bytes(b"half")
+    other = tmp_path / ".ab.naiup-up.png.0a1b2c3d.naiup-tmp"  # another source's publish in progress
+    other.write_bytes(b"half")
+    remove_job_temps(src, Preset(name="up", refine=False), template)
+    assert not temp.exists() and other.exists()
 
 
 def test_done_counts_only_while_its_output_exists(tmp_path: Path):
