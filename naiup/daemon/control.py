@@ -227,8 +227,11 @@ class ControlServer:
 
 
 class ControlClient:
+    """Thread-safe: the tray's menu and its status poll share one client."""
+
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
+        self._lock = threading.Lock()  # one request and its reply at a time on the connection
 
     @classmethod
     def connect(cls, timeout: float = 2.0) -> ControlClient:
@@ -249,8 +252,9 @@ class ControlClient:
 
     def request(self, verb: str, **args: Any) -> dict:
         try:
-            _send(self._conn, {"verb": verb, **args})
-            reply = _recv(self._conn)
+            with self._lock:
+                _send(self._conn, {"verb": verb, **args})
+                reply = _recv(self._conn)
         except (EOFError, OSError) as exc:
             raise DaemonNotRunning(f"lost the connection to the daemon: {exc}") from exc
         if not reply.get("ok"):

@@ -76,6 +76,27 @@ def test_second_instance_refused_cli_reports_not_running_and_events_stream(daemo
     done = next(e for e in events if e["event"] == "job_done")
     assert done["path"] == str(daemon.watch / "a.png") and Path(done["output"]).exists()
 
+    # The tray shares one client between its menu (GUI thread) and its status poll: each caller must
+    # get the reply to its own request, never another thread's or half of one.
+    mixups: list[str] = []
+
+    def hammer(verb: str, key: str) -> None:
+        try:
+            for _ in range(100):
+                if key not in client.request(verb):
+                    mixups.append(verb)
+        except Exception as exc:  # a torn frame: the test's finding, reported below
+            mixups.append(f"{verb}: {type(exc).__name__}: {exc}")
+
+    hammers = [
+        threading.Thread(target=hammer, args=vk) for vk in [("ping", "version"), ("queue", "items")] * 2
+    ]
+    for t in hammers:
+        t.start()
+    for t in hammers:
+        t.join(60)
+    assert mixups == []
+
     status = daemon.cli("status")
     assert status.returncode == 0 and "idle" in status.stdout and "done 1" in status.stdout
     as_json = json.loads(daemon.cli("status", "--json").stdout)
