@@ -188,9 +188,7 @@ class Scheduler:
         def progress(fraction: float, stage: str) -> None:
             self.current = {"id": item.id, "path": item.path, "progress": fraction, "stage": stage}
 
-        outcome = self._worker.run(
-            src, preset, cfg.daemon.job_timeout_seconds, progress, lambda: self._stopping
-        )
+        outcome = self._worker.run(src, preset, cfg, progress, lambda: self._stopping)
         if outcome is None:  # shutting down mid-job: let it finish briefly, else abandon it cleanly
             outcome = self._worker.wait_result(cfg.daemon.stop_grace_seconds)
             if outcome is None:

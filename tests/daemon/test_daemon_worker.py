@@ -104,3 +104,20 @@ def test_an_active_preset_removed_from_the_config_keeps_files_queued_and_says_wh
     assert daemon.status()["engine_error"] is None
     assert "Traceback" not in daemon.log.read_text()  # a config problem, not a crash of the loop
     assert daemon.stop() == 0
+
+
+def test_a_reloaded_output_setting_reaches_the_warm_worker(daemon: DaemonRun):
+    daemon.write_config(watch="quiet_seconds = 0.2")
+    daemon.start()
+    worker = daemon.status()["worker_pid"]
+    first = nai_writer.write_nai_png(daemon.watch / "a.png", (16, 16))
+    wait_for(lambda: _state(daemon, first) == "done", 20, "the first file")
+
+    # Not a model change, so the worker stays warm; the next job must still use the new [output].
+    daemon.config_path.write_text(daemon.config_path.read_text() + '[output]\nname = "big-{stem}.png"\n')
+    assert daemon.request("reload")["ok"]  # at once, not at the next poll of the file
+    second = nai_writer.write_nai_png(daemon.watch / "b.png", (24, 24))  # not a duplicate of a
+    wait_for(lambda: _state(daemon, second) == "done", 20, "the second file")
+    assert Path(daemon.row(second)["output"]).name == "big-b.png"
+    assert daemon.status()["worker_pid"] == worker
+    assert daemon.stop() == 0
