@@ -27,7 +27,8 @@ def run_tray(
     client_factory: str | None = None,
 ) -> int:
     _configure_logging()
-    config = load_config(config_path)
+    # Models are the daemon's business (it runs without them and says why in status, shown here).
+    config = load_config(config_path, model_files_must_exist=False)
     # The backend first: "no display" is the likeliest failure and must be one clear line.
     pystray = load_pystray(backend)
     factory = _resolve_factory(client_factory)
