@@ -237,13 +237,9 @@ def check_autostart() -> Check:
 
 def check_daemon(connect: Callable[[], Any] | None = None) -> Check:
     if connect is None:
-        try:
-            from naiup.daemon.control import ControlClient
-        except ImportError:
-            return Check("daemon", Status.WARN, "control client not available in this build")
-        connect = getattr(ControlClient, "connect", None)
-        if connect is None:
-            return Check("daemon", Status.WARN, "control client not available in this build")
+        from naiup.daemon.control import ControlClient
+
+        connect = ControlClient.connect
     try:
         client = connect()
     except NaiupError as exc:

@@ -55,12 +55,9 @@ def _resolve_factory(spec: str | None) -> Callable[[], Any]:
             return getattr(importlib.import_module(module), attr or "connect")
         except (ImportError, AttributeError) as exc:
             raise NaiupError(f"tray: cannot load client factory {spec!r} ({exc})") from exc
-    from naiup.daemon import control
+    from naiup.daemon.control import ControlClient
 
-    client = getattr(control, "ControlClient", None)
-    if client is None:
-        raise NaiupError("tray: this build has no control client (naiup.daemon.control.ControlClient)")
-    return client.connect
+    return ControlClient.connect
 
 
 def _configure_logging() -> None:
