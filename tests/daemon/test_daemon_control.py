@@ -14,7 +14,7 @@ import nai_writer
 import pytest
 from daemon_harness import DaemonRun, wait_for
 
-from naiup.daemon.control import ControlClient, ControlError, address, token_path
+from naiup.daemon.control import ControlClient, ControlError, address, create_token, token_path
 
 
 def _mode(path: Path) -> int:
@@ -110,3 +110,20 @@ def test_second_instance_refused_cli_reports_not_running_and_events_stream(daemo
     assert daemon.proc.wait(20) == 0
     daemon.proc = None
     assert daemon.cli("queue").returncode == 3
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX permissions")
+def test_an_empty_or_readable_token_is_replaced_by_a_fresh_private_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAIUP_STATE_DIR", str(tmp_path / "state"))
+    key = create_token()
+    assert len(key) == 64 and token_path().read_bytes().strip() == key and _mode(token_path()) == 0o600
+    assert create_token() == key  # reused across restarts
+
+    # A crash between creating the file and writing it leaves it empty: an empty authkey is no key.
+    token_path().write_bytes(b"")
+    fresh = create_token()
+    assert len(fresh) == 64 and token_path().read_bytes().strip() == fresh
+
+    os.chmod(token_path(), 0o644)
+    replaced = create_token()
+    assert replaced != fresh and len(replaced) == 64 and _mode(token_path()) == 0o600
