@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+
+from naiup.atomic import replace_file
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +39,4 @@ def load_state(path: Path) -> RuntimeState:
 
 def save_state(path: Path, state: RuntimeState) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(asdict(state), f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)  # a file we own: replacing it whole is the point
+    replace_file(path, json.dumps(asdict(state)).encode())  # a file we own: replacing it is the point
