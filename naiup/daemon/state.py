@@ -24,12 +24,28 @@ class RuntimeState:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
+_NONE = type(None)
+_TYPES: dict[str, tuple[type, ...]] = {
+    "active_preset": (str, _NONE),
+    "paused": (bool,),
+    "pause_reason": (str, _NONE),
+    "paused_until": (int, float, _NONE),
+    "free_gpu": (bool,),
+}
+
+
 def load_state(path: Path) -> RuntimeState:
     """A missing or damaged file means defaults: runtime choices are a convenience, never fatal."""
     try:
         data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
         fields = RuntimeState.__slots__  # type: ignore[attr-defined]
-        return RuntimeState(**{k: v for k, v in data.items() if k in fields})
+        state = RuntimeState(**{k: v for k, v in data.items() if k in fields})
+        for name, types in _TYPES.items():  # a hand edit: the daemon loop must not trip over it later
+            if not isinstance(getattr(state, name), types):
+                raise ValueError(f"{name} is {getattr(state, name)!r}")
+        return state
     except FileNotFoundError:
         return RuntimeState()
     except (OSError, ValueError, TypeError) as exc:

@@ -119,6 +119,24 @@ def test_runtime_state_round_trips_and_a_damaged_file_means_defaults(tmp_path: P
     assert load_state(path) == RuntimeState()
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "null",
+        "[1, 2]",
+        '{"paused": true, "paused_until": "soon"}',
+        '{"active_preset": 4}',
+        '{"paused": "no"}',
+    ],
+)
+def test_runtime_state_of_the_wrong_shape_means_defaults(tmp_path: Path, text: str):
+    # Valid JSON, wrong shape (a hand edit): the daemon loop compared paused_until with time.time()
+    # and died at every start; a non-object crashed load_state itself.
+    path = tmp_path / "runtime.json"
+    path.write_text(text)
+    assert load_state(path) == RuntimeState()
+
+
 def test_a_raising_hint_does_not_kill_the_watcher(tmp_path: Path):
     seen: queue.Queue[Path] = queue.Queue()
 
