@@ -2,6 +2,7 @@
 
     write_new(final, data) -> Path                 # FileExistsError if `final` exists
     write_first_free(candidates, data) -> Path     # the first name in `candidates` that is free
+    replace_file(path, data)                       # our own files only: state, autostart entries
 
 The data goes to a hidden temp file in the same folder (`.<name>.<rand>.naiup-tmp`: the watcher skips
 it), is fsynced, then hard-linked to the final name: link() fails when the target exists, so a
@@ -63,6 +64,17 @@ def write_first_free(candidates: Iterable[Path], data: bytes, *, raise_if_taken:
         if isinstance(exc, FileExistsError):
             raise
         raise OutputError(f"{first}: cannot write output ({exc.strerror or exc})") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Replace a file of our own whole (runtime state, autostart entries): readers see the old bytes or
+    the new ones, never half. Unlike write_new this overwrites: use it only for files naiup owns."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    try:
+        _write_synced(tmp, data)
+        os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 

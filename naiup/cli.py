@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -210,11 +211,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _duration(text: str) -> float:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     try:
-        if text[-1:].lower() in units:
-            return float(text[:-1]) * units[text[-1].lower()]
-        return float(text)
+        unit = units.get(text[-1:].lower())
+        seconds = float(text[:-1]) * unit if unit else float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 15m, 1h)") from None
+        seconds = math.nan
+    # 0 would read as "no end" in the daemon; nan and inf never end; a negative one never starts.
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 15m, 1h)")
+    return seconds
 
 
 def _control(args: argparse.Namespace, verb: str, **request: object) -> dict | None:

@@ -111,14 +111,13 @@ def _looks_like_path(ref: str) -> bool:
 
 
 def check_model_ref(name: str, ref: str, cache_dir: Path | None = None) -> Check:
-    """A model given as a file path must exist; a hub id must already be in the HF cache (offline)."""
+    """A model given as a path (a file, or a diffusers folder) must exist; a hub id must already be in
+    the HF cache (offline)."""
     if _looks_like_path(ref):
         path = Path(ref).expanduser()
-        if path.is_file() and os.access(path, os.R_OK):
-            return Check(name, Status.OK, f"file {path}")
-        return Check(
-            name, Status.FAIL, f"file not found or unreadable: {path}", "fix the path in your config"
-        )
+        if path.exists() and os.access(path, os.R_OK):
+            return Check(name, Status.OK, f"{'folder' if path.is_dir() else 'file'} {path}")
+        return Check(name, Status.FAIL, f"not found or unreadable: {path}", "fix the path in your config")
     try:
         from huggingface_hub import snapshot_download
 
@@ -238,13 +237,9 @@ def check_autostart() -> Check:
 
 def check_daemon(connect: Callable[[], Any] | None = None) -> Check:
     if connect is None:
-        try:
-            from naiup.daemon.control import ControlClient
-        except ImportError:
-            return Check("daemon", Status.WARN, "control client not available in this build")
-        connect = getattr(ControlClient, "connect", None)
-        if connect is None:
-            return Check("daemon", Status.WARN, "control client not available in this build")
+        from naiup.daemon.control import ControlClient
+
+        connect = ControlClient.connect
     try:
         client = connect()
     except NaiupError as exc:

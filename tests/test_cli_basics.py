@@ -125,3 +125,18 @@ def test_config_check_notes_an_lcm_preset_without_an_lcm_lora(home: Path, tmp_pa
     run = naiup_cli(home, "--config", str(cfg), "config", "check")
     assert run.returncode == 0, run.stderr
     assert "[model.lcm_lora] is empty but preset(s) refine-2x, refine-4x use the lcm sampler" in run.stderr
+
+
+@pytest.mark.parametrize("text", ["0s", "-5m", "nan", "inf", "1e400h", "m"])
+def test_pause_for_refuses_durations_that_would_pause_forever_or_never(
+    text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    # `--for 0s` used to mean "no end" (a paused_until of None), nan/inf never ended either.
+    for kind in ("STATE", "RUNTIME"):
+        monkeypatch.setenv(f"NAIUP_{kind}_DIR", str(tmp_path / kind.lower()))  # never the real daemon
+    from naiup.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pause", f"--for={text}"])
+    assert exit_info.value.code == 2
+    assert "not a duration" in capsys.readouterr().err

@@ -24,6 +24,17 @@ def test_model_file_present_and_missing(tmp_path):
     assert missing.status is Status.FAIL and "gone.safetensors" in missing.detail
 
 
+def test_a_diffusers_folder_checkpoint_is_present_not_missing(tmp_path):
+    # The config allows a diffusers folder as the checkpoint; doctor used to call it a missing file.
+    folder = tmp_path / "sd15 local"
+    folder.mkdir()
+    (folder / "model_index.json").write_text("{}")
+    check = check_model_ref("checkpoint", str(folder))
+    assert check.status is Status.OK and str(folder) in check.detail
+    gone = check_model_ref("checkpoint", str(tmp_path / "sd15 gone"))
+    assert gone.status is Status.FAIL and "sd15 gone" in gone.detail
+
+
 def test_hub_id_must_be_in_the_local_cache(tmp_path):
     cache = tmp_path / "hub"
     absent = check_model_ref("lcm-lora", "latent-consistency/lcm-lora-sdv1-5", cache_dir=cache)

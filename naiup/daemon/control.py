@@ -84,13 +84,15 @@ def ensure_private_dir(path: Path) -> Path:
 
 
 def create_token() -> bytes:
-    """The authkey: 32 random bytes in a 0600 file, reused across restarts, refused if others can read it."""
+    """The authkey: 32 random bytes in a 0600 file, reused across restarts, replaced if others can read
+    it or it is empty (a crash between creating and writing it)."""
     path = token_path()
     ensure_private_dir(path.parent)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        if sys.platform != "win32" and stat.S_IMODE(path.stat().st_mode) & 0o077:
+        exposed = sys.platform != "win32" and stat.S_IMODE(path.stat().st_mode) & 0o077
+        if exposed or not path.read_bytes().strip():
             os.chmod(path, 0o600)  # a token others could read is compromised: replace it
             path.write_text(secrets.token_hex(32))
         return path.read_bytes().strip()
@@ -227,8 +229,11 @@ class ControlServer:
 
 
 class ControlClient:
+    """Thread-safe: the tray's menu and its status poll share one client."""
+
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
+        self._lock = threading.Lock()  # one request and its reply at a time on the connection
 
     @classmethod
     def connect(cls, timeout: float = 2.0) -> ControlClient:
@@ -249,8 +254,9 @@ class ControlClient:
 
     def request(self, verb: str, **args: Any) -> dict:
         try:
-            _send(self._conn, {"verb": verb, **args})
-            reply = _recv(self._conn)
+            with self._lock:
+                _send(self._conn, {"verb": verb, **args})
+                reply = _recv(self._conn)
         except (EOFError, OSError) as exc:
             raise DaemonNotRunning(f"lost the connection to the daemon: {exc}") from exc
         if not reply.get("ok"):

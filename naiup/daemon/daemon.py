@@ -19,6 +19,7 @@ from pathlib import Path
 import filelock
 
 from naiup import __version__, paths
+from naiup.atomic import replace_file
 from naiup.config import Config, load_config
 from naiup.daemon import control
 from naiup.daemon.ledger import Ledger, State
@@ -280,10 +281,7 @@ def _default_config_path() -> Path:
 
 
 def _write_info(info: dict) -> None:
-    path = info_path()
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(info))
-    os.replace(tmp, path)
+    replace_file(info_path(), json.dumps(info).encode())
 
 
 def _running_pid() -> int | None:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from naiup.errors import FatalError
+
 
 class State(StrEnum):
     SEEN = "seen"
@@ -79,9 +81,16 @@ class Ledger:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:  # a damaged file: say which, instead of a traceback at every start
+            self._db.close()
+            raise FatalError(
+                f"cannot open the ledger {path}: {exc} (move it aside to start with an empty ledger;"
+                " finished outputs are still recognised by their provenance)"
+            ) from exc
 
     def close(self) -> None:
         with self._lock:

@@ -17,10 +17,14 @@ from typing import Any
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+def daemon_log_path(log_dir: Path) -> Path:
+    return log_dir / "daemon.log"  # only the daemon writes this file; the tray has its own
+
+
 def setup_logging(log_dir: Path, level: int = logging.INFO) -> tuple[Path, list[logging.Handler]]:
     """Returns the log file and the handlers added, so the caller can remove them on exit."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    path = log_dir / "daemon.log"  # only the daemon writes this file; the tray has its own
+    path = daemon_log_path(log_dir)
     handlers: list[logging.Handler] = [
         logging.handlers.RotatingFileHandler(path, maxBytes=2_000_000, backupCount=3, encoding="utf-8")
     ]

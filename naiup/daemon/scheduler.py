@@ -6,26 +6,37 @@ crash or a hang, and keeps files queued (not failed) while the engine cannot loa
 
 from __future__ import annotations
 
+import glob
 import logging
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from naiup.atomic import TEMP_SUFFIX
 from naiup.config import Config, Preset
 from naiup.daemon.ledger import Item, Ledger
 from naiup.daemon.state import RuntimeState
 from naiup.daemon.worker import Outcome, Worker
 from naiup.errors import NaiupError
+from naiup.job import output_candidates
 
 log = logging.getLogger(__name__)
 
 LOAD_RETRY = 60.0  # engine load failed: try again after this (or at once on reload / preset / resume)
 
 
-def remove_job_temps(src: Path) -> None:
-    """A killed worker cannot clean up: drop its hidden temp outputs for this source."""
-    for tmp in src.parent.glob(f".{src.stem}*.naiup-tmp"):
+def remove_job_temps(src: Path, preset: Preset, template: str) -> None:
+    """A killed worker cannot clean up: drop the hidden temp of its publish for this source.
+
+    naiup.atomic names it `.<first output name>.<random>.naiup-tmp` (whatever output.name says), and
+    the name is escaped: `[` in a download's name is a glob class, not a bracket.
+    """
+    try:
+        first = next(output_candidates(src, preset, template))
+    except NaiupError:
+        return  # a template the job refused: it never wrote anything
+    for tmp in src.parent.glob(f".{glob.escape(first.name)}.*{TEMP_SUFFIX}"):
         tmp.unlink(missing_ok=True)
 
 
@@ -107,11 +118,19 @@ class Scheduler:
             # Loading takes long: pause or preset may have changed meanwhile, so start a fresh step.
             self._load(cfg)
             return
+        try:
+            preset = cfg.preset(rs.active_preset or cfg.daemon.active_preset)
+        except NaiupError as exc:  # a reload dropped the chosen preset: say so, keep files queued
+            if self.engine_error != str(exc):
+                log.error("active preset unusable, files stay queued error=%s", exc)
+            self.engine_error = str(exc)
+            self._idle(1.0)
+            return
+        self.engine_error = None  # the worker is up (a load error would have stopped it): nothing stale
         item = self._ledger.next_queued()
         if item is None:
             self._idle(1.0)
             return
-        preset = cfg.preset(rs.active_preset or cfg.daemon.active_preset)
         # The engine's own id (the one in the outputs' provenance), so done rows match what made them.
         model = self._worker.model_id(preset)
         if isinstance(model, Outcome):
@@ -169,24 +188,23 @@ class Scheduler:
         def progress(fraction: float, stage: str) -> None:
             self.current = {"id": item.id, "path": item.path, "progress": fraction, "stage": stage}
 
-        outcome = self._worker.run(
-            src, preset, cfg.daemon.job_timeout_seconds, progress, lambda: self._stopping
-        )
+        outcome = self._worker.run(src, preset, cfg, progress, lambda: self._stopping)
         if outcome is None:  # shutting down mid-job: let it finish briefly, else abandon it cleanly
             outcome = self._worker.wait_result(cfg.daemon.stop_grace_seconds)
             if outcome is None:
                 self._worker.kill()
-                remove_job_temps(src)
+                remove_job_temps(src, preset, cfg.output.name)
                 self._ledger.requeue(item.id, None, uncount=True)
                 log.info("job abandoned at shutdown id=%s path=%s", item.id, src)
                 self.current = None
                 return
-        self._record(item, src, outcome, attempts, cfg.daemon.max_attempts, time.monotonic() - t0)
+        self._record(item, src, outcome, attempts, cfg, preset, time.monotonic() - t0)
         self.current = None
 
     def _record(
-        self, item: Item, src: Path, outcome: Outcome, attempts: int, max_attempts: int, secs: float
+        self, item: Item, src: Path, outcome: Outcome, attempts: int, cfg: Config, preset: Preset, secs: float
     ) -> None:
+        max_attempts = cfg.daemon.max_attempts
         if outcome.load_error:
             self._ledger.requeue(item.id, outcome.error, uncount=True)
             self._engine_failed(outcome)
@@ -199,7 +217,7 @@ class Scheduler:
             return
         error = outcome.error or "unknown error"
         if outcome.worker_lost:
-            remove_job_temps(src)
+            remove_job_temps(src, preset, cfg.output.name)
             self._worker = None  # restarted (and the engine reloaded) for the next job
         if outcome.permanent or attempts >= max_attempts:
             if not outcome.permanent:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+
+from naiup.atomic import replace_file
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +24,28 @@ class RuntimeState:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
+_NONE = type(None)
+_TYPES: dict[str, tuple[type, ...]] = {
+    "active_preset": (str, _NONE),
+    "paused": (bool,),
+    "pause_reason": (str, _NONE),
+    "paused_until": (int, float, _NONE),
+    "free_gpu": (bool,),
+}
+
+
 def load_state(path: Path) -> RuntimeState:
     """A missing or damaged file means defaults: runtime choices are a convenience, never fatal."""
     try:
         data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
         fields = RuntimeState.__slots__  # type: ignore[attr-defined]
-        return RuntimeState(**{k: v for k, v in data.items() if k in fields})
+        state = RuntimeState(**{k: v for k, v in data.items() if k in fields})
+        for name, types in _TYPES.items():  # a hand edit: the daemon loop must not trip over it later
+            if not isinstance(getattr(state, name), types):
+                raise ValueError(f"{name} is {getattr(state, name)!r}")
+        return state
     except FileNotFoundError:
         return RuntimeState()
     except (OSError, ValueError, TypeError) as exc:
@@ -38,9 +55,4 @@ def load_state(path: Path) -> RuntimeState:
 
 def save_state(path: Path, state: RuntimeState) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(asdict(state), f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)  # a file we own: replacing it whole is the point
+    replace_file(path, json.dumps(asdict(state)).encode())  # a file we own: replacing it is the point

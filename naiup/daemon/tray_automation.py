@@ -7,11 +7,11 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
+from naiup.atomic import replace_file
 from naiup.daemon import tray_menu
 from naiup.daemon.tray_menu import MenuEntry, TrayState
 
@@ -27,9 +27,7 @@ def write_state(path: Path, st: TrayState, backend: str | None) -> None:
         "backend": backend,
         "written_at": time.time(),
     }
-    tmp = path.with_name(f".{path.name}.naiup-tmp")  # readers never see half a file
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    replace_file(path, json.dumps(data, indent=1).encode("utf-8"))  # readers never see half a file
 
 
 def describe(e: MenuEntry) -> dict[str, Any]:

@@ -10,6 +10,9 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from naiup import paths
+from naiup.daemon.logs import daemon_log_path
+
 
 class IconState(enum.StrEnum):
     IDLE = "idle"
@@ -191,8 +194,8 @@ def command_for(action: Action, state: TrayState, arg: str | None = None, config
         return Command(open_path=folders[0] if folders else None)
     if action is Action.OPEN_CONFIG:
         return Command(open_path=s.get("config_path") or config_path)
-    if action is Action.OPEN_LOG:
-        return Command(open_path=s.get("log_path"))
+    if action is Action.OPEN_LOG:  # offered offline too: why the service is not running is in its log
+        return Command(open_path=s.get("log_path") or str(daemon_log_path(paths.log_dir())))
     if action is Action.QUIT:
         return Command(local="quit")
     if action is Action.START_SERVICE:

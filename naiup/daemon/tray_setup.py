@@ -27,7 +27,8 @@ def run_tray(
     client_factory: str | None = None,
 ) -> int:
     _configure_logging()
-    config = load_config(config_path)
+    # Models are the daemon's business (it runs without them and says why in status, shown here).
+    config = load_config(config_path, model_files_must_exist=False)
     # The backend first: "no display" is the likeliest failure and must be one clear line.
     pystray = load_pystray(backend)
     factory = _resolve_factory(client_factory)
@@ -54,12 +55,9 @@ def _resolve_factory(spec: str | None) -> Callable[[], Any]:
             return getattr(importlib.import_module(module), attr or "connect")
         except (ImportError, AttributeError) as exc:
             raise NaiupError(f"tray: cannot load client factory {spec!r} ({exc})") from exc
-    from naiup.daemon import control
+    from naiup.daemon.control import ControlClient
 
-    client = getattr(control, "ControlClient", None)
-    if client is None:
-        raise NaiupError("tray: this build has no control client (naiup.daemon.control.ControlClient)")
-    return client.connect
+    return ControlClient.connect
 
 
 def _configure_logging() -> None:

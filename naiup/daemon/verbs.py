@@ -13,15 +13,19 @@ from naiup.errors import NaiupError
 if TYPE_CHECKING:
     from naiup.daemon.daemon import Daemon
 
+VERBS = frozenset(
+    {"ping", "status", "queue", "pause", "resume", "preset", "retry", "rescan", "reload", "stop"}
+)
+
 
 class Verbs:
     def __init__(self, daemon: Daemon) -> None:
         self._d = daemon
 
     def handle(self, verb: str, args: dict) -> dict:
-        fn = getattr(self, f"_{verb}", None)
-        if not verb.isidentifier() or fn is None:
+        if verb not in VERBS:  # never a lookup by a client's string alone: `_init__` would reach __init__
             raise NaiupError(f"unknown verb {verb!r}")
+        fn = getattr(self, f"_{verb}")
         try:
             return fn(**args)
         except TypeError as exc:  # unknown or missing arguments from a client

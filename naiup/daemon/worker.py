@@ -105,6 +105,7 @@ def _child_main(conn: Connection, config: Config, preset: Preset | None) -> None
                 send({"error": _message(exc), "load_error": True, "permanent": False})
             continue
         src, preset = Path(msg["src"]), msg["preset"]
+        config = msg["config"]  # the daemon's config now: a hot reload of [output] reaches a warm worker
 
         def progress(fraction: float, stage: str) -> None:
             send({"progress": float(fraction), "stage": stage})
@@ -184,14 +185,16 @@ class Worker:
         self,
         src: Path,
         preset: Preset,
-        timeout: float,
+        config: Config,
         progress: Callable[[float, str], None],
         cancelled: Callable[[], bool],
     ) -> Outcome | None:
-        """Run one job; None if cancelled (the caller decides whether to wait or kill)."""
+        """Run one job under `config` (the current one, which may be newer than the worker's start);
+        None if cancelled (the caller decides whether to wait or kill)."""
         assert self._conn is not None
+        timeout = config.daemon.job_timeout_seconds
         try:
-            self._conn.send({"src": str(src), "preset": preset})
+            self._conn.send({"src": str(src), "preset": preset, "config": config})
         except OSError:
             self.kill()
             return Outcome(error="worker crashed", worker_lost=True)

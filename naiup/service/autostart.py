@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from naiup.atomic import replace_file
 from naiup.errors import NaiupError
 from naiup.service import linux, macos, windows
 from naiup.service.command import naiup_command
@@ -194,18 +195,11 @@ def _write_entry(entry: Entry) -> None:
         windows.write_value(entry.registry_value, entry.text)
         return
     path = Path(entry.location)
-    tmp = path.with_name(f".{path.name}.naiup-tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(entry.content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        replace_file(path, entry.content)
     except OSError as exc:
         raise ServiceError(f"{path}: cannot write the {entry.what} autostart entry ({exc.strerror})") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _remove_entry(entry: Entry) -> bool:

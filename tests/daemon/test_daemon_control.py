@@ -14,7 +14,7 @@ import nai_writer
 import pytest
 from daemon_harness import DaemonRun, wait_for
 
-from naiup.daemon.control import ControlClient, ControlError, address, token_path
+from naiup.daemon.control import ControlClient, ControlError, address, create_token, token_path
 
 
 def _mode(path: Path) -> int:
@@ -41,6 +41,10 @@ def test_socket_and_token_are_private_and_a_wrong_authkey_is_refused(daemon: Dae
         assert client.request("ping")["pid"] == daemon.proc.pid
         with pytest.raises(ControlError, match="unknown verb"):
             client.request("format_disk")
+        for internal in ("_init__", "d", "handle"):  # names of the dispatcher's own insides
+            with pytest.raises(ControlError, match="unknown verb"):
+                client.request(internal, daemon=None)
+        assert client.request("status")["state"]  # the dispatcher still has its daemon
         with pytest.raises(ControlError, match="bad arguments"):
             client.request("preset", nom="x")
     assert daemon.stop() == 0
@@ -72,6 +76,27 @@ def test_second_instance_refused_cli_reports_not_running_and_events_stream(daemo
     done = next(e for e in events if e["event"] == "job_done")
     assert done["path"] == str(daemon.watch / "a.png") and Path(done["output"]).exists()
 
+    # The tray shares one client between its menu (GUI thread) and its status poll: each caller must
+    # get the reply to its own request, never another thread's or half of one.
+    mixups: list[str] = []
+
+    def hammer(verb: str, key: str) -> None:
+        try:
+            for _ in range(100):
+                if key not in client.request(verb):
+                    mixups.append(verb)
+        except Exception as exc:  # a torn frame: the test's finding, reported below
+            mixups.append(f"{verb}: {type(exc).__name__}: {exc}")
+
+    hammers = [
+        threading.Thread(target=hammer, args=vk) for vk in [("ping", "version"), ("queue", "items")] * 2
+    ]
+    for t in hammers:
+        t.start()
+    for t in hammers:
+        t.join(60)
+    assert mixups == []
+
     status = daemon.cli("status")
     assert status.returncode == 0 and "idle" in status.stdout and "done 1" in status.stdout
     as_json = json.loads(daemon.cli("status", "--json").stdout)
@@ -85,3 +110,20 @@ def test_second_instance_refused_cli_reports_not_running_and_events_stream(daemo
     assert daemon.proc.wait(20) == 0
     daemon.proc = None
     assert daemon.cli("queue").returncode == 3
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX permissions")
+def test_an_empty_or_readable_token_is_replaced_by_a_fresh_private_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAIUP_STATE_DIR", str(tmp_path / "state"))
+    key = create_token()
+    assert len(key) == 64 and token_path().read_bytes().strip() == key and _mode(token_path()) == 0o600
+    assert create_token() == key  # reused across restarts
+
+    # A crash between creating the file and writing it leaves it empty: an empty authkey is no key.
+    token_path().write_bytes(b"")
+    fresh = create_token()
+    assert len(fresh) == 64 and token_path().read_bytes().strip() == fresh
+
+    os.chmod(token_path(), 0o644)
+    replaced = create_token()
+    assert replaced != fresh and len(replaced) == 64 and _mode(token_path()) == 0o600

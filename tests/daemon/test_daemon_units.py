@@ -10,11 +10,13 @@ import nai_writer
 import pytest
 from daemon_harness import wait_for
 
-from naiup.config import Config, WatchConfig
+from naiup.config import Config, Preset, WatchConfig
 from naiup.daemon.ledger import Ledger, State
+from naiup.daemon.scheduler import remove_job_temps
 from naiup.daemon.stabiliser import Stabiliser, has_partial_sibling, is_candidate
 from naiup.daemon.state import RuntimeState, load_state, save_state
 from naiup.daemon.watcher import Watcher
+from naiup.errors import FatalError
 
 
 @pytest.mark.parametrize(
@@ -64,6 +66,35 @@ def test_ledger_recovery_requeues_interrupted_jobs_and_fails_poisoned_ones(tmp_p
     ledger.close()
 
 
+def test_a_damaged_ledger_is_a_clear_error_naming_the_file(tmp_path: Path):
+    path = tmp_path / "ledger.sqlite3"
+    path.write_bytes(b"not a database, just junk " * 200)
+    with pytest.raises(FatalError, match="ledger") as info:
+        Ledger(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("src_name", "template", "temp_name"),
+    [
+        ("a[1].png", "{stem}.naiup-{preset}.png", ".a[1].naiup-up.png.0a1b2c3d.naiup-tmp"),
+        ("a.png", "refined-{stem}.png", ".refined-a.png.0a1b2c3d.naiup-tmp"),
+    ],
+)
+def test_a_killed_jobs_temp_is_found_whatever_the_name(
+    tmp_path: Path, src_name: str, template: str, temp_name: str
+):
+    # The temp is named after the first output name (naiup.atomic), not after the source's stem.
+    src = tmp_path / src_name
+    src.write_bytes(b"x")
+    temp = tmp_path / temp_name
+    temp.write_bytes(b"half")
+    other = tmp_path / ".ab.naiup-up.png.0a1b2c3d.naiup-tmp"  # another source's publish in progress
+    other.write_bytes(b"half")
+    remove_job_temps(src, Preset(name="up", refine=False), template)
+    assert not temp.exists() and other.exists()
+
+
 def test_done_counts_only_while_its_output_exists(tmp_path: Path):
     ledger = Ledger(tmp_path / "ledger.sqlite3")
     item = ledger.upsert(tmp_path / "a.png", State.QUEUED, hash="h")
@@ -85,6 +116,24 @@ def test_runtime_state_round_trips_and_a_damaged_file_means_defaults(tmp_path: P
     save_state(path, state)
     assert load_state(path) == state and list(tmp_path.iterdir()) == [path]
     path.write_text("{not json")
+    assert load_state(path) == RuntimeState()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "null",
+        "[1, 2]",
+        '{"paused": true, "paused_until": "soon"}',
+        '{"active_preset": 4}',
+        '{"paused": "no"}',
+    ],
+)
+def test_runtime_state_of_the_wrong_shape_means_defaults(tmp_path: Path, text: str):
+    # Valid JSON, wrong shape (a hand edit): the daemon loop compared paused_until with time.time()
+    # and died at every start; a non-object crashed load_state itself.
+    path = tmp_path / "runtime.json"
+    path.write_text(text)
     assert load_state(path) == RuntimeState()
 
 

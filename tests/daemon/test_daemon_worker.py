@@ -85,3 +85,39 @@ def test_an_engine_that_cannot_load_keeps_files_queued_until_the_config_is_fixed
     status = daemon.status()
     assert status["engine_error"] is None and status["config_error"] is None
     assert daemon.stop() == 0
+
+
+def test_an_active_preset_removed_from_the_config_keeps_files_queued_and_says_why(daemon: DaemonRun):
+    mine = '[presets.mine]\nscale = 2.0\nupscaler = "lanczos"\nrefine = false\n'
+    daemon.write_config(watch="quiet_seconds = 0.2")
+    daemon.config_path.write_text(daemon.config_path.read_text() + mine)
+    daemon.start()
+    daemon.request("preset", name="mine")
+    daemon.write_config(watch="quiet_seconds = 0.2")  # the edit drops the preset the user picked
+    status = wait_for(lambda: (s := daemon.status())["engine_error"] and s, 20, "the preset error")
+    assert status["state"] == "error" and "'mine'" in status["engine_error"]
+    src = nai_writer.write_nai_png(daemon.watch / "a.png", (16, 16))
+    wait_for(lambda: _state(daemon, src) == "queued", 20, "the file to be queued")
+
+    daemon.request("preset", name="upscale-2x")  # choosing a preset that exists takes the file
+    wait_for(lambda: _state(daemon, src) == "done", 20, "the file after the preset switch")
+    assert daemon.status()["engine_error"] is None
+    assert "Traceback" not in daemon.log.read_text()  # a config problem, not a crash of the loop
+    assert daemon.stop() == 0
+
+
+def test_a_reloaded_output_setting_reaches_the_warm_worker(daemon: DaemonRun):
+    daemon.write_config(watch="quiet_seconds = 0.2")
+    daemon.start()
+    worker = daemon.status()["worker_pid"]
+    first = nai_writer.write_nai_png(daemon.watch / "a.png", (16, 16))
+    wait_for(lambda: _state(daemon, first) == "done", 20, "the first file")
+
+    # Not a model change, so the worker stays warm; the next job must still use the new [output].
+    daemon.config_path.write_text(daemon.config_path.read_text() + '[output]\nname = "big-{stem}.png"\n')
+    assert daemon.request("reload")["ok"]  # at once, not at the next poll of the file
+    second = nai_writer.write_nai_png(daemon.watch / "b.png", (24, 24))  # not a duplicate of a
+    wait_for(lambda: _state(daemon, second) == "done", 20, "the second file")
+    assert Path(daemon.row(second)["output"]).name == "big-b.png"
+    assert daemon.status()["worker_pid"] == worker
+    assert daemon.stop() == 0

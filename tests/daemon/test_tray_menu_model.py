@@ -25,6 +25,13 @@ def test_offline_menu_offers_to_start_the_service():
     assert "not running" in tooltip(TrayState(None))
 
 
+def test_offline_open_log_opens_the_daemons_log(tmp_path, monkeypatch):
+    # "Open log" is offered while no daemon answers (that is when the log matters): it must open it.
+    monkeypatch.setenv("NAIUP_LOG_DIR", str(tmp_path))
+    assert entry(build_menu(TrayState(None)), "Open log").enabled
+    assert command_for(Action.OPEN_LOG, TrayState(None)).open_path == str(tmp_path / "daemon.log")
+
+
 def test_menu_has_every_entry_the_issue_asks_for():
     texts = [e.text for e in build_menu(status())]
     for wanted in (

@@ -100,6 +100,23 @@ def test_tray_without_a_display_is_a_clear_error(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_a_missing_model_file_does_not_keep_the_tray_from_starting(tmp_path):
+    # The daemon runs with a missing model (status shows why); the tray, where the user reads that
+    # status, must not refuse the same config. Without a display, the display is the only complaint.
+    config = tmp_path / "config.toml"
+    config.write_text('[model]\ncheckpoint = "gone.safetensors"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "naiup", "--config", str(config), "tray"],
+        env=tray_env(tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: tray: no graphical display"), proc.stderr
+
+
 def test_tray_with_an_unreachable_x_server_is_a_clear_error(tmp_path):
     env = tray_env(tmp_path, DISPLAY=":9173")  # nothing listens there
     proc = subprocess.run(
