@@ -250,6 +250,8 @@ class ControlClient:
             raise DaemonNotRunning(f"the naiup daemon is not running ({exc})") from exc
         except AuthenticationError as exc:
             raise ControlError(f"the daemon refused our token {token_path()}: {exc}") from exc
+        except OSError as exc:  # e.g. permission denied: a socket that is not ours
+            raise ControlError(f"cannot connect to the daemon at {addr}: {exc.strerror or exc}") from exc
         return cls(conn)
 
     def request(self, verb: str, **args: Any) -> dict:

@@ -233,5 +233,11 @@ def _run_all(commands: Sequence[Sequence[str]], runner: Runner, report: Report, 
 
 
 def _run(cmd: Sequence[str]) -> tuple[int, str]:
-    proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=60, check=False)
+    # A hung systemctl/launchctl or a missing binary is a failed step in the report, not a traceback.
+    try:
+        proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=60, check=False)
+    except subprocess.TimeoutExpired:
+        return 124, f"{cmd[0]} did not answer within 60 s"
+    except OSError as exc:
+        return 127, f"cannot run {cmd[0]}: {exc.strerror or exc}"
     return proc.returncode, proc.stdout + proc.stderr

@@ -136,3 +136,10 @@ def test_macos_install_unloads_before_loading_so_it_can_be_rerun(tmp_path):
     verbs = [c[1] for c in rec.calls]
     assert verbs == ["bootout", "bootout", "bootstrap", "bootstrap"]
     assert (tmp_path / "Library/LaunchAgents/org.naiup.daemon.plist").exists()
+
+
+def test_a_missing_service_manager_is_a_failed_step_not_a_traceback(tmp_path):
+    from naiup.service.autostart import _run
+
+    code, out = _run([str(tmp_path / "no-such-systemctl"), "--user", "daemon-reload"])
+    assert code == 127 and "cannot run" in out
