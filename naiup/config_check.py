@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from naiup.config import Config
+from naiup.config_paths import HUB_ID
 
 
 class Severity(StrEnum):
@@ -33,7 +34,8 @@ def find_problems(config: Config) -> list[Problem]:
     if any(p.refine for p in config.presets.values()):
         for key in ("checkpoint", "lcm_lora"):
             value = getattr(config.model, key)
-            if _is_hub_id(value) and not _is_cached(value):
+            # load_config made every local path absolute, so an 'owner/name' left here is a hub id.
+            if HUB_ID.fullmatch(value) and not _is_cached(value):
                 problems.append(
                     Problem(
                         Severity.NOTE,
@@ -52,11 +54,6 @@ def find_problems(config: Config) -> list[Problem]:
             )
         )
     return problems
-
-
-def _is_hub_id(value: str) -> bool:
-    # load_config made every local path absolute, so a relative 'owner/name' left here is a hub id.
-    return bool(value) and not value.startswith(("/", "\\")) and ":" not in value and value.count("/") == 1
 
 
 def _is_cached(repo_id: str) -> bool:
