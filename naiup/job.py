@@ -24,7 +24,7 @@ from PIL import Image
 
 from naiup import __version__
 from naiup.atomic import write_first_free
-from naiup.config import Config, Preset
+from naiup.config import Config, OutputConfig, Preset
 from naiup.engine.metadata import ImageMetadata, ensure_rgb, read_image
 from naiup.engine.result import EngineResult
 from naiup.errors import ConfigError, InputError
@@ -66,7 +66,7 @@ def is_naiup_output(path: Path) -> bool:
 def output_candidates(src: Path, preset: Preset, template: str) -> Iterator[Path]:
     """`template` filled in beside src, then "<stem> (2)<suffix>", " (3)"..."""
     try:
-        name = template.format(stem=src.stem, preset=preset.name, ext=src.suffix.lstrip("."))
+        name = OutputConfig(name=template).output_name(src, preset.name)
     except (KeyError, IndexError, ValueError) as exc:
         raise ConfigError(
             "output.name", f"bad template {template!r} (placeholders: {{stem}}, {{preset}})"
