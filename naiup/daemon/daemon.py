@@ -19,7 +19,7 @@ from pathlib import Path
 import filelock
 
 from naiup import __version__, paths
-from naiup.atomic import replace_file
+from naiup.atomic import TEMP_SUFFIX, replace_file
 from naiup.config import Config, load_config
 from naiup.daemon import control
 from naiup.daemon.ledger import Ledger, State
@@ -46,7 +46,7 @@ def remove_stale_temps(folders: tuple[Path, ...]) -> None:
     """A daemon killed mid-publish leaves hidden temps; nothing else of ours can be running now."""
     for folder in folders:
         try:
-            for tmp in folder.glob(".*.naiup-tmp"):
+            for tmp in folder.glob(f".*{TEMP_SUFFIX}"):
                 tmp.unlink(missing_ok=True)
                 log.info("removed stale temp path=%s", tmp)
         except OSError as exc:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from naiup.atomic import TEMP_SUFFIX
 from naiup.config import Config
 from naiup.daemon.ledger import Ledger, State
 from naiup.engine.metadata import read_metadata
@@ -34,7 +35,7 @@ PARTIAL_SUFFIXES = (
     ".opdownload",
     ".aria2",
     ".td",
-    ".naiup-tmp",
+    TEMP_SUFFIX,
 )
 JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini", ".ds_store"})
 MAX_BACKOFF = 30.0
