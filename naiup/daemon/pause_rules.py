@@ -179,7 +179,7 @@ class PauseRules:
             if self._step(state, triggered, now) and reason is None:
                 reason = state.reason
         if reason != self._reason:
-            log.info("pause rule changed reason=%s", reason)
+            log.debug("pause rule changed reason=%s", reason)  # the daemon's RuleGate logs the effect at info
         self._reason = reason
         return reason
 
