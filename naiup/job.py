@@ -28,6 +28,7 @@ from naiup.config import Config, OutputConfig, Preset
 from naiup.engine.metadata import ImageMetadata, ensure_rgb, read_image
 from naiup.engine.result import EngineResult
 from naiup.errors import ConfigError, InputError
+from naiup.png_encode import is_png_keyword
 from naiup.provenance import (
     PARAMETERS_KEY,
     PROVENANCE_KEY,
@@ -132,7 +133,9 @@ def run_job(
     # 4. Publish.
     t1 = time.perf_counter()
     carried = {**meta.carry_fields, **meta.text_chunks}  # stealth/EXIF-only NAI data becomes text
-    text = {k: v for k, v in carried.items() if k not in (PROVENANCE_KEY, PARAMETERS_KEY)}
+    # A source may carry keys no PNG can hold (too long, not Latin-1): those stay behind, not fatal.
+    ours = (PROVENANCE_KEY, PARAMETERS_KEY)
+    text = {k: v for k, v in carried.items() if k not in ours and is_png_keyword(k)}
     text[PARAMETERS_KEY] = a1111_parameters(result.parameters, result.image.size)
     model_id = getattr(engine, "model_id", None)
     text[PROVENANCE_KEY] = provenance_text(

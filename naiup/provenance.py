@@ -8,13 +8,15 @@ has_provenance(path) -> bool           # reads chunk headers only, never decodes
 
 from __future__ import annotations
 
-import io
 import json
 import struct
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, PngImagePlugin
+import numpy as np
+from PIL import Image
+
+from naiup.png_encode import encode_rgb_png
 
 PROVENANCE_KEY = "naiup"
 PARAMETERS_KEY = "parameters"
@@ -27,24 +29,7 @@ def encode_png(image: Image.Image, text: dict[str, str], level: int) -> bytes:
     """RGB PNG with `text` as tEXt (iTXt when not Latin-1); no alpha, so no stealth bits survive."""
     if image.mode != "RGB":
         raise ValueError(f"outputs are RGB, got {image.mode}")
-    info = PngImagePlugin.PngInfo()
-    for key, value in text.items():
-        if _latin1(key) and _latin1(value):
-            info.add_text(key, value)
-        else:
-            info.add_itxt(key, value)
-    buf = io.BytesIO()
-    # optimize=False: Pillow's optimize retries filters and costs several times level 9.
-    image.save(buf, "PNG", pnginfo=info, compress_level=level, optimize=False)
-    return buf.getvalue()
-
-
-def _latin1(s: str) -> bool:
-    try:
-        s.encode("latin-1")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return encode_rgb_png(np.asarray(image), text, level)
 
 
 def provenance_text(
