@@ -43,6 +43,7 @@ from diffusers.utils import logging as diffusers_logging  # noqa: E402
 
 from naiup.config import ModelConfig, Preset  # noqa: E402
 from naiup.engine import vae_tiling  # noqa: E402
+from naiup.engine.device import cap_memory  # noqa: E402
 from naiup.engine.refine import Refiner  # noqa: E402
 from naiup.engine.tiling import plan_tiles, predictor_for  # noqa: E402
 from naiup.engine.upscale import load_upscaler  # noqa: E402
@@ -206,6 +207,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--compile", action="store_true", help="torch.compile the UNet (one fixed tile shape)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed runs first (default: 1 on CUDA)")
     ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument(
+        "--vram-gb", type=float, default=0.0, help="cap our runs' GPU memory like model.max_vram_gb (0: none)"
+    )
     shared = Path(os.environ.get("NAIUP_SHARED", REPO.parent / "shared"))
     ap.add_argument("--weights", type=Path, default=shared / "weights")
     ap.add_argument(
@@ -247,12 +251,16 @@ def main(argv: list[str] | None = None) -> int:
         path, desc = upscaler_file(scale, args.small, args.weights, cache)
         upscaler = load_upscaler(str(path), device)
         big = None
+        cap_memory(device, int(args.vram_gb * 2**30))  # the Engine does this from model.max_vram_gb
         for mode in args.vae_mode.split(","):
             preset = replace(base, scale=float(scale), vae_tiling=mode)
             for _ in range(warmup + 1):  # the last run counts
                 res, big = run_ours(wl, upscaler, refiner, stages, preset, image, s.vae_core)
             res.notes = f"upscaler: {desc}; {res.notes}"
+            if args.vram_gb:
+                res.variant += f", cap {args.vram_gb:g} GiB"
             results.append(res)
+        cap_memory(device, 0)  # the baseline runs as its users run it
         if not args.no_baseline and big is not None:
             for _ in range(warmup + 1):
                 res = run_baseline(wl, refiner, base, big)

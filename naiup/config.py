@@ -61,6 +61,7 @@ class ModelConfig:
     loras: tuple[LoraSpec, ...] = ()
     device: str = "auto"  # auto | cuda | mps | cpu
     clip_skip: int = 1
+    max_vram_gb: float = 0.0  # 0 = whatever the accelerator has free
 
 
 @dataclass(frozen=True, slots=True)

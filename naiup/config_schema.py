@@ -69,6 +69,9 @@ RULES: dict[str, Check] = {
     "OutputConfig.png_compress_level": _between(0, 9),
     "ModelConfig.device": _one_of("auto", "cuda", "mps", "cpu"),
     "ModelConfig.clip_skip": _between(1, 12),  # A1111 convention: 1 = last CLIP layer, 12 layers in all
+    "ModelConfig.max_vram_gb": lambda v: (
+        None if v == 0 or v >= 1 else f"must be 0 (no limit) or at least 1 (GiB), got {v}"
+    ),
     "ModelConfig.checkpoint": lambda v: None if v.strip() else "must not be empty",
     "DaemonConfig.job_timeout_seconds": _positive,
     "DaemonConfig.max_attempts": _between(1, 100),

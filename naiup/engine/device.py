@@ -1,4 +1,10 @@
-"""Which torch device and dtypes to use, and how much memory it has free."""
+"""Which torch device and dtypes to use, how much memory it has free, and the user's cap on it.
+
+cap_memory(device, max_bytes) holds naiup to `max_bytes` of accelerator memory (model.max_vram_gb):
+every tile size planned from free_memory_bytes() plans for the cap, and the CUDA/MPS allocator is
+told the same limit, so an estimate that was wrong is an out-of-memory error the tile ladders
+handle, not memory taken from the game running beside us.
+"""
 
 from __future__ import annotations
 
@@ -37,11 +43,46 @@ def vae_dtype(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+_caps: dict[str, int] = {}
+
+
+def cap_memory(device: torch.device, max_bytes: int | None) -> None:
+    """Limit this process to `max_bytes` on `device` (None or 0: no limit). A no-op on the CPU."""
+    if device.type not in ("cuda", "mps"):
+        return
+    key = _key(device)
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, max_bytes / total) if max_bytes else 1.0, device)
+    else:
+        total = torch.mps.recommended_max_memory()
+        # MPS's fraction is of the recommended working set, and 0 means "no limit" there.
+        fraction = max(1e-3, min(1.0, max_bytes / total)) if max_bytes else 0.0
+        torch.mps.set_per_process_memory_fraction(fraction)
+    if max_bytes:
+        _caps[key] = int(max_bytes)
+    else:
+        _caps.pop(key, None)
+
+
 def free_memory_bytes(device: torch.device) -> int | None:
-    """Free memory on an accelerator, None on CPU (host RAM is not the constraint we size tiles for)."""
+    """Memory we may still take on an accelerator: what the card has free, within the cap if one is
+    set. None on CPU (host RAM is not the constraint we size tiles for)."""
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
-        return int(free)
-    if device.type == "mps":
-        return int(torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory())
-    return None
+        used = torch.cuda.memory_allocated(device)
+    elif device.type == "mps":
+        free = torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory()
+        used = torch.mps.current_allocated_memory()
+    else:
+        return None
+    cap = _caps.get(_key(device))
+    if cap is not None:
+        free = min(free, cap - used)
+    return max(0, int(free))
+
+
+def _key(device: torch.device) -> str:
+    if device.type == "cuda" and device.index is None:
+        return f"cuda:{torch.cuda.current_device()}"
+    return str(device)

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from naiup.config import ModelConfig, Preset
-from naiup.engine.device import pick_device
+from naiup.engine.device import cap_memory, pick_device
 from naiup.engine.metadata import ImageMetadata, ensure_rgb
 from naiup.engine.prompts import LORA_TAG, nai_to_a1111
 from naiup.engine.result import EngineResult
@@ -120,6 +120,7 @@ class Engine:
     ) -> None:
         self._model = model
         self._device = device
+        self._capped = False
         self._refiner_factory = refiner_factory or _default_refiner_factory
         self._upscalers: dict[str, Upscaler] = {}
         self._refiner: RefinerLike | None = None
@@ -128,6 +129,9 @@ class Engine:
     def device(self) -> torch.device:
         if self._device is None:
             self._device = pick_device(self._model.device)
+        if not self._capped:
+            cap_memory(self._device, int(self._model.max_vram_gb * 2**30))
+            self._capped = True
         return self._device
 
     def load(self, preset: Preset) -> None:
