@@ -42,12 +42,24 @@ def info_path() -> Path:
     return paths.state_dir() / "daemon.json"
 
 
-def remove_stale_temps(folders: tuple[Path, ...]) -> None:
-    """A daemon killed mid-publish leaves hidden temps; nothing else of ours can be running now."""
+# A publish holds its temp for well under a second; one this old was left by a killed process. A
+# younger one may belong to a `naiup refine` writing into the same folder right now.
+STALE_TEMP_SECONDS = 600.0
+
+
+def remove_stale_temps(folders: tuple[Path, ...], recursive: bool = False, now: float | None = None) -> None:
+    """Remove the hidden temps a process killed mid-publish left behind, leaving any still fresh."""
+    now = time.time() if now is None else now
+    pattern = f".*{TEMP_SUFFIX}"
     for folder in folders:
         try:
-            for tmp in folder.glob(f".*{TEMP_SUFFIX}"):
-                tmp.unlink(missing_ok=True)
+            for tmp in folder.rglob(pattern) if recursive else folder.glob(pattern):
+                try:
+                    if now - tmp.stat().st_mtime < STALE_TEMP_SECONDS:
+                        continue
+                    tmp.unlink()
+                except FileNotFoundError:
+                    continue  # its writer published or removed it meanwhile
                 log.info("removed stale temp path=%s", tmp)
         except OSError as exc:
             log.warning("temp cleanup failed folder=%s error=%s", folder, exc)
@@ -149,7 +161,7 @@ class Daemon:
         requeued = self.ledger.recover(cfg.daemon.max_attempts)
         if requeued:
             log.info("requeued jobs interrupted by a crash count=%d", requeued)
-        remove_stale_temps(cfg.watch.folders)
+        remove_stale_temps(cfg.watch.folders, cfg.watch.recursive)
         self.server: control.ControlServer | None = None
         self.scheduler = Scheduler(self.ledger, lambda: self.config, self.effective_runtime, self._publish)
         self.stabiliser = Stabiliser(self.ledger, lambda: self.config, self.scheduler.wake)
@@ -207,6 +219,7 @@ class Daemon:
             if self._rescan_now.is_set() or now >= next_rescan:
                 self._rescan_now.clear()
                 n = self.stabiliser.scan(self.config.watch.folders, self.config.watch.recursive)
+                remove_stale_temps(self.config.watch.folders, self.config.watch.recursive)
                 if n:
                     log.info("rescan found files to check count=%d", n)
                 next_rescan = now + self.config.watch.rescan_seconds

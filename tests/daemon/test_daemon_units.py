@@ -208,3 +208,29 @@ def test_an_inotify_overflow_triggers_a_rescan(tmp_path: Path):
     rescans.clear()
     logging.getLogger("watchdog.observers.inotify_c").warning("Inotify queue overflowed; events were lost")
     assert not rescans.is_set()  # the hook leaves with the watcher
+
+
+def test_only_stale_publish_temps_are_removed_so_a_concurrent_refine_keeps_its_own(tmp_path: Path):
+    import os
+    import time
+
+    from naiup.atomic import TEMP_SUFFIX
+    from naiup.daemon.daemon import STALE_TEMP_SECONDS, remove_stale_temps
+
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    old, nested = tmp_path / f".a.png.1{TEMP_SUFFIX}", sub / f".a.png.1{TEMP_SUFFIX}"
+    fresh = tmp_path / f".b.png.2{TEMP_SUFFIX}"
+    user = tmp_path / f"notes{TEMP_SUFFIX}"  # not hidden: not one of ours
+    for p in (old, fresh, nested, user):
+        p.write_bytes(b"x")
+    long_ago = time.time() - STALE_TEMP_SECONDS - 5
+    for p in (old, nested, user):
+        os.utime(p, (long_ago, long_ago))
+
+    remove_stale_temps((tmp_path,))
+    assert not old.exists() and fresh.exists() and nested.exists() and user.exists()
+    remove_stale_temps((tmp_path,), recursive=True)
+    assert not nested.exists() and fresh.exists()
+    remove_stale_temps((tmp_path,), now=time.time() + STALE_TEMP_SECONDS + 5)
+    assert not fresh.exists() and user.exists()
