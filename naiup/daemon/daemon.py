@@ -112,8 +112,13 @@ class Daemon:
             self.scheduler.wake(retry_load=True, restart_worker=worker_changed)
             if old.pause != new.pause:
                 self.rules.reconfigure(new.pause)
-            if old.watch.folders != new.watch.folders or old.watch.recursive != new.watch.recursive:
-                log.warning("watch folder changes take effect after a restart")
+            watcher = getattr(self, "watcher", None)
+            if watcher is not None and (old.watch.folders, old.watch.recursive) != (
+                new.watch.folders,
+                new.watch.recursive,
+            ):
+                watcher.retarget(new.watch.folders, new.watch.recursive)
+                self.request_rescan()  # files already waiting in a newly watched folder
         log.info("config loaded path=%s", path)
 
     def _poll_config(self) -> None:

@@ -8,6 +8,7 @@ absolute paths and drop Chrome's completion rename, so filtering happens in our 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -66,6 +67,7 @@ class Watcher:
         rescan: Callable[[], None],
     ) -> None:
         self._folders, self._recursive = folders, recursive
+        self._lock = threading.RLock()  # config reloads (control thread) and the daemon loop both restart
         self._handler = _HintHandler(hint, rescan)
         self._overflow = _OverflowHook(rescan)
         self._observer: Observer | None = None
@@ -76,6 +78,10 @@ class Watcher:
         return self._overflow.overflows
 
     def start(self) -> None:
+        with self._lock:
+            self._start()
+
+    def _start(self) -> None:
         for name in OVERFLOW_LOGGERS:
             logging.getLogger(name).addHandler(self._overflow)
         self._observer = Observer()
@@ -101,10 +107,22 @@ class Watcher:
         return self._observer is not None and self._observer.is_alive() and not self.missing
 
     def restart(self) -> None:
-        self.stop()
-        self.start()
+        with self._lock:
+            self._stop()
+            self._start()
+
+    def retarget(self, folders: tuple[Path, ...], recursive: bool) -> None:
+        """Watch other folders from now on (a config reload): the observer is rebuilt for them."""
+        with self._lock:
+            self._stop()
+            self._folders, self._recursive = folders, recursive
+            self._start()
 
     def stop(self) -> None:
+        with self._lock:
+            self._stop()
+
+    def _stop(self) -> None:
         for name in OVERFLOW_LOGGERS:
             logging.getLogger(name).removeHandler(self._overflow)
         if self._observer is not None:

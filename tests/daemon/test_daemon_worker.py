@@ -121,3 +121,28 @@ def test_a_reloaded_output_setting_reaches_the_warm_worker(daemon: DaemonRun):
     assert Path(daemon.row(second)["output"]).name == "big-b.png"
     assert daemon.status()["worker_pid"] == worker
     assert daemon.stop() == 0
+
+
+def test_a_watch_folder_added_by_a_config_edit_is_watched_without_a_restart(daemon: DaemonRun):
+    daemon.write_config(watch="quiet_seconds = 0.2")
+    daemon.start()
+    pid = daemon.proc.pid
+    other = daemon.root / "other"
+    other.mkdir()
+    waiting = nai_writer.write_nai_png(other / "already-there.png", (16, 16))
+    text = daemon.config_path.read_text()
+    old_line = f'folders = ["{daemon.watch.as_posix()}"]'
+    new_line = f'folders = ["{daemon.watch.as_posix()}", "{other.as_posix()}"]'
+    daemon.config_path.write_text(text.replace(old_line, new_line))
+    assert daemon.request("reload")["ok"]
+    wait_for(lambda: _state(daemon, waiting) == "done", 20, "the file already in the new folder")
+    fresh = nai_writer.write_nai_png(other / "new.png", (24, 24))  # seen by the watcher, not a rescan
+    wait_for(lambda: _state(daemon, fresh) == "done", 20, "a new file in the new folder")
+
+    daemon.config_path.write_text(text)  # and dropped again
+    assert daemon.request("reload")["ok"]
+    ignored = nai_writer.write_nai_png(other / "after.png", (20, 20))
+    kept = nai_writer.write_nai_png(daemon.watch / "kept.png", (20, 20))
+    wait_for(lambda: _state(daemon, kept) == "done", 20, "the file in the folder still watched")
+    assert daemon.row(ignored) is None
+    assert daemon.proc.pid == pid and daemon.stop() == 0
