@@ -200,6 +200,9 @@ class Engine:
 
     def _upscaler(self, spec: str) -> Upscaler:
         if spec not in self._upscalers:
+            # One upscaler at a time: they load in well under a second, while each one kept would
+            # hold GPU memory the tiles (and model.max_vram_gb) plan to use.
+            self._upscalers.clear()
             self._upscalers[spec] = load_upscaler(spec, self.device)
         return self._upscalers[spec]
 

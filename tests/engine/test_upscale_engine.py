@@ -89,6 +89,22 @@ def test_upscaler_loads_once_and_refiner_only_for_refine_presets():
     assert engine.model_id(REFINE) == "lanczos+seed-shift"
 
 
+def test_switching_upscalers_keeps_only_the_one_in_use(monkeypatch):
+    from naiup.engine import engine as engine_module
+
+    loads: list[str] = []
+    real = engine_module.load_upscaler
+    monkeypatch.setattr(
+        engine_module, "load_upscaler", lambda spec, dev: loads.append(spec) or real(spec, dev)
+    )
+    engine, _ = _engine()
+    cugan = replace(LANCZOS_ONLY, upscaler="realcugan-2x")
+    for preset in (LANCZOS_ONLY, LANCZOS_ONLY, cugan, cugan, LANCZOS_ONLY):
+        engine.process(_rgba(), ImageMetadata(), preset)
+    assert loads == ["lanczos", "realcugan-2x", "lanczos"]
+    assert list(engine._upscalers) == ["lanczos"]
+
+
 def test_image_seed_policy_uses_the_nai_seed():
     engine, made = _engine()
     result = engine.process(_rgba(), NAI_META, REFINE)
