@@ -208,6 +208,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=int, default=None, help="untimed runs first (default: 1 on CUDA)")
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument(
+        "--attention-window",
+        type=int,
+        default=None,
+        help="preset vae_attention_window (0: whole-latent VAE attention; default: the preset default)",
+    )
+    ap.add_argument(
         "--vram-gb", type=float, default=0.0, help="cap our runs' GPU memory like model.max_vram_gb (0: none)"
     )
     shared = Path(os.environ.get("NAIUP_SHARED", REPO.parent / "shared"))
@@ -244,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         name="bench", steps=8, denoise=0.25, cfg=1.0, sampler="lcm", tile_size=s.tile,
         overlap=s.overlap, tile_batch_size=args.batch, tile_method="mixture",
     )  # fmt: skip
+    if args.attention_window is not None:
+        base = replace(base, vae_attention_window=args.attention_window)
 
     results: list[Result] = []
     for wl in args.workloads.split(","):
@@ -259,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
             res.notes = f"upscaler: {desc}; {res.notes}"
             if args.vram_gb:
                 res.variant += f", cap {args.vram_gb:g} GiB"
+            if args.attention_window is not None:
+                res.variant += f", attn window {args.attention_window}"
             results.append(res)
         cap_memory(device, 0)  # the baseline runs as its users run it
         if not args.no_baseline and big is not None:

@@ -91,6 +91,9 @@ RULES: dict[str, Check] = {
     "Preset.tile_batch_size": _between(1, 256),
     "Preset.tile_method": _one_of("mixture", "multidiffusion"),
     "Preset.vae_tiling": _one_of("auto", "exact", "low-memory", "off"),
+    "Preset.vae_attention_window": lambda v: (
+        None if v == 0 or v >= 16 else f"must be 0 (whole attention) or at least 16 latent px, got {v}"
+    ),
     "Preset.upscaler": lambda v: None if v.strip() else 'must not be empty (use "lanczos" for no model)',
 }
 

@@ -7,9 +7,10 @@ The seam the tiling issue plugs into (keep it):
     the whole canvas. predict = wrap_predictor(guided, preset, latent_hw); the default is
     tiling.predictor_for (tiled per the preset; `guided` itself when the latent fits one tile);
     wrap_predictor=None runs untiled.
-    VAE functions have vae_tiling's signature: encode(vae, pixels, *, mode, generator, sample) and
-    decode(vae, latent, *, mode); the defaults are vae_tiling.encode/decode (mode = preset.vae_tiling),
-    `encode_untiled`/`decode_untiled` below are plain diffusers calls.
+    VAE functions have vae_tiling's signature: encode(vae, pixels, *, mode, generator, sample,
+    attention_window) and decode(vae, latent, *, mode, attention_window); the defaults are
+    vae_tiling.encode/decode (mode = preset.vae_tiling, attention_window = preset.vae_attention_window),
+    `encode_untiled`/`decode_untiled` below are plain diffusers calls (whole attention).
 """
 
 from __future__ import annotations
@@ -76,15 +77,19 @@ def encode_untiled(
     mode: str = "off",
     generator: torch.Generator | None = None,
     sample: bool = False,
+    attention_window: int = 0,
 ) -> torch.Tensor:
-    """pixels (1,3,H,W) in [-1,1] -> scaled latent (fp32); `mode` is for the tiled version."""
+    """pixels (1,3,H,W) in [-1,1] -> scaled latent (fp32); `mode` and `attention_window` are for the
+    tiled version."""
     dist = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist
     z = dist.sample(generator) if sample else dist.mode()
     return z.float() * vae.config.scaling_factor
 
 
 @torch.no_grad()
-def decode_untiled(vae, latent: torch.Tensor, *, mode: str = "off") -> torch.Tensor:
+def decode_untiled(
+    vae, latent: torch.Tensor, *, mode: str = "off", attention_window: int = 0
+) -> torch.Tensor:
     return vae.decode((latent / vae.config.scaling_factor).to(vae.device, vae.dtype)).sample.float()
 
 
@@ -263,8 +268,14 @@ class Refiner:
         # 2. Pixels -> latent. NAI's alpha channel carries stealth metadata, not transparency: drop it.
         arr, size_hw = pad_to_multiple(image.convert("RGB"))
         generator = torch.Generator("cpu").manual_seed(int(seed))
+        window = preset.vae_attention_window
         z0 = self.encode(
-            m.vae, to_pixels(arr).to(dev), mode=preset.vae_tiling, generator=generator, sample=True
+            m.vae,
+            to_pixels(arr).to(dev),
+            mode=preset.vae_tiling,
+            generator=generator,
+            sample=True,
+            attention_window=window,
         )
         _check_finite(z0, "VAE encoding")
         # 3. Schedule, then the loop on the whole canvas.
@@ -274,6 +285,6 @@ class Refiner:
         predict = self.wrap_predictor(guided, preset, tuple(z0.shape[-2:])) if self.wrap_predictor else guided
         x = denoise(z0, predict, sampler, generator, progress)
         # 4. Decode; never hand back a black or garbage image.
-        pixels = self.decode(m.vae, x, mode=preset.vae_tiling)
+        pixels = self.decode(m.vae, x, mode=preset.vae_tiling, attention_window=window)
         _check_finite(pixels, "VAE decoding")
         return to_image(pixels, size_hw)

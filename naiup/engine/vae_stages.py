@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from naiup.engine import vae_attention
 from naiup.engine.groupnorm_pool import GroupStats, TileRun, apply_group_norm, partial_stats
 from naiup.errors import EngineError
 
@@ -152,15 +153,16 @@ def _reach(conv: nn.Conv2d, scale: float) -> float:
 # --- decoder -------------------------------------------------------------------------------------
 
 
-def decoder_head(vae: nn.Module, latent: torch.Tensor) -> torch.Tensor:
-    """Whole-latent stage: scaled latent -> input of the first upsampler."""
+def decoder_head(vae: nn.Module, latent: torch.Tensor, attention_window: int = 0) -> torch.Tensor:
+    """Whole-latent stage: scaled latent -> input of the first upsampler. attention_window: see
+    vae_attention (0: the mid block's attention over the whole latent)."""
     dec = vae.decoder
     z = latent / vae.config.scaling_factor
     if getattr(vae.config, "shift_factor", None):
         z = z + vae.config.shift_factor
     if vae.post_quant_conv is not None:
         z = vae.post_quant_conv(z)
-    h = dec.mid_block(dec.conv_in(z), None)
+    h = vae_attention.mid_block(dec.mid_block, dec.conv_in(z), attention_window)
     h = h.to(next(iter(dec.up_blocks.parameters())).dtype)
     for r in dec.up_blocks[0].resnets:
         h = r(h, None)
@@ -237,11 +239,11 @@ def encoder_halo(vae: nn.Module) -> int:
     return math.ceil(reach)
 
 
-def encoder_tail(vae: nn.Module, h: torch.Tensor) -> torch.Tensor:
+def encoder_tail(vae: nn.Module, h: torch.Tensor, attention_window: int = 0) -> torch.Tensor:
     """Whole-latent stage: last down block, mid block, output convs -> moments (B, 2*C, h, w)."""
     enc = vae.encoder
     h = enc.down_blocks[-1](h)
-    h = enc.mid_block(h)
+    h = vae_attention.mid_block(enc.mid_block, h, attention_window)
     h = enc.conv_out(enc.conv_act(enc.conv_norm_out(h)))
     if vae.quant_conv is not None:
         h = vae.quant_conv(h)

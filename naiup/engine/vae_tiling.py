@@ -35,6 +35,7 @@ from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from naiup.engine import vae_stages as st
 from naiup.engine.device import free_memory_bytes
 from naiup.engine.groupnorm_pool import GroupStats, TileRun, run_frozen, run_pooled
+from naiup.engine.vae_attention import is_windowed
 from naiup.engine.vae_memory import MODES, VaePlan, choose_vae_plan, estimate_vae_memory
 from naiup.errors import ConfigError, EngineError
 
@@ -110,6 +111,17 @@ def _run_tiles(
     return out
 
 
+def _untiled_but_windowed(
+    vae: torch.nn.Module, op: str, plan: VaePlan, core: int, latent_hw: tuple[int, int], window: int
+) -> VaePlan:
+    """diffusers' own pass cannot window its attention: an "off" plan whose attention must be
+    windowed runs as exact tiles instead (the same result as untiled), parked if need be."""
+    if plan.mode == "off" and is_windowed(*latent_hw, window):
+        scale = 2 ** (len(vae.config.block_out_channels) - 1)
+        return plan_vae(vae, op, latent_hw[0] * scale, latent_hw[1] * scale, "exact", core)
+    return plan
+
+
 def _finite(t: torch.Tensor, what: str) -> torch.Tensor:
     if not torch.isfinite(t).all():
         raise EngineError(f"VAE {what} produced NaN/Inf (try fp32 for the VAE)")
@@ -126,8 +138,10 @@ def encode(
     sample: bool = False,
     tile: int | None = None,
     low_memory_sample: int = LOW_MEMORY_SAMPLE,
+    attention_window: int = 0,
 ) -> torch.Tensor:
-    """Pixels in [-1, 1] -> scaled latent. `tile`: core size in latent px (None: DEFAULT_CORE)."""
+    """Pixels in [-1, 1] -> scaled latent. `tile`: core size in latent px (None: DEFAULT_CORE).
+    `attention_window`: the mid block's attention in windows of this many latent px (vae_attention)."""
     _check(vae, mode)
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     _, _, height, width = pixels.shape
@@ -136,6 +150,9 @@ def encode(
     pixels = pixels.to(vae.dtype)
     plan = plan_vae(vae, "encode", height, width, mode, tile or DEFAULT_CORE)
     core = tile or (LOW_MEMORY_CORE if plan.mode == "low-memory" else DEFAULT_CORE)
+    plan = _untiled_but_windowed(
+        vae, "encode", plan, core, (height // factor, width // factor), attention_window
+    )
     if plan.mode == "off":
         dist = vae.encode(pixels).latent_dist
     else:
@@ -155,7 +172,7 @@ def encode(
                 canvas = out.new_empty((out.shape[0], out.shape[1], lh, lw), device=pixels.device)
             y0, y1, x0, x1 = t.core
             canvas[:, :, y0:y1, x0:x1] = out.to(pixels.device)
-        dist = DiagonalGaussianDistribution(st.encoder_tail(vae, canvas))
+        dist = DiagonalGaussianDistribution(st.encoder_tail(vae, canvas, attention_window))
     z = dist.sample(generator=generator) if sample else dist.mode()
     if getattr(vae.config, "shift_factor", None):
         z = z - vae.config.shift_factor
@@ -170,21 +187,24 @@ def decode(
     mode: str = "auto",
     tile: int | None = None,
     low_memory_sample: int = LOW_MEMORY_SAMPLE,
+    attention_window: int = 0,
 ) -> torch.Tensor:
-    """Scaled latent -> pixels in [-1, 1] (not clamped). `tile`: core size in latent px."""
+    """Scaled latent -> pixels in [-1, 1] (not clamped). `tile`: core size in latent px.
+    `attention_window`: the mid block's attention in windows of this many latent px (vae_attention)."""
     _check(vae, mode)
     latent = latent.to(vae.dtype)
     scale = 2 ** (len(vae.config.block_out_channels) - 1)
     lh, lw = latent.shape[-2:]
     plan = plan_vae(vae, "decode", lh * scale, lw * scale, mode, tile or DEFAULT_CORE)
     core = tile or (LOW_MEMORY_CORE if plan.mode == "low-memory" else DEFAULT_CORE)
+    plan = _untiled_but_windowed(vae, "decode", plan, core, (lh, lw), attention_window)
     if plan.mode == "off":
         z = latent / vae.config.scaling_factor
         if getattr(vae.config, "shift_factor", None):
             z = z + vae.config.shift_factor
         return _finite(vae.decode(z).sample.float(), "decode")
     st.check_supported(vae)
-    head = st.decoder_head(vae, latent)
+    head = st.decoder_head(vae, latent, attention_window)
     tiles = st.split_tiles(lh, lw, core, st.decoder_halo(vae))
     runs = [
         st.decoder_tile(vae, head[:, :, y0:y1, x0:x1], t, plan.park_on_host)

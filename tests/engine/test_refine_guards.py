@@ -65,12 +65,12 @@ def test_tiling_seams_see_the_whole_canvas_once_per_step(tiny):
 
         return predict
 
-    def encode(vae, pixels, *, mode, generator=None, sample=False):
-        vae_calls.append(f"encode:{mode}")
+    def encode(vae, pixels, *, mode, generator=None, sample=False, attention_window=0):
+        vae_calls.append(f"encode:{mode}:{attention_window}")
         return encode_untiled(vae, pixels, mode=mode, generator=generator, sample=sample)
 
-    def decode(vae, latent, *, mode):
-        vae_calls.append(f"decode:{mode}")
+    def decode(vae, latent, *, mode, attention_window=0):
+        vae_calls.append(f"decode:{mode}:{attention_window}")
         return decode_untiled(vae, latent, mode=mode)
 
     cfg = ModelConfig(checkpoint=str(tiny.folder), lcm_lora=str(tiny.lcm_lora), device="cpu")
@@ -80,7 +80,7 @@ def test_tiling_seams_see_the_whole_canvas_once_per_step(tiny):
     img = Image.fromarray(np.random.default_rng(3).integers(0, 256, (72, 96, 3), dtype=np.uint8), "RGB")
     out = wrapped.refine(img, preset, prompt="x", negative_prompt="", seed=5)
     assert seen == [((1, 4, 9, 12), t, (9, 12)) for t in (499, 379, 259, 139)]
-    assert vae_calls == ["encode:exact", "decode:exact"]
+    assert vae_calls == ["encode:exact:256", "decode:exact:256"]
     # a pass-through wrapper changes nothing
     assert out.tobytes() == plain.refine(img, preset, prompt="x", negative_prompt="", seed=5).tobytes()
 
