@@ -70,20 +70,27 @@ def mid_block(block: nn.Module, h: torch.Tensor, window: int) -> torch.Tensor:
 
 def _windowed_self_attention(attn: nn.Module, x: torch.Tensor, window: int) -> torch.Tensor:
     """diffusers' Attention as the VAE uses it (GroupNorm in front, residual added, output rescaled),
-    with the attention itself restricted to windows."""
-    b, _, height, width = x.shape
+    with the attention itself restricted to windows. Projections run per window, so beside the
+    input only two latent-sized tensors live at once (at 4x: 260 MB each in bf16, where whole-latent
+    q, k and v would add three more)."""
+    height, width = x.shape[-2:]
     normed = attn.group_norm(x) if attn.group_norm is not None else x
     tokens = normed.permute(0, 2, 3, 1)  # (B, H, W, C): windows are plain slices
-    q, k, v = attn.to_q(tokens), attn.to_k(tokens), attn.to_v(tokens)
+    del normed
     heads = attn.heads
-    out = torch.empty_like(q)
+    out: torch.Tensor | None = None
     for (qy0, qy1, qx0, qx1), (ky0, ky1, kx0, kx1) in attention_windows(height, width, window):
-        qw = _heads(q[:, qy0:qy1, qx0:qx1], heads)
-        kw = _heads(k[:, ky0:ky1, kx0:kx1], heads)
-        vw = _heads(v[:, ky0:ky1, kx0:kx1], heads)
-        ow = F.scaled_dot_product_attention(qw, kw, vw)  # 1/sqrt(head dim), as diffusers runs it
-        out[:, qy0:qy1, qx0:qx1] = ow.transpose(1, 2).reshape(b, qy1 - qy0, qx1 - qx0, -1).to(out.dtype)
-    out = attn.to_out[1](attn.to_out[0](out))  # projection, dropout (a no-op in eval)
+        keys = tokens[:, ky0:ky1, kx0:kx1]
+        qw = _heads(attn.to_q(tokens[:, qy0:qy1, qx0:qx1]), heads)
+        ow = F.scaled_dot_product_attention(
+            qw, _heads(attn.to_k(keys), heads), _heads(attn.to_v(keys), heads)
+        )
+        ow = ow.transpose(1, 2).reshape(qw.shape[0], qy1 - qy0, qx1 - qx0, -1).to(qw.dtype)
+        ow = attn.to_out[1](attn.to_out[0](ow))  # projection, dropout (a no-op in eval)
+        if out is None:
+            out = ow.new_empty((*tokens.shape[:3], ow.shape[-1]))
+        out[:, qy0:qy1, qx0:qx1] = ow
+    assert out is not None  # at least one window
     out = out.permute(0, 3, 1, 2)
     if attn.residual_connection:
         out = out + x
