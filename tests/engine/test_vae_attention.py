@@ -81,13 +81,15 @@ def test_windowed_decode_and_encode_run_through_every_mode_and_stay_close(vae):
     # "off" cannot window diffusers' pass: it runs as exact tiles, the same computation.
     assert (outs["off"] - outs["exact"]).abs().max().item() < 1e-4 * exact.abs().max().item()
     psnr = _psnr(outs["exact"], exact)
-    # Random weights attend almost uniformly, the worst case for a window; measured ~52 dB here.
-    assert 35 < psnr < 120, psnr
+    # Random weights attend almost uniformly, the worst case for a window. Measured 77.6 dB here; the
+    # SD1.5-shaped VAE at 832x1216 px gives 54.8 dB at window 32 (bench/vae_attention_bench.py). A
+    # window bug (a query block missed, keys from the wrong place) costs tens of dB.
+    assert 65 < psnr < 120, psnr
     pixels = exact.clamp(-1, 1)
     z_exact = vt.encode(vae, pixels, mode="exact", tile=48)
     z_win = vt.encode(vae, pixels, mode="exact", tile=48, attention_window=32)
     assert z_win.shape == z_exact.shape and torch.isfinite(z_win).all()
-    assert _psnr(z_win, z_exact) > 30
+    assert _psnr(z_win, z_exact) > 55  # measured 66.7 dB
 
 
 def _psnr(a: torch.Tensor, ref: torch.Tensor) -> float:
