@@ -80,7 +80,7 @@ class Preset:
     tile_method: str = "mixture"  # mixture | multidiffusion
     vae_tiling: str = "auto"  # auto | exact | low-memory | off
     # Latent px: the VAE mid block's attention in windows of this size above it; 0 = always whole.
-    # 256 keeps 2x of NovelAI's normal sizes (832x1216, 1024x1024) exact and cuts 4x attention ~3.5x.
+    # 256 keeps 2x of NovelAI's normal sizes (832x1216, 1024x1024) exact and cuts 4x attention 4.3x.
     vae_attention_window: int = 256
     prompt: str = "(masterpiece, best quality, highres:1.2)"
     negative_prompt: str = "(worst quality, low quality:1.4)"
