@@ -71,6 +71,8 @@ def free_memory_bytes(device: torch.device) -> int | None:
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         used = torch.cuda.memory_allocated(device)
+        # Blocks torch has cached but no tensor uses are free to us, though the driver counts them.
+        free += torch.cuda.memory_reserved(device) - used
     elif device.type == "mps":
         free = torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory()
         used = torch.mps.current_allocated_memory()

@@ -15,6 +15,7 @@ The seam the tiling issue plugs into (keep it):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -26,9 +27,10 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from naiup.config import ModelConfig, Preset
-from naiup.engine.device import pick_device
+from naiup.engine.device import free_memory_bytes, pick_device
 from naiup.engine.lora import LoraFile, LoraFuser, read_lora
 from naiup.engine.models import SD15_SKELETON, SDModels, load_models, model_set_id, resolve_lora_file
+from naiup.engine.offload import needs_room, parked
 from naiup.engine.prompt_encoder import (
     PromptEncoder,
     extract_lora_tags,
@@ -240,6 +242,14 @@ class Refiner:
             self._encoder.clear_cache()
         self._fused = wanted
 
+    def _room_for_vae(self, op: str, height: int, width: int) -> contextlib.AbstractContextManager:
+        """The UNet and text encoder wait in host RAM when the VAE pass would not fit beside them."""
+        assert self.models
+        m, dev = self.models, self.device
+        if needs_room(m.vae, op, height, width, free_memory_bytes(dev)):
+            return parked([m.unet, m.text_encoder], dev)
+        return contextlib.nullcontext()
+
     def refine(
         self,
         image: Image.Image,
@@ -269,14 +279,15 @@ class Refiner:
         arr, size_hw = pad_to_multiple(image.convert("RGB"))
         generator = torch.Generator("cpu").manual_seed(int(seed))
         window = preset.vae_attention_window
-        z0 = self.encode(
-            m.vae,
-            to_pixels(arr).to(dev),
-            mode=preset.vae_tiling,
-            generator=generator,
-            sample=True,
-            attention_window=window,
-        )
+        with self._room_for_vae("encode", arr.shape[0], arr.shape[1]):
+            z0 = self.encode(
+                m.vae,
+                to_pixels(arr).to(dev),
+                mode=preset.vae_tiling,
+                generator=generator,
+                sample=True,
+                attention_window=window,
+            )
         _check_finite(z0, "VAE encoding")
         # 3. Schedule, then the loop on the whole canvas.
         sampler = Sampler(preset.sampler, m.scheduler_config)
@@ -285,6 +296,7 @@ class Refiner:
         predict = self.wrap_predictor(guided, preset, tuple(z0.shape[-2:])) if self.wrap_predictor else guided
         x = denoise(z0, predict, sampler, generator, progress)
         # 4. Decode; never hand back a black or garbage image.
-        pixels = self.decode(m.vae, x, mode=preset.vae_tiling, attention_window=window)
+        with self._room_for_vae("decode", arr.shape[0], arr.shape[1]):
+            pixels = self.decode(m.vae, x, mode=preset.vae_tiling, attention_window=window)
         _check_finite(pixels, "VAE decoding")
         return to_image(pixels, size_hw)

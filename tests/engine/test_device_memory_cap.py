@@ -21,9 +21,10 @@ CUDA = torch.device("cuda")
 @pytest.fixture
 def fake_cuda(monkeypatch):
     """An 80 GiB card with 70 GiB free, of which torch has allocated 2 GiB (the models)."""
-    state = {"fraction": None, "allocated": 2 * GIB}
+    state = {"fraction": None, "allocated": 2 * GIB, "reserved": 2 * GIB}
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (70 * GIB, 80 * GIB))
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: state["allocated"])
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: state["reserved"])
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(
         torch.cuda, "get_device_properties", lambda device=None: SimpleNamespace(total_memory=80 * GIB)
@@ -44,8 +45,15 @@ def test_a_cap_bounds_free_memory_and_tells_the_allocator(fake_cuda):
     assert fake_cuda["fraction"] == pytest.approx(4 / 80)
     assert dev.free_memory_bytes(CUDA) == 2 * GIB  # 4 GiB cap - 2 GiB already ours
     assert dev.free_memory_bytes(torch.device("cuda:0")) == 2 * GIB  # same card, other spelling
-    fake_cuda["allocated"] = 5 * GIB
+    fake_cuda["allocated"] = fake_cuda["reserved"] = 5 * GIB
     assert dev.free_memory_bytes(CUDA) == 0  # never negative
+
+
+def test_blocks_torch_cached_but_no_longer_uses_count_as_free(fake_cuda):
+    fake_cuda["reserved"] = 6 * GIB  # 4 GiB freed by tensors, still held by the caching allocator
+    assert dev.free_memory_bytes(CUDA) == 74 * GIB
+    dev.cap_memory(CUDA, 8 * GIB)
+    assert dev.free_memory_bytes(CUDA) == 6 * GIB  # the cap counts what tensors use
 
 
 def test_lifting_the_cap_restores_the_whole_card(fake_cuda):

@@ -1,0 +1,60 @@
+"""Room for the VAE on a small GPU: park the UNet and text encoder in host RAM while it runs.
+
+needs_room(vae, op, height, width, free) -> bool
+parked(modules, device)                      # context manager: modules on the CPU inside, back after
+
+SD1.5's UNet and text encoder hold ~2 GB on the accelerator (fp16) and sit idle while the VAE encodes
+or decodes. At 4x of 832x1216 even the VAE's least-memory pass (the whole-latent stage plus one
+low-memory tile, vae_memory's estimate) wants ~2.7 GB in bf16, which is more than a 6 GB card (or a
+4 GiB model.max_vram_gb) has left beside them. Then, and only then, the two models wait in host
+RAM for that pass: ~2 GB over PCIe each way, a fraction of a second, instead of an out-of-memory
+failure. A GPU with room never moves anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from naiup.engine import vae_stages as st
+from naiup.engine.vae_memory import HEADROOM, estimate_vae_memory
+from naiup.engine.vae_tiling import LOW_MEMORY_CORE
+
+__all__ = ["needs_room", "parked"]
+
+log = logging.getLogger(__name__)
+_CPU = torch.device("cpu")
+
+
+def needs_room(vae: nn.Module, op: str, height: int, width: int, free: int | None) -> bool:
+    """True when `free` accelerator bytes cannot hold the VAE's least-memory pass for an image of
+    height x width px (None: no accelerator, nothing to make room on)."""
+    if free is None:
+        return False
+    halo = st.decoder_halo(vae) if op == "decode" else st.encoder_halo(vae)
+    mem = estimate_vae_memory(
+        tuple(vae.config.block_out_channels), op, height, width, vae.dtype.itemsize, LOW_MEMORY_CORE, halo
+    )
+    return mem.head + mem.tile > free * HEADROOM
+
+
+@contextlib.contextmanager
+def parked(modules: Sequence[nn.Module], device: torch.device) -> Iterator[None]:
+    """Move `modules` to host RAM for the block, then back to `device` (also when the block fails,
+    so the next job finds its models where it expects them)."""
+    for m in modules:
+        m.to(_CPU)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # give the freed blocks back, for the upscaler's next job too
+    elif device.type == "mps":
+        torch.mps.empty_cache()
+    log.info("parked %d model(s) in host RAM to make room for the VAE", len(modules))
+    try:
+        yield
+    finally:
+        for m in modules:
+            m.to(device)

@@ -1,0 +1,86 @@
+"""Room for the VAE on a small GPU: when the models are parked, and that they always come back."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import numpy as np
+import pytest
+import tiny_sd
+import torch
+from diffusers import AutoencoderKL
+from PIL import Image
+
+from naiup.config import ModelConfig, Preset
+from naiup.engine import refine as refine_module
+from naiup.engine.models import SD15_SKELETON
+from naiup.engine.offload import needs_room, parked
+from naiup.engine.refine import Refiner
+
+GB = 10**9
+W4 = (4864, 3328)  # 4x of 832x1216, height x width
+W2 = (2432, 1664)
+
+
+@pytest.fixture(scope="module")
+def sd_vae_bf16() -> AutoencoderKL:
+    config = json.loads((SD15_SKELETON / "vae" / "config.json").read_text())
+    with torch.device("meta"):  # shapes only: the estimate reads the config and the conv sizes
+        vae = AutoencoderKL.from_config(config)
+    return vae.to(torch.bfloat16)
+
+
+def test_a_6gb_card_or_a_4gib_cap_parks_the_models_for_a_4x_decode_but_not_for_2x(sd_vae_bf16):
+    models = 2.2 * GB  # SD1.5 UNet + text encoder + VAE in fp16/bf16
+    left_beside_models = int(4 * 2**30 - models)  # model.max_vram_gb = 4
+    assert needs_room(sd_vae_bf16, "decode", *W4, left_beside_models)
+    assert needs_room(sd_vae_bf16, "encode", *W4, left_beside_models)
+    assert not needs_room(sd_vae_bf16, "decode", *W2, left_beside_models)
+    # Parked, the UNet and text encoder (~1.95 GB) are out: the same pass now fits.
+    assert not needs_room(sd_vae_bf16, "decode", *W4, int(left_beside_models + 1.95 * GB))
+    assert not needs_room(sd_vae_bf16, "decode", *W4, None)  # CPU: nothing to make room on
+
+
+def test_parked_modules_wait_on_the_cpu_and_come_back_even_after_a_failure():
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    target = torch.device("meta")  # stands in for the accelerator: any device other than the CPU
+    with parked([a, b], target):
+        assert a.weight.device.type == b.weight.device.type == "cpu"
+    assert a.weight.device == b.weight.device == target
+    a = torch.nn.Linear(2, 2)  # a meta module has no data to bring back to the CPU
+    with pytest.raises(RuntimeError, match="boom"), parked([a], target):
+        raise RuntimeError("boom")
+    assert a.weight.device == target
+
+
+def test_the_refiner_parks_around_both_vae_passes_when_short_and_the_result_is_unchanged(
+    tmp_path_factory, monkeypatch
+):
+    tiny = tiny_sd.session_tiny_sd(tmp_path_factory)
+    refiner = Refiner(ModelConfig(checkpoint=str(tiny.folder), lcm_lora=str(tiny.lcm_lora), device="cpu"))
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8), "RGB")
+    preset = Preset(name="p", steps=8, denoise=0.5)
+
+    def run() -> bytes:
+        return refiner.refine(image, preset, prompt="1girl", negative_prompt="", seed=3).tobytes()
+
+    plain = run()
+    events: list[str] = []
+    real_parked = refine_module.parked
+
+    @contextlib.contextmanager
+    def spy(modules, device):
+        events.append(f"park {len(modules)}")
+        with real_parked(modules, device):
+            yield
+        events.append("back")
+
+    monkeypatch.setattr(refine_module, "parked", spy)
+    monkeypatch.setattr(refine_module, "free_memory_bytes", lambda device: 1)  # a card with no room
+    assert run() == plain
+    assert events == ["park 2", "back", "park 2", "back"]  # encode, then decode
+    monkeypatch.setattr(refine_module, "free_memory_bytes", lambda device: 10**12)
+    events.clear()
+    run()
+    assert events == []  # room enough: nothing moves
