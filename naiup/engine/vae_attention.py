@@ -82,9 +82,8 @@ def _windowed_self_attention(attn: nn.Module, x: torch.Tensor, window: int) -> t
     for (qy0, qy1, qx0, qx1), (ky0, ky1, kx0, kx1) in attention_windows(height, width, window):
         keys = tokens[:, ky0:ky1, kx0:kx1]
         qw = _heads(attn.to_q(tokens[:, qy0:qy1, qx0:qx1]), heads)
-        ow = F.scaled_dot_product_attention(
-            qw, _heads(attn.to_k(keys), heads), _heads(attn.to_v(keys), heads)
-        )
+        kw, vw = _heads(attn.to_k(keys), heads), _heads(attn.to_v(keys), heads)
+        ow = F.scaled_dot_product_attention(qw, kw, vw)  # scale 1/sqrt(head dim), as diffusers runs it
         ow = ow.transpose(1, 2).reshape(qw.shape[0], qy1 - qy0, qx1 - qx0, -1).to(qw.dtype)
         ow = attn.to_out[1](attn.to_out[0](ow))  # projection, dropout (a no-op in eval)
         if out is None:
