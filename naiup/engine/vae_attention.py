@@ -28,6 +28,10 @@ __all__ = ["ATTENTION_MARGIN", "attention_windows", "is_windowed", "mid_block"]
 # each tile is 11 latent px in total; §b.4 measured per-tile errors falling steadily up to 32.
 ATTENTION_MARGIN = 32
 
+# Query x key scores per attention call, at most: 2^27 = 256 MiB in bf16 if a backend materialises
+# them. At 4x, a window's ~72k keys take ~1850 queries a call.
+SCORE_BUDGET = 2**27
+
 Box = tuple[int, int, int, int]  # y0, y1, x0, x1
 
 
@@ -81,14 +85,19 @@ def _windowed_self_attention(attn: nn.Module, x: torch.Tensor, window: int) -> t
     out: torch.Tensor | None = None
     for (qy0, qy1, qx0, qx1), (ky0, ky1, kx0, kx1) in attention_windows(height, width, window):
         keys = tokens[:, ky0:ky1, kx0:kx1]
-        qw = _heads(attn.to_q(tokens[:, qy0:qy1, qx0:qx1]), heads)
         kw, vw = _heads(attn.to_k(keys), heads), _heads(attn.to_v(keys), heads)
-        ow = F.scaled_dot_product_attention(qw, kw, vw)  # scale 1/sqrt(head dim), as diffusers runs it
-        ow = ow.transpose(1, 2).reshape(qw.shape[0], qy1 - qy0, qx1 - qx0, -1).to(qw.dtype)
-        ow = attn.to_out[1](attn.to_out[0](ow))  # projection, dropout (a no-op in eval)
-        if out is None:
-            out = ow.new_empty((*tokens.shape[:3], ow.shape[-1]))
-        out[:, qy0:qy1, qx0:qx1] = ow
+        # Query rows in chunks: a backend without a memory-efficient kernel for 512-dim heads (MPS,
+        # older GPUs) materialises the whole query x key score matrix.
+        rows = max(1, SCORE_BUDGET // (kw.shape[2] * (qx1 - qx0)))
+        for r0 in range(qy0, qy1, rows):
+            r1 = min(qy1, r0 + rows)
+            qw = _heads(attn.to_q(tokens[:, r0:r1, qx0:qx1]), heads)
+            ow = F.scaled_dot_product_attention(qw, kw, vw)  # scale 1/sqrt(head dim), as diffusers
+            ow = ow.transpose(1, 2).reshape(qw.shape[0], r1 - r0, qx1 - qx0, -1).to(qw.dtype)
+            ow = attn.to_out[1](attn.to_out[0](ow))  # projection, dropout (a no-op in eval)
+            if out is None:
+                out = ow.new_empty((*tokens.shape[:3], ow.shape[-1]))
+            out[:, r0:r1, qx0:qx1] = ow
     assert out is not None  # at least one window
     out = out.permute(0, 3, 1, 2)
     if attn.residual_connection:

@@ -72,6 +72,25 @@ def test_windows_equal_full_attention_under_the_window_mask(vae):
     assert (ours - attn(x)).abs().max().item() > 1e-3  # and it is not the whole attention
 
 
+def test_query_chunks_bounding_the_score_matrix_change_nothing(vae, monkeypatch):
+    attn, x = _mid_attention(vae, 20, 90)
+    whole_calls = va._windowed_self_attention(attn, x, 8)
+    calls: list[tuple[int, ...]] = []
+    real = va.F.scaled_dot_product_attention
+
+    def counting(q, k, v):
+        calls.append(q.shape[2] * k.shape[2])  # query x key scores of this call
+        return real(q, k, v)
+
+    # Windows of 7-8 query columns, up to 20x70 keys: one query row is at most 11200 scores.
+    monkeypatch.setattr(va, "SCORE_BUDGET", 5 * 11200)
+    monkeypatch.setattr(va.F, "scaled_dot_product_attention", counting)
+    chunked = va._windowed_self_attention(attn, x, 8)
+    assert len(calls) > len(attention_windows(20, 90, 8))  # it did chunk
+    assert max(calls) <= va.SCORE_BUDGET
+    assert (chunked - whole_calls).abs().max().item() < 1e-5 * whole_calls.abs().max().item()
+
+
 def test_windowed_decode_and_encode_run_through_every_mode_and_stay_close(vae):
     # 96x160 latent -> the width splits into windows of 32 (+32 margin each side), the height not.
     g = torch.Generator().manual_seed(4)
