@@ -8,6 +8,8 @@ handle, not memory taken from the game running beside us.
 
 from __future__ import annotations
 
+import gc
+
 import torch
 
 from naiup.errors import ConfigError
@@ -82,6 +84,22 @@ def free_memory_bytes(device: torch.device) -> int | None:
     if cap is not None:
         free = min(free, cap - used)
     return max(0, int(free))
+
+
+def is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    # MPS and some older CUDA paths raise a plain RuntimeError with this text.
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def release_cached(device: torch.device) -> None:
+    """Hand torch's cached blocks back after a failure, so a retry starts from what is really free."""
+    gc.collect()  # frames of the failed attempt may still hold tensors
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
 
 
 def _key(device: torch.device) -> str:

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from naiup.config import ModelConfig, Preset
-from naiup.engine.device import free_memory_bytes, pick_device
+from naiup.engine.device import free_memory_bytes, is_oom, pick_device, release_cached
 from naiup.engine.lora import LoraFile, LoraFuser, read_lora
 from naiup.engine.models import SD15_SKELETON, SDModels, load_models, model_set_id, resolve_lora_file
 from naiup.engine.offload import needs_room, parked
@@ -93,6 +94,15 @@ def decode_untiled(
     vae, latent: torch.Tensor, *, mode: str = "off", attention_window: int = 0
 ) -> torch.Tensor:
     return vae.decode((latent / vae.config.scaling_factor).to(vae.device, vae.dtype)).sample.float()
+
+
+def memory_ladder(preset: Preset) -> list[Preset]:
+    """The preset, then what is retried after running out of memory: half the UNet tiles at once
+    with the low-memory VAE, then one tile at a time (the SD models are parked for every retry)."""
+    low = replace(preset, vae_tiling="low-memory")
+    steps = [preset, replace(low, tile_batch_size=max(1, preset.tile_batch_size // 2))]
+    steps.append(replace(low, tile_batch_size=1))
+    return [p for i, p in enumerate(steps) if p not in steps[:i]]
 
 
 def _check_finite(t: torch.Tensor, what: str) -> None:
@@ -174,6 +184,7 @@ class Refiner:
         self._lora_cache: dict[Path, LoraFile] = {}
         self._fused: tuple[tuple[str, float], ...] = ()
         self._config_loras: list[tuple[str, float]] = []
+        self._always_park = False  # set while retrying after running out of memory
 
     @property
     def device(self) -> torch.device:
@@ -246,7 +257,7 @@ class Refiner:
         """The UNet and text encoder wait in host RAM when the VAE pass would not fit beside them."""
         assert self.models
         m, dev = self.models, self.device
-        if needs_room(m.vae, op, height, width, free_memory_bytes(dev)):
+        if self._always_park or needs_room(m.vae, op, height, width, free_memory_bytes(dev)):
             return parked([m.unet, m.text_encoder], dev)
         return contextlib.nullcontext()
 
@@ -260,8 +271,56 @@ class Refiner:
         seed: int,
         progress: Progress | None = None,
     ) -> Image.Image:
-        """RGB in (already upscaled), RGB of the same size out; deterministic for (image, preset, seed)."""
+        """RGB in (already upscaled), RGB of the same size out; deterministic for (image, preset, seed).
+
+        Out of accelerator memory, it tries again with less (memory_ladder), and when even the
+        least fails it is an EngineError saying so, not a crash."""
         check_preset(preset)
+        ladder = memory_ladder(preset)
+        for i, attempt in enumerate(ladder):
+            try:
+                self._always_park = i > 0
+                return self._refine(
+                    image,
+                    attempt,
+                    prompt=prompt,
+                    negative_prompt=negative_prompt,
+                    seed=seed,
+                    progress=progress,
+                )
+            except Exception as exc:
+                if not is_oom(exc):
+                    raise
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            finally:
+                self._always_park = False
+            # Outside the except block: the traceback's frames hold the failed attempt's tensors.
+            release_cached(self.device)
+            if i + 1 < len(ladder):
+                nxt = ladder[i + 1]
+                log.warning(
+                    "refine out of memory (%s); retrying with tile_batch_size=%d vae_tiling=%s, "
+                    "models parked for the VAE",
+                    reason,
+                    nxt.tile_batch_size,
+                    nxt.vae_tiling,
+                )
+        raise EngineError(
+            f"out of {self.device.type.upper()} memory even one diffusion tile at a time, with the "
+            f"low-memory VAE and the SD models parked in host RAM ({reason}). Close other programs "
+            'using the GPU, lower the preset\'s scale, or set model.device = "cpu"'
+        )
+
+    def _refine(
+        self,
+        image: Image.Image,
+        preset: Preset,
+        *,
+        prompt: str,
+        negative_prompt: str,
+        seed: int,
+        progress: Progress | None,
+    ) -> Image.Image:
         self.load()
         assert self.models and self._encoder
         m, dev = self.models, self.device

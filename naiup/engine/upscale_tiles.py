@@ -9,7 +9,6 @@ On OOM the tile is halved down to MIN_TILE; after that the model moves to CPU in
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from naiup.engine.device import free_memory_bytes
+from naiup.engine.device import free_memory_bytes, is_oom, release_cached
 from naiup.errors import EngineError
 
 log = logging.getLogger(__name__)
@@ -74,13 +73,6 @@ def axis_weights(length: int, feather: int, ramp_start: bool, ramp_end: bool) ->
     return w
 
 
-def is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    # MPS and some older CUDA paths raise a plain RuntimeError with this text.
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
 class TileRunner:
     """Runs one image through `net` tile by tile. `device`/`dtype` reflect any CPU fallback."""
 
@@ -108,7 +100,7 @@ class TileRunner:
                     raise
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             # Free outside the except block: the traceback's frames hold the failed tile's tensors.
-            self._free()
+            release_cached(self.device)
             if tile > MIN_TILE:
                 tile = max(MIN_TILE, tile // 2)
                 log.warning("upscale out of memory; retrying tile=%d", tile)
@@ -120,11 +112,6 @@ class TileRunner:
                 tile = CPU_TILE
                 continue
             raise EngineError(f"upscaler ran out of memory even at tile {tile} on CPU ({reason})")
-
-    def _free(self) -> None:
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
 
     def _run_at(
         self, image: torch.Tensor, tile: int, progress: Callable[[float, str], None] | None
