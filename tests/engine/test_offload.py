@@ -84,3 +84,18 @@ def test_the_refiner_parks_around_both_vae_passes_when_short_and_the_result_is_u
     events.clear()
     run()
     assert events == []  # room enough: nothing moves
+
+
+@pytest.mark.parametrize(("free", "core"), [(80 * GB, 304), (20 * GB, 192), (14 * GB, 128), (8 * GB, 96)])
+def test_exact_mode_takes_the_largest_tiles_the_device_holds(sd_vae_bf16, monkeypatch, free, core):
+    # W2's 208x304 latent: one tile on an 80 GB card (no halo at all), larger cores than the default
+    # while they fit (estimates 24.6 / 14.3 / 10.7 GB for 304 / 192 / 128), and the default 96 once
+    # the tiles must wait in host RAM.
+    from naiup.engine import vae_tiling as vt
+
+    monkeypatch.setattr(vt, "free_memory_bytes", lambda device: free)
+    plan = vt.plan_vae(sd_vae_bf16, "decode", *W2, "exact", vt.DEFAULT_CORE)
+    assert plan.park_on_host == (free == 8 * GB)
+    assert vt._core_for(sd_vae_bf16, "decode", plan, (W2[0] // 8, W2[1] // 8)) == core
+    low = vt.plan_vae(sd_vae_bf16, "decode", *W2, "low-memory", vt.DEFAULT_CORE)
+    assert vt._core_for(sd_vae_bf16, "decode", low, (W2[0] // 8, W2[1] // 8)) == vt.LOW_MEMORY_CORE
