@@ -22,6 +22,7 @@ from naiup.config import Config, load_config
 from naiup.errors import NaiupError
 
 MIN_GPU_GIB = 4.0  # SD1.5 fp16 + tiled VAE fits; below this even small tiles may not
+SD15_MIN_VRAM_GIB = 3.0  # ~2.2 GB of fp16/bf16 weights, plus one UNet tile batch and the VAE's least
 
 
 class Status(enum.StrEnum):
@@ -142,6 +143,16 @@ def check_models(config: Config) -> list[Check]:
     if m.vae:
         out.append(check_model_ref("vae", m.vae))
     out += [check_model_ref(f"lora {lora.path}", lora.path) for lora in m.loras]
+    if 0 < m.max_vram_gb < SD15_MIN_VRAM_GIB:
+        out.append(
+            Check(
+                "gpu memory cap",
+                Status.WARN,
+                f"model.max_vram_gb = {m.max_vram_gb:g}: SD1.5's weights alone take ~2.2 GB, so refining "
+                "presets will run out of memory",
+                f"raise model.max_vram_gb to at least {SD15_MIN_VRAM_GIB:g} (4 keeps 4x within a 6 GB card)",
+            )
+        )
     for d in m.lora_dirs:
         ok = Path(d).expanduser().is_dir()
         out.append(

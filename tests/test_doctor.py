@@ -60,6 +60,15 @@ def test_models_are_not_needed_when_no_preset_refines():
     assert Status.FAIL in [c.status for c in check_models(refining)]
 
 
+def test_a_gpu_memory_cap_too_small_for_sd15_is_a_warning_with_the_fix():
+    model = ModelConfig(checkpoint="/nope.ckpt", max_vram_gb=2)
+    config = Config(presets={"r": Preset(name="r")}, model=model)
+    cap = [c for c in check_models(config) if c.name == "gpu memory cap"]
+    assert [c.status for c in cap] == [Status.WARN] and "at least 3" in cap[0].fix
+    roomy = replace(config, model=replace(config.model, max_vram_gb=4))
+    assert not [c for c in check_models(roomy) if c.name == "gpu memory cap"]
+
+
 def test_watch_folders(tmp_path):
     ok, gone = tmp_path / "Downloads", tmp_path / "missing"
     ok.mkdir()
