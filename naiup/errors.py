@@ -6,7 +6,8 @@ NaiupError                 str(exc) is the whole user-facing message
 │   ├── MetadataError      its metadata is malformed (bombs, bad lengths, bad JSON)
 │   └── UnsafeInputError   a decompression bomb (pixels or text): waiting will not fix it
 ├── ModelLoadError         a model file or hub id cannot be loaded (names the file)
-├── EngineError            the pipeline produced something unusable (NaN/Inf, OOM at minimum tile)
+├── EngineError            the pipeline produced something unusable (NaN/Inf)
+│   └── OutOfMemoryError   out of GPU memory even at the least it can do: may pass once others free it
 ├── OutputError            an output cannot be written (no space, permission, would clobber)
 ├── TransientError         try again later (file still downloading, sharing violation)
 └── FatalError             the service cannot go on (lost lock, bad state dir)
@@ -51,6 +52,10 @@ class ModelLoadError(NaiupError):
 
 class EngineError(NaiupError):
     pass
+
+
+class OutOfMemoryError(EngineError):
+    """Not the image's fault: the daemon retries it (up to daemon.max_attempts) instead of failing it."""
 
 
 class OutputError(NaiupError):

@@ -65,7 +65,12 @@ def _message(exc: BaseException) -> str:
 def _child_main(conn: Connection, config: Config, preset: Preset | None) -> None:
     """Runs in the child: load, report, then serve jobs until told to stop or the pipe closes."""
     from naiup.daemon.logs import child_logging
-    from naiup.errors import ConfigError, ModelLoadError, NaiupError  # child: a bare interpreter
+    from naiup.errors import (  # child: a bare interpreter
+        ConfigError,
+        ModelLoadError,
+        NaiupError,
+        OutOfMemoryError,
+    )
     from naiup.job import run_job
 
     lock = threading.Lock()  # log records may come from any thread: one message at a time on the pipe
@@ -116,6 +121,8 @@ def _child_main(conn: Connection, config: Config, preset: Preset | None) -> None
             send({"output": str(result.output), "timings": result.timings, "model_id": model})
         except (ModelLoadError, ConfigError) as exc:  # the model or config, not this file: keep it queued
             send({"error": str(exc), "permanent": False, "load_error": True})
+        except OutOfMemoryError as exc:  # another program's memory, likely: worth another try later
+            send({"error": str(exc), "permanent": False})
         except NaiupError as exc:
             send({"error": str(exc), "permanent": True})
         except Exception as exc:  # a bug in a job: report it, keep the worker for the next job

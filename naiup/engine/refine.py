@@ -42,7 +42,7 @@ from naiup.engine.samplers import Sampler, check_preset
 from naiup.engine.tiling import predictor_for
 from naiup.engine.vae_tiling import decode as decode_tiled
 from naiup.engine.vae_tiling import encode as encode_tiled
-from naiup.errors import EngineError
+from naiup.errors import EngineError, OutOfMemoryError
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +274,7 @@ class Refiner:
         """RGB in (already upscaled), RGB of the same size out; deterministic for (image, preset, seed).
 
         Out of accelerator memory, it tries again with less (memory_ladder), and when even the
-        least fails it is an EngineError saying so, not a crash."""
+        least fails it is an OutOfMemoryError saying so, not a crash."""
         check_preset(preset)
         ladder = memory_ladder(preset)
         for i, attempt in enumerate(ladder):
@@ -305,7 +305,7 @@ class Refiner:
                     nxt.tile_batch_size,
                     nxt.vae_tiling,
                 )
-        raise EngineError(
+        raise OutOfMemoryError(
             f"out of {self.device.type.upper()} memory even one diffusion tile at a time, with the "
             f"low-memory VAE and the SD models parked in host RAM ({reason}). Close other programs "
             'using the GPU, lower the preset\'s scale, or set model.device = "cpu"'

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from naiup.engine.device import free_memory_bytes, is_oom, release_cached
-from naiup.errors import EngineError
+from naiup.errors import EngineError, OutOfMemoryError
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class TileRunner:
                 self.device, self.dtype = torch.device("cpu"), torch.float32
                 tile = CPU_TILE
                 continue
-            raise EngineError(f"upscaler ran out of memory even at tile {tile} on CPU ({reason})")
+            raise OutOfMemoryError(f"upscaler ran out of memory even at tile {tile} on CPU ({reason})")
 
     def _run_at(
         self, image: torch.Tensor, tile: int, progress: Callable[[float, str], None] | None

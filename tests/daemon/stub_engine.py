@@ -2,7 +2,8 @@
 
 `ResizeEngine.process` is Image.resize. NAIUP_STUB_DELAY in the daemon's environment (the worker
 inherits it) makes each job take that long. The image's prompt picks a failure: "crash" exits the worker
-mid-job; "hang" hangs the first time (marker file in the state dir), then works.
+mid-job; "hang" hangs the first time (marker file in the state dir), then works; "oom" runs out of GPU
+memory (worth retrying); "nan" produces garbage (not worth retrying).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from naiup.errors import ModelLoadError
+from naiup.errors import EngineError, ModelLoadError, OutOfMemoryError
 from naiup.job import EngineResult
 
 
@@ -23,6 +24,10 @@ class ResizeEngine:
         prompt = meta.text_chunks.get("Description", "")
         if prompt == "crash":
             os._exit(7)
+        if prompt == "oom":
+            raise OutOfMemoryError("out of CUDA memory even one diffusion tile at a time (stand-in)")
+        if prompt == "nan":
+            raise EngineError("latent contains NaN/Inf (stand-in)")
         marker = Path(os.environ.get("NAIUP_STATE_DIR", ".")) / "hung-once"
         if prompt == "hang" and not marker.exists():
             marker.touch()

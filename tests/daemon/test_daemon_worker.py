@@ -146,3 +146,16 @@ def test_a_watch_folder_added_by_a_config_edit_is_watched_without_a_restart(daem
     wait_for(lambda: _state(daemon, kept) == "done", 20, "the file in the folder still watched")
     assert daemon.row(ignored) is None
     assert daemon.proc.pid == pid and daemon.stop() == 0
+
+
+def test_out_of_gpu_memory_is_retried_but_a_broken_result_is_not(daemon: DaemonRun):
+    daemon.write_config(watch="quiet_seconds = 0.2", daemon="max_attempts = 3")
+    daemon.start()
+    w = daemon.watch
+    oom = nai_writer.write_nai_png(w / "oom.png", (16, 16), prompt="oom")
+    nan = nai_writer.write_nai_png(w / "nan.png", (20, 20), prompt="nan")
+    wait_for(lambda: _state(daemon, oom) == "failed" and _state(daemon, nan) == "failed", 30, "both to fail")
+    assert daemon.row(oom)["attempts"] == 3  # another program's memory may be free next time
+    assert daemon.row(nan)["attempts"] == 1  # the same input gives the same garbage
+    assert "out of CUDA memory" in daemon.row(oom)["error"]
+    assert daemon.stop() == 0

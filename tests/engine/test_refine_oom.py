@@ -15,7 +15,7 @@ from PIL import Image
 from naiup.config import ModelConfig, Preset
 from naiup.engine import refine as refine_module
 from naiup.engine.refine import Refiner, memory_ladder
-from naiup.errors import EngineError
+from naiup.errors import OutOfMemoryError
 
 # 96x96 px -> 12x12 latent; 8-latent tiles overlapping by 4 -> 4 tiles, 3 at a time through the UNet.
 MULTI = Preset(name="t", steps=8, denoise=0.5, tile_size=8, overlap=4, tile_batch_size=3, vae_tiling="exact")
@@ -84,7 +84,10 @@ def test_running_out_of_memory_retries_with_less_and_parks_the_models(refiner, m
 
 
 def test_when_even_the_least_does_not_fit_it_is_a_clear_error(refiner):
-    with unet_fails(refiner, lambda x: True), pytest.raises(EngineError, match="out of CPU memory even one"):
+    with (
+        unet_fails(refiner, lambda x: True),
+        pytest.raises(OutOfMemoryError, match="out of CPU memory even one"),
+    ):
         _refine(refiner, MULTI)
     assert _refine(refiner, MULTI)  # and the refiner still works afterwards
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from naiup.engine.upscale import Upscaler
 from naiup.engine.upscale_tiles import MIN_TILE, axis_weights, plan_axis
-from naiup.errors import EngineError
+from naiup.errors import EngineError, OutOfMemoryError
 
 TINY_RF = 4  # receptive-field radius of the tiny conftest model, input px
 
@@ -118,7 +118,7 @@ def test_out_of_memory_halves_the_tile_until_it_fits(tiny_x2: Upscaler):
 
 def test_out_of_memory_at_the_smallest_tile_on_cpu_is_an_engine_error(tiny_x2: Upscaler):
     net = _OomAboveSide(tiny_x2.net, side=8)
-    with pytest.raises(EngineError, match=f"out of memory even at tile {MIN_TILE}"):
+    with pytest.raises(OutOfMemoryError, match=f"out of memory even at tile {MIN_TILE}"):
         replace(tiny_x2, net=net, tile=256).upscale(_noise(300, 300), 2)
 
 
