@@ -8,6 +8,8 @@ API (other areas' tests import this; `import tiny_sd` works from any test):
     write_kohya_lora(folder, out, ...) -> Path  Kohya LoRA/LoCon (UNet and optionally text encoder)
     write_lcm_lora(folder, out) -> Path         UNet-only Kohya LoRA over LCM-LoRA's target modules
     write_loha(out) / write_lora_mid(out)       unsupported kinds, for negative tests
+    session_tiny_sd(tmp_path_factory) -> TinySD the set, built once per session
+    cpu_config(tmp_path_factory) -> ModelConfig that set on the CPU with its LCM-LoRA
 The LDM key mapping is written here from the SD1.5 layout (4 blocks, 2 layers per block).
 """
 
@@ -280,3 +282,11 @@ def session_tiny_sd(tmp_path_factory) -> TinySD:
             kohya_lora=write_kohya_lora(folder, root / "style.safetensors"),
         )
     return _built[base]
+
+
+def cpu_config(tmp_path_factory):  # -> naiup.config.ModelConfig
+    """The session's tiny model set with its LCM-LoRA, on the CPU, as a Refiner takes it."""
+    from naiup.config import ModelConfig
+
+    tiny = session_tiny_sd(tmp_path_factory)
+    return ModelConfig(checkpoint=str(tiny.folder), lcm_lora=str(tiny.lcm_lora), device="cpu")

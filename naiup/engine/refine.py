@@ -280,14 +280,7 @@ class Refiner:
         for i, attempt in enumerate(ladder):
             try:
                 self._always_park = i > 0
-                return self._refine(
-                    image,
-                    attempt,
-                    prompt=prompt,
-                    negative_prompt=negative_prompt,
-                    seed=seed,
-                    progress=progress,
-                )
+                return self._refine(image, attempt, (prompt, negative_prompt), seed, progress)
             except Exception as exc:
                 if not is_oom(exc):
                     raise
@@ -315,12 +308,11 @@ class Refiner:
         self,
         image: Image.Image,
         preset: Preset,
-        *,
-        prompt: str,
-        negative_prompt: str,
+        prompts: tuple[str, str],
         seed: int,
         progress: Progress | None,
     ) -> Image.Image:
+        prompt, negative_prompt = prompts
         self.load()
         assert self.models and self._encoder
         m, dev = self.models, self.device

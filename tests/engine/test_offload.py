@@ -12,7 +12,7 @@ import torch
 from diffusers import AutoencoderKL
 from PIL import Image
 
-from naiup.config import ModelConfig, Preset
+from naiup.config import Preset
 from naiup.engine import refine as refine_module
 from naiup.engine.models import SD15_SKELETON
 from naiup.engine.offload import needs_room, parked
@@ -57,8 +57,7 @@ def test_parked_modules_wait_on_the_cpu_and_come_back_even_after_a_failure():
 def test_the_refiner_parks_around_both_vae_passes_when_short_and_the_result_is_unchanged(
     tmp_path_factory, monkeypatch
 ):
-    tiny = tiny_sd.session_tiny_sd(tmp_path_factory)
-    refiner = Refiner(ModelConfig(checkpoint=str(tiny.folder), lcm_lora=str(tiny.lcm_lora), device="cpu"))
+    refiner = Refiner(tiny_sd.cpu_config(tmp_path_factory))
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8), "RGB")
     preset = Preset(name="p", steps=8, denoise=0.5)
 

@@ -22,8 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def model_cfg(tmp_path_factory) -> ModelConfig:
-    tiny = tiny_sd.session_tiny_sd(tmp_path_factory)
-    return ModelConfig(checkpoint=str(tiny.folder), lcm_lora=str(tiny.lcm_lora), device="cpu")
+    return tiny_sd.cpu_config(tmp_path_factory)
 
 
 def _image() -> Image.Image:

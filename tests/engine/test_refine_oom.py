@@ -12,7 +12,7 @@ import tiny_sd
 import torch
 from PIL import Image
 
-from naiup.config import ModelConfig, Preset
+from naiup.config import Preset
 from naiup.engine import refine as refine_module
 from naiup.engine.refine import Refiner, memory_ladder
 from naiup.errors import OutOfMemoryError
@@ -25,8 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def refiner(tmp_path_factory) -> Refiner:
-    tiny = tiny_sd.session_tiny_sd(tmp_path_factory)
-    r = Refiner(ModelConfig(checkpoint=str(tiny.folder), lcm_lora=str(tiny.lcm_lora), device="cpu"))
+    r = Refiner(tiny_sd.cpu_config(tmp_path_factory))
     r.load()
     return r
 
