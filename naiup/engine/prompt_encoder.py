@@ -10,6 +10,7 @@ transformers >= 5.6 (diffusers #14124).
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,6 +171,11 @@ def final_norm(text_encoder: torch.nn.Module) -> torch.nn.Module:
     return inner.final_layer_norm
 
 
+# Embeddings kept, most recently used first. Each sits on the device (~120 KB per 75-token chunk in
+# fp16); with use_image_prompt every image brings a new prompt, and the daemon runs for weeks.
+PROMPT_CACHE_SIZE = 64
+
+
 class PromptEncoder:
     """Encodes A1111-syntax prompts to (1, 77·k, width) embeddings; caches per prompt text."""
 
@@ -180,7 +186,7 @@ class PromptEncoder:
         self.bos, self.eos = tokenizer.bos_token_id, tokenizer.eos_token_id
         comma = tokenizer(",", add_special_tokens=False).input_ids
         self.comma = comma[0] if len(comma) == 1 else None
-        self._cache: dict[str, torch.Tensor] = {}
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
 
     def clear_cache(self) -> None:
         """Call after the text encoder's weights change (a TE LoRA fused or restored)."""
@@ -195,10 +201,15 @@ class PromptEncoder:
 
     @torch.no_grad()
     def encode(self, prompt: str) -> torch.Tensor:
-        if prompt not in self._cache:
-            parts = [self._encode_chunk(c) for c in self.chunks(prompt)]
-            self._cache[prompt] = torch.cat(parts, dim=1)
-        return self._cache[prompt]
+        cached = self._cache.get(prompt)
+        if cached is not None:
+            self._cache.move_to_end(prompt)
+            return cached
+        cached = torch.cat([self._encode_chunk(c) for c in self.chunks(prompt)], dim=1)
+        self._cache[prompt] = cached
+        if len(self._cache) > PROMPT_CACHE_SIZE:  # least recently used out: it lives on the GPU
+            self._cache.popitem(last=False)
+        return cached
 
     def _encode_chunk(self, chunk: Chunk) -> torch.Tensor:
         dev = next(self.text_encoder.parameters()).device

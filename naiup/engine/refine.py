@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -94,6 +95,10 @@ def decode_untiled(
     vae, latent: torch.Tensor, *, mode: str = "off", attention_window: int = 0
 ) -> torch.Tensor:
     return vae.decode((latent / vae.config.scaling_factor).to(vae.device, vae.dtype)).sample.float()
+
+
+# Parsed LoRA files kept in host RAM (10-150 MB each), most recently used first.
+LORA_CACHE_SIZE = 8
 
 
 def memory_ladder(preset: Preset) -> list[Preset]:
@@ -181,7 +186,7 @@ class Refiner:
         self._loaded_key: tuple | None = None
         self._fuser: LoraFuser | None = None
         self._encoder: PromptEncoder | None = None
-        self._lora_cache: dict[Path, LoraFile] = {}
+        self._lora_cache: OrderedDict[tuple[Path, int, int], LoraFile] = OrderedDict()
         self._fused: tuple[tuple[str, float], ...] = ()
         self._config_loras: list[tuple[str, float]] = []
         self._always_park = False  # set while retrying after running out of memory
@@ -243,15 +248,28 @@ class Refiner:
         if self._fuser.restore():
             self._encoder.clear_cache()  # now, in case reading the new set fails below
         self._fused = ()
-        files = []
-        for p, w in wanted:
-            path = Path(p)
-            if path not in self._lora_cache:
-                self._lora_cache[path] = read_lora(path, self.models.unet, self.models.text_encoder)
-            files.append((self._lora_cache[path], w))
+        files = [(self._read_lora(Path(p)), w) for p, w in wanted]
         if self._fuser.fuse(files):
             self._encoder.clear_cache()
         self._fused = wanted
+
+    def _read_lora(self, path: Path) -> LoraFile:
+        """Parsed LoRA files, the most recently used few; a file changed on disk is read again."""
+        assert self.models
+        try:
+            info = path.stat()
+        except OSError:  # gone since it was resolved: read_lora's error names the file
+            return read_lora(path, self.models.unet, self.models.text_encoder)
+        key = (path, info.st_mtime_ns, info.st_size)
+        lora = self._lora_cache.get(key)
+        if lora is None:
+            lora = read_lora(path, self.models.unet, self.models.text_encoder)
+            self._lora_cache[key] = lora
+            if len(self._lora_cache) > LORA_CACHE_SIZE:
+                self._lora_cache.popitem(last=False)
+        else:
+            self._lora_cache.move_to_end(key)
+        return lora
 
     def _room_for_vae(self, op: str, height: int, width: int) -> contextlib.AbstractContextManager:
         """The UNet and text encoder wait in host RAM when the VAE pass would not fit beside them."""

@@ -183,3 +183,21 @@ def test_damaged_lora_layers_are_a_model_load_error(refiner, tmp_path, down, up,
     save_file(sd, f)
     with pytest.raises(ModelLoadError, match=r"damaged\.safetensors: LoRA layer .*(malformed|shapes)"):
         read_lora(f, refiner.models.unet, refiner.models.text_encoder)
+
+
+def test_a_lora_file_replaced_on_disk_is_read_again(tiny, tmp_path):
+    import shutil
+
+    lora_dir = tmp_path / "Lora"
+    lora_dir.mkdir()
+    shutil.copy(tiny.kohya_lora, lora_dir / "style.safetensors")
+    r = Refiner(replace(_config(tiny), lora_dirs=(lora_dir,)))
+    first = _refine(r, "cat <lora:style:1.0>")
+    assert _refine(r, "cat <lora:style:1.0>") == first  # cached
+    tiny_sd.write_kohya_lora(tiny.folder, lora_dir / "style.safetensors", seed=123)  # the user updates it
+    assert _refine(r, "cat") != first
+    assert _refine(r, "cat <lora:style:1.0>") != first, "the new file's weights must be used"
+
+
+def _config(tiny) -> ModelConfig:
+    return ModelConfig(checkpoint=str(tiny.folder), lcm_lora=str(tiny.lcm_lora), device="cpu")

@@ -112,3 +112,21 @@ def test_cond_and_uncond_are_padded_to_equal_length_with_empty_chunks(clip):
     cond, uncond = pad_to_same_length(enc.encode("cat BREAK dog"), enc.encode("bad"), enc.encode(""))
     assert cond.shape == uncond.shape == (1, 154, 32)
     torch.testing.assert_close(uncond[:, 77:], enc.encode(""))
+
+
+def test_the_embedding_cache_keeps_the_most_recently_used_few(clip, monkeypatch):
+    # Each entry lives on the GPU; with use_image_prompt every image is a new prompt, for weeks.
+    from naiup.engine import prompt_encoder
+
+    monkeypatch.setattr(prompt_encoder, "PROMPT_CACHE_SIZE", 3)
+    enc = PromptEncoder(*clip)
+    first = enc.encode("cat")
+    for p in ("dog", "bird", "cat", "fish"):  # "cat" used again: "dog" is the oldest now
+        enc.encode(p)
+    assert list(enc._cache) == ["bird", "cat", "fish"]
+    assert enc.encode("cat") is first  # a hit returns the cached tensor
+    assert torch.equal(enc.encode("dog"), _weighted_free(enc, "dog"))  # evicted: encoded again, same
+
+
+def _weighted_free(enc: PromptEncoder, prompt: str) -> torch.Tensor:
+    return PromptEncoder(enc.tokenizer, enc.text_encoder).encode(prompt)
