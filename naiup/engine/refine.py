@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,6 +39,7 @@ from naiup.engine.prompt_encoder import (
     pad_to_same_length,
     resolve_lora_name,
 )
+from naiup.engine.prompt_schedule import prompts_per_step
 from naiup.engine.samplers import Sampler, check_preset
 from naiup.engine.tiling import predictor_for
 from naiup.engine.vae_tiling import decode as decode_tiled
@@ -120,17 +121,21 @@ def _check_finite(t: torch.Tensor, what: str) -> None:
 @torch.no_grad()
 def denoise(
     z0: torch.Tensor,
-    predict: GuidedDenoiser,
+    predict: GuidedDenoiser | Sequence[GuidedDenoiser],
     sampler: Sampler,
     generator: torch.Generator,
     progress: Progress | None = None,
 ) -> torch.Tensor:
-    """Noise z0 to the first timestep with full-canvas seeded noise, then one predict + one step per t."""
+    """Noise z0 to the first timestep with full-canvas seeded noise, then one predict + one step per t.
+    `predict` may be one per step (prompt editing)."""
     noise = randn_tensor(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype)
     x = sampler.add_noise(z0, noise)
     steps = len(sampler.timesteps)
+    per_step = list(predict) if isinstance(predict, Sequence) else [predict] * steps
+    if len(per_step) != steps:
+        raise ValueError(f"{len(per_step)} predictors for {steps} steps")
     for i, t in enumerate(sampler.timesteps):
-        eps = predict(sampler.scale_input(x, t), t)
+        eps = per_step[i](sampler.scale_input(x, t), t)
         x = sampler.step(eps, t, x, generator)
         _check_finite(x, f"latent after step {i + 1}")
         if progress:
@@ -271,6 +276,14 @@ class Refiner:
             self._lora_cache.move_to_end(key)
         return lora
 
+    def _conditioning(self, prompt: str, negative: str | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(cond, uncond) embeddings; uncond None when CFG is off (negative None)."""
+        assert self._encoder
+        cond = self._encoder.encode(prompt)
+        if negative is None:
+            return cond, None
+        return pad_to_same_length(cond, self._encoder.encode(negative), self._encoder.encode(""))
+
     def _room_for_vae(self, op: str, height: int, width: int) -> contextlib.AbstractContextManager:
         """The UNet and text encoder wait in host RAM when the VAE pass would not fit beside them."""
         assert self.models
@@ -338,12 +351,15 @@ class Refiner:
         negative_prompt, neg_tags = extract_lora_tags(negative_prompt)
         self._use_loras(self._lora_set(tags + neg_tags))
 
-        # 1. Prompts: the negative only matters (and is only encoded) when CFG > 1.
-        cond, uncond = self._encoder.encode(prompt), None
-        if preset.cfg > 1.0:
-            cond, uncond = pad_to_same_length(
-                cond, self._encoder.encode(negative_prompt), self._encoder.encode("")
-            )
+        # 1. Schedule, then one conditioning per distinct prompt the steps see (A1111 prompt editing
+        # and alternation; usually one for all). The negative only matters (and is only encoded)
+        # when CFG > 1.
+        sampler = Sampler(preset.sampler, m.scheduler_config)
+        sampler.set_steps(preset.steps, preset.denoise, dev)
+        n_steps = len(sampler.timesteps)
+        negatives = prompts_per_step(negative_prompt, n_steps) if preset.cfg > 1.0 else [None] * n_steps
+        per_step = list(zip(prompts_per_step(prompt, n_steps), negatives, strict=True))
+        conds = {pair: self._conditioning(*pair) for pair in dict.fromkeys(per_step)}
         # 2. Pixels -> latent. NAI's alpha channel carries stealth metadata, not transparency: drop it.
         arr, size_hw = pad_to_multiple(image.convert("RGB"))
         generator = torch.Generator("cpu").manual_seed(int(seed))
@@ -358,12 +374,13 @@ class Refiner:
                 attention_window=window,
             )
         _check_finite(z0, "VAE encoding")
-        # 3. Schedule, then the loop on the whole canvas.
-        sampler = Sampler(preset.sampler, m.scheduler_config)
-        sampler.set_steps(preset.steps, preset.denoise, dev)
-        guided = make_guided_denoiser(m.unet, cond, uncond, preset.cfg)
-        predict = self.wrap_predictor(guided, preset, tuple(z0.shape[-2:])) if self.wrap_predictor else guided
-        x = denoise(z0, predict, sampler, generator, progress)
+        # 3. The loop on the whole canvas.
+        hw = tuple(z0.shape[-2:])
+        predictors = {}
+        for pair, (cond, uncond) in conds.items():
+            guided = make_guided_denoiser(m.unet, cond, uncond, preset.cfg)
+            predictors[pair] = self.wrap_predictor(guided, preset, hw) if self.wrap_predictor else guided
+        x = denoise(z0, [predictors[pair] for pair in per_step], sampler, generator, progress)
         # 4. Decode; never hand back a black or garbage image.
         with self._room_for_vae("decode", arr.shape[0], arr.shape[1]):
             pixels = self.decode(m.vae, x, mode=preset.vae_tiling, attention_window=window)
