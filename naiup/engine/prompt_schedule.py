@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["has_schedule", "prompts_per_step"]
+__all__ = ["prompts_per_step"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,27 +42,6 @@ def prompts_per_step(prompt: str, steps: int) -> list[str]:
     """The prompt each of `steps` UNet steps (>= 1) uses; all equal when it has no schedule."""
     nodes = _parse(prompt)
     return [_render(nodes, step, steps) for step in range(1, max(1, steps) + 1)]
-
-
-def has_schedule(prompt: str) -> bool:
-    return any(not isinstance(n, str) and not _plain(n) for n in _walk(_parse(prompt)))
-
-
-def _plain(node: _Node) -> bool:
-    return isinstance(node, _Bracket) and all(isinstance(n, str) or _plain(n) for n in node.inner)
-
-
-def _walk(nodes: list[_Node]):
-    for n in nodes:
-        yield n
-        if isinstance(n, _Edit):
-            yield from _walk(n.before)
-            yield from _walk(n.after)
-        elif isinstance(n, _Alternate):
-            for option in n.options:
-                yield from _walk(option)
-        elif isinstance(n, _Bracket):
-            yield from _walk(n.inner)
 
 
 def _render(nodes: list[_Node], step: int, steps: int) -> str:

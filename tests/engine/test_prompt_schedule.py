@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from naiup.config import Preset
-from naiup.engine.prompt_schedule import has_schedule, prompts_per_step
+from naiup.engine.prompt_schedule import prompts_per_step
 from naiup.engine.refine import Refiner
 
 
@@ -32,11 +32,6 @@ from naiup.engine.refine import Refiner
 )
 def test_prompts_per_step(prompt, steps, expected):
     assert prompts_per_step(prompt, steps) == expected
-
-
-def test_has_schedule_only_for_editing_or_alternation():
-    assert has_schedule("[a:b:0.5]") and has_schedule("x [a|b]") and has_schedule("[[a:b:1]]")
-    assert not has_schedule("(a:1.2), [b], \\[c:d:0.5\\]")
 
 
 def test_the_unet_sees_the_edited_prompt_on_each_step(tmp_path_factory):
