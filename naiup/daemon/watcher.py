@@ -107,9 +107,8 @@ class Watcher:
         return self._observer is not None and self._observer.is_alive() and not self.missing
 
     def restart(self) -> None:
-        with self._lock:
-            self._stop()
-            self._start()
+        with self._lock:  # read the folders under the lock: a reload may be re-targeting right now
+            self.retarget(self._folders, self._recursive)
 
     def retarget(self, folders: tuple[Path, ...], recursive: bool) -> None:
         """Watch other folders from now on (a config reload): the observer is rebuilt for them."""

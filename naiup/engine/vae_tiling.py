@@ -112,15 +112,18 @@ def _run_tiles(
     return out
 
 
-def _untiled_but_windowed(
-    vae: torch.nn.Module, op: str, plan: VaePlan, core: int, latent_hw: tuple[int, int], window: int
-) -> VaePlan:
-    """diffusers' own pass cannot window its attention: an "off" plan whose attention must be
-    windowed runs as exact tiles instead (the same result as untiled), parked if need be."""
+def _resolve(
+    vae: torch.nn.Module, op: str, height: int, width: int, mode: str, tile: int | None, window: int
+) -> tuple[VaePlan, int]:
+    """The plan `mode` resolves to for a height x width px image, and the tile core it runs with.
+    diffusers' own pass cannot window its attention: an "off" plan whose attention must be windowed
+    runs as exact tiles instead (the same result as untiled), parked if need be."""
+    scale = 2 ** (len(vae.config.block_out_channels) - 1)
+    latent_hw = (height // scale, width // scale)
+    plan = plan_vae(vae, op, height, width, mode, tile or DEFAULT_CORE)
     if plan.mode == "off" and is_windowed(*latent_hw, window):
-        scale = 2 ** (len(vae.config.block_out_channels) - 1)
-        return plan_vae(vae, op, latent_hw[0] * scale, latent_hw[1] * scale, "exact", core)
-    return plan
+        plan = plan_vae(vae, op, height, width, "exact", tile or DEFAULT_CORE)
+    return plan, tile or _core_for(vae, op, plan, latent_hw)
 
 
 def _core_for(vae: torch.nn.Module, op: str, plan: VaePlan, latent_hw: tuple[int, int]) -> int:
@@ -166,10 +169,7 @@ def encode(
     if height % factor or width % factor:
         raise EngineError(f"VAE input must be a multiple of {factor} px, got {width}x{height}")
     pixels = pixels.to(vae.dtype)
-    plan = plan_vae(vae, "encode", height, width, mode, tile or DEFAULT_CORE)
-    latent_hw = (height // factor, width // factor)
-    plan = _untiled_but_windowed(vae, "encode", plan, tile or DEFAULT_CORE, latent_hw, attention_window)
-    core = tile or _core_for(vae, "encode", plan, latent_hw)
+    plan, core = _resolve(vae, "encode", height, width, mode, tile, attention_window)
     if plan.mode == "off":
         dist = vae.encode(pixels).latent_dist
     else:
@@ -212,9 +212,7 @@ def decode(
     latent = latent.to(vae.dtype)
     scale = 2 ** (len(vae.config.block_out_channels) - 1)
     lh, lw = latent.shape[-2:]
-    plan = plan_vae(vae, "decode", lh * scale, lw * scale, mode, tile or DEFAULT_CORE)
-    plan = _untiled_but_windowed(vae, "decode", plan, tile or DEFAULT_CORE, (lh, lw), attention_window)
-    core = tile or _core_for(vae, "decode", plan, (lh, lw))
+    plan, core = _resolve(vae, "decode", lh * scale, lw * scale, mode, tile, attention_window)
     if plan.mode == "off":
         z = latent / vae.config.scaling_factor
         if getattr(vae.config, "shift_factor", None):
