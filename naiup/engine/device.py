@@ -93,13 +93,18 @@ def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
-def release_cached(device: torch.device) -> None:
-    """Hand torch's cached blocks back after a failure, so a retry starts from what is really free."""
-    gc.collect()  # frames of the failed attempt may still hold tensors
+def empty_cache(device: torch.device) -> None:
+    """Hand the blocks torch caches but no tensor uses back to the driver (no-op on the CPU)."""
     if device.type == "cuda":
         torch.cuda.empty_cache()
     elif device.type == "mps":
         torch.mps.empty_cache()
+
+
+def release_cached(device: torch.device) -> None:
+    """After a failure, so a retry starts from what is really free."""
+    gc.collect()  # frames of the failed attempt may still hold tensors
+    empty_cache(device)
 
 
 def _key(device: torch.device) -> str:

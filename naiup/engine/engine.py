@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from naiup.config import ModelConfig, Preset
-from naiup.engine.device import cap_memory, pick_device
+from naiup.engine.device import cap_memory, empty_cache, pick_device
 from naiup.engine.metadata import ImageMetadata, ensure_rgb
 from naiup.engine.prompts import LORA_TAG, nai_to_a1111
 from naiup.engine.result import EngineResult
@@ -142,8 +142,8 @@ class Engine:
     def unload(self) -> None:
         self._upscalers.clear()
         self._refiner = None
-        if self._device is not None and self._device.type == "cuda":
-            torch.cuda.empty_cache()
+        if self._device is not None:
+            empty_cache(self._device)
 
     def model_id(self, preset: Preset) -> str:
         """Id of the models this preset uses, <lora> tags of its prompts included (known before a job)."""

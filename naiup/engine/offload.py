@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from naiup.engine import vae_stages as st
+from naiup.engine.device import empty_cache
 from naiup.engine.vae_memory import HEADROOM, estimate_vae_memory
 from naiup.engine.vae_tiling import LOW_MEMORY_CORE
 
@@ -48,10 +49,7 @@ def parked(modules: Sequence[nn.Module], device: torch.device) -> Iterator[None]
     so the next job finds its models where it expects them)."""
     for m in modules:
         m.to(_CPU)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()  # give the freed blocks back, for the upscaler's next job too
-    elif device.type == "mps":
-        torch.mps.empty_cache()
+    empty_cache(device)  # give the freed blocks back, for the upscaler's next job too
     log.info("parked %d model(s) in host RAM to make room for the VAE", len(modules))
     try:
         yield

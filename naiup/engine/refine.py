@@ -29,7 +29,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from naiup.config import ModelConfig, Preset
-from naiup.engine.device import free_memory_bytes, is_oom, pick_device, release_cached
+from naiup.engine.device import empty_cache, free_memory_bytes, is_oom, pick_device, release_cached
 from naiup.engine.lora import LoraFile, LoraFuser, read_lora
 from naiup.engine.models import SD15_SKELETON, SDModels, load_models, model_set_id, resolve_lora_file
 from naiup.engine.offload import needs_room, parked
@@ -194,7 +194,6 @@ class Refiner:
         self._lora_cache: OrderedDict[tuple[Path, int, int], LoraFile] = OrderedDict()
         self._fused: tuple[tuple[str, float], ...] = ()
         self._config_loras: list[tuple[str, float]] = []
-        self._always_park = False  # set while retrying after running out of memory
 
     @property
     def device(self) -> torch.device:
@@ -208,8 +207,7 @@ class Refiner:
         if self.models is not None:  # a different config: free the old set before the new one lands
             self.models = self._fuser = self._encoder = None
             self._loaded_key = None
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
+            empty_cache(self.device)
         m = load_models(self.model.checkpoint, self.model.vae, self.device, self.config_dir)
         if self.model.lcm_lora:
             # The LCM-LoRA is part of the base model: fused once, never restored.
@@ -284,11 +282,14 @@ class Refiner:
             return cond, None
         return pad_to_same_length(cond, self._encoder.encode(negative), self._encoder.encode(""))
 
-    def _room_for_vae(self, op: str, height: int, width: int) -> contextlib.AbstractContextManager:
-        """The UNet and text encoder wait in host RAM when the VAE pass would not fit beside them."""
+    def _room_for_vae(
+        self, op: str, height: int, width: int, always: bool
+    ) -> contextlib.AbstractContextManager:
+        """The UNet and text encoder wait in host RAM when the VAE pass would not fit beside them
+        (`always`: after running out of memory once)."""
         assert self.models
         m, dev = self.models, self.device
-        if self._always_park or needs_room(m.vae, op, height, width, free_memory_bytes(dev)):
+        if always or needs_room(m.vae, op, height, width, free_memory_bytes(dev)):
             return parked([m.unet, m.text_encoder], dev)
         return contextlib.nullcontext()
 
@@ -310,14 +311,11 @@ class Refiner:
         ladder = memory_ladder(preset)
         for i, attempt in enumerate(ladder):
             try:
-                self._always_park = i > 0
-                return self._refine(image, attempt, (prompt, negative_prompt), seed, progress)
+                return self._refine(image, attempt, (prompt, negative_prompt), seed, progress, park=i > 0)
             except Exception as exc:
                 if not is_oom(exc):
                     raise
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            finally:
-                self._always_park = False
             # Outside the except block: the traceback's frames hold the failed attempt's tensors.
             release_cached(self.device)
             if i + 1 < len(ladder):
@@ -342,6 +340,7 @@ class Refiner:
         prompts: tuple[str, str],
         seed: int,
         progress: Progress | None,
+        park: bool,
     ) -> Image.Image:
         prompt, negative_prompt = prompts
         self.load()
@@ -364,7 +363,7 @@ class Refiner:
         arr, size_hw = pad_to_multiple(image.convert("RGB"))
         generator = torch.Generator("cpu").manual_seed(int(seed))
         window = preset.vae_attention_window
-        with self._room_for_vae("encode", arr.shape[0], arr.shape[1]):
+        with self._room_for_vae("encode", arr.shape[0], arr.shape[1], park):
             z0 = self.encode(
                 m.vae,
                 to_pixels(arr).to(dev),
@@ -382,7 +381,7 @@ class Refiner:
             predictors[pair] = self.wrap_predictor(guided, preset, hw) if self.wrap_predictor else guided
         x = denoise(z0, [predictors[pair] for pair in per_step], sampler, generator, progress)
         # 4. Decode; never hand back a black or garbage image.
-        with self._room_for_vae("decode", arr.shape[0], arr.shape[1]):
+        with self._room_for_vae("decode", arr.shape[0], arr.shape[1], park):
             pixels = self.decode(m.vae, x, mode=preset.vae_tiling, attention_window=window)
         _check_finite(pixels, "VAE decoding")
         return to_image(pixels, size_hw)
