@@ -93,6 +93,11 @@ def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
+def first_line(exc: BaseException) -> str:
+    """The headline of an error for a log line or message (torch's OOM text runs to many lines)."""
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 def empty_cache(device: torch.device) -> None:
     """Hand the blocks torch caches but no tensor uses back to the driver (no-op on the CPU)."""
     if device.type == "cuda":

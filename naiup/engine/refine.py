@@ -29,7 +29,14 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from naiup.config import ModelConfig, Preset
-from naiup.engine.device import empty_cache, free_memory_bytes, is_oom, pick_device, release_cached
+from naiup.engine.device import (
+    empty_cache,
+    first_line,
+    free_memory_bytes,
+    is_oom,
+    pick_device,
+    release_cached,
+)
 from naiup.engine.lora import LoraFile, LoraFuser, read_lora
 from naiup.engine.models import SD15_SKELETON, SDModels, load_models, model_set_id, resolve_lora_file
 from naiup.engine.offload import needs_room, parked
@@ -315,7 +322,7 @@ class Refiner:
             except Exception as exc:
                 if not is_oom(exc):
                     raise
-                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                reason = first_line(exc)
             # Outside the except block: the traceback's frames hold the failed attempt's tensors.
             release_cached(self.device)
             if i + 1 < len(ladder):

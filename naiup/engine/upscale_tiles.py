@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from naiup.engine.device import free_memory_bytes, is_oom, release_cached
+from naiup.engine.device import first_line, free_memory_bytes, is_oom, release_cached
 from naiup.errors import EngineError, OutOfMemoryError
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class TileRunner:
             except Exception as exc:
                 if not is_oom(exc):
                     raise
-                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                reason = first_line(exc)
             # Free outside the except block: the traceback's frames hold the failed tile's tensors.
             release_cached(self.device)
             if tile > MIN_TILE:
