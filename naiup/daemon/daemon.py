@@ -213,6 +213,7 @@ class Daemon:
 
     def _loop(self) -> None:
         next_rescan = next_config = next_watch_check = time.monotonic()
+        next_temp_sweep = next_rescan + STALE_TEMP_SECONDS  # start-up swept already
         last_status: dict | None = None
         rule = None
         while not self.stop_event.wait(TICK):
@@ -224,10 +225,14 @@ class Daemon:
             if self._rescan_now.is_set() or now >= next_rescan:
                 self._rescan_now.clear()
                 n = self.stabiliser.scan(self.config.watch.folders, self.config.watch.recursive)
-                remove_stale_temps(self.config.watch.folders, self.config.watch.recursive)
                 if n:
                     log.info("rescan found files to check count=%d", n)
                 next_rescan = now + self.config.watch.rescan_seconds
+            if now >= next_temp_sweep:
+                # Its own slow timer: a second walk of every watch folder on each rescan would double
+                # the rescan's I/O, and a temp cannot turn stale faster than STALE_TEMP_SECONDS anyway.
+                remove_stale_temps(self.config.watch.folders, self.config.watch.recursive)
+                next_temp_sweep = now + STALE_TEMP_SECONDS
             if now >= next_config:
                 self._poll_config()
                 next_config = now + 1.0

@@ -129,13 +129,7 @@ class Stabiliser:
                 for path in paths:
                     if not is_candidate(path) or not path.is_file():
                         continue
-                    st = path.stat()
-                    row = self._ledger.by_path(path)
-                    if (
-                        row
-                        and (row.size, row.mtime_ns) == (st.st_size, st.st_mtime_ns)
-                        and row.state not in (State.SEEN, State.WAITING)
-                    ):
+                    if self._known_as_is(path, path.stat()):
                         continue
                     with self._cond:
                         if path in self._pending:
@@ -188,6 +182,15 @@ class Stabiliser:
         pend.tries += 1
         return min(cfg.quiet_seconds * 2**pend.tries, MAX_BACKOFF)
 
+    def _known_as_is(self, path: Path, st: os.stat_result) -> bool:
+        """The ledger already decided this exact file (done, queued, failed, skipped...)."""
+        row = self._ledger.by_path(path)
+        return bool(
+            row
+            and (row.size, row.mtime_ns) == (st.st_size, st.st_mtime_ns)
+            and row.state not in (State.SEEN, State.WAITING)
+        )
+
     def _check(self, path: Path, pend: _Pending) -> float | None:
         """None: decided (or gone). A float: look again in that many seconds."""
         cfg = self._config()
@@ -198,13 +201,8 @@ class Stabiliser:
         if (st.st_size, st.st_mtime_ns) != (pend.size, pend.mtime_ns):
             pend.size, pend.mtime_ns = st.st_size, st.st_mtime_ns
             return cfg.watch.quiet_seconds  # still being written
-        row = self._ledger.by_path(path)
-        if (
-            row
-            and (row.size, row.mtime_ns) == (st.st_size, st.st_mtime_ns)
-            and row.state not in (State.SEEN, State.WAITING)
-        ):
-            return None  # already known as-is (done, queued, failed, ...)
+        if self._known_as_is(path, st):
+            return None
         if has_partial_sibling(path):
             return self._transient(path, pend, "a partial download is still beside it")
         if st.st_size == 0:
