@@ -3,11 +3,10 @@ stand-in daemon. Covers menu callbacks, radio presets, state refresh from events
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
-import time
 import types
-from collections.abc import Callable
 
 import pytest
 
@@ -20,6 +19,7 @@ if _saved is None:
     del os.environ["PYSTRAY_BACKEND"]
 else:
     os.environ["PYSTRAY_BACKEND"] = _saved
+import daemon_harness  # noqa: E402
 from tray_standin import StandinDaemon  # noqa: E402
 
 from naiup.daemon.tray import TrayApp  # noqa: E402
@@ -66,14 +66,8 @@ class RecordingIcon(pystray.Icon):
 BACKEND = types.SimpleNamespace(Icon=RecordingIcon, Menu=pystray.Menu, MenuItem=pystray.MenuItem)
 
 
-def wait_for(cond: Callable[[], object], timeout: float = 5.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"condition not met within {timeout}s")
+# The in-process tray answers within milliseconds: a tighter default than the daemon tests'.
+wait_for = functools.partial(daemon_harness.wait_for, timeout=5.0)
 
 
 @pytest.fixture

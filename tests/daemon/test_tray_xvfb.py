@@ -9,10 +9,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from daemon_harness import wait_for
 from tray_harness import read_state, tray_env, uncaught_traceback
 from tray_standin import StandinDaemon
 
@@ -20,39 +20,19 @@ REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 
 
-def wait_for(cond: Callable[[], object], timeout: float) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"condition not met within {timeout}s")
+def _xorg_tray(cwd: Path, env: dict[str, str], state_file: Path, *extra: str) -> subprocess.Popen:
+    """`naiup tray` on pystray's xorg backend, talking to the stand-in daemon, gone after 120 s."""
+    argv = [sys.executable, "-m", "naiup", "tray", "--backend", "xorg"]
+    argv += ["--client-factory", "tray_standin:connect", "--state-file", str(state_file)]
+    argv += [*extra, "--exit-after", "120"]
+    return subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_tray_on_xvfb_follows_the_daemon_and_toggles_pause_from_its_menu(tmp_path, xvfb):
     daemon = StandinDaemon(tmp_path / "daemon.json").start()
     state_file, actions = tmp_path / "tray.json", tmp_path / "actions.txt"
     env = tray_env(tmp_path, DISPLAY=xvfb, NAIUP_STANDIN_STATE=str(daemon.path))
-    argv = [
-        sys.executable,
-        "-m",
-        "naiup",
-        "tray",
-        "--backend",
-        "xorg",
-        "--client-factory",
-        "tray_standin:connect",
-        "--state-file",
-        str(state_file),
-        "--actions-file",
-        str(actions),
-        "--exit-after",
-        "120",
-    ]
-    proc = subprocess.Popen(
-        argv, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    proc = _xorg_tray(tmp_path, env, state_file, "--actions-file", str(actions))
     try:
         first = wait_for(lambda: (s := read_state(state_file)) and s["connected"] and s, timeout=30)
         assert first["backend"] == "pystray._xorg"
@@ -136,23 +116,7 @@ def test_sigterm_stops_the_tray_cleanly(tmp_path, xvfb):
     daemon = StandinDaemon(tmp_path / "daemon.json").start()
     state_file = tmp_path / "tray.json"
     env = tray_env(tmp_path, DISPLAY=xvfb, NAIUP_STANDIN_STATE=str(daemon.path))
-    argv = [
-        sys.executable,
-        "-m",
-        "naiup",
-        "tray",
-        "--backend",
-        "xorg",
-        "--client-factory",
-        "tray_standin:connect",
-        "--state-file",
-        str(state_file),
-        "--exit-after",
-        "120",
-    ]
-    proc = subprocess.Popen(
-        argv, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    proc = _xorg_tray(tmp_path, env, state_file)
     try:
         wait_for(lambda: (s := read_state(state_file)) and s["connected"], timeout=30)
         proc.terminate()
