@@ -141,7 +141,7 @@ def _section(title: str, rows: list[tuple[str, Any]]) -> dict[str, Any]:
 def _file_rows(info: dict[str, Any]) -> list[tuple[str, Any]]:
     if info.get("path") is None:
         return [("file", info.get("missing"))]
-    rows: list[tuple[str, Any]] = [("file", info["name"]), ("folder", str(Path(info["path"]).parent))]
+    rows: list[tuple[str, Any]] = [("file", info["name"]), ("folder", _folder(Path(info["path"]).parent))]
     if not info["exists"]:
         return [*rows, ("missing", info.get("missing"))]
     w, h = info["width"], info["height"]
@@ -151,6 +151,15 @@ def _file_rows(info: dict[str, Any]) -> list[tuple[str, Any]]:
         ("modified", _when(info["modified"])),
     ]
     return rows
+
+
+def _folder(folder: Path) -> str:
+    """`~/Downloads` rather than the full home path: shorter, and what people call it."""
+    try:
+        home = Path.home()
+        return "~" if folder == home else f"~/{folder.relative_to(home).as_posix()}"
+    except (ValueError, RuntimeError):  # not under home, or no home at all
+        return str(folder)
 
 
 def _original_notes(pair: Pair, src: dict[str, Any], size: tuple[int, int]) -> list[tuple[str, Any]]:

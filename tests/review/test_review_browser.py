@@ -104,7 +104,9 @@ def check_sides(shot: np.ndarray, original: np.ndarray, result: np.ndarray, spli
         )
 
 
-def test_compare_page_shows_original_left_and_result_right_at_two_divider_positions(made, tmp_path):
+def test_compare_page_shows_original_left_and_result_right_at_two_divider_positions(
+    made, tmp_path, nai_fixtures, monkeypatch
+):
     page = open_compare(made.output, open_browser=False)
     with Image.open(made.output) as im:
         result = im.convert("RGB")
@@ -138,8 +140,14 @@ def test_compare_page_shows_original_left_and_result_right_at_two_divider_positi
     )
 
     if os.environ.get("NAIUP_DOCS_SCREENSHOTS") == "1":
+        # The same page for a plainly named file in ~/Downloads, with the panel shown.
+        home = tmp_path / "home"
+        monkeypatch.setenv("HOME", str(home))
+        plain = make_pair(home / "Downloads", nai_fixtures, "aris.png")
         docs = tmp_path / "docs.png"
-        screenshot(f"{file_url(page)}#split=0.42", docs, size=(1200, 700))
+        screenshot(
+            f"{file_url(open_compare(plain.output, open_browser=False))}#split=0.42", docs, (1200, 700)
+        )
         with Image.open(docs) as im:
             im.convert("RGB").quantize(128, method=Image.Quantize.MEDIANCUT).save(
                 REPO / "docs" / "compare-page.png", optimize=True
