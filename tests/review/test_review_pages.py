@@ -241,3 +241,17 @@ def test_output_made_twice_keeps_one_compare_page(made):
     assert open_compare(made.source, open_browser=False) == first
     second_output = make_output(made.source)  # "<stem>.naiup-upscale-2x (2).png"
     assert open_compare(second_output, open_browser=False) != first
+
+
+def test_page_templates_ship_as_package_data():
+    import fnmatch
+    import tomllib
+
+    repo = Path(__file__).resolve().parents[2]
+    config = tomllib.loads((repo / "pyproject.toml").read_text("utf-8"))
+    patterns = config["tool"]["setuptools"]["package-data"]["naiup"]
+    static = sorted((repo / "naiup" / "review" / "static").iterdir())
+    assert static
+    for f in static:
+        rel = f.relative_to(repo / "naiup").as_posix()
+        assert any(fnmatch.fnmatch(rel, p) for p in patterns), f"{rel} would be missing from a wheel"
