@@ -71,7 +71,9 @@ def find_pair(image: Path, ledger: Ledger | None) -> Pair:
         if item is not None:
             return Pair(Path(item.path), image, item, provenance)
         name = provenance.get("source_name")
-        return Pair(image.parent / name if isinstance(name, str) and name else None, image, None, provenance)
+        # Only the name: a chunk edited to hold a path must not point the page outside the folder.
+        source = image.parent / Path(name).name if isinstance(name, str) and Path(name).name else None
+        return Pair(source, image, None, provenance)
     item = ledger.by_path(image) if ledger else None
     if item is None and ledger is not None:
         # A deleted output (no chunk left to read) or one whose chunk a tool stripped.
