@@ -114,6 +114,36 @@ def _cmd_tray(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from naiup.review import open_compare
+
+    return _show_page(open_compare(args.image, open_browser=False), args.no_open)
+
+
+def _cmd_gallery(args: argparse.Namespace) -> int:
+    import time
+
+    from naiup.review import open_gallery
+
+    if args.limit < 1:
+        print(f"naiup gallery: --limit must be at least 1, got {args.limit}", file=sys.stderr)
+        return 2
+    since = time.time() - args.since if args.since is not None else None
+    return _show_page(
+        open_gallery(since=since, folder=args.folder, limit=args.limit, open_browser=False), args.no_open
+    )
+
+
+def _show_page(page: Path, no_open: bool) -> int:
+    """Print the page's path (always: headless users open it themselves), then open it."""
+    from naiup.review import show
+
+    print(page, flush=True)
+    if not no_open and not show(page):
+        print("note: no web browser could be started; open the file above yourself", file=sys.stderr)
+    return 0
+
+
 def _cmd_service(args: argparse.Namespace) -> int:
     from naiup.service import autostart
 
@@ -195,6 +225,16 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actions-file", type=Path, default=None, help=argparse.SUPPRESS)
     p.add_argument("--exit-after", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--client-factory", default=None, help=argparse.SUPPRESS)
+    p = add("compare", _cmd_compare, "open a before/after page for a result (or its original)")
+    p.add_argument("image", type=Path, metavar="IMAGE", help="a naiup output, or the image it was made from")
+    p.add_argument("--no-open", action="store_true", help="only write the page and print its path")
+    p = add("gallery", _cmd_gallery, "open a page of recent results (failed files with their reason)")
+    p.add_argument("--since", type=_duration, default=None, help="only the last e.g. 1h, 7d (default: all)")
+    p.add_argument(
+        "--folder", type=Path, default=None, help="only files in DIR (adds outputs of naiup refine)"
+    )
+    p.add_argument("--limit", type=int, default=200, help="at most this many files (default 200)")
+    p.add_argument("--no-open", action="store_true", help="only write the page and print its path")
     p = add("service", _cmd_service, "install | uninstall | status of autostart at login")
     p.add_argument("action", choices=("install", "uninstall", "status"))
     p.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")

@@ -1,7 +1,8 @@
-"""Per-user folders (platformdirs): config, state (ledger, token, runtime choices), logs, runtime socket.
+"""Per-user folders (platformdirs): config, state (ledger, token, runtime choices), logs, runtime socket,
+cache (compare pages, gallery thumbnails).
 
 Each can be redirected with an environment variable (NAIUP_CONFIG_DIR, NAIUP_STATE_DIR, NAIUP_LOG_DIR,
-NAIUP_RUNTIME_DIR) so tests and second instances never touch the user's real folders.
+NAIUP_RUNTIME_DIR, NAIUP_CACHE_DIR) so tests and second instances never touch the user's real folders.
 """
 
 from __future__ import annotations
@@ -36,3 +37,8 @@ def log_dir() -> Path:
 def runtime_dir() -> Path:
     # macOS and Windows have no per-user runtime dir; platformdirs falls back to a cache/temp path.
     return _dir("NAIUP_RUNTIME_DIR", platformdirs.user_runtime_dir)
+
+
+def cache_dir() -> Path:
+    """Things naiup can make again: the compare and gallery pages and their thumbnails."""
+    return _dir("NAIUP_CACHE_DIR", platformdirs.user_cache_dir)

@@ -22,7 +22,7 @@ from naiup import __version__, paths
 from naiup.atomic import TEMP_SUFFIX, replace_file
 from naiup.config import Config, load_config
 from naiup.daemon import control
-from naiup.daemon.ledger import Ledger, State
+from naiup.daemon.ledger import Ledger, State, default_path
 from naiup.daemon.logs import setup_logging
 from naiup.daemon.pause_gate import RuleGate, sensors_from_env
 from naiup.daemon.pause_rules import Sensors
@@ -162,7 +162,7 @@ class Daemon:
         own_pids = lambda: {os.getpid(), self.scheduler.worker_pid} - {None}  # noqa: E731
         self.rules = RuleGate(cfg.pause, self._sensors or sensors_from_env(own_pids))
         self._runtime = load_state(self._state_path)
-        self.ledger = Ledger(paths.state_dir() / "ledger.sqlite3")
+        self.ledger = Ledger(default_path())
         requeued = self.ledger.recover(cfg.daemon.max_attempts)
         if requeued:
             log.info("requeued jobs interrupted by a crash count=%d", requeued)

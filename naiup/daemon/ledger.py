@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from naiup import paths
 from naiup.errors import FatalError
 
 
@@ -74,6 +75,11 @@ class Item:
 _COLUMNS = ", ".join(Item.__slots__)  # type: ignore[attr-defined]
 
 
+def default_path() -> Path:
+    """The daemon's ledger file, in the per-user state folder."""
+    return paths.state_dir() / "ledger.sqlite3"
+
+
 class Ledger:
     """Thread-safe: one connection, every call under one lock (the daemon's threads share it)."""
 
@@ -91,6 +97,29 @@ class Ledger:
                 f"cannot open the ledger {path}: {exc} (move it aside to start with an empty ledger;"
                 " finished outputs are still recognised by their provenance)"
             ) from exc
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> Ledger | None:
+        """A reader beside the daemon (compare, gallery, tray): never creates, migrates or writes the file.
+
+        None when there is no ledger yet (the service never ran). WAL lets it read while the daemon writes.
+        """
+        if not path.is_file():
+            return None
+        self = cls.__new__(cls)
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(
+                f"{path.absolute().as_uri()}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
+            )
+        except sqlite3.Error as exc:
+            raise FatalError(f"cannot read the ledger {path}: {exc}") from exc
+        try:
+            self._db.execute("SELECT 1 FROM items LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise FatalError(f"cannot read the ledger {path}: {exc}") from exc
+        return self
 
     def close(self) -> None:
         with self._lock:
@@ -216,6 +245,19 @@ class Ledger:
     def items(self, states: tuple[State, ...], limit: int = 1000) -> list[Item]:
         marks = ",".join("?" * len(states))
         return self._rows(f"WHERE state IN ({marks}) ORDER BY id LIMIT ?", (*map(str, states), limit))
+
+    def by_output(self, output: Path) -> Item | None:
+        """The row whose job wrote `output` (the newest, should a path have been reused)."""
+        rows = self._rows("WHERE output = ? ORDER BY finished DESC, id DESC LIMIT 1", (str(output),))
+        return rows[0] if rows else None
+
+    def recent(self, states: tuple[State, ...], since: float | None = None, limit: int = 100) -> list[Item]:
+        """Rows in `states` finished at or after `since` (epoch seconds), newest first."""
+        marks = ",".join("?" * len(states))
+        return self._rows(
+            f"WHERE state IN ({marks}) AND finished >= ? ORDER BY finished DESC, id DESC LIMIT ?",
+            (*map(str, states), since if since is not None else float("-inf"), limit),
+        )
 
     def counts(self) -> dict[str, int]:
         with self._lock:

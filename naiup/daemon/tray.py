@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from naiup.daemon import tray_automation, tray_menu
-from naiup.daemon.notify import Notifier, pick_sender
+from naiup.daemon.notify import Notifier, pick_click_sender, pick_sender
 from naiup.daemon.tray_backend import (
     call_on_gui_thread,
     load_pystray,
@@ -65,8 +65,15 @@ class TrayApp:
         state_file: Path | None = None,
         actions_file: Path | None = None,
         exit_after: float | None = None,
+        open_compare: Callable[[str], None] | None = None,
+        open_gallery: Callable[[], None] | None = None,
+        recent_results: Callable[[], list[str]] | None = None,
     ) -> None:
         self._client_factory = client_factory
+        # The before/after pages (naiup.review); tests pass recorders instead of opening a browser.
+        self._open_compare = open_compare or _open_compare
+        self._open_gallery = open_gallery or _open_gallery
+        self._recent_results = recent_results or _recent_results
         self._pystray = pystray_module
         self._config_path = config_path
         self._opener = opener
@@ -102,7 +109,12 @@ class TrayApp:
                 lambda: tuple(to_pystray_items(pystray, tray_menu.build_menu(self.state), self.trigger))
             ),
         )
-        self.notifier = Notifier(pick_sender(self.icon), successes=self._notifications)
+        self.notifier = Notifier(
+            pick_sender(self.icon),
+            successes=self._notifications,
+            click_send=pick_click_sender(),
+            on_click=self.open_results,
+        )
         if not getattr(self.icon, "HAS_MENU", True):
             log.warning("tray backend has no menu; install PyGObject + AppIndicator for one (see README)")
         previous = self._install_signal_handlers()
@@ -150,6 +162,7 @@ class TrayApp:
             t.join(timeout)
         self._threads = [t for t in self._threads if t.is_alive()]
         self.notifier.flush(time.monotonic(), force=True)
+        self.notifier.close()
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         """SIGTERM/SIGINT stop the icon (pystray's xorg and GTK loops let Python handlers run)."""
@@ -184,10 +197,25 @@ class TrayApp:
             if self._shown and self._state.status == status:
                 return  # the 1 s poll mostly repeats what an event already showed
             self._shown = True
-            self._state = st = TrayState(status)
-            if self.icon is not None:
-                self._ui.put(st)
-            self._write_state_file(st)
+            self._publish(TrayState(status, self._state.recent))
+
+    def refresh_recent(self) -> None:
+        """Re-read the newest results from the ledger (at start and after each finished job)."""
+        try:
+            recent = tuple(self._recent_results())
+        except (NaiupError, OSError) as exc:  # a damaged ledger must not stop the tray
+            log.warning("cannot read recent results err=%s", exc)
+            return
+        with self._lock:
+            if recent != self._state.recent:
+                self._publish(TrayState(self._state.status, recent))
+
+    def _publish(self, st: TrayState) -> None:
+        """Under self._lock: the new state to the screen and the state file."""
+        self._state = st
+        if self.icon is not None:
+            self._ui.put(st)
+        self._write_state_file(st)
 
     def _show(self, st: TrayState) -> None:
         icon = self.icon
@@ -212,6 +240,10 @@ class TrayApp:
                 self.stop()
             elif cmd.local == "start-service":
                 self._start_daemon()
+            elif cmd.local == "compare":
+                self._in_background(action, lambda: self._open_compare(str(cmd.args["image"])))
+            elif cmd.local == "gallery":
+                self._in_background(action, self._open_gallery)
             elif cmd.verb is not None:
                 reply = self._request(cmd.verb, **cmd.args)
                 if reply is not None and "state" in reply:
@@ -223,6 +255,25 @@ class TrayApp:
             log.warning("tray action failed action=%s err=%s", action.value, exc)
             self.notifier.notify_now("naiup", str(exc))
 
+    def open_results(self, outputs: list[str]) -> None:
+        """A clicked "done" notification: one result opens its compare page, several the gallery."""
+        if len(outputs) == 1:
+            self.trigger(Action.OPEN_COMPARE, outputs[0])
+        else:
+            self.trigger(Action.OPEN_GALLERY)
+
+    def _in_background(self, action: Action, fn: Callable[[], None]) -> None:
+        """Writing a page (a gallery makes thumbnails) must not freeze the menu: run it on its own thread."""
+
+        def run() -> None:
+            try:
+                fn()
+            except (NaiupError, OSError) as exc:
+                log.warning("tray action failed action=%s err=%s", action.value, exc)
+                self.notifier.notify_now("naiup", str(exc))
+
+        threading.Thread(target=run, name=f"naiup-tray-{action.value}", daemon=True).start()
+
     def _request(self, verb: str, **args: Any) -> dict[str, Any] | None:
         with self._lock:
             client = self._client
@@ -233,6 +284,7 @@ class TrayApp:
     # -- threads ---------------------------------------------------------------------------------
 
     def _event_loop(self) -> None:
+        self.refresh_recent()  # the ledger is readable without the service: offline menus have it too
         while not self._stop.is_set():
             try:
                 client = self._client_factory()
@@ -248,6 +300,7 @@ class TrayApp:
                 self._client = client
             try:
                 self.apply_status(client.request("status"))
+                self.refresh_recent()  # jobs may have finished while we were away
                 for event in client.subscribe():
                     if self._stop.is_set():
                         break
@@ -267,6 +320,8 @@ class TrayApp:
         if event.get("event") == "status" and isinstance(event.get("status"), dict):
             self.apply_status(event["status"])
         else:
+            if event.get("event") == "job_done":
+                self.refresh_recent()
             self.notifier.on_event(event, time.monotonic())
 
     def _tick_loop(self) -> None:
@@ -328,3 +383,21 @@ def _close_quietly(client: Client) -> None:
         client.close()
     except (OSError, EOFError, NaiupError) as exc:
         log.debug("closing control client err=%s", exc)
+
+
+def _open_compare(image: str) -> None:
+    from naiup.review import open_compare
+
+    open_compare(Path(image))
+
+
+def _open_gallery() -> None:
+    from naiup.review import open_gallery
+
+    open_gallery()
+
+
+def _recent_results() -> list[str]:
+    from naiup.review import recent_outputs
+
+    return recent_outputs(tray_menu.RECENT_LIMIT)

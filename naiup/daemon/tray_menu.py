@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 from naiup import paths
@@ -29,6 +30,8 @@ class Action(enum.StrEnum):
     PAUSE_FREE_GPU = "pause-free-gpu"
     PRESET = "preset"  # arg: preset name
     OPEN_LAST = "open-last"
+    OPEN_COMPARE = "open-compare"  # arg: an output path; before/after page
+    OPEN_GALLERY = "open-gallery"
     OPEN_FOLDER = "open-folder"
     RETRY_FAILED = "retry-failed"
     OPEN_CONFIG = "open-config"
@@ -43,6 +46,7 @@ class TrayState:
     """What the tray knows: the last status reply, or None while no daemon answers."""
 
     status: dict[str, Any] | None = None
+    recent: tuple[str, ...] = ()  # newest results first, read from the ledger (works offline too)
 
     @property
     def connected(self) -> bool:
@@ -85,7 +89,7 @@ class Command:
     verb: str | None = None  # control verb
     args: dict[str, Any] = field(default_factory=dict)
     open_path: str | None = None
-    local: str | None = None  # "quit" | "start-service"
+    local: str | None = None  # "quit" | "start-service" | "compare" (args: image) | "gallery"
 
 
 def icon_state(state: TrayState) -> IconState:
@@ -131,11 +135,36 @@ def _clip(text: str, limit: int = 127) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+RECENT_LIMIT = 10
+
+
+def recent_menu(state: TrayState) -> list[MenuEntry]:
+    """ "Recent results" (the last 10, each opening its before/after page) and "Open gallery"."""
+    items = tuple(
+        MenuEntry(_middle_clip(PurePath(out).name), Action.OPEN_COMPARE, arg=out)
+        for out in state.recent[:RECENT_LIMIT]
+    )
+    return [
+        MenuEntry("Recent results", submenu=items, enabled=bool(items)),
+        MenuEntry("Open gallery", Action.OPEN_GALLERY),
+    ]
+
+
+def _middle_clip(name: str, limit: int = 60) -> str:
+    """Long names keep their start and their `.naiup-<preset>.png` end."""
+    if len(name) <= limit:
+        return name
+    keep = limit - 1
+    return name[: keep - keep // 2] + "…" + name[-(keep // 2) :]
+
+
 def build_menu(state: TrayState) -> list[MenuEntry]:
     if not state.connected:
         return [
             MenuEntry("naiup service is not running", enabled=False),
             MenuEntry("Start service", Action.START_SERVICE, default=True),
+            SEPARATOR,
+            *recent_menu(state),
             SEPARATOR,
             MenuEntry("Open config", Action.OPEN_CONFIG),
             MenuEntry("Open log", Action.OPEN_LOG),
@@ -159,6 +188,7 @@ def build_menu(state: TrayState) -> list[MenuEntry]:
         MenuEntry("Presets", submenu=presets, enabled=bool(presets)),
         SEPARATOR,
         MenuEntry("Open last result", Action.OPEN_LAST, enabled=bool(s.get("last_output"))),
+        *recent_menu(state),
         MenuEntry("Open watched folder", Action.OPEN_FOLDER, enabled=bool(folders)),
         MenuEntry(f"Retry failed ({failed})", Action.RETRY_FAILED, enabled=failed > 0),
         SEPARATOR,
@@ -189,6 +219,10 @@ def command_for(action: Action, state: TrayState, arg: str | None = None, config
         return Command("stop")
     if action is Action.OPEN_LAST:
         return Command(open_path=s.get("last_output"))
+    if action is Action.OPEN_COMPARE:
+        return Command(local="compare", args={"image": arg})
+    if action is Action.OPEN_GALLERY:
+        return Command(local="gallery")
     if action is Action.OPEN_FOLDER:
         folders = s.get("watch_folders") or []
         return Command(open_path=folders[0] if folders else None)

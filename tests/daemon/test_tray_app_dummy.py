@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import threading
 import types
 
@@ -77,16 +78,27 @@ def daemon(tmp_path):
 
 @pytest.fixture
 def tray(tmp_path, daemon):
+    yield from _run_tray(tmp_path, daemon)
+
+
+def _run_tray(tmp_path, daemon):
     opened: list[str] = []
     started: list[bool] = []
+    compared: list[str] = []
+    galleries: list[bool] = []
+    recent: list[str] = []  # what the ledger would list; tests fill it
     app = TrayApp(
         client_factory=daemon.connect,
         pystray_module=BACKEND,
         opener=opened.append,
         start_daemon=lambda: started.append(True),
         state_file=tmp_path / "tray.json",
+        open_compare=compared.append,
+        open_gallery=lambda: galleries.append(True),
+        recent_results=lambda: list(recent),
     )
     app.opened, app.started = opened, started
+    app.compared, app.galleries, app.recent = compared, galleries, recent
     runner = threading.Thread(target=app.run, name="test-tray-main")
     runner.start()
     wait_for(lambda: app.icon is not None and app.state.connected)
@@ -179,3 +191,58 @@ def test_quit_stops_the_loop(tmp_path, daemon):
     runner.join(10)
     assert not runner.is_alive()
     assert daemon.read()["running"]  # quitting the tray leaves the service alone
+
+
+def test_recent_results_refresh_after_a_job_and_open_the_compare_page(tray, daemon):
+    assert item(tray.icon, "Recent results").enabled is False  # nothing done yet
+    tray.recent[:] = ["/out/b.naiup-upscale-2x.png", "/out/a.naiup-upscale-2x.png"]
+    daemon.emit({"event": "job_done", "path": "/in/b.png", "output": tray.recent[0]})
+    wait_for(lambda: item(tray.icon, "Recent results").enabled)
+    entries = item(tray.icon, "Recent results").submenu.items
+    assert [e.text for e in entries] == ["b.naiup-upscale-2x.png", "a.naiup-upscale-2x.png"]
+    entries[1](tray.icon)
+    wait_for(lambda: tray.compared == ["/out/a.naiup-upscale-2x.png"])
+    item(tray.icon, "Open gallery")(tray.icon)
+    wait_for(lambda: tray.galleries == [True])
+
+
+FAKE_NOTIFY_SEND = """#!/bin/sh
+# libnotify's notify-send as far as naiup uses it: --help lists --action/--wait; a "click" on the body
+# is the action name "default" on stdout, which the real one prints when the user clicks.
+for a in "$@"; do
+    if [ "$a" = "--help" ]; then
+        echo "  -A, --action=[NAME=]Text...  Specifies the actions to display to the user."
+        echo "  -w, --wait                   Wait for the notification to be closed before exiting."
+        exit 0
+    fi
+done
+printf '%s\\n' "$*" >> "$(dirname "$0")/sent.log"
+echo default
+"""
+
+
+@pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="notify-send actions: Linux and BSD only")
+def test_a_clicked_done_notification_opens_the_compare_page(tmp_path, daemon, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    exe = bin_dir / "notify-send"
+    exe.write_text(FAKE_NOTIFY_SEND)
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    for tray in _run_tray(tmp_path, daemon):
+        tray.notifier.batch_seconds = 0.0  # no 5 s batching window in a test
+        daemon.emit({"event": "job_done", "path": "/in/one.png", "output": "/out/one.naiup-refine-2x.png"})
+        wait_for(lambda: tray.compared == ["/out/one.naiup-refine-2x.png"])  # noqa: B023
+        sent = (bin_dir / "sent.log").read_text()
+        assert "--action=default=Compare" in sent and "one.naiup-refine-2x.png refined" in sent
+        assert tray.icon.notes == []  # sent once, through the clickable path
+
+
+def test_without_notification_actions_done_is_a_plain_notification(tmp_path, daemon, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no notify-send: pystray's notify only
+    for tray in _run_tray(tmp_path, daemon):
+        tray.notifier.batch_seconds = 0.0
+        daemon.emit({"event": "job_done", "path": "/in/one.png", "output": "/out/one.naiup-refine-2x.png"})
+        wait_for(lambda: tray.icon.notes)  # noqa: B023
+        assert tray.icon.notes == [("naiup", "one.naiup-refine-2x.png refined")]
+        assert tray.compared == []

@@ -75,3 +75,42 @@ def test_a_failing_notification_backend_does_not_raise():
 
     n = Notifier(broken)
     n.on_event({"event": "job_failed", "path": "/d/x.png", "error": "bad"}, 0.0)  # logged, not raised
+
+
+class ClickRecorder:
+    """A notification backend with actions: records what was sent and clicks it at once."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, str]] = []
+
+    def __call__(self, title, message, label, on_click) -> None:
+        self.sent.append((title, message, label))
+        on_click()
+
+
+def test_a_done_notification_click_reports_the_outputs_it_announced():
+    clicks: list[list[str]] = []
+    rec, plain = ClickRecorder(), Recorder()
+    n = Notifier(plain, batch_seconds=5.0, click_send=rec, on_click=clicks.append)
+    n.on_event(done("/d/one.png"), 0.0)
+    n.flush(5.0)
+    for i in range(3):
+        n.on_event(done(f"/d/many{i}.png"), 10.0)
+    n.flush(15.0)
+    assert rec.sent == [
+        ("naiup", "one.naiup-refine-2x.png refined", "Compare"),
+        ("naiup", "3 images refined", "Open gallery"),
+    ]
+    assert clicks == [["/d/one.naiup-refine-2x.png"], [f"/d/many{i}.naiup-refine-2x.png" for i in range(3)]]
+    assert plain.sent == []
+
+
+def test_failures_stay_plain_and_a_broken_clickable_backend_falls_back():
+    def broken(title, message, label, on_click):
+        raise OSError("notify-send vanished")
+
+    plain = Recorder()
+    n = Notifier(plain, batch_seconds=0.0, click_send=broken, on_click=lambda outputs: None)
+    n.on_event({"event": "job_failed", "path": "/d/x.png", "error": "bad"}, 0.0)
+    n.on_event(done("/d/y.png"), 0.0)
+    assert plain.sent == [("naiup: refine failed", "x.png: bad"), ("naiup", "y.naiup-refine-2x.png refined")]

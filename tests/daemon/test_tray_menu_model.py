@@ -124,3 +124,34 @@ def test_tooltip_fits_the_windows_limit():
 def test_every_action_has_a_command():
     for action in Action:
         command_for(action, status(), "refine-2x")
+
+
+def test_recent_results_submenu_lists_the_last_ten_and_opens_compare_pages():
+    outputs = tuple(f"/d/img{i}.naiup-refine-2x.png" for i in range(12))
+    menu = build_menu(TrayState(status().status, recent=outputs))
+    recent = entry(menu, "Recent results")
+    assert recent.enabled and len(recent.submenu) == 10
+    assert [e.text for e in recent.submenu[:2]] == ["img0.naiup-refine-2x.png", "img1.naiup-refine-2x.png"]
+    assert all(e.action is Action.OPEN_COMPARE for e in recent.submenu)
+    cmd = command_for(Action.OPEN_COMPARE, status(), recent.submenu[3].arg)
+    assert (cmd.local, cmd.args) == ("compare", {"image": "/d/img3.naiup-refine-2x.png"})
+    assert command_for(Action.OPEN_GALLERY, status()).local == "gallery"
+
+
+def test_recent_results_is_disabled_when_empty_and_gallery_is_always_offered():
+    for state in (status(), TrayState(None)):
+        menu = build_menu(state)
+        assert entry(menu, "Recent results").enabled is False
+        assert entry(menu, "Open gallery").action is Action.OPEN_GALLERY
+    offline = build_menu(TrayState(None, recent=("/d/a.naiup-refine-2x.png",)))
+    assert entry(offline, "Recent results").enabled  # the ledger is readable without the service
+
+
+def test_long_result_names_keep_their_start_and_end():
+    name = "x" * 100 + ".naiup-refine-2x.png"
+    text = (
+        entry(build_menu(TrayState(status().status, recent=(f"/d/{name}",))), "Recent results")
+        .submenu[0]
+        .text
+    )
+    assert len(text) == 60 and text.startswith("xxx") and text.endswith(".naiup-refine-2x.png")
