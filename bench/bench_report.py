@@ -56,16 +56,17 @@ def _levers(args: argparse.Namespace) -> dict:
 
 
 class Log:
-    """engine-<UTC stamp>[-small].jsonl: a header line (machine, levers), then one line per result,
-    appended and flushed the moment it is measured, so a run killed by its time limit keeps the
-    results before the kill. `report()` writes the whole run as one .json beside it at the end."""
+    """engine-<UTC stamp>[-small].jsonl (or --jsonl, which several runs may share): a header line
+    (machine, levers), then one line per result, appended and flushed the moment it is measured, so a
+    run killed by its time limit keeps the results before the kill. `report()` writes the whole run
+    as one engine-<UTC stamp>[-small].json at the end."""
 
     def __init__(self, out: Path, args: argparse.Namespace, device: torch.device) -> None:
         out.mkdir(parents=True, exist_ok=True)
         self.stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         self.base = out / f"engine-{self.stamp}{'-small' if args.small else ''}"
         self.args, self.device = args, device
-        self.path = self.base.with_suffix(".jsonl")
+        self.path = getattr(args, "jsonl", None) or self.base.with_suffix(".jsonl")
         self._line({"kind": "run", "when": self.stamp, "levers": _levers(args), "machine": machine(device)})
 
     def _line(self, record: dict) -> None:

@@ -224,6 +224,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--threads", type=int, default=None, help="torch CPU threads (default 1 with --small: OpenMP spin)"
     )
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out")
+    ap.add_argument(
+        "--jsonl", type=Path, default=None, help="append results here as measured (default: in --out)"
+    )
     ap.add_argument("--cache", type=Path, default=None, help="model folder cache (default OUT/models)")
     return ap.parse_args(argv)
 
