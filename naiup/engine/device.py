@@ -97,11 +97,12 @@ def vae_dtype_for(device_type: str, native_bf16: bool) -> torch.dtype:
 
 def native_bf16(device: torch.device) -> bool:
     """Whether CUDA `device` has bf16 in hardware (Ampere and later, or ROCm), not by emulation."""
-    with torch.cuda.device(explicit_device(device)):  # torch asks about the current device
+    device = explicit_device(device)
+    with torch.cuda.device(device):  # torch answers for the current device
         try:
             return bool(torch.cuda.is_bf16_supported(including_emulation=False))
-        except TypeError:  # a torch without the keyword: its answer did not count emulation
-            return bool(torch.cuda.is_bf16_supported())
+        except TypeError:  # a torch without the keyword: ask what it asks, the compute capability
+            return bool(torch.version.hip) or torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 _caps: dict[str, int] = {}
