@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -82,14 +83,20 @@ def test_a_failed_way_back_never_hides_the_blocks_error_and_leaves_the_rest_to_t
         pass
 
 
-def test_every_job_starts_with_the_models_wholly_in_place(tmp_path_factory, caplog):
+def _tiny_refiner(tmp_path_factory) -> tuple[Refiner, Callable[[], bytes]]:
+    """A CPU Refiner of the tiny model, and a refine of one fixed image with it (its bytes)."""
     refiner = Refiner(tiny_sd.cpu_config(tmp_path_factory))
-    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8), "RGB")
-    preset = Preset(name="p", steps=4, denoise=0.5)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8), "RGB")
+    preset = Preset(name="p", steps=8, denoise=0.5)
 
     def run() -> bytes:
-        return refiner.refine(image, preset, prompt="1girl", negative_prompt="", seed=5).tobytes()
+        return refiner.refine(image, preset, prompt="1girl", negative_prompt="", seed=3).tobytes()
 
+    return refiner, run
+
+
+def test_every_job_starts_with_the_models_wholly_in_place(tmp_path_factory, caplog):
+    refiner, run = _tiny_refiner(tmp_path_factory)
     before = run()
     m = refiner.models
     # What a failed way back leaves (the CPU has no second device: a part in another dtype stands in
@@ -107,13 +114,7 @@ def test_every_job_starts_with_the_models_wholly_in_place(tmp_path_factory, capl
 def test_the_refiner_parks_around_both_vae_passes_when_short_and_the_result_is_unchanged(
     tmp_path_factory, monkeypatch
 ):
-    refiner = Refiner(tiny_sd.cpu_config(tmp_path_factory))
-    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8), "RGB")
-    preset = Preset(name="p", steps=8, denoise=0.5)
-
-    def run() -> bytes:
-        return refiner.refine(image, preset, prompt="1girl", negative_prompt="", seed=3).tobytes()
-
+    _, run = _tiny_refiner(tmp_path_factory)
     plain = run()
     events: list[str] = []
     real_parked = refine_module.parked
