@@ -45,30 +45,53 @@ def machine(device: torch.device) -> dict:
     return info
 
 
-def write_report(
-    out: Path, args: argparse.Namespace, device: torch.device, setup: float, results: list[Result]
-) -> Path:
-    """bench/out/engine-<UTC stamp>[-small].json with the machine, versions, levers and every number."""
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    report = {
-        "when": stamp,
-        "small": args.small,
-        "levers": {
-            "channels_last": args.channels_last,
-            "compile": args.compile,
-            "batch": args.batch,
-            "vram_gb": args.vram_gb,
-            "attention_window": args.attention_window,
-        },
-        "machine": machine(device),
-        "setup_s": setup,
-        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        "results": [asdict(r) for r in results],
+def _levers(args: argparse.Namespace) -> dict:
+    return {
+        "channels_last": args.channels_last,
+        "compile": args.compile,
+        "batch": args.batch,
+        "vram_gb": args.vram_gb,
+        "attention_window": args.attention_window,
     }
-    path = out / f"engine-{stamp}{'-small' if args.small else ''}.json"
-    path.write_text(json.dumps(report, indent=2))
-    return path
+
+
+class Log:
+    """engine-<UTC stamp>[-small].jsonl (or --jsonl, which several runs may share): a header line
+    (machine, levers), then one line per result, appended and flushed the moment it is measured, so a
+    run killed by its time limit keeps the results before the kill. `report()` writes the whole run
+    as one engine-<UTC stamp>[-small].json at the end."""
+
+    def __init__(self, out: Path, args: argparse.Namespace, device: torch.device) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        self.stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        self.base = out / f"engine-{self.stamp}{'-small' if args.small else ''}"
+        self.args, self.device = args, device
+        self.path = getattr(args, "jsonl", None) or self.base.with_suffix(".jsonl")
+        self._line({"kind": "run", "when": self.stamp, "levers": _levers(args), "machine": machine(device)})
+
+    def _line(self, record: dict) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def result(self, res: Result) -> None:
+        self._line({"kind": "result", **asdict(res)})
+
+    def report(self, setup: float, results: list[Result]) -> Path:
+        """The whole run as one JSON document (machine, versions, levers and every number)."""
+        report = {
+            "when": self.stamp,
+            "small": self.args.small,
+            "levers": _levers(self.args),
+            "machine": machine(self.device),
+            "setup_s": setup,
+            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            "results": [asdict(r) for r in results],
+        }
+        path = self.base.with_suffix(".json")
+        path.write_text(json.dumps(report, indent=2))
+        return path
 
 
 def print_table(results: list[Result]) -> None:

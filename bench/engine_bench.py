@@ -13,7 +13,9 @@ at full resolution with vae.enable_tiling().
     python bench/engine_bench.py                 # full size, needs a GPU to finish in reasonable time
     python bench/engine_bench.py --small         # tiny shapes on CPU, under a minute (CI smoke test)
 
-Writes bench/out/engine-<timestamp>.json (machine, versions, every number) and prints a table.
+Appends bench/out/engine-<timestamp>.jsonl as it goes (a header line, then one line per result the
+moment it is measured), writes engine-<timestamp>.json (machine, versions, every number) at the end
+and prints a table.
 Not a test: it never asserts.
 """
 
@@ -37,13 +39,13 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from bench_models import FULL, SMALL, Shape, input_image, sd_folder, upscaler_file  # noqa: E402
-from bench_report import Result, machine, print_table, write_report  # noqa: E402
+from bench_report import Log, Result, machine, print_table  # noqa: E402
 from diffusers import LCMScheduler, StableDiffusionImg2ImgPipeline  # noqa: E402
 from diffusers.utils import logging as diffusers_logging  # noqa: E402
 
 from naiup.config import ModelConfig, Preset  # noqa: E402
 from naiup.engine import vae_tiling  # noqa: E402
-from naiup.engine.device import cap_memory  # noqa: E402
+from naiup.engine.device import cap_memory, explicit_device  # noqa: E402
 from naiup.engine.refine import Refiner  # noqa: E402
 from naiup.engine.tiling import plan_tiles, predictor_for  # noqa: E402
 from naiup.engine.upscale import load_upscaler  # noqa: E402
@@ -222,6 +224,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--threads", type=int, default=None, help="torch CPU threads (default 1 with --small: OpenMP spin)"
     )
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out")
+    ap.add_argument(
+        "--jsonl", type=Path, default=None, help="append results here as measured (default: in --out)"
+    )
     ap.add_argument("--cache", type=Path, default=None, help="model folder cache (default OUT/models)")
     return ap.parse_args(argv)
 
@@ -229,7 +234,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     auto = "cuda" if torch.cuda.is_available() and not args.small else "cpu"
-    device = torch.device(auto if args.device == "auto" else args.device)
+    device = explicit_device(auto if args.device == "auto" else args.device)  # cuda:N for torch.cuda
     s = SMALL if args.small else FULL
     if args.size:
         w, h = (int(v) for v in args.size.lower().split("x"))
@@ -241,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     diffusers_logging.set_verbosity_error()  # the baseline pipeline warns about our scheduler config
     diffusers_logging.disable_progress_bar()
     cache = args.cache or args.out / "models"
+    log = Log(args.out, args, device)
     t0 = time.perf_counter()
     stages = Stages(device)
     refiner = make_refiner(sd_folder(s, cache), device, stages, s, args)
@@ -270,14 +276,16 @@ def main(argv: list[str] | None = None) -> int:
             if args.attention_window is not None:
                 res.variant += f", attn window {args.attention_window}"
             results.append(res)
+            log.result(res)
         cap_memory(device, 0)  # the baseline runs as its users run it
         if not args.no_baseline and big is not None:
             for _ in range(warmup + 1):
                 res = run_baseline(wl, refiner, base, big)
             results.append(res)
+            log.result(res)
         del upscaler
 
-    path = write_report(args.out, args, device, setup, results)
+    path = log.report(setup, results)
     print_table(results)
     where = machine(device).get("gpu", platform.processor() or "cpu")
     print(f"device: {where} ({device}); json: {path}")

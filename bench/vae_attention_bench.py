@@ -28,6 +28,7 @@ from diffusers import AutoencoderKL  # noqa: E402
 
 from naiup.engine import vae_attention  # noqa: E402
 from naiup.engine import vae_tiling as vt  # noqa: E402
+from naiup.engine.device import explicit_device  # noqa: E402
 
 
 def _psnr(a: torch.Tensor, ref: torch.Tensor) -> float:
@@ -57,7 +58,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out")
     args = ap.parse_args()
-    device = torch.device(args.device)
+    device = explicit_device(args.device)  # cuda:N: what torch.cuda's calls need
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     torch.manual_seed(0)
     config = json.loads((REPO / "naiup/data/sd15/vae/config.json").read_text())
@@ -70,6 +71,7 @@ def main() -> None:
     whole_mid, whole_mid_s = _timed(device, lambda: vae_attention.mid_block(mid, head_in, 0))
     exact, whole_s = _timed(device, lambda: vt.decode(vae, latent, mode="exact"))
     rows = [{"window": 0, "mid_block_s": whole_mid_s, "decode_s": whole_s, "psnr_db": None}]
+    print(json.dumps(rows[-1]), flush=True)  # each row as measured: a killed run keeps the rows before
     for window in (int(w) for w in args.windows.split(",")):
         win_mid, mid_s = _timed(device, lambda w=window: vae_attention.mid_block(mid, head_in, w))
         out, dec_s = _timed(device, lambda w=window: vt.decode(vae, latent, mode="exact", attention_window=w))
@@ -83,6 +85,7 @@ def main() -> None:
                 "psnr_db": _psnr(out, exact),
             }
         )
+        print(json.dumps(rows[-1]), flush=True)
     report = {
         "latent": [lh, lw],
         "dtype": str(dtype),

@@ -1,5 +1,5 @@
 """CI smoke test: the engine benchmark drives the real pipeline end to end on CPU with --small and
-writes its JSON."""
+writes its JSON (and the JSON lines it appends as it measures)."""
 
 from __future__ import annotations
 
@@ -42,3 +42,8 @@ def test_engine_bench_small_runs_and_reports_every_stage(tmp_path):
     assert {r["variant"] for r in ours} == {f"naiup (vae {m})" for m in ("exact", "low-memory", "auto")}
     assert {r["output"] for r in ours if r["workload"] == "W4"} == {"256x384"}
     assert "W4" in proc.stdout and "wall" in proc.stdout
+    # Each result was also appended as measured, after a header line naming the machine.
+    (log,) = (tmp_path / "out").glob("engine-*-small.jsonl")
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert lines[0]["kind"] == "run" and lines[0]["machine"] == data["machine"]
+    assert [{k: v for k, v in r.items() if k != "kind"} for r in lines[1:]] == data["results"]

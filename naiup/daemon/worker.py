@@ -25,6 +25,9 @@ from naiup.daemon.logs import forward
 log = logging.getLogger(__name__)
 
 LOAD_TIMEOUT = 600.0  # a cold hub load can be slow; a hang past this counts as a load failure
+# No next job this long after the last one (the scheduler sends the next at once): the queue is idle,
+# and the engine gives back the accelerator memory it caches (a game started now gets it).
+IDLE_AFTER = 2.0
 
 
 def load_factory(spec: str) -> Callable:
@@ -48,6 +51,16 @@ def engine_model_id(engine: object, config: Config, preset: Preset) -> str:
     if callable(model_id):
         return str(model_id(preset))
     return config_model_id(config)
+
+
+def engine_idle(engine: object) -> None:
+    """Tell the engine the queue went idle (engines without an `idle` method have nothing to free)."""
+    idle = getattr(engine, "idle", None)
+    if callable(idle):
+        try:
+            idle()
+        except Exception:  # freeing a cache must never cost the worker
+            log.exception("engine idle hook failed")
 
 
 def config_model_id(config: Config) -> str:
@@ -96,8 +109,12 @@ def _child_main(conn: Connection, config: Config, preset: Preset | None) -> None
         send({"load_error": _message(exc)})
         return
     send({"ready": True})
+    ran = False  # a job ran since the engine last heard that the queue is idle
     while True:
         try:
+            if ran and not conn.poll(IDLE_AFTER):
+                engine_idle(engine)
+                ran = False
             msg = conn.recv()
         except (EOFError, OSError):
             return
@@ -115,6 +132,7 @@ def _child_main(conn: Connection, config: Config, preset: Preset | None) -> None
         def progress(fraction: float, stage: str) -> None:
             send({"progress": float(fraction), "stage": stage})
 
+        ran = True
         try:
             result = run_job(src, preset, engine, config, progress)
             model = engine_model_id(engine, config, preset)

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from naiup.config import ModelConfig, Preset
-from naiup.engine.device import cap_memory, empty_cache, pick_device
+from naiup.engine.device import cap_memory, empty_cache, explicit_device, pick_device, release_cached
 from naiup.engine.metadata import ImageMetadata, ensure_rgb
 from naiup.engine.prompts import LORA_TAG, nai_to_a1111
 from naiup.engine.result import EngineResult
@@ -130,6 +130,7 @@ class Engine:
         if self._device is None:
             self._device = pick_device(self._model.device)
         if not self._capped:
+            self._device = explicit_device(self._device)  # cuda:N: what torch.cuda's calls need
             cap_memory(self._device, int(self._model.max_vram_gb * 2**30))
             self._capped = True
         return self._device
@@ -144,6 +145,12 @@ class Engine:
         self._refiner = None
         if self._device is not None:
             empty_cache(self._device)
+
+    def idle(self) -> None:
+        """The queue went idle: the models stay loaded, the memory torch caches beside them (the
+        last job's peak) goes back to the driver, for the other programs on this GPU."""
+        if self._device is not None:
+            release_cached(self._device)
 
     def model_id(self, preset: Preset) -> str:
         """Id of the models this preset uses, <lora> tags of its prompts included (known before a job)."""

@@ -21,7 +21,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from naiup.config_paths import HUB_ID
 from naiup.engine.checkpoints import is_single_file, read_state_dict
-from naiup.engine.device import unet_dtype, vae_dtype
+from naiup.engine.device import place, unet_dtype, vae_dtype
 from naiup.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,8 @@ def looks_like_hub_id(spec: str) -> bool:
 def load_models(
     checkpoint: str, vae: str, device: torch.device, config_dir: Path = SD15_SKELETON
 ) -> SDModels:
-    """Load UNet/VAE/TE/tokenizer, cast (UNet+TE fp16 on accelerators, VAE fp32/bf16), move to device."""
+    """Load UNet/VAE/TE/tokenizer, cast (UNet+TE fp16 on accelerators, VAE fp32/bf16) and move to device
+    in one step."""
     _quiet_library_bars()
     path = Path(checkpoint).expanduser()
     if path.is_dir():
@@ -84,10 +85,7 @@ def _quiet_library_bars() -> None:
 
 
 def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
-    # Cast only when needed: diffusers logs a warning on every dtype `.to()`, even a no-op one.
-    module.to(device)
-    if next(module.parameters()).dtype != dtype:
-        module.to(dtype)
+    place(module, device, dtype)
     module.eval().requires_grad_(False)
 
 

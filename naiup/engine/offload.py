@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from naiup.engine import vae_stages as st
-from naiup.engine.device import empty_cache
+from naiup.engine.device import empty_cache, first_line
 from naiup.engine.vae_memory import HEADROOM, estimate_vae_memory
 from naiup.engine.vae_tiling import LOW_MEMORY_CORE
 
@@ -45,14 +45,36 @@ def needs_room(vae: nn.Module, op: str, height: int, width: int, free: int | Non
 
 @contextlib.contextmanager
 def parked(modules: Sequence[nn.Module], device: torch.device) -> Iterator[None]:
-    """Move `modules` to host RAM for the block, then back to `device` (also when the block fails,
-    so the next job finds its models where it expects them)."""
+    """Move `modules` to host RAM for the block, then back to `device`.
+
+    When the block fails, its error is the one raised: bringing the models back may itself run out
+    of memory then (the failed pass's tensors live until the error is handled), and that must not
+    replace the error the caller's retry ladder acts on. The models may be left partly in host RAM;
+    the Refiner puts every model back in place at the start of each job (Refiner._ensure_placed)."""
     for m in modules:
         m.to(_CPU)
     empty_cache(device)  # give the freed blocks back, for the upscaler's next job too
     log.info("parked %d model(s) in host RAM to make room for the VAE", len(modules))
     try:
         yield
-    finally:
-        for m in modules:
+    except BaseException:
+        bring_back(modules, device, quiet=True)
+        raise
+    bring_back(modules, device)
+
+
+def bring_back(modules: Sequence[nn.Module], device: torch.device, *, quiet: bool = False) -> None:
+    """`modules` back to `device`. `quiet`: a failure is logged, not raised (another error is on its
+    way up), and the rest are left where they are for the next job's placement check."""
+    for m in modules:
+        try:
             m.to(device)
+        except Exception as exc:
+            if not quiet:
+                raise
+            log.warning(
+                "could not bring the parked models back to %s (%s); the next job places them",
+                device,
+                first_line(exc),
+            )
+            return

@@ -31,10 +31,12 @@ from PIL import Image
 from naiup.config import ModelConfig, Preset
 from naiup.engine.device import (
     empty_cache,
+    explicit_device,
     first_line,
     free_memory_bytes,
     is_oom,
     pick_device,
+    place,
     release_cached,
 )
 from naiup.engine.lora import LoraFile, LoraFuser, read_lora
@@ -192,9 +194,11 @@ class Refiner:
         encode: Callable[..., torch.Tensor] = encode_tiled,
         decode: Callable[..., torch.Tensor] = decode_tiled,
     ) -> None:
-        self.model, self._device_arg, self.config_dir = model, device, config_dir
+        self.model, self.config_dir = model, config_dir
+        self._device = explicit_device(device) if device is not None else None
         self.wrap_predictor, self.encode, self.decode = wrap_predictor, encode, decode
         self.models: SDModels | None = None
+        self._placement: list[tuple[torch.nn.Module, torch.dtype]] = []
         self._loaded_key: tuple | None = None
         self._fuser: LoraFuser | None = None
         self._encoder: PromptEncoder | None = None
@@ -204,7 +208,9 @@ class Refiner:
 
     @property
     def device(self) -> torch.device:
-        return self._device_arg or pick_device(self.model.device)
+        if self._device is None:
+            self._device = pick_device(self.model.device)
+        return self._device
 
     def load(self) -> None:
         key = (self.model, str(self.device), str(self.config_dir))
@@ -213,7 +219,7 @@ class Refiner:
         t0 = time.perf_counter()
         if self.models is not None:  # a different config: free the old set before the new one lands
             self.models = self._fuser = self._encoder = None
-            self._loaded_key = None
+            self._loaded_key, self._placement = None, []  # no reference may keep the old set alive
             empty_cache(self.device)
         m = load_models(self.model.checkpoint, self.model.vae, self.device, self.config_dir)
         if self.model.lcm_lora:
@@ -225,6 +231,8 @@ class Refiner:
             (str(resolve_lora_file(s.path, self.model.lora_dirs)), s.weight) for s in self.model.loras
         ]
         self.models, self._loaded_key = m, key
+        # Where each model belongs, as loaded: every job starts by checking it (_ensure_placed).
+        self._placement = [(mod, next(mod.parameters()).dtype) for mod in (m.unet, m.text_encoder, m.vae)]
         self._fuser = LoraFuser(m.unet, m.text_encoder)
         self._encoder = PromptEncoder(m.tokenizer, m.text_encoder, self.model.clip_skip)
         self._lora_cache.clear()
@@ -232,6 +240,15 @@ class Refiner:
         log.info(
             "model loaded id=%s device=%s secs=%.1f", self.model_id, self.device, time.perf_counter() - t0
         )
+
+    def _ensure_placed(self) -> None:
+        """Every model wholly on the device in its dtype. Checked at the start of every job (a few
+        hundred tensors: well under a millisecond), not only after the last one: a parked model whose
+        way back ran out of memory (offload.parked) is left partly in host RAM, and the next job
+        would fail on mixed devices."""
+        for module, dtype in self._placement:
+            if place(module, self.device, dtype):
+                log.warning("%s was not all on %s; moved it back", type(module).__name__, self.device)
 
     @property
     def model_id(self) -> str:
@@ -351,6 +368,7 @@ class Refiner:
     ) -> Image.Image:
         prompt, negative_prompt = prompts
         self.load()
+        self._ensure_placed()
         assert self.models and self._encoder
         m, dev = self.models, self.device
         prompt, tags = extract_lora_tags(prompt)

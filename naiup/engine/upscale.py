@@ -26,6 +26,7 @@ import platformdirs
 import torch
 from PIL import Image
 
+from naiup.engine.device import explicit_device
 from naiup.engine.upscale_tiles import TileRunner, default_overlap, initial_tile
 from naiup.errors import ModelLoadError
 
@@ -120,9 +121,15 @@ class Upscaler:
         x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)[None]
         tile = self.tile or initial_tile(self.device, image.size, self.bytes_per_px, self.dtype)
         runner = TileRunner(self.net, self.scale, self.device, self.dtype, self.overlap, self.channels_last)
-        out = runner.run(x, tile, progress)
-        # The runner may have fallen back to CPU after OOM at the smallest tile: keep that for later images.
-        self.device, self.dtype = runner.device, runner.dtype
+        try:
+            out = runner.run(x, tile, progress)
+        finally:
+            if runner.device != self.device:
+                # Out of memory even at the smallest tile, the runner finished on the CPU: for this
+                # image only. The next one starts on the accelerator again (dtype cast on the host
+                # first), with tiles sized from the memory free then.
+                log.info("upscaler back to %s after a CPU fallback for one image", self.device)
+                self.net.to(self.dtype).to(self.device)
         return Image.fromarray(out, "RGB")
 
 
@@ -134,7 +141,7 @@ def _sub_progress(progress: Progress | None, start: float, end: float, label: st
 
 def load_upscaler(spec: str, device: torch.device | None = None) -> Upscaler:
     """Resolve `spec` and load it on `device` (CPU when None). Raises ModelLoadError naming the file."""
-    device = device or torch.device("cpu")
+    device = explicit_device(device) if device is not None else torch.device("cpu")
     if spec.strip().lower() == LANCZOS:
         return Upscaler(name=LANCZOS, scale=1)
     if spec in _SHIPPED:
@@ -204,7 +211,7 @@ def _wrap(name: str, descriptor: object, sha256: str, device: torch.device, wher
     if descriptor.input_channels != 3 or descriptor.output_channels != 3:
         raise ModelLoadError(where, f"needs {descriptor.input_channels}-channel input; only RGB models work")
     dtype = pick_upscale_dtype(device, descriptor.supports_half, descriptor.supports_bfloat16)
-    descriptor.to(device).to(dtype).eval()
+    descriptor.to(dtype).to(device).eval()  # cast on the host: the fp32 weights never reach the GPU
     arch = descriptor.architecture.id
     channels_last = device.type == "cuda" and arch in _CONV_ONLY
     if channels_last:

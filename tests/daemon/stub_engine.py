@@ -3,7 +3,8 @@
 `ResizeEngine.process` is Image.resize. NAIUP_STUB_DELAY in the daemon's environment (the worker
 inherits it) makes each job take that long. The image's prompt picks a failure: "crash" exits the worker
 mid-job; "hang" hangs the first time (marker file in the state dir), then works; "oom" runs out of GPU
-memory (worth retrying); "nan" produces garbage (not worth retrying).
+memory (worth retrying); "nan" produces garbage (not worth retrying). `idle()` appends a line to
+`idle-calls` in the state dir.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ class ResizeEngine:
             parameters={},
             timings={"resize": 0.0},
         )
+
+    def idle(self) -> None:
+        """The worker's "queue went idle" hook: counted in a file the test can read."""
+        with (Path(os.environ.get("NAIUP_STATE_DIR", ".")) / "idle-calls").open("a") as f:
+            f.write("idle\n")
 
 
 class BrokenEngine:

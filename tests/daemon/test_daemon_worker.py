@@ -159,3 +159,15 @@ def test_out_of_gpu_memory_is_retried_but_a_broken_result_is_not(daemon: DaemonR
     assert daemon.row(nan)["attempts"] == 1  # the same input gives the same garbage
     assert "out of CUDA memory" in daemon.row(oom)["error"]
     assert daemon.stop() == 0
+
+
+def test_the_engine_hears_when_the_queue_goes_idle(daemon: DaemonRun):
+    # The real Engine empties the CUDA cache then: a warm worker must not keep its peak memory.
+    daemon.write_config(watch="quiet_seconds = 0.2")
+    daemon.start()
+    calls = daemon.root / "state" / "idle-calls"
+    src = nai_writer.write_nai_png(daemon.watch / "a.png", (16, 16))
+    wait_for(lambda: _state(daemon, src) == "done", 20, "the job to be done")
+    wait_for(calls.exists, 20, "the engine's idle hook")
+    assert calls.read_text() == "idle\n"  # once per idle spell, not on every poll
+    assert daemon.stop() == 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from PIL import Image
 
 from naiup.config import Preset
 from naiup.engine import refine as refine_module
+from naiup.engine.device import misplaced
 from naiup.engine.models import SD15_SKELETON
 from naiup.engine.offload import needs_room, parked
 from naiup.engine.refine import Refiner
@@ -54,9 +57,34 @@ def test_parked_modules_wait_on_the_cpu_and_come_back_even_after_a_failure():
     assert a.weight.device == target
 
 
-def test_the_refiner_parks_around_both_vae_passes_when_short_and_the_result_is_unchanged(
-    tmp_path_factory, monkeypatch
-):
+class _NoRoomOffHost(torch.nn.Linear):
+    """A model that cannot get back from host RAM: our own module, running out of memory on any move
+    off the CPU the way a UNet does on a full card (its sibling moved before it stays moved)."""
+
+    def _apply(self, fn, recurse=True):
+        if fn(torch.empty(0)).device.type != "cpu":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
+        return super()._apply(fn, recurse)
+
+
+def test_a_failed_way_back_never_hides_the_blocks_error_and_leaves_the_rest_to_the_next_job(caplog):
+    meta = torch.device("meta")  # stands in for the accelerator
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), _NoRoomOffHost(2, 2))
+    caplog.set_level(logging.WARNING, logger="naiup.engine.offload")
+    # The VAE pass failed (out of memory, say): that error reaches the retry ladder, not the one of
+    # the way back, which runs while the failed pass's tensors are still alive.
+    with pytest.raises(RuntimeError, match="the VAE pass"), parked([model], meta):
+        raise RuntimeError("the VAE pass")
+    assert "could not bring the parked models back" in caplog.text
+    assert misplaced(model, meta, torch.float32) == (2, 0)  # split: the next job places it (below)
+    # The block succeeded but the way back ran out of memory: that is an OOM for the ladder to retry.
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), _NoRoomOffHost(2, 2))
+    with pytest.raises(torch.OutOfMemoryError), parked([model], meta):
+        pass
+
+
+def _tiny_refiner(tmp_path_factory) -> tuple[Refiner, Callable[[], bytes]]:
+    """A CPU Refiner of the tiny model, and a refine of one fixed image with it (its bytes)."""
     refiner = Refiner(tiny_sd.cpu_config(tmp_path_factory))
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8), "RGB")
     preset = Preset(name="p", steps=8, denoise=0.5)
@@ -64,6 +92,29 @@ def test_the_refiner_parks_around_both_vae_passes_when_short_and_the_result_is_u
     def run() -> bytes:
         return refiner.refine(image, preset, prompt="1girl", negative_prompt="", seed=3).tobytes()
 
+    return refiner, run
+
+
+def test_every_job_starts_with_the_models_wholly_in_place(tmp_path_factory, caplog):
+    refiner, run = _tiny_refiner(tmp_path_factory)
+    before = run()
+    m = refiner.models
+    # What a failed way back leaves (the CPU has no second device: a part in another dtype stands in
+    # for a part on another device; both are `misplaced`).
+    m.unet.up_blocks[1].to(torch.float64)
+    m.vae.decoder.to(torch.float64)  # fp64 and back is exact: the result must not change
+    assert misplaced(m.unet, refiner.device, torch.float32) != (0, 0)
+    caplog.set_level(logging.WARNING, logger="naiup.engine.refine")
+    assert run() == before
+    assert "was not all on cpu; moved it back" in caplog.text
+    for model in (m.unet, m.text_encoder, m.vae):
+        assert misplaced(model, refiner.device, torch.float32) == (0, 0)
+
+
+def test_the_refiner_parks_around_both_vae_passes_when_short_and_the_result_is_unchanged(
+    tmp_path_factory, monkeypatch
+):
+    _, run = _tiny_refiner(tmp_path_factory)
     plain = run()
     events: list[str] = []
     real_parked = refine_module.parked

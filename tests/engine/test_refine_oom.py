@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import weakref
 from dataclasses import replace
 
 import numpy as np
@@ -80,6 +81,27 @@ def test_running_out_of_memory_retries_with_less_and_parks_the_models(refiner, m
     assert parks == [2, 2]  # the retry parked the UNet and text encoder for encode and decode
     monkeypatch.setattr(refine_module, "parked", real)
     assert got == _refine(refiner, replace(MULTI, tile_batch_size=1, vae_tiling="low-memory"))
+
+
+def test_the_failed_attempts_tensors_are_freed_before_the_retry_runs(refiner):
+    # A retry inside the `except` block would run beside everything the traceback's frames hold:
+    # on a GPU, the very memory it ran out of.
+    held: list[weakref.ref] = []
+    alive_at_retry: list[bool] = []
+
+    def hook(_module, args):
+        if args[0].shape[0] > 1:
+            scratch = torch.zeros(1024)  # only this frame, kept by the traceback, refers to it
+            held.append(weakref.ref(scratch))
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.50 GiB")
+        alive_at_retry.append(any(ref() is not None for ref in held))
+
+    handle = refiner.models.unet.register_forward_pre_hook(hook)
+    try:
+        _refine(refiner, MULTI)
+    finally:
+        handle.remove()
+    assert held and alive_at_retry and not any(alive_at_retry)
 
 
 def test_when_even_the_least_does_not_fit_it_is_a_clear_error(refiner):

@@ -162,15 +162,21 @@ class _OomOffCpu:
         return self
 
 
-def test_out_of_memory_at_the_smallest_tile_falls_back_to_cpu_fp32(tiny_x2: Upscaler):
+def test_out_of_memory_at_the_smallest_tile_falls_back_to_cpu_fp32_for_that_image_only(tiny_x2: Upscaler):
     # "meta" stands in for an accelerator: tensors move there, and the model refuses to run there.
+    meta, cpu = torch.device("meta"), torch.device("cpu")
     net = _OomOffCpu(tiny_x2.net)
-    up = replace(tiny_x2, net=net, device=torch.device("meta"), dtype=torch.float16, tile=512)
+    up = replace(tiny_x2, net=net, device=meta, dtype=torch.float16, tile=512)
     image = _noise(300, 200)
-    out = up.upscale(image, 2)
-    assert np.array_equal(np.asarray(out), np.asarray(replace(tiny_x2, tile=512).upscale(image, 2)))
-    assert up.device == torch.device("cpu") and up.dtype == torch.float32  # later images stay on CPU
-    assert net.moves == [torch.device("cpu"), torch.float32]
+    expected = np.asarray(replace(tiny_x2, tile=512).upscale(image, 2))
+    assert np.array_equal(np.asarray(up.upscale(image, 2)), expected)
+    # Smaller tiles on the accelerator first, then the CPU for the rest of this image; then back
+    # (cast on the host, then moved), so the next image starts on the accelerator again.
+    assert net.moves == [cpu, torch.float32, torch.float16, meta]
+    assert up.device == meta and up.dtype == torch.float16
+    net.moves.clear()
+    assert np.array_equal(np.asarray(up.upscale(image, 2)), expected)
+    assert net.moves == [cpu, torch.float32, torch.float16, meta]
 
 
 def test_channels_last_layout_gives_the_same_pixels(tiny_x2: Upscaler):
