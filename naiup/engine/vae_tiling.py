@@ -143,6 +143,16 @@ def _core_for(vae: torch.nn.Module, op: str, plan: VaePlan, latent_hw: tuple[int
     return DEFAULT_CORE
 
 
+def _native(plan: VaePlan, tiles: int, latent_hw: tuple[int, int], window: int) -> bool:
+    """An exact plan whose split is one tile (the core holds the whole latent: a large card) runs
+    diffusers' own module: one tile pooled with itself is the plain pass, and the barriers, stats
+    and copies around it are pure overhead. Not when attention is windowed (diffusers cannot window)
+    or tiles are parked (the plan said the plain pass does not fit)."""
+    return (
+        plan.mode == "exact" and tiles == 1 and not plan.park_on_host and not is_windowed(*latent_hw, window)
+    )
+
+
 def _finite(t: torch.Tensor, what: str) -> torch.Tensor:
     if not torch.isfinite(t).all():
         raise EngineError(f"VAE {what} produced NaN/Inf (try fp32 for the VAE)")
@@ -170,12 +180,12 @@ def encode(
         raise EngineError(f"VAE input must be a multiple of {factor} px, got {width}x{height}")
     pixels = pixels.to(vae.dtype)
     plan, core = _resolve(vae, "encode", height, width, mode, tile, attention_window)
-    if plan.mode == "off":
+    lh, lw = height // factor, width // factor
+    tiles = st.split_tiles(lh, lw, core, st.encoder_halo(vae)) if plan.mode != "off" else []
+    if plan.mode == "off" or _native(plan, len(tiles), (lh, lw), attention_window):
         dist = vae.encode(pixels).latent_dist
     else:
         st.check_supported(vae)
-        lh, lw = height // factor, width // factor
-        tiles = st.split_tiles(lh, lw, core, st.encoder_halo(vae))
         runs = [
             st.encoder_tile(
                 vae, pixels[:, :, y0 * factor : y1 * factor, x0 * factor : x1 * factor], t, plan.park_on_host
@@ -213,14 +223,14 @@ def decode(
     scale = 2 ** (len(vae.config.block_out_channels) - 1)
     lh, lw = latent.shape[-2:]
     plan, core = _resolve(vae, "decode", lh * scale, lw * scale, mode, tile, attention_window)
-    if plan.mode == "off":
+    tiles = st.split_tiles(lh, lw, core, st.decoder_halo(vae)) if plan.mode != "off" else []
+    if plan.mode == "off" or _native(plan, len(tiles), (lh, lw), attention_window):
         z = latent / vae.config.scaling_factor
         if getattr(vae.config, "shift_factor", None):
             z = z + vae.config.shift_factor
         return _finite(vae.decode(z).sample.float(), "decode")
     st.check_supported(vae)
     head = st.decoder_head(vae, latent, attention_window)
-    tiles = st.split_tiles(lh, lw, core, st.decoder_halo(vae))
     runs = [
         st.decoder_tile(vae, head[:, :, y0:y1, x0:x1], t, plan.park_on_host)
         for t in tiles
