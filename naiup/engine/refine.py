@@ -150,29 +150,52 @@ def denoise(
     return x
 
 
-def pad_to_multiple(image: Image.Image, multiple: int = 8) -> tuple[np.ndarray, tuple[int, int]]:
-    """RGB uint8 array padded (reflect, or edge when too small) to multiples of 8; original (h, w)."""
-    arr = np.asarray(image.convert("RGB"))
-    h, w = arr.shape[:2]
+def rgb_pixels(image: Image.Image | torch.Tensor) -> torch.Tensor:
+    """(H, W, 3) uint8: a PIL image's RGB pixels (NAI's alpha channel dropped), or such a tensor as
+    it is, on whatever device it is (the upscaler's output stays on the GPU)."""
+    if isinstance(image, Image.Image):
+        return torch.from_numpy(np.array(image.convert("RGB"), dtype=np.uint8))
+    if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[-1] != 3:
+        raise EngineError(f"refine wants (H, W, 3) uint8 pixels, got {tuple(image.shape)} {image.dtype}")
+    return image
+
+
+def _pad_index(length: int, pad: int, reflect: bool, device: torch.device) -> torch.Tensor:
+    # numpy.pad's "reflect" (mirror without repeating the edge) or "edge", as source indices.
+    extra = torch.arange(length, length + pad, device=device)
+    src = 2 * (length - 1) - extra if reflect else torch.full_like(extra, length - 1)
+    return torch.cat([torch.arange(length, device=device), src])
+
+
+def pad_to_multiple(pixels: torch.Tensor, multiple: int = 8) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(H, W, 3) uint8 padded (reflect, or edge when too small) to multiples of 8, on its device;
+    the original (h, w)."""
+    h, w = pixels.shape[:2]
     ph, pw = -h % multiple, -w % multiple
     if ph or pw:
-        mode = "reflect" if ph < h and pw < w else "edge"
-        arr = np.pad(arr, ((0, ph), (0, pw), (0, 0)), mode=mode)
-    return arr, (h, w)
+        reflect = ph < h and pw < w
+        rows, cols = (_pad_index(n, p, reflect, pixels.device) for n, p in ((h, ph), (w, pw)))
+        pixels = pixels.index_select(0, rows).index_select(1, cols)
+    return pixels, (h, w)
 
 
-def to_pixels(arr: np.ndarray) -> torch.Tensor:
-    """HWC uint8 -> (1,3,H,W) in [-1,1], with the same float steps *and strides* as diffusers'
-    VaeImageProcessor (NHWC memory viewed as NCHW): CPU convs round differently per memory layout,
-    and the oracle test compares bytes."""
-    nhwc = arr.astype(np.float32)[None] / 255.0
-    return 2.0 * torch.from_numpy(nhwc.transpose(0, 3, 1, 2)) - 1.0
+def to_pixels(hwc: torch.Tensor) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1,3,H,W) in [-1,1] on the same device, with the same float steps *and
+    strides* as diffusers' VaeImageProcessor (NHWC memory viewed as NCHW): CPU convs round
+    differently per memory layout, and the oracle test compares bytes."""
+    nhwc = hwc.to(torch.float32)[None] / 255.0
+    return 2.0 * nhwc.permute(0, 3, 1, 2) - 1.0
+
+
+def to_rgb(pixels: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
+    """(1,3,H,W) in [-1,1] -> (h, w, 3) uint8, cropped, on the same device (a quarter of the fp32
+    bytes to download)."""
+    x = pixels[0, :, : size_hw[0], : size_hw[1]]
+    return ((x / 2 + 0.5).clamp(0, 1).permute(1, 2, 0) * 255).round().to(torch.uint8)
 
 
 def to_image(pixels: torch.Tensor, size_hw: tuple[int, int]) -> Image.Image:
-    arr = (pixels[0] / 2 + 0.5).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-    arr = (arr * 255).round().astype("uint8")[: size_hw[0], : size_hw[1]]
-    return Image.fromarray(arr, "RGB")
+    return Image.fromarray(to_rgb(pixels, size_hw).cpu().numpy(), "RGB")
 
 
 class Refiner:
@@ -181,6 +204,10 @@ class Refiner:
     Tiled by default (diffusion tiles and VAE mode from the preset); `wrap_predictor=None` with
     `encode_untiled`/`decode_untiled` gives the plain untiled loop.
     """
+
+    # refine() takes (H, W, 3) uint8 tensors on any device as well as PIL images (Engine: the
+    # upscaler's output goes straight to the VAE without a host round trip).
+    accepts_pixels = True
 
     def __init__(
         self,
@@ -302,7 +329,7 @@ class Refiner:
 
     def refine(
         self,
-        image: Image.Image,
+        image: Image.Image | torch.Tensor,
         preset: Preset,
         *,
         prompt: str,
@@ -310,7 +337,8 @@ class Refiner:
         seed: int,
         progress: Progress | None = None,
     ) -> Image.Image:
-        """RGB in (already upscaled), RGB of the same size out; deterministic for (image, preset, seed).
+        """RGB in (already upscaled: a PIL image or rgb_pixels' (H, W, 3) uint8 tensor on any device),
+        RGB of the same size out, downloaded once as uint8; deterministic for (image, preset, seed).
 
         Out of accelerator memory, it tries again with less (memory_ladder), and when even the
         least fails it is an OutOfMemoryError saying so, not a crash."""
@@ -342,7 +370,7 @@ class Refiner:
 
     def _refine(
         self,
-        image: Image.Image,
+        image: Image.Image | torch.Tensor,
         preset: Preset,
         prompts: tuple[str, str],
         seed: int,
@@ -367,13 +395,13 @@ class Refiner:
         per_step = list(zip(prompts_per_step(prompt, n_steps), negatives, strict=True))
         conds = {pair: self._conditioning(*pair) for pair in dict.fromkeys(per_step)}
         # 2. Pixels -> latent. NAI's alpha channel carries stealth metadata, not transparency: drop it.
-        arr, size_hw = pad_to_multiple(image.convert("RGB"))
+        rgb, size_hw = pad_to_multiple(rgb_pixels(image).to(dev))
         generator = torch.Generator("cpu").manual_seed(int(seed))
         window = preset.vae_attention_window
-        with self._room_for_vae("encode", arr.shape[0], arr.shape[1], park):
+        with self._room_for_vae("encode", rgb.shape[0], rgb.shape[1], park):
             z0 = self.encode(
                 m.vae,
-                to_pixels(arr).to(dev),
+                to_pixels(rgb),
                 mode=preset.vae_tiling,
                 generator=generator,
                 sample=True,
@@ -388,7 +416,7 @@ class Refiner:
             predictors[pair] = self.wrap_predictor(guided, preset, hw) if self.wrap_predictor else guided
         x = denoise(z0, [predictors[pair] for pair in per_step], sampler, generator, progress)
         # 4. Decode; never hand back a black or garbage image.
-        with self._room_for_vae("decode", arr.shape[0], arr.shape[1], park):
+        with self._room_for_vae("decode", rgb.shape[0], rgb.shape[1], park):
             pixels = self.decode(m.vae, x, mode=preset.vae_tiling, attention_window=window)
         _check_finite(pixels, "VAE decoding")
         return to_image(pixels, size_hw)
