@@ -62,6 +62,7 @@ class ModelConfig:
     device: str = "auto"  # auto | cuda | mps | cpu
     clip_skip: int = 1
     max_vram_gb: float = 0.0  # 0 = whatever the accelerator has free
+    unet_graphs: str = "auto"  # auto | on | off: CUDA graphs (torch.compile) for the UNet tiles
 
 
 @dataclass(frozen=True, slots=True)

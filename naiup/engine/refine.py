@@ -48,7 +48,8 @@ from naiup.engine.prompt_encoder import (
 )
 from naiup.engine.prompt_schedule import prompts_per_step
 from naiup.engine.samplers import Sampler, check_preset
-from naiup.engine.tiling import predictor_for
+from naiup.engine.tiling import batch_for_memory, predictor_for
+from naiup.engine.unet_graphs import UnetCall, has_triton, use_unet_graphs
 from naiup.engine.vae_tiling import decode as decode_tiled
 from naiup.engine.vae_tiling import encode as encode_tiled
 from naiup.errors import EngineError, OutOfMemoryError
@@ -61,10 +62,17 @@ Progress = Callable[[float, str], None]
 
 
 def make_guided_denoiser(
-    unet: torch.nn.Module, cond: torch.Tensor, uncond: torch.Tensor | None, cfg: float
+    unet: torch.nn.Module,
+    cond: torch.Tensor,
+    uncond: torch.Tensor | None,
+    cfg: float,
+    call: UnetCall | None = None,
 ) -> GuidedDenoiser:
-    """UNet + CFG as one function of (x, t); fp32 in and out, the UNet's own dtype inside."""
+    """UNet + CFG as one function of (x, t); fp32 in and out, the UNet's own dtype inside. `call`:
+    how the UNet is run (the Refiner's UnetCall, CUDA-graphed or eager; default eager). The result
+    has `fixed_shapes` set when the call wants few input shapes (tiling.tiled_predictor reads it)."""
     dtype = unet.dtype
+    run = call or UnetCall(unet, graphs=False)
     cond = cond.to(unet.device, dtype)
     guided_cfg = cfg > 1.0 and uncond is not None
     both = torch.cat([uncond.to(unet.device, dtype), cond]) if guided_cfg else None
@@ -73,11 +81,12 @@ def make_guided_denoiser(
         b = x.shape[0]
         xin = x.to(dtype)
         if not guided_cfg:
-            return unet(xin, t, encoder_hidden_states=cond.expand(b, -1, -1)).sample.float()
+            return run(xin, t, cond.expand(b, -1, -1)).float()
         emb = both.repeat_interleave(b, dim=0)  # [uncond]*b then [cond]*b, matching cat([x, x])
-        eps_u, eps_c = unet(torch.cat([xin, xin]), t, encoder_hidden_states=emb).sample.float().chunk(2)
+        eps_u, eps_c = run(torch.cat([xin, xin]), t, emb).float().chunk(2)
         return eps_u + cfg * (eps_c - eps_u)
 
+    guided.fixed_shapes = run.fixed_shapes  # type: ignore[attr-defined]
     return guided
 
 
@@ -222,6 +231,7 @@ class Refiner:
         self.model, self._device_arg, self.config_dir = model, device, config_dir
         self.wrap_predictor, self.encode, self.decode = wrap_predictor, encode, decode
         self.models: SDModels | None = None
+        self._unet_call: UnetCall | None = None
         self._loaded_key: tuple | None = None
         self._fuser: LoraFuser | None = None
         self._encoder: PromptEncoder | None = None
@@ -239,7 +249,7 @@ class Refiner:
             return
         t0 = time.perf_counter()
         if self.models is not None:  # a different config: free the old set before the new one lands
-            self.models = self._fuser = self._encoder = None
+            self.models = self._fuser = self._encoder = self._unet_call = None
             self._loaded_key = None
             empty_cache(self.device)
         m = load_models(self.model.checkpoint, self.model.vae, self.device, self.config_dir)
@@ -254,11 +264,19 @@ class Refiner:
         self.models, self._loaded_key = m, key
         self._fuser = LoraFuser(m.unet, m.text_encoder)
         self._encoder = PromptEncoder(m.tokenizer, m.text_encoder, self.model.clip_skip)
+        self._unet_call = UnetCall(m.unet, self._unet_graphs())
         self._lora_cache.clear()
         self._fused = ()
         log.info(
             "model loaded id=%s device=%s secs=%.1f", self.model_id, self.device, time.perf_counter() - t0
         )
+
+    def _unet_graphs(self) -> bool:
+        dev = self.device
+        capability = torch.cuda.get_device_capability(dev) if dev.type == "cuda" else None
+        graphs = use_unet_graphs(self.model.unet_graphs, dev.type, capability, has_triton())
+        log.info("unet graphs=%s (setting %s, device %s)", graphs, self.model.unet_graphs, dev)
+        return graphs
 
     @property
     def model_id(self) -> str:
@@ -408,12 +426,15 @@ class Refiner:
                 attention_window=window,
             )
         _check_finite(z0, "VAE encoding")
-        # 3. The loop on the whole canvas.
+        # 3. The loop on the whole canvas, tile batches as large as the preset allows and memory holds.
         hw = tuple(z0.shape[-2:])
+        tile_px = min(preset.tile_size, hw[0]) * min(preset.tile_size, hw[1])
+        batch = batch_for_memory(preset.tile_batch_size, free_memory_bytes(dev), tile_px, preset.cfg > 1.0)
+        tiling = replace(preset, tile_batch_size=batch)
         predictors = {}
         for pair, (cond, uncond) in conds.items():
-            guided = make_guided_denoiser(m.unet, cond, uncond, preset.cfg)
-            predictors[pair] = self.wrap_predictor(guided, preset, hw) if self.wrap_predictor else guided
+            guided = make_guided_denoiser(m.unet, cond, uncond, preset.cfg, self._unet_call)
+            predictors[pair] = self.wrap_predictor(guided, tiling, hw) if self.wrap_predictor else guided
         x = denoise(z0, [predictors[pair] for pair in per_step], sampler, generator, progress)
         # 4. Decode; never hand back a black or garbage image.
         with self._room_for_vae("decode", rgb.shape[0], rgb.shape[1], park):
