@@ -273,8 +273,11 @@ class Refiner:
 
     def _unet_graphs(self) -> bool:
         dev = self.device
-        capability = torch.cuda.get_device_capability(dev) if dev.type == "cuda" else None
-        graphs = use_unet_graphs(self.model.unet_graphs, dev.type, capability, has_triton())
+        capability = memory = None
+        if dev.type == "cuda":
+            capability = torch.cuda.get_device_capability(dev)
+            memory = self.model.max_vram_gb or torch.cuda.get_device_properties(dev).total_memory / 2**30
+        graphs = use_unet_graphs(self.model.unet_graphs, dev.type, capability, has_triton(), memory)
         log.info("unet graphs=%s (setting %s, device %s)", graphs, self.model.unet_graphs, dev)
         return graphs
 

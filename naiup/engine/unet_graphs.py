@@ -12,8 +12,11 @@ Shapes are kept few on purpose: the tiled predictor pads every batch to the same
 (tiling.batch_shape) when `fixed_shapes` is set.
 
 "auto" turns graphs on only where they exist and can be compiled: CUDA, a Triton install (Linux
-wheels ship it) and compute capability 7.0+ (Triton's minimum). "on" compiles on any device (on the
-CPU that is inductor's C++ code, no graphs); "off" is the eager UNet.
+wheels ship it) and compute capability 7.0+ (Triton's minimum), and only with MIN_MEMORY_GIB or
+more for naiup (the card's memory, or model.max_vram_gb when set): a graph keeps its activations in
+a private memory pool for as long as it lives, which the VAE passes after it cannot use, and which
+the free-memory planning counts as free. "on" compiles on any device (on the CPU that is inductor's
+C++ code, no graphs); "off" is the eager UNet.
 """
 
 from __future__ import annotations
@@ -31,17 +34,30 @@ log = logging.getLogger(__name__)
 
 SETTINGS = ("auto", "on", "off")
 MIN_CAPABILITY = (7, 0)
+MIN_MEMORY_GIB = 16.0
 
 
 def use_unet_graphs(
-    setting: str, device_type: str, capability: tuple[int, int] | None, has_triton: bool
+    setting: str,
+    device_type: str,
+    capability: tuple[int, int] | None,
+    has_triton: bool,
+    memory_gib: float | None = None,
 ) -> bool:
-    """Whether to compile the UNet for this device (see the module docstring)."""
+    """Whether to compile the UNet for this device (see the module docstring). memory_gib: what naiup
+    may use on it (the cap, else the card's total); None: unknown, taken as enough."""
     if setting not in SETTINGS:
         raise ValueError(f"unet_graphs must be one of {', '.join(SETTINGS)}, got {setting!r}")
     if setting != "auto":
         return setting == "on"
-    return device_type == "cuda" and has_triton and capability is not None and capability >= MIN_CAPABILITY
+    enough = memory_gib is None or memory_gib >= MIN_MEMORY_GIB
+    return (
+        device_type == "cuda"
+        and has_triton
+        and enough
+        and capability is not None
+        and capability >= MIN_CAPABILITY
+    )
 
 
 def has_triton() -> bool:

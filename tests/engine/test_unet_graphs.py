@@ -32,6 +32,13 @@ def test_when_the_unet_is_graphed(setting, device, capability, triton, expected)
     assert use_unet_graphs(setting, device, capability, triton) is expected
 
 
+def test_auto_leaves_graphs_off_where_their_private_memory_would_squeeze_the_vae():
+    assert use_unet_graphs("auto", "cuda", (8, 9), True, memory_gib=24.0) is True  # RTX 4090
+    assert use_unet_graphs("auto", "cuda", (8, 6), True, memory_gib=8.0) is False  # an 8 GB card
+    assert use_unet_graphs("auto", "cuda", (9, 0), True, memory_gib=4.0) is False  # max_vram_gb = 4
+    assert use_unet_graphs("on", "cuda", (9, 0), True, memory_gib=4.0) is True
+
+
 def test_unknown_setting_is_refused():
     with pytest.raises(ValueError, match="auto, on, off"):
         use_unet_graphs("yes", "cuda", (9, 0), True)
