@@ -104,7 +104,7 @@ def make_refiner(folder: Path, device: torch.device, stages: Stages, shape: Shap
         m.unet.to(memory_format=torch.channels_last)
         m.vae.to(memory_format=torch.channels_last)
     # The production lever (model.unet_graphs): the Refiner's UnetCall compiles the UNet itself.
-    stages.graphs = bool(refiner._unet_call and refiner._unet_call.fixed_shapes)
+    stages.graphs = refiner.unet_graphs
     if args.chunk_attention:  # the old behaviour, to measure the lever: chunked on CUDA too
         vae_attention.UNCHUNKED_ON_CUDA = False
     return refiner

@@ -271,6 +271,11 @@ class Refiner:
             "model loaded id=%s device=%s secs=%.1f", self.model_id, self.device, time.perf_counter() - t0
         )
 
+    @property
+    def unet_graphs(self) -> bool:
+        """Whether the loaded UNet runs as CUDA graphs (model.unet_graphs resolved for this device)."""
+        return bool(self._unet_call and self._unet_call.fixed_shapes)
+
     def _unet_graphs(self) -> bool:
         dev = self.device
         capability = memory = None
