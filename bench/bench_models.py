@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from naiup.config import Preset
+
 REPO = Path(__file__).resolve().parents[1]
 SD15 = REPO / "naiup" / "data" / "sd15"
 
@@ -27,8 +29,9 @@ class Shape:
     vae_core: int | None  # VAE core tile, latent px (None: vae_tiling's default)
 
 
-# NAI V3 portrait; SD1.5's real configs from naiup/data/sd15.
-FULL = Shape("full", 832, 1216, 64, 32, None)
+# NAI V3 portrait; SD1.5's real configs from naiup/data/sd15; the presets' tile size and overlap.
+_PRESET = Preset(name="defaults")
+FULL = Shape("full", 832, 1216, _PRESET.tile_size, _PRESET.overlap, None)
 # Same block structure with ~1/10 the channels; tiles scaled down so the canvas still splits.
 SMALL = Shape("small", 64, 96, 16, 8, 16)
 

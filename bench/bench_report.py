@@ -25,6 +25,7 @@ class Result:
     unet_tiles: int = 0  # UNet tiles per step from the plan (1 = untiled canvas)
     unet_calls: list[list[int]] = field(default_factory=list)  # input shape of every UNet call seen
     vae_plan: str = ""  # what the VAE mode resolved to for the decode (auto -> off/exact/low-memory)
+    levers: dict = field(default_factory=dict)  # the production levers this run used (see engine_bench)
     notes: str = ""
 
 
@@ -49,7 +50,11 @@ def _levers(args: argparse.Namespace) -> dict:
     return {
         "channels_last": args.channels_last,
         "compile": args.compile,
+        "unet_graphs": "on" if args.compile else args.unet_graphs,
         "batch": args.batch,
+        "overlap": args.overlap,
+        "host_pixels": args.host_pixels,
+        "chunk_attention": args.chunk_attention,
         "vram_gb": args.vram_gb,
         "attention_window": args.attention_window,
     }
@@ -98,9 +103,21 @@ def print_table(results: list[Result]) -> None:
     cols = ["upscale", "encode", "denoise", "decode", "other", "img2img", "png"]
     head = f"{'workload':8} {'variant':48} {'output':>10} " + " ".join(f"{c:>8}" for c in cols)
     # engine = wall - png: the targets are engine time (decoded input -> output pixels).
-    print(head + f" {'engine':>8} {'wall':>8} {'peakGPU':>8}  notes")
+    print(
+        head
+        + f" {'engine':>8} {'wall':>8} {'peakGPU':>8} {'ov':>3} {'batch':>5} {'graphs':>6} {'dpix':>4}  notes"
+    )
     for r in results:
         cells = " ".join(f"{r.stages[c]:8.3f}" if c in r.stages else f"{'-':>8}" for c in cols)
         peak = f"{r.peak_gpu_gib:8.2f}" if r.peak_gpu_gib is not None else f"{'-':>8}"
         times = f"{r.wall - r.stages.get('png', 0.0):8.3f} {r.wall:8.3f} {peak}"
-        print(f"{r.workload:8} {r.variant:48} {r.output:>10} {cells} {times}  {r.notes}")
+        lv = r.levers
+        levers = (
+            f"{lv.get('overlap', '-')!s:>3} {lv.get('tile_batch', '-')!s:>5} "
+            f"{_yes(lv.get('unet_graphs')):>6} {_yes(lv.get('device_pixels')):>4}"
+        )
+        print(f"{r.workload:8} {r.variant:48} {r.output:>10} {cells} {times} {levers}  {r.notes}")
+
+
+def _yes(value: object) -> str:
+    return "-" if value is None else ("yes" if value else "no")

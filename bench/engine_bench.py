@@ -33,6 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -44,7 +45,7 @@ from diffusers import LCMScheduler, StableDiffusionImg2ImgPipeline  # noqa: E402
 from diffusers.utils import logging as diffusers_logging  # noqa: E402
 
 from naiup.config import ModelConfig, Preset  # noqa: E402
-from naiup.engine import vae_tiling  # noqa: E402
+from naiup.engine import vae_attention, vae_tiling  # noqa: E402
 from naiup.engine.device import cap_memory, explicit_device  # noqa: E402
 from naiup.engine.refine import Refiner  # noqa: E402
 from naiup.engine.tiling import plan_tiles, predictor_for  # noqa: E402
@@ -66,6 +67,7 @@ class Stages:
     def __init__(self, device: torch.device) -> None:
         self.device, self.current = device, {}
         self.unet_calls: list[list[int]] = []
+        self.batch, self.graphs = 0, False  # tile batch the Refiner ran with; UNet CUDA-graphed
 
     def watch_unet(self, unet: torch.nn.Module) -> None:
         unet.register_forward_hook(lambda _m, a, _o: self.unet_calls.append(list(a[0].shape)))
@@ -85,11 +87,13 @@ class Stages:
 
 def make_refiner(folder: Path, device: torch.device, stages: Stages, shape: Shape, args) -> Refiner:
     def wrap(guided, preset, latent_hw):
+        stages.batch = preset.tile_batch_size  # after the Refiner capped it by free memory
         return stages.timed("denoise", predictor_for(guided, preset, latent_hw))
 
     vae_tile = {"tile": shape.vae_core} if shape.vae_core else {}
+    graphs = "on" if args.compile else args.unet_graphs
     refiner = Refiner(
-        ModelConfig(checkpoint=str(folder), lcm_lora="", device=device.type),
+        ModelConfig(checkpoint=str(folder), lcm_lora="", device=device.type, unet_graphs=graphs),
         device,
         wrap_predictor=wrap,
         encode=stages.timed("encode", functools.partial(vae_tiling.encode, **vae_tile)),
@@ -101,8 +105,10 @@ def make_refiner(folder: Path, device: torch.device, stages: Stages, shape: Shap
     if args.channels_last:  # in place: the Refiner keeps the same module objects
         m.unet.to(memory_format=torch.channels_last)
         m.vae.to(memory_format=torch.channels_last)
-    if args.compile:
-        m.unet.compile()  # in place; every UNet call sees one fixed tile-batch shape
+    # The production lever (model.unet_graphs): the Refiner's UnetCall compiles the UNet itself.
+    stages.graphs = refiner.unet_graphs
+    if args.chunk_attention:  # the old behaviour, to measure the lever: chunked on CUDA too
+        vae_attention.UNCHUNKED_ON_CUDA = False
     return refiner
 
 
@@ -118,14 +124,24 @@ def _reset_peak(device: torch.device) -> None:
 
 @torch.no_grad()
 def run_ours(
-    name: str, upscaler, refiner: Refiner, stages: Stages, preset: Preset, image, vae_core: int | None
+    name: str,
+    upscaler,
+    refiner: Refiner,
+    stages: Stages,
+    preset: Preset,
+    image,
+    vae_core: int | None,
+    host_pixels: bool = False,
 ) -> tuple[Result, object]:
     device = refiner.device
     res = Result(name, f"naiup (vae {preset.vae_tiling})")
     stages.current, stages.unet_calls = res.stages, res.unet_calls
     _reset_peak(device)
     t0 = time.perf_counter()
-    big = stages.timed("upscale", upscaler.upscale)(image, preset.scale)
+    # As the Engine does: the upscaled pixels stay on the device into the refine (device_pixels),
+    # or, with --host-pixels, go through a PIL image on the host (the old path).
+    upscale = upscaler.upscale if host_pixels else upscaler.upscale_pixels
+    big = stages.timed("upscale", upscale)(image, preset.scale)
     refine = stages.timed("refine", refiner.refine)
     out = refine(big, preset, prompt=PROMPT, negative_prompt="", seed=1234)
     stages.timed("png", encode_png)(out, {"parameters": PROMPT}, PNG_LEVEL)
@@ -137,12 +153,21 @@ def run_ours(
         res.stages[k] for k in ("encode", "denoise", "decode")
     )
     res.output = f"{out.width}x{out.height}"
+    if not host_pixels:
+        big = Image.fromarray(big.cpu().numpy(), "RGB")  # the baseline's input
     lh, lw = big.height // 8, big.width // 8
     res.unet_tiles = plan_tiles(lh, lw, preset.tile_size, preset.overlap).count
     res.vae_plan = vae_tiling.plan_vae(
         refiner.models.vae, "decode", lh * 8, lw * 8, preset.vae_tiling, vae_core or vae_tiling.DEFAULT_CORE
     ).mode
     res.notes = f"{res.unet_tiles} UNet tiles/step; VAE decode plan {res.vae_plan}"
+    res.levers = {
+        "overlap": preset.overlap,
+        "tile_batch": stages.batch,
+        "unet_graphs": stages.graphs,
+        "device_pixels": not host_pixels,
+        "attention_unchunked_on_cuda": vae_attention.UNCHUNKED_ON_CUDA,
+    }
     return res, big
 
 
@@ -204,9 +229,31 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--vae-mode", default="exact,low-memory,auto", help="comma list of off|exact|low-memory|auto"
     )
     ap.add_argument("--size", default=None, help="input WxH instead of the shape's (e.g. 416x608)")
-    ap.add_argument("--batch", type=int, default=8, help="UNet tile batch size (preset tile_batch_size)")
+    ap.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="UNet tile batch size at most (default: the preset's)",
+    )
+    ap.add_argument(
+        "--overlap", type=int, default=None, help="UNet tile overlap, latent px (default: preset's)"
+    )
     ap.add_argument("--channels-last", action="store_true", help="NHWC UNet and VAE")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the UNet (one fixed tile shape)")
+    ap.add_argument(
+        "--unet-graphs",
+        default="auto",
+        choices=("auto", "on", "off"),
+        help="model.unet_graphs: CUDA graphs for the UNet tiles (torch.compile reduce-overhead)",
+    )
+    ap.add_argument("--compile", action="store_true", help="same as --unet-graphs on")
+    ap.add_argument(
+        "--host-pixels",
+        action="store_true",
+        help="upscaled pixels via a PIL image on the host (old path)",
+    )
+    ap.add_argument(
+        "--chunk-attention", action="store_true", help="chunk the VAE window attention on CUDA too (old path)"
+    )
     ap.add_argument("--warmup", type=int, default=None, help="untimed runs first (default: 1 on CUDA)")
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument(
@@ -252,9 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     refiner = make_refiner(sd_folder(s, cache), device, stages, s, args)
     setup = time.perf_counter() - t0
     image = input_image(s)
+    defaults = Preset(name="bench")
     base = Preset(
         name="bench", steps=8, denoise=0.25, cfg=1.0, sampler="lcm", tile_size=s.tile,
-        overlap=s.overlap, tile_batch_size=args.batch, tile_method="mixture",
+        overlap=s.overlap if args.overlap is None else args.overlap,
+        tile_batch_size=defaults.tile_batch_size if args.batch is None else args.batch, tile_method="mixture",
     )  # fmt: skip
     if args.attention_window is not None:
         base = replace(base, vae_attention_window=args.attention_window)
@@ -269,7 +318,9 @@ def main(argv: list[str] | None = None) -> int:
         for mode in args.vae_mode.split(","):
             preset = replace(base, scale=float(scale), vae_tiling=mode)
             for _ in range(warmup + 1):  # the last run counts
-                res, big = run_ours(wl, upscaler, refiner, stages, preset, image, s.vae_core)
+                res, big = run_ours(
+                    wl, upscaler, refiner, stages, preset, image, s.vae_core, args.host_pixels
+                )
             res.notes = f"upscaler: {desc}; {res.notes}"
             if args.vram_gb:
                 res.variant += f", cap {args.vram_gb:g} GiB"

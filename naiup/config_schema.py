@@ -72,6 +72,7 @@ RULES: dict[str, Check] = {
     "ModelConfig.max_vram_gb": lambda v: (
         None if v == 0 or v >= 1 else f"must be 0 (no limit) or at least 1 (GiB), got {v}"
     ),
+    "ModelConfig.unet_graphs": _one_of("auto", "on", "off"),
     "ModelConfig.checkpoint": lambda v: None if v.strip() else "must not be empty",
     "DaemonConfig.job_timeout_seconds": _positive,
     "DaemonConfig.max_attempts": _between(1, 100),

@@ -32,12 +32,19 @@ def test_engine_bench_small_runs_and_reports_every_stage(tmp_path):
         assert set(r["stages"]) == {"upscale", "encode", "denoise", "decode", "other", "png"}
         assert r["wall"] > 0 and all(v >= 0 for v in r["stages"].values())
     # The refine ran the tiled production path: at W4 (32x48 latent, 16/8 tiles) 15 tiles per step go
-    # through the UNet as 2 fixed-shape batches of 8, for 2 steps; every VAE mode asked for ran
-    # (auto resolves to a concrete one).
+    # through the UNet in one batch (the presets' tile_batch_size 16), for 2 steps; every VAE mode
+    # asked for ran (auto resolves to a concrete one). The levers are recorded with each run.
     for r in ours:
         if r["workload"] == "W4":
             assert r["unet_tiles"] == 15
-            assert r["unet_calls"] == [[8, 4, 16, 16]] * 4
+            assert r["unet_calls"] == [[15, 4, 16, 16]] * 2
+        assert r["levers"] == {
+            "overlap": 8,
+            "tile_batch": 16,
+            "unet_graphs": False,  # auto: off on the CPU
+            "device_pixels": True,
+            "attention_unchunked_on_cuda": True,
+        }
     assert {r["vae_plan"] for r in ours} <= {"off", "exact", "low-memory"}
     assert {r["variant"] for r in ours} == {f"naiup (vae {m})" for m in ("exact", "low-memory", "auto")}
     assert {r["output"] for r in ours if r["workload"] == "W4"} == {"256x384"}

@@ -50,7 +50,7 @@ def test_new_user_preset_is_added_and_takes_defaults_for_keys_it_omits(tmp_path:
 def test_built_in_presets_match_the_method(tmp_path: Path):
     presets = load_config(tmp_path / "absent.toml").presets
     assert presets["refine-2x"].unet_steps == 2 and presets["refine-2x"].cfg == 1.0
-    assert (presets["refine-2x"].tile_size, presets["refine-2x"].overlap) == (64, 32)
+    assert (presets["refine-2x"].tile_size, presets["refine-2x"].overlap) == (64, 16)
     assert presets["refine-4x"].unet_steps == 2 and presets["refine-4x"].scale == 4.0
     assert presets["upscale-2x"].refine is False and presets["upscale-2x"].unet_steps == 0
 

@@ -34,7 +34,8 @@ _SEED_LIMIT = 2**32
 
 
 class RefinerLike(Protocol):
-    """The Refiner of naiup.engine.refine, as the engine uses it."""
+    """The Refiner of naiup.engine.refine, as the engine uses it. One whose class sets
+    `accepts_pixels = True` is also handed (H, W, 3) uint8 tensors (on the GPU), not only images."""
 
     model_id: str
 
@@ -42,7 +43,7 @@ class RefinerLike(Protocol):
 
     def refine(
         self,
-        image: Image.Image,
+        image: Image.Image | torch.Tensor,
         preset: Preset,
         *,
         prompt: str,
@@ -117,8 +118,12 @@ class Engine:
         device: torch.device | None = None,
         *,
         refiner_factory: RefinerFactory | None = None,
+        device_pixels: bool = True,
     ) -> None:
+        """device_pixels: hand the upscaler's output to the refiner as a tensor where it was made (the
+        GPU) rather than as a PIL image (uint8 on the host); False is the old path, for measuring."""
         self._model = model
+        self._device_pixels = device_pixels
         self._device = device
         self._capped = False
         self._refiner_factory = refiner_factory or _default_refiner_factory
@@ -170,19 +175,29 @@ class Engine:
         upscaler = self._timed(timings, "load_upscaler", lambda: self._upscaler(preset.upscaler))
         share = _UPSCALE_SHARE if preset.refine else 1.0
         up_progress = (lambda f, label: progress(f * share, label)) if progress else None
+        refiner = self._timed(timings, "load_refiner", self._get_refiner) if preset.refine else None
+        on_device = (
+            self._device_pixels
+            and isinstance(upscaler, Upscaler)
+            and getattr(refiner, "accepts_pixels", False)
+        )
         t0 = time.perf_counter()
-        out = upscaler.upscale(image, preset.scale, up_progress)
+        if on_device:  # stays on the GPU into the VAE; the refine downloads its output once
+            pixels = upscaler.upscale_pixels(image, preset.scale, up_progress)
+            out, size = pixels, f"{pixels.shape[1]}x{pixels.shape[0]}"
+        else:
+            out = upscaler.upscale(image, preset.scale, up_progress)
+            size = f"{out.width}x{out.height}"
         timings["upscale"] = time.perf_counter() - t0
         params: dict[str, Any] = {
             "scale": preset.scale,
             "upscaler": preset.upscaler,
             "upscaler_id": upscaler.model_id,
             "refine": preset.refine,
-            "size": f"{out.width}x{out.height}",
+            "size": size,
         }
         seed: int | None = None
-        if preset.refine:
-            refiner = self._timed(timings, "load_refiner", self._get_refiner)
+        if refiner is not None:
             seed = choose_seed(preset.seed, meta, image)
             prompt, negative = build_prompts(preset, meta)
             ref_progress = (lambda f, label: progress(share + f * (1 - share), label)) if progress else None

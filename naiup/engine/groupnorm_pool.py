@@ -15,7 +15,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["GroupStats", "TileRun", "apply_group_norm", "partial_stats", "pool", "run_frozen", "run_pooled"]
+__all__ = [
+    "GroupStats",
+    "TileRun",
+    "apply_group_norm",
+    "norm_scale_shift",
+    "partial_stats",
+    "pool",
+    "run_frozen",
+    "run_pooled",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,14 +48,28 @@ def _stats_dtype(device: torch.device) -> torch.dtype:
 
 
 def partial_stats(x: torch.Tensor, groups: int) -> GroupStats:
-    """Statistics of one tile's core region x (B, C, h, w), per group, in fp32 then widened."""
+    """Statistics of one tile's core region x (B, C, h, w), per group, accumulated in fp32, then widened.
+
+    fp32 activations go through var_mean as they are. bf16 ones are never copied to fp32 whole: sums
+    are taken with `sum(dtype=float32)` (the cast happens inside the reduction), around a shift of the
+    group mean rounded to bf16, so the second moment has no cancellation (E[d²] − E[d]² with E[d] ≈ 0)."""
     b = x.shape[0]
-    flat = x.reshape(b, groups, -1).float()
-    var, mean = torch.var_mean(flat, dim=-1, correction=0)
+    flat = x.reshape(b, groups, -1)
     n = flat.shape[-1]
     wide = _stats_dtype(x.device)
+    if flat.dtype == torch.float32:
+        var, mean = torch.var_mean(flat, dim=-1, correction=0)
+        m2 = var.to(wide) * n
+    else:
+        shift = (flat.sum(dim=-1, dtype=torch.float32) / n).to(flat.dtype)
+        d = flat - shift[..., None]
+        s1 = d.sum(dim=-1, dtype=torch.float32).to(wide)
+        s2 = (d * d).sum(dim=-1, dtype=torch.float32).to(wide)
+        del d
+        mean = shift.to(wide) + s1 / n
+        m2 = (s2 - s1 * s1 / n).clamp_min(0)
     count = torch.full_like(mean, n, dtype=wide)
-    return GroupStats(count, mean.to(wide), var.to(wide) * n)
+    return GroupStats(count, mean.to(wide), m2)
 
 
 def pool(parts: list[GroupStats]) -> GroupStats:
@@ -60,17 +83,31 @@ def pool(parts: list[GroupStats]) -> GroupStats:
     return GroupStats(total, mean, m2)
 
 
-def apply_group_norm(x: torch.Tensor, norm: nn.GroupNorm, stats: GroupStats) -> torch.Tensor:
-    """nn.GroupNorm's affine normalisation with given statistics, computed in fp32."""
-    b, c, h, w = x.shape
-    g = norm.num_groups
-    mean = stats.mean.to(torch.float32).view(b, g, 1, 1)
-    inv = torch.rsqrt(stats.var.to(torch.float32) + norm.eps).view(b, g, 1, 1)
-    y = (x.float().view(b, g, c // g, h * w) - mean.view(b, g, 1, 1)) * inv.view(b, g, 1, 1)
-    y = y.view(b, c, h, w)
+def norm_scale_shift(
+    norm: nn.GroupNorm, stats: GroupStats, channels: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per (batch, channel) fp32 scale and shift with y = x·scale + shift == nn.GroupNorm(x) given
+    these statistics (the weight, rsqrt(var + eps) and the mean folded together, as torch's own
+    GroupNorm kernels do)."""
+    b, g = stats.mean.shape
+    mean = stats.mean.to(torch.float32)
+    inv = torch.rsqrt(stats.var.to(torch.float32) + norm.eps)
+    scale = inv.repeat_interleave(channels // g, dim=1)  # (B, C)
+    shift = -mean.repeat_interleave(channels // g, dim=1) * scale
     if norm.affine:
-        y = y * norm.weight.float().view(1, c, 1, 1) + norm.bias.float().view(1, c, 1, 1)
-    return y.to(x.dtype)
+        weight, bias = norm.weight.detach().float()[None], norm.bias.detach().float()[None]
+        scale, shift = scale * weight, shift * weight + bias
+    return scale.view(b, channels, 1, 1), shift.view(b, channels, 1, 1)
+
+
+@torch.no_grad()  # inference only: out= refuses autograd
+def apply_group_norm(x: torch.Tensor, norm: nn.GroupNorm, stats: GroupStats) -> torch.Tensor:
+    """nn.GroupNorm's affine normalisation with given statistics: ONE elementwise pass over x, in x's
+    dtype out. The multiply-add runs in fp32 registers (scale/shift are fp32, the output tensor is
+    x's dtype: TensorIterator casts on load and store), so a bf16 activation is never copied to fp32."""
+    scale, shift = norm_scale_shift(norm, stats, x.shape[1])
+    out = torch.empty_like(x)
+    return torch.addcmul(shift, x, scale, out=out)
 
 
 def run_pooled(runs: list[TileRun], record: list[GroupStats] | None = None) -> list[torch.Tensor]:

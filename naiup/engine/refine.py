@@ -50,7 +50,8 @@ from naiup.engine.prompt_encoder import (
 )
 from naiup.engine.prompt_schedule import prompts_per_step
 from naiup.engine.samplers import Sampler, check_preset
-from naiup.engine.tiling import predictor_for
+from naiup.engine.tiling import batch_for_memory, predictor_for
+from naiup.engine.unet_graphs import UnetCall, has_triton, use_unet_graphs
 from naiup.engine.vae_tiling import decode as decode_tiled
 from naiup.engine.vae_tiling import encode as encode_tiled
 from naiup.errors import EngineError, OutOfMemoryError
@@ -63,10 +64,17 @@ Progress = Callable[[float, str], None]
 
 
 def make_guided_denoiser(
-    unet: torch.nn.Module, cond: torch.Tensor, uncond: torch.Tensor | None, cfg: float
+    unet: torch.nn.Module,
+    cond: torch.Tensor,
+    uncond: torch.Tensor | None,
+    cfg: float,
+    call: UnetCall | None = None,
 ) -> GuidedDenoiser:
-    """UNet + CFG as one function of (x, t); fp32 in and out, the UNet's own dtype inside."""
+    """UNet + CFG as one function of (x, t); fp32 in and out, the UNet's own dtype inside. `call`:
+    how the UNet is run (the Refiner's UnetCall, CUDA-graphed or eager; default eager). The result
+    has `fixed_shapes` set when the call wants few input shapes (tiling.tiled_predictor reads it)."""
     dtype = unet.dtype
+    run = call or UnetCall(unet, graphs=False)
     cond = cond.to(unet.device, dtype)
     guided_cfg = cfg > 1.0 and uncond is not None
     both = torch.cat([uncond.to(unet.device, dtype), cond]) if guided_cfg else None
@@ -75,11 +83,12 @@ def make_guided_denoiser(
         b = x.shape[0]
         xin = x.to(dtype)
         if not guided_cfg:
-            return unet(xin, t, encoder_hidden_states=cond.expand(b, -1, -1)).sample.float()
+            return run(xin, t, cond.expand(b, -1, -1)).float()
         emb = both.repeat_interleave(b, dim=0)  # [uncond]*b then [cond]*b, matching cat([x, x])
-        eps_u, eps_c = unet(torch.cat([xin, xin]), t, encoder_hidden_states=emb).sample.float().chunk(2)
+        eps_u, eps_c = run(torch.cat([xin, xin]), t, emb).float().chunk(2)
         return eps_u + cfg * (eps_c - eps_u)
 
+    guided.fixed_shapes = run.fixed_shapes  # type: ignore[attr-defined]
     return guided
 
 
@@ -152,29 +161,52 @@ def denoise(
     return x
 
 
-def pad_to_multiple(image: Image.Image, multiple: int = 8) -> tuple[np.ndarray, tuple[int, int]]:
-    """RGB uint8 array padded (reflect, or edge when too small) to multiples of 8; original (h, w)."""
-    arr = np.asarray(image.convert("RGB"))
-    h, w = arr.shape[:2]
+def rgb_pixels(image: Image.Image | torch.Tensor) -> torch.Tensor:
+    """(H, W, 3) uint8: a PIL image's RGB pixels (NAI's alpha channel dropped), or such a tensor as
+    it is, on whatever device it is (the upscaler's output stays on the GPU)."""
+    if isinstance(image, Image.Image):
+        return torch.from_numpy(np.array(image.convert("RGB"), dtype=np.uint8))
+    if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[-1] != 3:
+        raise EngineError(f"refine wants (H, W, 3) uint8 pixels, got {tuple(image.shape)} {image.dtype}")
+    return image
+
+
+def _pad_index(length: int, pad: int, reflect: bool, device: torch.device) -> torch.Tensor:
+    # numpy.pad's "reflect" (mirror without repeating the edge) or "edge", as source indices.
+    extra = torch.arange(length, length + pad, device=device)
+    src = 2 * (length - 1) - extra if reflect else torch.full_like(extra, length - 1)
+    return torch.cat([torch.arange(length, device=device), src])
+
+
+def pad_to_multiple(pixels: torch.Tensor, multiple: int = 8) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(H, W, 3) uint8 padded (reflect, or edge when too small) to multiples of 8, on its device;
+    the original (h, w)."""
+    h, w = pixels.shape[:2]
     ph, pw = -h % multiple, -w % multiple
     if ph or pw:
-        mode = "reflect" if ph < h and pw < w else "edge"
-        arr = np.pad(arr, ((0, ph), (0, pw), (0, 0)), mode=mode)
-    return arr, (h, w)
+        reflect = ph < h and pw < w
+        rows, cols = (_pad_index(n, p, reflect, pixels.device) for n, p in ((h, ph), (w, pw)))
+        pixels = pixels.index_select(0, rows).index_select(1, cols)
+    return pixels, (h, w)
 
 
-def to_pixels(arr: np.ndarray) -> torch.Tensor:
-    """HWC uint8 -> (1,3,H,W) in [-1,1], with the same float steps *and strides* as diffusers'
-    VaeImageProcessor (NHWC memory viewed as NCHW): CPU convs round differently per memory layout,
-    and the oracle test compares bytes."""
-    nhwc = arr.astype(np.float32)[None] / 255.0
-    return 2.0 * torch.from_numpy(nhwc.transpose(0, 3, 1, 2)) - 1.0
+def to_pixels(hwc: torch.Tensor) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1,3,H,W) in [-1,1] on the same device, with the same float steps *and
+    strides* as diffusers' VaeImageProcessor (NHWC memory viewed as NCHW): CPU convs round
+    differently per memory layout, and the oracle test compares bytes."""
+    nhwc = hwc.to(torch.float32)[None] / 255.0
+    return 2.0 * nhwc.permute(0, 3, 1, 2) - 1.0
+
+
+def to_rgb(pixels: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
+    """(1,3,H,W) in [-1,1] -> (h, w, 3) uint8, cropped, on the same device (a quarter of the fp32
+    bytes to download)."""
+    x = pixels[0, :, : size_hw[0], : size_hw[1]]
+    return ((x / 2 + 0.5).clamp(0, 1).permute(1, 2, 0) * 255).round().to(torch.uint8)
 
 
 def to_image(pixels: torch.Tensor, size_hw: tuple[int, int]) -> Image.Image:
-    arr = (pixels[0] / 2 + 0.5).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-    arr = (arr * 255).round().astype("uint8")[: size_hw[0], : size_hw[1]]
-    return Image.fromarray(arr, "RGB")
+    return Image.fromarray(to_rgb(pixels, size_hw).cpu().numpy(), "RGB")
 
 
 class Refiner:
@@ -183,6 +215,10 @@ class Refiner:
     Tiled by default (diffusion tiles and VAE mode from the preset); `wrap_predictor=None` with
     `encode_untiled`/`decode_untiled` gives the plain untiled loop.
     """
+
+    # refine() takes (H, W, 3) uint8 tensors on any device as well as PIL images (Engine: the
+    # upscaler's output goes straight to the VAE without a host round trip).
+    accepts_pixels = True
 
     def __init__(
         self,
@@ -199,6 +235,7 @@ class Refiner:
         self.wrap_predictor, self.encode, self.decode = wrap_predictor, encode, decode
         self.models: SDModels | None = None
         self._placement: list[tuple[torch.nn.Module, torch.dtype]] = []
+        self._unet_call: UnetCall | None = None
         self._loaded_key: tuple | None = None
         self._fuser: LoraFuser | None = None
         self._encoder: PromptEncoder | None = None
@@ -218,7 +255,7 @@ class Refiner:
             return
         t0 = time.perf_counter()
         if self.models is not None:  # a different config: free the old set before the new one lands
-            self.models = self._fuser = self._encoder = None
+            self.models = self._fuser = self._encoder = self._unet_call = None
             self._loaded_key, self._placement = None, []  # no reference may keep the old set alive
             empty_cache(self.device)
         m = load_models(self.model.checkpoint, self.model.vae, self.device, self.config_dir)
@@ -235,6 +272,7 @@ class Refiner:
         self._placement = [(mod, next(mod.parameters()).dtype) for mod in (m.unet, m.text_encoder, m.vae)]
         self._fuser = LoraFuser(m.unet, m.text_encoder)
         self._encoder = PromptEncoder(m.tokenizer, m.text_encoder, self.model.clip_skip)
+        self._unet_call = UnetCall(m.unet, self._unet_graphs())
         self._lora_cache.clear()
         self._fused = ()
         log.info(
@@ -249,6 +287,21 @@ class Refiner:
         for module, dtype in self._placement:
             if place(module, self.device, dtype):
                 log.warning("%s was not all on %s; moved it back", type(module).__name__, self.device)
+
+    @property
+    def unet_graphs(self) -> bool:
+        """Whether the loaded UNet runs as CUDA graphs (model.unet_graphs resolved for this device)."""
+        return bool(self._unet_call and self._unet_call.fixed_shapes)
+
+    def _unet_graphs(self) -> bool:
+        dev = self.device
+        capability = memory = None
+        if dev.type == "cuda":
+            capability = torch.cuda.get_device_capability(dev)
+            memory = self.model.max_vram_gb or torch.cuda.get_device_properties(dev).total_memory / 2**30
+        graphs = use_unet_graphs(self.model.unet_graphs, dev.type, capability, has_triton(), memory)
+        log.info("unet graphs=%s (setting %s, device %s)", graphs, self.model.unet_graphs, dev)
+        return graphs
 
     @property
     def model_id(self) -> str:
@@ -319,7 +372,7 @@ class Refiner:
 
     def refine(
         self,
-        image: Image.Image,
+        image: Image.Image | torch.Tensor,
         preset: Preset,
         *,
         prompt: str,
@@ -327,7 +380,8 @@ class Refiner:
         seed: int,
         progress: Progress | None = None,
     ) -> Image.Image:
-        """RGB in (already upscaled), RGB of the same size out; deterministic for (image, preset, seed).
+        """RGB in (already upscaled: a PIL image or rgb_pixels' (H, W, 3) uint8 tensor on any device),
+        RGB of the same size out, downloaded once as uint8; deterministic for (image, preset, seed).
 
         Out of accelerator memory, it tries again with less (memory_ladder), and when even the
         least fails it is an OutOfMemoryError saying so, not a crash."""
@@ -359,7 +413,7 @@ class Refiner:
 
     def _refine(
         self,
-        image: Image.Image,
+        image: Image.Image | torch.Tensor,
         preset: Preset,
         prompts: tuple[str, str],
         seed: int,
@@ -385,28 +439,31 @@ class Refiner:
         per_step = list(zip(prompts_per_step(prompt, n_steps), negatives, strict=True))
         conds = {pair: self._conditioning(*pair) for pair in dict.fromkeys(per_step)}
         # 2. Pixels -> latent. NAI's alpha channel carries stealth metadata, not transparency: drop it.
-        arr, size_hw = pad_to_multiple(image.convert("RGB"))
+        rgb, size_hw = pad_to_multiple(rgb_pixels(image).to(dev))
         generator = torch.Generator("cpu").manual_seed(int(seed))
         window = preset.vae_attention_window
-        with self._room_for_vae("encode", arr.shape[0], arr.shape[1], park):
+        with self._room_for_vae("encode", rgb.shape[0], rgb.shape[1], park):
             z0 = self.encode(
                 m.vae,
-                to_pixels(arr).to(dev),
+                to_pixels(rgb),
                 mode=preset.vae_tiling,
                 generator=generator,
                 sample=True,
                 attention_window=window,
             )
         _check_finite(z0, "VAE encoding")
-        # 3. The loop on the whole canvas.
+        # 3. The loop on the whole canvas, tile batches as large as the preset allows and memory holds.
         hw = tuple(z0.shape[-2:])
+        tile_px = min(preset.tile_size, hw[0]) * min(preset.tile_size, hw[1])
+        batch = batch_for_memory(preset.tile_batch_size, free_memory_bytes(dev), tile_px, preset.cfg > 1.0)
+        tiling = replace(preset, tile_batch_size=batch)
         predictors = {}
         for pair, (cond, uncond) in conds.items():
-            guided = make_guided_denoiser(m.unet, cond, uncond, preset.cfg)
-            predictors[pair] = self.wrap_predictor(guided, preset, hw) if self.wrap_predictor else guided
+            guided = make_guided_denoiser(m.unet, cond, uncond, preset.cfg, self._unet_call)
+            predictors[pair] = self.wrap_predictor(guided, tiling, hw) if self.wrap_predictor else guided
         x = denoise(z0, [predictors[pair] for pair in per_step], sampler, generator, progress)
         # 4. Decode; never hand back a black or garbage image.
-        with self._room_for_vae("decode", arr.shape[0], arr.shape[1], park):
+        with self._room_for_vae("decode", rgb.shape[0], rgb.shape[1], park):
             pixels = self.decode(m.vae, x, mode=preset.vae_tiling, attention_window=window)
         _check_finite(pixels, "VAE decoding")
         return to_image(pixels, size_hw)

@@ -6,7 +6,8 @@ CONTRACT:
     blend_weights(plan, method: "mixture" | "multidiffusion") -> fp32 (T, tile_h, tile_w), already
         normalised: paste_sum(plan, weights) == 1 at every latent pixel
     tiled_predictor(guided: GuidedDenoiser, plan: TilePlan, method: str = "mixture",
-                    batch_size: int = 8) -> GuidedDenoiser   (see refine.py for GuidedDenoiser)
+                    batch_size: int = 8, fixed_batch: bool | None = None) -> GuidedDenoiser
+        (see refine.py for GuidedDenoiser; a `fixed_shapes` attribute on it asks for fixed_batch)
     predictor_for(guided, preset, latent_hw) -> GuidedDenoiser: the Refiner's default
         `wrap_predictor`: the preset's tile_size/overlap/tile_method/tile_batch_size, and `guided`
         itself when the latent fits one tile (so a one-tile image runs exactly the untiled loop)
@@ -33,6 +34,8 @@ from naiup.errors import ConfigError, EngineError
 __all__ = [
     "METHODS",
     "TilePlan",
+    "batch_for_memory",
+    "batch_shape",
     "blend_weights",
     "paste_sum",
     "plan_tiles",
@@ -128,20 +131,49 @@ def blend_weights(plan: TilePlan, method: str = "mixture") -> torch.Tensor:
     return (raw / parts).to(torch.float32)
 
 
-def _balanced_batch(count: int, batch_size: int) -> int:
-    # 9 tiles at batch 4 run as 3 x 3, not 4 + 4 + 1: fewer padded slots in the fixed-shape last batch.
+def batch_shape(count: int, batch_size: int, fixed: bool = False) -> int:
+    """Tiles per UNet call for `count` tiles at most `batch_size` at once (the last call is padded).
+
+    Balanced by default: 9 tiles at batch 4 run as 3 x 3, not 4 + 4 + 1 (fewer padded slots). With
+    `fixed` (a CUDA-graphed UNet: every new shape is a compile and a graph), the batch size is the
+    same whatever the image: `batch_size`, or the power of two that holds every tile of a small one,
+    so a long-lived worker sees at most log2(batch_size) + 1 shapes."""
+    if fixed:
+        return min(batch_size, 1 << (count - 1).bit_length())
     batches = math.ceil(count / batch_size)
     return math.ceil(count / batches)
 
 
+# Peak UNet activation bytes per latent px of a tile in a batch, fp16 SD1.5 with SDPA attention: an
+# estimate (~0.2 GB per 64x64 tile, doubled by CFG), to be re-measured on a GPU. Tile batches are
+# capped by it so that a large batch size in the preset does not run a small card out of memory.
+UNET_BYTES_PER_LATENT_PX = 50_000
+
+
+def batch_for_memory(batch_size: int, free: int | None, tile_px: int, cfg: bool) -> int:
+    """The preset's tile batch size, lowered to a power of two whose activations fit in 0.8 of the
+    `free` accelerator bytes (None: no accelerator, the preset's value)."""
+    if free is None:
+        return batch_size
+    per_tile = UNET_BYTES_PER_LATENT_PX * tile_px * (2 if cfg else 1)
+    fit = max(1, min(batch_size, int(0.8 * free) // per_tile))
+    return 1 << (fit.bit_length() - 1)
+
+
 def tiled_predictor(
-    guided: GuidedDenoiser, plan: TilePlan, method: str = "mixture", batch_size: int = 8
+    guided: GuidedDenoiser,
+    plan: TilePlan,
+    method: str = "mixture",
+    batch_size: int = 8,
+    fixed_batch: bool | None = None,
 ) -> GuidedDenoiser:
-    """Wrap `guided` so it runs fixed-shape tiles in batches and blends their outputs in fp32."""
+    """Wrap `guided` so it runs fixed-shape tiles in batches and blends their outputs in fp32.
+    fixed_batch (default: `guided.fixed_shapes`, set by a CUDA-graphed UNet): see batch_shape."""
     if batch_size < 1:
         raise ConfigError("tile_batch_size", f"must be at least 1, got {batch_size}")
     weights_cpu = blend_weights(plan, method)
-    per_call = _balanced_batch(plan.count, batch_size)
+    fixed = getattr(guided, "fixed_shapes", False) if fixed_batch is None else fixed_batch
+    per_call = batch_shape(plan.count, batch_size, fixed)
     origins = plan.origins
     cache: dict[torch.device, torch.Tensor] = {}
 

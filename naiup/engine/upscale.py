@@ -88,6 +88,13 @@ class Upscaler:
     def upscale(
         self, image: Image.Image, target_scale: float, progress: Progress | None = None
     ) -> Image.Image:
+        return Image.fromarray(self.upscale_pixels(image, target_scale, progress).cpu().numpy(), "RGB")
+
+    def upscale_pixels(
+        self, image: Image.Image, target_scale: float, progress: Progress | None = None
+    ) -> torch.Tensor:
+        """Like `upscale`, as an (H, W, 3) uint8 tensor left where the model ran (the GPU), so a
+        refine that follows takes it from there without a round trip through host memory."""
         if image.mode != "RGB":
             raise ValueError(f"upscale wants an RGB image, got {image.mode}")  # engine converts first
         if target_scale <= 0:
@@ -95,12 +102,14 @@ class Upscaler:
         w, h = image.size
         target = (max(1, round(w * target_scale)), max(1, round(h * target_scale)))
         passes = self._passes(target_scale)
-        current = image
+        current = torch.from_numpy(np.array(image, dtype=np.uint8))
         for i in range(passes):
             report = _sub_progress(progress, i / passes, (i + 1) / passes, f"upscale {self.name}")
             current = self._run_net(current, report)
-        if current.size != target:
-            current = current.resize(target, Image.Resampling.LANCZOS)
+        if (current.shape[1], current.shape[0]) != target:
+            # Lanczos (a model overshooting the target, or no model) runs in PIL, on the host.
+            big = Image.fromarray(current.cpu().numpy(), "RGB").resize(target, Image.Resampling.LANCZOS)
+            current = torch.from_numpy(np.asarray(big).copy())
         if progress:
             progress(1.0, f"upscale {self.name}")
         return current
@@ -116,13 +125,14 @@ class Upscaler:
             passes, reached = passes + 1, reached * self.scale
         return passes
 
-    def _run_net(self, image: Image.Image, progress: Progress | None) -> Image.Image:
+    def _run_net(self, pixels: torch.Tensor, progress: Progress | None) -> torch.Tensor:
+        """(H, W, 3) uint8 on any device -> the model's output, (H*s, W*s, 3) uint8 on its device."""
         assert self.net is not None
-        x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)[None]
-        tile = self.tile or initial_tile(self.device, image.size, self.bytes_per_px, self.dtype)
+        size = (pixels.shape[1], pixels.shape[0])
+        tile = self.tile or initial_tile(self.device, size, self.bytes_per_px, self.dtype, self.scale)
         runner = TileRunner(self.net, self.scale, self.device, self.dtype, self.overlap, self.channels_last)
         try:
-            out = runner.run(x, tile, progress)
+            out = runner.run(pixels.permute(2, 0, 1)[None], tile, progress)
         finally:
             if runner.device != self.device:
                 # Out of memory even at the smallest tile, the runner finished on the CPU: for this
@@ -130,7 +140,7 @@ class Upscaler:
                 # first), with tiles sized from the memory free then.
                 log.info("upscaler back to %s after a CPU fallback for one image", self.device)
                 self.net.to(self.dtype).to(self.device)
-        return Image.fromarray(out, "RGB")
+        return out
 
 
 def _sub_progress(progress: Progress | None, start: float, end: float, label: str) -> Progress | None:

@@ -32,12 +32,16 @@ def default_overlap(arch: str) -> int:
     return 16 if arch == "Compact" else 32
 
 
-def initial_tile(device: torch.device, size: tuple[int, int], bytes_per_px: float, dtype: torch.dtype) -> int:
-    """Largest tile the free accelerator memory allows (0.6 of it); CPU_TILE on CPU."""
+def initial_tile(
+    device: torch.device, size: tuple[int, int], bytes_per_px: float, dtype: torch.dtype, scale: int = 1
+) -> int:
+    """Largest tile the free accelerator memory allows (0.6 of it, after the fp32 output canvas and
+    its weights that the tiles are blended into on the device); CPU_TILE on CPU."""
     free = free_memory_bytes(device)
     if free is None:
         return CPU_TILE
-    return tile_for_memory(free, size, bytes_per_px, dtype)
+    canvas = 4 * 4 * size[0] * size[1] * scale * scale  # (3 colour + 1 weight) x fp32 per output px
+    return tile_for_memory(max(0, free - canvas), size, bytes_per_px, dtype)
 
 
 def tile_for_memory(free: int, size: tuple[int, int], bytes_per_px: float, dtype: torch.dtype) -> int:
@@ -90,8 +94,9 @@ class TileRunner:
 
     def run(
         self, image: torch.Tensor, tile: int, progress: Callable[[float, str], None] | None = None
-    ) -> np.ndarray:
-        """image: (1,3,H,W) uint8 on CPU -> (H*s, W*s, 3) uint8."""
+    ) -> torch.Tensor:
+        """image: (1,3,H,W) uint8 on any device -> (H*s, W*s, 3) uint8 on `self.device`: the pixels
+        are blended and quantised where the model ran and never cross to the host here."""
         while True:
             try:
                 return self._run_at(image, tile, progress)
@@ -115,30 +120,32 @@ class TileRunner:
 
     def _run_at(
         self, image: torch.Tensor, tile: int, progress: Callable[[float, str], None] | None
-    ) -> np.ndarray:
+    ) -> torch.Tensor:
         _, _, h, w = image.shape
         s = self.scale
         rows, cols = plan_axis(h, tile, self.overlap), plan_axis(w, tile, self.overlap)
         if len(rows) == 1 and len(cols) == 1:
-            out = self._infer(image)
+            out = _finite(self._infer(image))
             if progress:
                 progress(1.0, "upscale")
             return _to_uint8(out)
-        acc = torch.zeros((3, h * s, w * s), dtype=torch.float32)
-        norm = torch.zeros((1, h * s, w * s), dtype=torch.float32)
+        acc = torch.zeros((3, h * s, w * s), dtype=torch.float32, device=self.device)
+        norm = torch.zeros((1, h * s, w * s), dtype=torch.float32, device=self.device)
         total, done = len(rows) * len(cols), 0
         for ri, (y0, y1) in enumerate(rows):
             wy = axis_weights((y1 - y0) * s, _feather(rows, ri) * s, ri > 0, ri < len(rows) - 1)
             for ci, (x0, x1) in enumerate(cols):
                 wx = axis_weights((x1 - x0) * s, _feather(cols, ci) * s, ci > 0, ci < len(cols) - 1)
                 out = self._infer(image[:, :, y0:y1, x0:x1])[0]
-                weight = torch.from_numpy(np.outer(wy, wx))[None]
+                weight = torch.from_numpy(np.outer(wy, wx))[None].to(self.device, non_blocking=True)
                 acc[:, y0 * s : y1 * s, x0 * s : x1 * s] += out * weight
                 norm[:, y0 * s : y1 * s, x0 * s : x1 * s] += weight
                 done += 1
                 if progress:
                     progress(done / total, "upscale")
-        return _to_uint8((acc / norm)[None])
+        # One finiteness check for the whole image (a NaN tile carries into the blend), not a host
+        # sync per tile.
+        return _to_uint8(_finite((acc / norm)[None]))
 
     def _infer(self, tile: torch.Tensor) -> torch.Tensor:
         x = tile.to(self.device).to(self.dtype) / 255.0
@@ -149,10 +156,13 @@ class TileRunner:
         expected = (tile.shape[2] * self.scale, tile.shape[3] * self.scale)
         if tuple(y.shape[2:]) != expected:
             raise EngineError(f"upscaler returned {tuple(y.shape[2:])} for a tile needing {expected}")
-        y = y.float().cpu()
-        if not torch.isfinite(y).all():
-            raise EngineError("upscaler produced NaN/Inf (try fp32: a model that overflows in fp16)")
-        return y
+        return y.float().to(self.device)
+
+
+def _finite(out: torch.Tensor) -> torch.Tensor:
+    if not torch.isfinite(out).all():
+        raise EngineError("upscaler produced NaN/Inf (try fp32: a model that overflows in fp16)")
+    return out
 
 
 def _feather(spans: list[tuple[int, int]], i: int) -> int:
@@ -165,6 +175,7 @@ def _feather(spans: list[tuple[int, int]], i: int) -> int:
     return max(1, min(overlaps)) if overlaps else 0
 
 
-def _to_uint8(out: torch.Tensor) -> np.ndarray:
+def _to_uint8(out: torch.Tensor) -> torch.Tensor:
+    """(1,3,H,W) float in [0,1] -> (H,W,3) uint8, on the same device."""
     arr = out[0].clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
-    return arr.permute(1, 2, 0).contiguous().numpy()
+    return arr.permute(1, 2, 0).contiguous()

@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ATTENTION_MARGIN", "attention_windows", "is_windowed", "mid_block"]
+from naiup.engine.device import free_memory_bytes
+
+__all__ = ["ATTENTION_MARGIN", "attention_windows", "is_windowed", "mid_block", "score_budget"]
 
 # Latent px of key context around each query block: the seam-hiding context A1111's tiled VAE gives
 # each tile is 11 latent px in total; §b.4 measured per-tile errors falling steadily up to 32.
@@ -31,6 +33,10 @@ ATTENTION_MARGIN = 32
 # Query x key scores per attention call, at most: 2^27 = 256 MiB in bf16 if a backend materialises
 # them. At 4x, a window's ~72k keys take ~1850 queries a call.
 SCORE_BUDGET = 2**27
+# CUDA's memory-efficient SDPA kernel (any head size, fp32/fp16/bf16) streams over the keys and never
+# builds the score matrix, so chunking queries there only splits one launch into ~20 small ones that
+# leave SMs idle (118 calls per 4x pass). False: chunk on CUDA too (the lever for a measurement).
+UNCHUNKED_ON_CUDA = True
 
 Box = tuple[int, int, int, int]  # y0, y1, x0, x1
 
@@ -60,6 +66,17 @@ def is_windowed(height: int, width: int, window: int) -> bool:
     return len(attention_windows(height, width, window)) > 1
 
 
+def score_budget(device_type: str, free_bytes: int | None, itemsize: int) -> int:
+    """Query x key scores one attention call may cover on this device.
+
+    MPS and the CPU build the whole score matrix for 512-dim heads: SCORE_BUDGET bounds it. On CUDA
+    the call is whole; the budget that remains is only a guard, should SDPA fall back to its math
+    kernel for some input: half of the free memory's worth of scores."""
+    if device_type != "cuda" or not UNCHUNKED_ON_CUDA or free_bytes is None:
+        return SCORE_BUDGET
+    return max(SCORE_BUDGET, free_bytes // (2 * itemsize))
+
+
 def mid_block(block: nn.Module, h: torch.Tensor, window: int) -> torch.Tensor:
     """UNetMidBlock2D without time embedding: resnet, (attention, resnet)*."""
     if not is_windowed(h.shape[-2], h.shape[-1], window) or not all(map(_plain, block.attentions)):
@@ -82,13 +99,13 @@ def _windowed_self_attention(attn: nn.Module, x: torch.Tensor, window: int) -> t
     tokens = normed.permute(0, 2, 3, 1)  # (B, H, W, C): windows are plain slices
     del normed
     heads = attn.heads
+    budget = score_budget(x.device.type, free_memory_bytes(x.device), x.element_size())
     out: torch.Tensor | None = None
     for (qy0, qy1, qx0, qx1), (ky0, ky1, kx0, kx1) in attention_windows(height, width, window):
         keys = tokens[:, ky0:ky1, kx0:kx1]
         kw, vw = _heads(attn.to_k(keys), heads), _heads(attn.to_v(keys), heads)
-        # Query rows in chunks: a backend without a memory-efficient kernel for 512-dim heads (MPS,
-        # older GPUs) materialises the whole query x key score matrix.
-        rows = max(1, SCORE_BUDGET // (kw.shape[2] * (qx1 - qx0)))
+        # Query rows in chunks where the backend materialises the query x key scores (score_budget).
+        rows = max(1, budget // (kw.shape[2] * (qx1 - qx0)))
         for r0 in range(qy0, qy1, rows):
             r1 = min(qy1, r0 + rows)
             qw = _heads(attn.to_q(tokens[:, r0:r1, qx0:qx1]), heads)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 import psutil
 import torch
@@ -96,19 +97,19 @@ def _sample_indices(tiles: list[st.Tile], sample: int) -> list[int]:
 
 
 def _run_tiles(
-    make: list[TileRun], tiles: list[st.Tile], plan: VaePlan, sample: int
+    make: Callable[[int, bool | st.HostPool], TileRun], tiles: list[st.Tile], plan: VaePlan, sample: int
 ) -> list[tuple[st.Tile, torch.Tensor]]:
+    """make(i, park) -> tile i's run. Only tiles that wait for each other at the barriers are parked
+    (one HostPool for the pass); a low-memory tile running alone with frozen statistics never waits,
+    so it stays on the device (parking it was two full copies per barrier for nothing)."""
+    pool = st.HostPool() if plan.park_on_host else False
     if plan.mode == "exact":
-        return list(zip(tiles, run_pooled(make), strict=True))
+        return list(zip(tiles, run_pooled([make(i, pool) for i in range(len(tiles))]), strict=True))
     chosen = _sample_indices(tiles, sample)
     stats: list[GroupStats] = []
-    done = dict(zip(chosen, run_pooled([make[i] for i in chosen], record=stats), strict=True))
+    done = dict(zip(chosen, run_pooled([make(i, pool) for i in chosen], record=stats), strict=True))
     out = [(tiles[i], done[i]) for i in chosen]
-    for i, run in enumerate(make):
-        if i not in done:
-            out.append((tiles[i], run_frozen(run, stats)))
-        else:
-            run.close()
+    out += [(tiles[i], run_frozen(make(i, False), stats)) for i in range(len(tiles)) if i not in done]
     return out
 
 
@@ -143,6 +144,16 @@ def _core_for(vae: torch.nn.Module, op: str, plan: VaePlan, latent_hw: tuple[int
     return DEFAULT_CORE
 
 
+def _native(plan: VaePlan, tiles: int, latent_hw: tuple[int, int], window: int) -> bool:
+    """An exact plan whose split is one tile (the core holds the whole latent: a large card) runs
+    diffusers' own module: one tile pooled with itself is the plain pass, and the barriers, stats
+    and copies around it are pure overhead. Not when attention is windowed (diffusers cannot window)
+    or tiles are parked (the plan said the plain pass does not fit)."""
+    return (
+        plan.mode == "exact" and tiles == 1 and not plan.park_on_host and not is_windowed(*latent_hw, window)
+    )
+
+
 def _finite(t: torch.Tensor, what: str) -> torch.Tensor:
     if not torch.isfinite(t).all():
         raise EngineError(f"VAE {what} produced NaN/Inf (try fp32 for the VAE)")
@@ -170,21 +181,20 @@ def encode(
         raise EngineError(f"VAE input must be a multiple of {factor} px, got {width}x{height}")
     pixels = pixels.to(vae.dtype)
     plan, core = _resolve(vae, "encode", height, width, mode, tile, attention_window)
-    if plan.mode == "off":
+    lh, lw = height // factor, width // factor
+    tiles = st.split_tiles(lh, lw, core, st.encoder_halo(vae)) if plan.mode != "off" else []
+    if plan.mode == "off" or _native(plan, len(tiles), (lh, lw), attention_window):
         dist = vae.encode(pixels).latent_dist
     else:
         st.check_supported(vae)
-        lh, lw = height // factor, width // factor
-        tiles = st.split_tiles(lh, lw, core, st.encoder_halo(vae))
-        runs = [
-            st.encoder_tile(
-                vae, pixels[:, :, y0 * factor : y1 * factor, x0 * factor : x1 * factor], t, plan.park_on_host
-            )
-            for t in tiles
-            for y0, y1, x0, x1 in [t.box]
-        ]
+
+        def make(i: int, park: bool | st.HostPool) -> TileRun:
+            y0, y1, x0, x1 = tiles[i].box
+            box = pixels[:, :, y0 * factor : y1 * factor, x0 * factor : x1 * factor]
+            return st.encoder_tile(vae, box, tiles[i], park)
+
         canvas = None
-        for t, out in _run_tiles(runs, tiles, plan, low_memory_sample):
+        for t, out in _run_tiles(make, tiles, plan, low_memory_sample):
             if canvas is None:
                 canvas = out.new_empty((out.shape[0], out.shape[1], lh, lw), device=pixels.device)
             y0, y1, x0, x1 = t.core
@@ -213,22 +223,22 @@ def decode(
     scale = 2 ** (len(vae.config.block_out_channels) - 1)
     lh, lw = latent.shape[-2:]
     plan, core = _resolve(vae, "decode", lh * scale, lw * scale, mode, tile, attention_window)
-    if plan.mode == "off":
+    tiles = st.split_tiles(lh, lw, core, st.decoder_halo(vae)) if plan.mode != "off" else []
+    if plan.mode == "off" or _native(plan, len(tiles), (lh, lw), attention_window):
         z = latent / vae.config.scaling_factor
         if getattr(vae.config, "shift_factor", None):
             z = z + vae.config.shift_factor
         return _finite(vae.decode(z).sample.float(), "decode")
     st.check_supported(vae)
     head = st.decoder_head(vae, latent, attention_window)
-    tiles = st.split_tiles(lh, lw, core, st.decoder_halo(vae))
-    runs = [
-        st.decoder_tile(vae, head[:, :, y0:y1, x0:x1], t, plan.park_on_host)
-        for t in tiles
-        for y0, y1, x0, x1 in [t.box]
-    ]
+
+    def make(i: int, park: bool | st.HostPool) -> TileRun:
+        y0, y1, x0, x1 = tiles[i].box
+        return st.decoder_tile(vae, head[:, :, y0:y1, x0:x1], tiles[i], park)
+
     image = None
     s = st.pixel_scale(vae)
-    for t, out in _run_tiles(runs, tiles, plan, low_memory_sample):
+    for t, out in _run_tiles(make, tiles, plan, low_memory_sample):
         if image is None:
             image = out.new_empty((out.shape[0], out.shape[1], lh * s, lw * s), device=latent.device)
         y0, y1, x0, x1 = t.core

@@ -115,3 +115,15 @@ def _psnr(a: torch.Tensor, ref: torch.Tensor) -> float:
     span = (ref.max() - ref.min()).item()
     mse = ((a - ref) ** 2).mean().item()
     return 10 * torch.log10(torch.tensor(span**2 / max(mse, 1e-20))).item()
+
+
+def test_score_budget_chunks_where_scores_are_materialised_and_not_on_cuda():
+    # MPS and the CPU build the score matrix: bounded, whatever memory is free.
+    assert va.score_budget("mps", 64 * 2**30, 2) == va.SCORE_BUDGET
+    assert va.score_budget("cpu", None, 4) == va.SCORE_BUDGET
+    # CUDA's memory-efficient kernel never does: one call per window at 4x on a large card (a W4 window
+    # is ~42k queries x ~72k keys = 3e9 scores), the guard only bites when memory is short.
+    w4_window = 42_000 * 72_000
+    assert va.score_budget("cuda", 100 * 2**30, 2) >= w4_window
+    assert va.score_budget("cuda", 2 * 2**30, 2) == 2**29  # half of 2 GiB in bf16 scores
+    assert va.score_budget("cuda", 0, 2) == va.SCORE_BUDGET  # never below the MPS bound

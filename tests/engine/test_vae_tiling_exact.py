@@ -132,3 +132,14 @@ def test_exact_encode_equals_untiled_for_any_size_and_core(vae, lh, lw, core):
     pixels = torch.rand(1, 3, lh * 8, lw * 8, generator=torch.Generator().manual_seed(lh * 100 + lw)) * 2 - 1
     ref = vt.encode(vae, pixels, mode="off")
     assert _rel(vt.encode(vae, pixels, mode="exact", tile=core), ref) < 1e-4
+
+
+def test_exact_mode_on_one_tile_is_the_native_module_bit_for_bit(vae):
+    # A core that holds the whole latent: exact mode calls diffusers' encode/decode itself, no barriers.
+    g = torch.Generator().manual_seed(3)
+    pixels = torch.rand(1, 3, 96, 128, generator=g) * 2 - 1
+    latent = torch.randn(1, 4, 12, 16, generator=g)
+    assert torch.equal(vt.decode(vae, latent, mode="exact", tile=64), vt.decode(vae, latent, mode="off"))
+    assert torch.equal(vt.encode(vae, pixels, mode="exact", tile=64), vt.encode(vae, pixels, mode="off"))
+    # Two tiles still run the tiled stage (equal only to float rounding).
+    assert not torch.equal(vt.decode(vae, latent, mode="exact", tile=8), vt.decode(vae, latent, mode="off"))
