@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import PurePath
 from typing import Any
 
+from naiup.pathnames import plain_text, shown
+
 log = logging.getLogger(__name__)
 
 Send = Callable[[str, str], None]  # (title, message)
@@ -40,8 +42,9 @@ class Notifier:
             self._done.append(str(event.get("output") or event.get("path") or ""))
         elif kind == "job_failed":
             # Failures are not batched and not switchable: a silent failure looks like "still working".
-            name = PurePath(str(event.get("path") or "?")).name
-            self._deliver(f"{TITLE}: refine failed", f"{name}: {event.get('error') or 'unknown error'}")
+            name = shown(PurePath(str(event.get("path") or "?")).name)
+            error = plain_text(str(event.get("error") or "unknown error"))
+            self._deliver(f"{TITLE}: refine failed", f"{name}: {error}")
         self.flush(now)
 
     def flush(self, now: float, force: bool = False) -> None:
@@ -51,7 +54,7 @@ class Notifier:
             return
         done, self._done, self._window_start = self._done, [], None
         if len(done) == 1:
-            self._deliver(TITLE, f"{PurePath(done[0]).name} refined")
+            self._deliver(TITLE, f"{shown(PurePath(done[0]).name)} refined")
         else:
             self._deliver(TITLE, f"{len(done)} images refined")
 

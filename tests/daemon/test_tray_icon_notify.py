@@ -75,3 +75,15 @@ def test_a_failing_notification_backend_does_not_raise():
 
     n = Notifier(broken)
     n.on_event({"event": "job_failed", "path": "/d/x.png", "error": "bad"}, 0.0)  # logged, not raised
+
+
+def test_notifications_show_undecodable_names_escaped():
+    rec = Recorder()
+    n = Notifier(rec, batch_seconds=5.0)
+    n.on_event({"event": "job_failed", "path": "/d/img\udcfe.png", "error": "img\udcfe.png: bad"}, 0.0)
+    n.on_event(done("/d/new\nline.png"), 0.0)
+    n.flush(0.0, force=True)
+    assert rec.sent == [
+        ("naiup: refine failed", "img\\xfe.png: img\\xfe.png: bad"),
+        ("naiup", "new\\nline.naiup-refine-2x.png refined"),
+    ]
