@@ -216,13 +216,8 @@ class Stabiliser:
         cfg = self._config().watch
         if time.monotonic() - pend.first > cfg.give_up_seconds:
             log.warning("gave up on incomplete file path=%s reason=%s", path, reason)
-            self._ledger.upsert(
-                path,
-                State.FAILED,
-                size=pend.size,
-                mtime_ns=pend.mtime_ns,
-                error=f"incomplete: {reason} (gave up after {cfg.give_up_seconds:.0f} s)",
-            )
+            gave_up = f"gave up after {cfg.give_up_seconds:.0f} s"
+            self._fail_pending(path, pend, f"incomplete: {reason} ({gave_up})")
             return None
         self._ledger.upsert(path, State.WAITING, size=pend.size, mtime_ns=pend.mtime_ns, error=reason)
         pend.tries += 1
@@ -294,15 +289,14 @@ class Stabiliser:
     def _record_crash(self, path: Path, pend: _Pending, exc: Exception) -> None:
         """Fail the file a crash happened on, so the next rescan does not crash on it again."""
         try:
-            self._ledger.upsert(
-                path,
-                State.FAILED,
-                size=pend.size,
-                mtime_ns=pend.mtime_ns,
-                error=f"internal error while checking it: {type(exc).__name__}: {exc} (see the log)",
+            self._fail_pending(
+                path, pend, f"internal error while checking it: {type(exc).__name__}: {exc} (see the log)"
             )
         except Exception:
             log.exception("could not record the failure path=%s", shown(path))
+
+    def _fail_pending(self, path: Path, pend: _Pending, error: str) -> None:
+        self._ledger.upsert(path, State.FAILED, size=pend.size, mtime_ns=pend.mtime_ns, error=error)
 
     def _record_failed(self, path: Path, st: os.stat_result, error: str) -> None:
         log.error("input refused path=%s error=%s", path, error)
