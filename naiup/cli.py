@@ -15,6 +15,7 @@ from pathlib import Path
 
 from naiup import __version__
 from naiup.errors import NaiupError
+from naiup.pathnames import plain_text, shown
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -62,22 +63,36 @@ def _cmd_refine(args: argparse.Namespace) -> int:
     from naiup.job import run_job
 
     engine = Engine(config.model)
+    # The output's name as the file system has it (a script reads it back), undecodable bytes included.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="surrogateescape")
     failed = 0
     for src in args.files:
-        bar = ProgressBar(sys.stderr, src.name)
+        bar = ProgressBar(sys.stderr, shown(src.name))
         try:
             result = run_job(src, preset, engine, config, progress=bar)
-        except NaiupError as exc:
+        except Exception as exc:  # one file's error never stops the next file
             bar.close()
             failed += 1
-            message = str(exc)
-            # Errors about the input already start with its path; others get it prepended.
-            where = "" if message.startswith(str(src)) else f"{src}: "
-            print(f"error: {where}{message}", file=sys.stderr)
+            if not isinstance(exc, (NaiupError, OSError)):  # a bug: keep its traceback for a report
+                logging.getLogger("naiup").debug("refine crashed src=%s", src, exc_info=True)
+            print(f"error: {_refine_error(src, exc)}", file=sys.stderr)
             continue
         bar.close()
         print(result.output)
     return 1 if failed else 0
+
+
+def _refine_error(src: Path, exc: Exception) -> str:
+    """One line: `<file>: <reason>`. Errors about the input already start with its path."""
+    if isinstance(exc, NaiupError):
+        message = str(exc)
+    elif isinstance(exc, OSError):
+        message = exc.strerror or str(exc)
+    else:
+        message = f"internal error: {type(exc).__name__}: {exc}"
+    where = "" if message.startswith(str(src)) else f"{src}: "
+    return plain_text(f"{where}{message}")
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -279,8 +294,10 @@ def _control(args: argparse.Namespace, verb: str, **request: object) -> dict | N
 def _print_status(s: dict) -> None:
     line = f"{s['state']}  preset={s['active_preset']}  queue={s['queue_length']}"
     if s.get("current"):
-        line += f"  working on {Path(s['current']['path']).name} ({s['current']['progress']:.0%})"
+        line += f"  working on {shown(Path(s['current']['path']).name)} ({s['current']['progress']:.0%})"
     print(line)
+    for folder in s.get("missing_folders") or ():
+        print(f"  missing folder: {shown(folder)} (not watched; watched again as soon as it is back)")
     if s.get("pause_source") == "rule":
         print(f"  paused: {s['pause_reason']} (pause rule; `naiup resume` overrides it until it clears)")
     elif s.get("pause_reason"):
@@ -296,7 +313,7 @@ def _print_status(s: dict) -> None:
         ("last_output", "last output"),
     ):
         if s.get(key):
-            print(f"  {label}: {s[key]}")
+            print(f"  {label}: {plain_text(str(s[key]))}")
     counts = ", ".join(f"{k} {v}" for k, v in sorted(s.get("counts", {}).items()))
     print(f"  files: {counts or 'none yet'}")
 
@@ -337,7 +354,7 @@ def _cmd_queue(args: argparse.Namespace) -> int:
     if reply is not None and not args.json:
         for item in reply["items"]:
             extra = f"  {item['error']}" if item.get("error") else ""
-            print(f"{item['id']:>6}  {item['state']:<10} {item['path']}{extra}")
+            print(plain_text(f"{item['id']:>6}  {item['state']:<10} {item['path']}{extra}"))
         if not reply["items"]:
             print("no failed or skipped files" if args.failed else "queue is empty")
     return 3 if reply is None else 0

@@ -22,7 +22,10 @@ CONTRACT (daemon issue implements; the tray and CLI use only this module):
                    "pause_rule_overridden": str | null (a holding rule the user resumed over),
                    "pause_rules_unavailable": {rule: why},
                    "last_output": str | null, "engine_error": str | null,
-                   "watch_folders": [str], "config_path": str | null, "log_path": str}
+                   "watch_folders": [str], "missing_folders": [str] (watched folders not there now),
+                   "config_path": str | null, "log_path": str}
+    Paths are exact: a name that is not UTF-8 arrives as a str with surrogate escapes (JSON "\\udcXX"), as
+    os.fsdecode gives it; show it with naiup.pathnames.shown.
         queue {failed: bool} -> {"ok", "items": [{"id", "path", "state", "attempts", "error", "output"}]}
         pause {free_gpu: bool, for_seconds: float | null, reason: str | null} -> status
         resume -> status

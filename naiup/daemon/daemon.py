@@ -36,6 +36,7 @@ from naiup.errors import FatalError, NaiupError
 log = logging.getLogger(__name__)
 
 TICK = 0.25
+WATCH_CHECK_SECONDS = 1.0  # a stat of each watch folder: is it there, is it still the one we watch
 
 
 def info_path() -> Path:
@@ -149,6 +150,14 @@ class Daemon:
             self.config_path = self.config_path or _default_config_path()
             self.reload()
             return self._serve()
+        except NaiupError:
+            raise  # a sentence for the user (bad config, ledger): the CLI prints it
+        except BaseException as exc:
+            if not isinstance(exc, KeyboardInterrupt | SystemExit):
+                # A bug ends the service: its traceback goes to daemon.log, not only to a stderr
+                # nobody reads under systemd or launchd.
+                log.critical("the daemon crashed", exc_info=True)
+            raise
         finally:
             info_path().unlink(missing_ok=True)
             lock.release()
@@ -171,7 +180,11 @@ class Daemon:
         self.scheduler = Scheduler(self.ledger, lambda: self.config, self.effective_runtime, self._publish)
         self.stabiliser = Stabiliser(self.ledger, lambda: self.config, self.scheduler.wake)
         self.watcher = Watcher(
-            cfg.watch.folders, cfg.watch.recursive, self.stabiliser.hint, self.request_rescan
+            cfg.watch.folders,
+            cfg.watch.recursive,
+            self.stabiliser.hint,
+            self.request_rescan,
+            self.stabiliser.moved,
         )
         self._rescan_now = threading.Event()
         self.stabiliser.start()
@@ -212,7 +225,7 @@ class Daemon:
         self._rescan_now.set()
 
     def _loop(self) -> None:
-        next_rescan = next_config = next_watch_check = time.monotonic()
+        next_rescan = next_config = next_watch_check = next_watch_restart = time.monotonic()
         next_temp_sweep = next_rescan + STALE_TEMP_SECONDS  # start-up swept already
         last_status: dict | None = None
         rule = None
@@ -241,10 +254,12 @@ class Daemon:
                 log.info("timed pause over, resuming")
                 self.set_runtime(paused=False, pause_reason=None, paused_until=None, free_gpu=False)
                 self.scheduler.wake(retry_load=True)
-            if not self.watcher.healthy() and now >= next_watch_check:
-                # a dead observer thread, or a watch folder that was missing (unmounted, renamed)
-                next_watch_check = now + 5.0
-                if not self.watcher.missing or any(Path(m).is_dir() for m in self.watcher.missing):
+            if now >= next_watch_check:
+                # A dead observer, or a folder back after it went missing (unmounted, renamed, moved
+                # away and recreated: the old inotify watch stays on the old folder, wherever it went).
+                next_watch_check = now + WATCH_CHECK_SECONDS
+                if self.watcher.needs_restart() and now >= next_watch_restart:
+                    next_watch_restart = now + 5.0  # an observer that cannot start is not retried at 1 Hz
                     log.warning("re-attaching the watch observer missing=%s", self.watcher.missing)
                     self.watcher.restart()
                     self.request_rescan()

@@ -2,6 +2,11 @@
 
 States: seen -> waiting (stabilising) -> queued -> processing -> done | failed | skipped.
 Done is keyed by (content hash, preset, model): such a row with its output still present is never redone.
+
+Paths (`path`, `output`) are stored as the file system's bytes (BLOB), never as text: a name that is not
+valid UTF-8 is an ordinary file to us, and SQLite refuses a str carrying surrogate escapes. Error texts
+are display text (naiup.pathnames.plain_text). The schema evolves by numbered migrations
+(PRAGMA user_version), each applied once, in order.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 
 from naiup import paths
 from naiup.errors import FatalError
+from naiup.pathnames import path_from_key, path_key, plain_text
 
 
 class State(StrEnum):
@@ -40,6 +46,30 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE INDEX IF NOT EXISTS items_state ON items(state, queued_at, id);
 CREATE INDEX IF NOT EXISTS items_done ON items(hash, preset, model);
 """
+
+
+def _paths_as_bytes(db: sqlite3.Connection) -> None:
+    # Rows written as TEXT (UTF-8) become the same bytes as BLOB; `path TEXT` keeps its declared type
+    # (a table rebuild buys nothing: TEXT affinity stores a BLOB as it is).
+    db.execute("UPDATE items SET path = CAST(path AS BLOB) WHERE typeof(path) = 'text'")
+    db.execute("UPDATE items SET output = CAST(output AS BLOB) WHERE typeof(output) = 'text'")
+
+
+# Migration n (1-based) takes a ledger at user_version n-1 to n. Append only; never edit a shipped one.
+_MIGRATIONS = (_paths_as_bytes,)
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    for n, step in enumerate(_MIGRATIONS[version:], start=version + 1):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            step(db)
+            db.execute(f"PRAGMA user_version = {n}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +121,7 @@ class Ledger:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
             self._db.executescript(_SCHEMA)
+            _migrate(self._db)
         except sqlite3.Error as exc:  # a damaged file: say which, instead of a traceback at every start
             self._db.close()
             raise FatalError(
@@ -128,7 +159,10 @@ class Ledger:
     def _rows(self, sql: str, args: tuple = ()) -> list[Item]:
         with self._lock:
             rows = self._db.execute(f"SELECT {_COLUMNS} FROM items {sql}", args).fetchall()
-        return [Item(*r[:7], State(r[7]), *r[8:]) for r in rows]
+        return [
+            Item(r[0], path_from_key(r[1]), *r[2:7], State(r[7]), r[8], r[9], _path_or_none(r[10]), *r[11:])
+            for r in rows
+        ]
 
     def _exec(self, sql: str, args: tuple = ()) -> int:
         with self._lock:
@@ -139,7 +173,7 @@ class Ledger:
         return rows[0] if rows else None
 
     def by_path(self, path: Path) -> Item | None:
-        rows = self._rows("WHERE path = ?", (str(path),))
+        rows = self._rows("WHERE path = ?", (path_key(path),))
         return rows[0] if rows else None
 
     def upsert(
@@ -161,7 +195,7 @@ class Ledger:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0) ON CONFLICT(path) DO UPDATE SET size=excluded.size,"
                 " mtime_ns=excluded.mtime_ns, hash=excluded.hash, state=excluded.state, error=excluded.error,"
                 " queued_at=excluded.queued_at, attempts=0, output=NULL, started=NULL, finished=NULL",
-                (str(path), size, mtime_ns, hash, str(state), error, now, queued_at),
+                (path_key(path), size, mtime_ns, hash, str(state), _text(error), now, queued_at),
             )
         item = self.by_path(path)
         assert item is not None
@@ -178,7 +212,11 @@ class Ledger:
         return None
 
     def next_queued(self) -> Item | None:
-        rows = self._rows("WHERE state = ? ORDER BY queued_at, id LIMIT 1", (str(State.QUEUED),))
+        """The oldest queued row that is due (a retry after a transient error waits out its backoff)."""
+        rows = self._rows(
+            "WHERE state = ? AND (queued_at IS NULL OR queued_at <= ?) ORDER BY queued_at, id LIMIT 1",
+            (str(State.QUEUED), time.time()),
+        )
         return rows[0] if rows else None
 
     def start(self, item_id: int, preset: str, model: str) -> None:
@@ -192,27 +230,49 @@ class Ledger:
         """Done; `model` (the engine's id of what made the output) replaces the one given at start."""
         self._exec(
             "UPDATE items SET state=?, output=?, error=NULL, finished=?, model=COALESCE(?, model) WHERE id=?",
-            (str(State.DONE), output, time.time(), model, item_id),
+            (str(State.DONE), path_key(output), time.time(), model, item_id),
         )
 
     def skip(self, item_id: int, reason: str) -> None:
         self._exec(
             "UPDATE items SET state=?, error=?, finished=? WHERE id=?",
-            (str(State.SKIPPED), reason, time.time(), item_id),
+            (str(State.SKIPPED), _text(reason), time.time(), item_id),
         )
 
     def fail(self, item_id: int, error: str) -> None:
         self._exec(
             "UPDATE items SET state=?, error=?, finished=? WHERE id=?",
-            (str(State.FAILED), error, time.time(), item_id),
+            (str(State.FAILED), _text(error), time.time(), item_id),
         )
 
-    def requeue(self, item_id: int, error: str | None, *, uncount: bool = False) -> None:
-        """Back to the queue (keeps its place); uncount=True when we abandoned it, not it failing."""
+    def requeue(
+        self, item_id: int, error: str | None, *, uncount: bool = False, delay: float | None = None
+    ) -> None:
+        """Back to the queue (keeps its place); uncount=True when we abandoned it, not it failing.
+        `delay`: not taken again before that many seconds (it goes behind files queued meanwhile)."""
         self._exec(
-            "UPDATE items SET state=?, error=?, attempts=attempts-? WHERE id=?",
-            (str(State.QUEUED), error, 1 if uncount else 0, item_id),
+            "UPDATE items SET state=?, error=?, attempts=attempts-?,"
+            " queued_at=CASE WHEN ? IS NULL THEN queued_at ELSE ? END WHERE id=?",
+            (str(State.QUEUED), _text(error), int(uncount), delay, time.time() + (delay or 0), item_id),
         )
+
+    def forget(self, item_id: int) -> None:
+        """Drop a row whose file went away before it was processed (deleted, or renamed: see `follow`)."""
+        self._exec("DELETE FROM items WHERE id=?", (item_id,))
+
+    def follow(self, old: Path, new: Path) -> bool:
+        """A file renamed while waiting or queued keeps its row (and its place) under the new name.
+        False when there is nothing to follow, or the new name has a row of its own already."""
+        try:
+            return (
+                self._exec(
+                    "UPDATE items SET path=? WHERE path=? AND state IN (?, ?, ?)",
+                    (path_key(new), path_key(old), str(State.SEEN), str(State.WAITING), str(State.QUEUED)),
+                )
+                > 0
+            )
+        except sqlite3.IntegrityError:  # the new name is known already: that row decides
+            return False
 
     def recover(self, max_attempts: int) -> int:
         """At start: rows left `processing` by a crash go back to the queue, or fail when poisoned."""
@@ -263,3 +323,12 @@ class Ledger:
         with self._lock:
             rows = self._db.execute("SELECT state, COUNT(*) FROM items GROUP BY state").fetchall()
         return {state: n for state, n in rows}
+
+
+def _path_or_none(key: bytes | str | None) -> str | None:
+    return None if key is None else path_from_key(key)
+
+
+def _text(message: str | None) -> str | None:
+    """Messages may quote a file name with undecodable bytes: store the readable form (SQLite wants UTF-8)."""
+    return None if message is None else plain_text(message)

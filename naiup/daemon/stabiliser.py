@@ -3,6 +3,11 @@
 A path is queued only when it is not hidden / partial / ours, has no partial sibling, is non-empty,
 kept the same size and mtime across a quiet period, and fully decodes. Transient failures retry with
 backoff; a file still incomplete after `give_up_seconds` is failed as incomplete.
+
+Only regular files are looked at, never through a symbolic link: a FIFO named `x.png` would block the
+first read forever, a folder named `x.png` is no image, and a link may lead out of the watched folder
+(or round in a loop). A file that goes away before it is decided is dropped without a trace; a crash
+while checking one file fails that file (traceback in the log) and the others go on.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +28,7 @@ from naiup.daemon.ledger import Ledger, State
 from naiup.engine.metadata import read_metadata
 from naiup.errors import InputError, MetadataError, NaiupError, UnsafeInputError
 from naiup.job import is_naiup_output
+from naiup.pathnames import shown
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +44,7 @@ PARTIAL_SUFFIXES = (
     ".td",
     TEMP_SUFFIX,
 )
+PARTIAL_SIBLINGS = (".part", ".crdownload", ".aria2", ".download")
 JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini", ".ds_store"})
 MAX_BACKOFF = 30.0
 
@@ -59,9 +67,22 @@ def is_candidate(path: Path) -> bool:
 
 def has_partial_sibling(path: Path) -> bool:
     # Firefox keeps an empty placeholder under the final name while it writes `name.part`.
-    return any(
-        path.with_name(path.name + s).exists() for s in (".part", ".crdownload", ".aria2", ".download")
-    )
+    return any(_exists(path.with_name(path.name + s)) for s in PARTIAL_SIBLINGS)
+
+
+def _exists(path: Path) -> bool:
+    try:
+        path.lstat()
+    except OSError:  # gone, or a name too long to exist (a 255-byte name plus ".part")
+        return False
+    return True
+
+
+def regular_file_stat(path: Path) -> os.stat_result | None:
+    """The file's stat when it is a plain file (not a link, FIFO, folder...), else None. Raises OSError
+    (FileNotFoundError when it is gone)."""
+    st = path.lstat()
+    return st if stat.S_ISREG(st.st_mode) else None
 
 
 def hash_file(path: Path) -> str:
@@ -107,8 +128,10 @@ class Stabiliser:
         if not is_candidate(path):
             return
         try:
-            st = path.stat()
+            st = regular_file_stat(path)
         except OSError:
+            return
+        if st is None:
             return
         quiet = self._config().watch.quiet_seconds
         now = time.monotonic()
@@ -120,25 +143,47 @@ class Stabiliser:
                 p.size, p.mtime_ns, p.due = st.st_size, st.st_mtime_ns, max(p.due, now + quiet)
             self._cond.notify_all()
 
+    def moved(self, src: Path, dest: Path) -> None:
+        """Called from the watchdog thread for a rename. A file waiting or queued under `src` is the
+        same file under `dest`: its row follows (keeping its place in the queue); never raises."""
+        try:
+            if is_candidate(dest):
+                self._ledger.follow(src, dest)  # false for a download's .part -> final rename: no row
+            else:
+                self._forget_undecided(src, queued_too=True)  # renamed to something we would not take
+            with self._cond:
+                self._pending.pop(src, None)
+        except Exception:
+            log.exception("following a rename failed src=%s dest=%s", src, dest)
+        self.hint(dest)
+
     def scan(self, folders: tuple[Path, ...], recursive: bool) -> int:
         """Catch-up / periodic rescan: hint every candidate the ledger does not already know as-is."""
         hinted = 0
         for folder in folders:
             try:
-                paths = folder.rglob("*") if recursive else folder.iterdir()
-                for path in paths:
-                    if not is_candidate(path) or not path.is_file():
-                        continue
-                    if self._known_as_is(path, path.stat()):
-                        continue
-                    with self._cond:
-                        if path in self._pending:
-                            continue
-                    self.hint(path)
-                    hinted += 1
+                for path in folder.rglob("*") if recursive else folder.iterdir():
+                    try:
+                        hinted += self._scan_one(path)
+                    except OSError:
+                        continue  # gone meanwhile, or unreadable: not a reason to stop the scan
+                    except Exception:  # one file must not end the scan, nor the daemon loop running it
+                        log.exception("rescan: checking one file crashed path=%s", path)
             except OSError as exc:
                 log.warning("rescan failed folder=%s error=%s", folder, exc)
         return hinted
+
+    def _scan_one(self, path: Path) -> int:
+        if not is_candidate(path):
+            return 0
+        st = regular_file_stat(path)
+        if st is None or self._known_as_is(path, st):
+            return 0
+        with self._cond:
+            if path in self._pending:
+                return 0
+        self.hint(path)
+        return 1
 
     def _run(self) -> None:
         while True:
@@ -156,8 +201,9 @@ class Stabiliser:
             for path, pend in batch:
                 try:
                     retry_in = self._check(path, pend)
-                except Exception:  # loop boundary: one bad file must not stop the stabiliser
+                except Exception as exc:  # loop boundary: one bad file must not stop the stabiliser
                     log.exception("stabiliser check crashed path=%s", path)
+                    self._record_crash(path, pend, exc)
                     retry_in = None
                 with self._cond:
                     if retry_in is None:
@@ -170,13 +216,8 @@ class Stabiliser:
         cfg = self._config().watch
         if time.monotonic() - pend.first > cfg.give_up_seconds:
             log.warning("gave up on incomplete file path=%s reason=%s", path, reason)
-            self._ledger.upsert(
-                path,
-                State.FAILED,
-                size=pend.size,
-                mtime_ns=pend.mtime_ns,
-                error=f"incomplete: {reason} (gave up after {cfg.give_up_seconds:.0f} s)",
-            )
+            gave_up = f"gave up after {cfg.give_up_seconds:.0f} s"
+            self._fail_pending(path, pend, f"incomplete: {reason} ({gave_up})")
             return None
         self._ledger.upsert(path, State.WAITING, size=pend.size, mtime_ns=pend.mtime_ns, error=reason)
         pend.tries += 1
@@ -195,9 +236,13 @@ class Stabiliser:
         """None: decided (or gone). A float: look again in that many seconds."""
         cfg = self._config()
         try:
-            st = path.stat()
+            st = regular_file_stat(path)
         except FileNotFoundError:
-            return None  # polling invents deletes; a real new file will hint again
+            # Deleted or renamed before it was decided: nothing to record (a rename hints its new name).
+            self._forget_undecided(path)
+            return None
+        if st is None:
+            return None  # replaced by a link, FIFO or folder meanwhile
         if (st.st_size, st.st_mtime_ns) != (pend.size, pend.mtime_ns):
             pend.size, pend.mtime_ns = st.st_size, st.st_mtime_ns
             return cfg.watch.quiet_seconds  # still being written
@@ -234,6 +279,24 @@ class Stabiliser:
         log.info("queued path=%s", path)
         self._on_queued()
         return None
+
+    def _forget_undecided(self, path: Path, queued_too: bool = False) -> None:
+        row = self._ledger.by_path(path)
+        undecided = (State.SEEN, State.WAITING, State.QUEUED) if queued_too else (State.SEEN, State.WAITING)
+        if row is not None and row.state in undecided:
+            self._ledger.forget(row.id)
+
+    def _record_crash(self, path: Path, pend: _Pending, exc: Exception) -> None:
+        """Fail the file a crash happened on, so the next rescan does not crash on it again."""
+        try:
+            self._fail_pending(
+                path, pend, f"internal error while checking it: {type(exc).__name__}: {exc} (see the log)"
+            )
+        except Exception:
+            log.exception("could not record the failure path=%s", shown(path))
+
+    def _fail_pending(self, path: Path, pend: _Pending, error: str) -> None:
+        self._ledger.upsert(path, State.FAILED, size=pend.size, mtime_ns=pend.mtime_ns, error=error)
 
     def _record_failed(self, path: Path, st: os.stat_result, error: str) -> None:
         log.error("input refused path=%s error=%s", path, error)

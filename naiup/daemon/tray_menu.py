@@ -13,6 +13,7 @@ from typing import Any
 
 from naiup import paths
 from naiup.daemon.logs import daemon_log_path
+from naiup.pathnames import plain_text, shown
 
 
 class IconState(enum.StrEnum):
@@ -122,13 +123,20 @@ def tooltip(state: TrayState) -> str:
         reason = s.get("pause_reason") or "by you"
         return _clip(f"naiup: paused ({reason}) · {preset}")
     if kind is IconState.ERROR:
-        return _clip(f"naiup: error: {s.get('engine_error') or s.get('last_error') or 'see log'}")
+        return _clip(plain_text(f"naiup: error: {s.get('engine_error') or s.get('last_error') or 'see log'}"))
     queued = int(s.get("queue_length") or 0)
+    # A folder that is not there is watched by nobody: say so before anything that may be clipped.
+    missing = [" · folder missing"] if s.get("missing_folders") else []
     if kind is IconState.WORKING:
         pct = progress(state)
         parts = [f"{queued} queued", preset] + ([f"{pct:.0%}"] if pct is not None else [])
-        return _clip("naiup: " + " · ".join(parts))
-    return _clip(f"naiup: idle · {preset}")
+        return _clip("naiup: " + " · ".join(parts[:1]) + "".join(missing) + " · " + " · ".join(parts[1:]))
+    return _clip(f"naiup: idle{''.join(missing)} · {preset}")
+
+
+def missing_folders(state: TrayState) -> list[str]:
+    """Watch folders that are not there (moved, unmounted): nothing in them is seen until they return."""
+    return [shown(f) for f in (state.status or {}).get("missing_folders") or ()]
 
 
 def _clip(text: str, limit: int = 127) -> str:
@@ -181,6 +189,7 @@ def build_menu(state: TrayState) -> list[MenuEntry]:
     status_line = tooltip(state).removeprefix("naiup: ")
     return [
         MenuEntry(status_line[:1].upper() + status_line[1:], enabled=False),
+        *(MenuEntry(f"Folder missing: {f}", enabled=False) for f in missing_folders(state)),
         MenuEntry("Pause", Action.TOGGLE_PAUSE, checked=state.paused, default=True),
         MenuEntry("Pause for 15 min", Action.PAUSE_15M),
         MenuEntry("Pause for 1 h", Action.PAUSE_1H),
