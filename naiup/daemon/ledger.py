@@ -11,6 +11,7 @@ are display text (naiup.pathnames.plain_text). The schema evolves by numbered mi
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -116,6 +117,7 @@ class Ledger:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._text_paths = False  # migrated below: paths are bytes
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -139,6 +141,7 @@ class Ledger:
             return None
         self = cls.__new__(cls)
         self._lock = threading.Lock()
+        self._text_paths = False
         try:
             self._db = sqlite3.connect(
                 f"{path.absolute().as_uri()}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
@@ -147,6 +150,9 @@ class Ledger:
             raise FatalError(f"cannot read the ledger {path}: {exc}") from exc
         try:
             self._db.execute("SELECT 1 FROM items LIMIT 1").fetchall()
+            # A ledger the daemon has not opened since paths became bytes (migration 1) still holds
+            # them as TEXT; a reader must not migrate it, so it asks in that form instead.
+            self._text_paths = self._db.execute("PRAGMA user_version").fetchone()[0] < 1
         except sqlite3.Error as exc:
             self._db.close()
             raise FatalError(f"cannot read the ledger {path}: {exc}") from exc
@@ -164,6 +170,16 @@ class Ledger:
             for r in rows
         ]
 
+    def _key(self, path: str | os.PathLike[str]) -> bytes | str:
+        """What a path is compared with in SQL: its bytes, or its text in an unmigrated ledger."""
+        key = path_key(path)
+        if self._text_paths:
+            try:
+                return key.decode("utf-8")
+            except UnicodeDecodeError:
+                return key  # such a name could never be stored as TEXT: it matches nothing, as it should
+        return key
+
     def _exec(self, sql: str, args: tuple = ()) -> int:
         with self._lock:
             return self._db.execute(sql, args).rowcount
@@ -173,7 +189,7 @@ class Ledger:
         return rows[0] if rows else None
 
     def by_path(self, path: Path) -> Item | None:
-        rows = self._rows("WHERE path = ?", (path_key(path),))
+        rows = self._rows("WHERE path = ?", (self._key(path),))
         return rows[0] if rows else None
 
     def upsert(
@@ -308,7 +324,7 @@ class Ledger:
 
     def by_output(self, output: Path) -> Item | None:
         """The row whose job wrote `output` (the newest, should a path have been reused)."""
-        rows = self._rows("WHERE output = ? ORDER BY finished DESC, id DESC LIMIT 1", (str(output),))
+        rows = self._rows("WHERE output = ? ORDER BY finished DESC, id DESC LIMIT 1", (self._key(output),))
         return rows[0] if rows else None
 
     def recent(self, states: tuple[State, ...], since: float | None = None, limit: int = 100) -> list[Item]:

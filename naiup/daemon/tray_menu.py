@@ -149,7 +149,7 @@ RECENT_LIMIT = 10
 def recent_menu(state: TrayState) -> list[MenuEntry]:
     """ "Recent results" (the last 10, each opening its before/after page) and "Open gallery"."""
     items = tuple(
-        MenuEntry(_middle_clip(PurePath(out).name), Action.OPEN_COMPARE, arg=out)
+        MenuEntry(_middle_clip(shown(PurePath(out).name)), Action.OPEN_COMPARE, arg=out)
         for out in state.recent[:RECENT_LIMIT]
     )
     return [

@@ -144,7 +144,9 @@ def test_compare_page_shows_original_left_and_result_right_at_two_divider_positi
         home = tmp_path / "home"
         monkeypatch.setenv("HOME", str(home))
         # An MIT-licensed fixture (enslo/sd-metadata): the screenshot is committed to the repo.
-        plain = make_pair(home / "Downloads", nai_fixtures, "miku.png", "nai45_full_832x1216_itxt_stealth.png")
+        plain = make_pair(
+            home / "Downloads", nai_fixtures, "miku.png", "nai45_full_832x1216_itxt_stealth.png"
+        )
         docs = tmp_path / "docs.png"
         screenshot(
             f"{file_url(open_compare(plain.output, open_browser=False))}#split=0.42", docs, (1200, 700)
