@@ -2,10 +2,18 @@
 
 States: seen -> waiting (stabilising) -> queued -> processing -> done | failed | skipped.
 Done is keyed by (content hash, preset, model): such a row with its output still present is never redone.
+`existing`: already in a folder the first time naiup watched it; recorded from a listing (size and
+mtime, no decode, no hash) and left alone until a backfill sends it through the stabiliser's checks.
+
+The `folders` table keeps, per watched folder, the moment up to which every arrival is in `items`
+("last ran"): catch-up at the next start judges unknown files against it. Both were added after the
+first release: `CREATE ... IF NOT EXISTS` is the whole migration, and a folder of an older ledger that
+has rows but no `folders` row counts as known with no time (catch-up as before: every unknown file).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -24,6 +32,7 @@ class State(StrEnum):
     DONE = "done"
     FAILED = "failed"
     SKIPPED = "skipped"
+    EXISTING = "existing"
 
 
 _SCHEMA = """
@@ -38,7 +47,11 @@ CREATE TABLE IF NOT EXISTS items (
 );
 CREATE INDEX IF NOT EXISTS items_state ON items(state, queued_at, id);
 CREATE INDEX IF NOT EXISTS items_done ON items(hash, preset, model);
+CREATE TABLE IF NOT EXISTS folders (path TEXT PRIMARY KEY, last_ran REAL);
 """
+
+# SQLite's default IN-list limit is 999 variables on older builds; stay well under it.
+_CHUNK = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +125,85 @@ class Ledger:
     def by_path(self, path: Path) -> Item | None:
         rows = self._rows("WHERE path = ?", (str(path),))
         return rows[0] if rows else None
+
+    def by_paths(self, paths: list[Path]) -> dict[str, Item]:
+        """Rows for many paths, keyed by str(path): a folder scan asks once per chunk, not per file."""
+        found: dict[str, Item] = {}
+        for i in range(0, len(paths), _CHUNK):
+            chunk = [str(p) for p in paths[i : i + _CHUNK]]
+            marks = ",".join("?" * len(chunk))
+            found.update((item.path, item) for item in self._rows(f"WHERE path IN ({marks})", tuple(chunk)))
+        return found
+
+    def record_existing(self, files: list[tuple[Path, int, int]]) -> int:
+        """(path, size, mtime_ns) of files found by a baseline listing -> `existing`, in one transaction.
+
+        A path the ledger already has keeps its row (the stabiliser may have decided it meanwhile)."""
+        now = time.time()
+        rows = [(str(p), size, mtime_ns, str(State.EXISTING), now) for p, size, mtime_ns in files]
+        with self._lock:
+            before = self._db.total_changes
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO items (path, size, mtime_ns, state, created, attempts)"
+                    " VALUES (?, ?, ?, ?, ?, 0)",
+                    rows,
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            return self._db.total_changes - before
+
+    def reconsider(self, item_ids: list[int]) -> int:
+        """existing -> seen: checked like new files (a backfill); seen survives a restart."""
+        n = 0
+        for i in range(0, len(item_ids), _CHUNK):
+            chunk = item_ids[i : i + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            n += self._exec(
+                f"UPDATE items SET state=? WHERE state=? AND id IN ({marks})",
+                (str(State.SEEN), str(State.EXISTING), *chunk),
+            )
+        return n
+
+    def existing_paths(self) -> list[tuple[int, str]]:
+        """(id, path) of every `existing` row: a rescan's check for files that left, without full rows."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT id, path FROM items WHERE state = ?", (str(State.EXISTING),)
+            ).fetchall()
+
+    def forget(self, item_ids: list[int]) -> int:
+        """Drop rows (existing ones whose file left the folder)."""
+        n = 0
+        for i in range(0, len(item_ids), _CHUNK):
+            chunk = item_ids[i : i + _CHUNK]
+            n += self._exec(f"DELETE FROM items WHERE id IN ({','.join('?' * len(chunk))})", tuple(chunk))
+        return n
+
+    def folder_last_ran(self, folder: Path) -> tuple[bool, float | None]:
+        """(known, last ran): known once baselined, or when an older ledger has rows under it (no time)."""
+        with self._lock:
+            row = self._db.execute("SELECT last_ran FROM folders WHERE path = ?", (str(folder),)).fetchone()
+            if row is not None:
+                return True, row[0]
+            # Rows directly or deeper under the folder: the path range (folder + sep, folder + next char)
+            # is exact under SQLite's binary text order, with no LIKE escaping of % or _ in names.
+            lo = str(folder).rstrip(os.sep) + os.sep
+            hi = lo[:-1] + chr(ord(os.sep) + 1)
+            hit = self._db.execute(
+                "SELECT 1 FROM items WHERE path > ? AND path < ? LIMIT 1", (lo, hi)
+            ).fetchone()
+        return hit is not None, None
+
+    def set_folder_last_ran(self, folder: Path, when: float) -> None:
+        self._exec(
+            "INSERT INTO folders (path, last_ran) VALUES (?, ?)"
+            " ON CONFLICT(path) DO UPDATE SET last_ran=excluded.last_ran",
+            (str(folder), when),
+        )
 
     def upsert(
         self,

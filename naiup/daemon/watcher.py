@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -72,6 +73,9 @@ class Watcher:
         self._overflow = _OverflowHook(rescan)
         self._observer: Observer | None = None
         self.missing: list[str] = []
+        # Wall time the observer last (re)started: a file that arrived after it gets an event of its
+        # own, so a first-seen folder's baseline counts it as new, not as existing.
+        self.started_at: float | None = None
 
     @property
     def overflows(self) -> int:
@@ -93,6 +97,7 @@ class Watcher:
                 log.warning("watch folder missing folder=%s", folder)
                 continue
             self._observer.schedule(self._handler, str(folder), recursive=self._recursive)
+        self.started_at = time.time()
         try:
             self._observer.start()
         except OSError as exc:  # vanished between the check and start, or no inotify watches left
