@@ -59,7 +59,8 @@ def main() -> int:
 
     print(f"machine: {platform.machine()} {platform.system()} python {platform.python_version()}")
     print(f"files: {args.files} (created in {made:.2f} s)")
-    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    if hasattr(os, "getloadavg"):  # not on Windows
+        print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"listing only: {listing}")
     print(f"baseline (first scan, recorded as existing): {baseline}")
     print(f"rescan after it (nothing new): {rescan}")

@@ -141,7 +141,7 @@ class Scanner:
         elif recorded:
             log.info("older files recorded as existing folder=%s count=%d", folder, recorded)
         self._scanned_at[folder] = started
-        self.mark(folder, recursive)
+        self.mark(folder)
         return len(new)
 
     def _forget_gone(self, folder: Path, recursive: bool, present: set[str]) -> None:
@@ -154,7 +154,7 @@ class Scanner:
         if gone:
             self._ledger.forget(gone)
 
-    def mark(self, folder: Path, recursive: bool) -> None:
+    def mark(self, folder: Path) -> None:
         """Write the folder's "last ran" mark (after each scan, and at stop)."""
         scanned = self._scanned_at.get(folder)
         if scanned is None:

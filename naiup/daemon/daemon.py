@@ -203,10 +203,9 @@ class Daemon:
 
     def _mark_folders(self) -> None:
         """At stop: each folder's "last ran" mark, so the next start catches up from here."""
-        watch = self.config.watch
-        for folder in watch.folders:
+        for folder in self.config.watch.folders:
             try:
-                self.scanner.mark(folder, watch.recursive)
+                self.scanner.mark(folder)
             except Exception:  # the marks from the last rescan stay: never a reason to hang the stop
                 log.exception("could not write the last-ran mark folder=%s", folder)
 
