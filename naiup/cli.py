@@ -190,7 +190,9 @@ def _build_parser() -> argparse.ArgumentParser:
                 metavar="DATE|DURATION",
                 help="only images modified since then: 2024-10-01, 2024-10-01T18:00, or 7d, 12h, 30m ago",
             )
-            p.add_argument("--folder", type=Path, default=None, help="only images in this watched folder")
+            p.add_argument(
+                "--folder", type=Path, default=None, metavar="DIR", help="only images in this watched folder"
+            )
             p.add_argument("--dry-run", action="store_true", help="print what would be queued, queue nothing")
     # desktop
     p = add("tray", _cmd_tray, "show the tray icon")
