@@ -227,6 +227,18 @@ def _build_parser() -> argparse.ArgumentParser:
             p.add_argument("--failed", action="store_true", help="list failed and skipped files with reasons")
         elif name == "retry":
             p.add_argument("id", help="ledger id from `naiup queue --failed`, or `all`")
+        elif name == "backfill":
+            p.add_argument(
+                "--since",
+                type=_since,
+                default=None,
+                metavar="DATE|DURATION",
+                help="only images modified since then: 2024-10-01, 2024-10-01T18:00, or 7d, 12h, 30m ago",
+            )
+            p.add_argument(
+                "--folder", type=Path, default=None, metavar="DIR", help="only images in this watched folder"
+            )
+            p.add_argument("--dry-run", action="store_true", help="print what would be queued, queue nothing")
     # desktop
     p = add("tray", _cmd_tray, "show the tray icon")
     p.add_argument(
@@ -276,6 +288,23 @@ def _duration(text: str) -> float:
     return seconds
 
 
+def _since(text: str) -> float:
+    """--since: an ISO date or date-time (local time unless it names a zone), or a duration ago."""
+    import time
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        pass
+    try:
+        return time.time() - _duration(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"not a date or duration: {text!r} (e.g. 2024-10-01, 2024-10-01T18:00, 7d, 12h)"
+        ) from None
+
+
 def _control(args: argparse.Namespace, verb: str, **request: object) -> dict | None:
     """Send one request; prints and returns None when the daemon is not running (caller exits 3)."""
     from naiup.daemon.control import ControlClient, DaemonNotRunning
@@ -316,6 +345,8 @@ def _print_status(s: dict) -> None:
             print(f"  {label}: {plain_text(str(s[key]))}")
     counts = ", ".join(f"{k} {v}" for k, v in sorted(s.get("counts", {}).items()))
     print(f"  files: {counts or 'none yet'}")
+    if s.get("existing"):
+        print(f"  older images not processed: {s['existing']} (`naiup backfill` queues them)")
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -370,6 +401,24 @@ def _cmd_retry(args: argparse.Namespace) -> int:
     return 3 if reply is None else 0
 
 
+def _cmd_backfill(args: argparse.Namespace) -> int:
+    folder = None if args.folder is None else str(args.folder.expanduser().absolute())
+    reply = _control(args, "backfill", since=args.since, folder=folder, dry_run=args.dry_run)
+    if reply is None:
+        return 3
+    if not args.json:
+        n = reply["count"]
+        if args.dry_run:
+            print(f"{n} older image(s) would be checked and queued (dry run: nothing queued)")
+            for path in reply["paths"]:
+                print(f"  {path}")
+            if n > len(reply["paths"]):
+                print(f"  ... and {n - len(reply['paths'])} more")
+        else:
+            print(f"queued {n} older image(s): NovelAI ones are refined, others recorded as skipped")
+    return 0
+
+
 def _simple(verb: str, done: str) -> Handler:
     def handler(args: argparse.Namespace) -> int:
         reply = _control(args, verb)
@@ -387,6 +436,7 @@ _CONTROL: list[tuple[str, Handler, str]] = [
     ("preset", _cmd_preset, "switch the preset used from the next job on"),
     ("queue", _cmd_queue, "list waiting and queued files (--failed: failed and skipped)"),
     ("retry", _cmd_retry, "queue failed files again"),
+    ("backfill", _cmd_backfill, "process images that were already there when a folder was first watched"),
     ("rescan", _simple("rescan", "rescan requested"), "look for files the watcher missed"),
     ("stop", _simple("stop", "daemon stopping"), "stop the daemon (the current job finishes or is requeued)"),
 ]

@@ -2,11 +2,18 @@
 
 States: seen -> waiting (stabilising) -> queued -> processing -> done | failed | skipped.
 Done is keyed by (content hash, preset, model): such a row with its output still present is never redone.
+`existing`: already in a folder the first time naiup watched it; recorded from a listing (size and
+mtime, no decode, no hash) and left alone until a backfill sends it through the stabiliser's checks.
 
-Paths (`path`, `output`) are stored as the file system's bytes (BLOB), never as text: a name that is not
-valid UTF-8 is an ordinary file to us, and SQLite refuses a str carrying surrogate escapes. Error texts
-are display text (naiup.pathnames.plain_text). The schema evolves by numbered migrations
-(PRAGMA user_version), each applied once, in order.
+Paths (`path`, `output`, `folders.path`) are stored as the file system's bytes (BLOB), never as text: a
+name that is not valid UTF-8 is an ordinary file to us, and SQLite refuses a str carrying surrogate
+escapes. Error texts are display text (naiup.pathnames.plain_text). The schema evolves by numbered
+migrations (PRAGMA user_version), each applied once, in order.
+
+The `folders` table (migration 2) keeps, per watched folder, the moment up to which every arrival is in
+`items` ("last ran"): catch-up at the next start judges unknown files against it. A folder of an older
+ledger that has rows but no `folders` row counts as known with no time (catch-up as before: every
+unknown file is new).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ class State(StrEnum):
     DONE = "done"
     FAILED = "failed"
     SKIPPED = "skipped"
+    EXISTING = "existing"
 
 
 _SCHEMA = """
@@ -48,6 +56,9 @@ CREATE INDEX IF NOT EXISTS items_state ON items(state, queued_at, id);
 CREATE INDEX IF NOT EXISTS items_done ON items(hash, preset, model);
 """
 
+# SQLite's default IN-list limit is 999 variables on older builds; stay well under it.
+_CHUNK = 500
+
 
 def _paths_as_bytes(db: sqlite3.Connection) -> None:
     # Rows written as TEXT (UTF-8) become the same bytes as BLOB; `path TEXT` keeps its declared type
@@ -56,8 +67,14 @@ def _paths_as_bytes(db: sqlite3.Connection) -> None:
     db.execute("UPDATE items SET output = CAST(output AS BLOB) WHERE typeof(output) = 'text'")
 
 
+def _folders_table(db: sqlite3.Connection) -> None:
+    db.execute("CREATE TABLE IF NOT EXISTS folders (path BLOB PRIMARY KEY, last_ran REAL)")
+    # A development build made this table with TEXT keys before migrations existed: same bytes as BLOB.
+    db.execute("UPDATE folders SET path = CAST(path AS BLOB) WHERE typeof(path) = 'text'")
+
+
 # Migration n (1-based) takes a ledger at user_version n-1 to n. Append only; never edit a shipped one.
-_MIGRATIONS = (_paths_as_bytes,)
+_MIGRATIONS = (_paths_as_bytes, _folders_table)
 
 
 def _migrate(db: sqlite3.Connection) -> None:
@@ -192,6 +209,87 @@ class Ledger:
         rows = self._rows("WHERE path = ?", (self._key(path),))
         return rows[0] if rows else None
 
+    def by_paths(self, paths: list[Path]) -> dict[str, Item]:
+        """Rows for many paths, keyed by str(path): a folder scan asks once per chunk, not per file."""
+        found: dict[str, Item] = {}
+        for i in range(0, len(paths), _CHUNK):
+            chunk = [self._key(p) for p in paths[i : i + _CHUNK]]
+            marks = ",".join("?" * len(chunk))
+            found.update((item.path, item) for item in self._rows(f"WHERE path IN ({marks})", tuple(chunk)))
+        return found
+
+    def record_existing(self, files: list[tuple[Path, int, int]]) -> int:
+        """(path, size, mtime_ns) of files found by a baseline listing -> `existing`, in one transaction.
+
+        A path the ledger already has keeps its row (the stabiliser may have decided it meanwhile)."""
+        now = time.time()
+        rows = [(path_key(p), size, mtime_ns, str(State.EXISTING), now) for p, size, mtime_ns in files]
+        with self._lock:
+            before = self._db.total_changes
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO items (path, size, mtime_ns, state, created, attempts)"
+                    " VALUES (?, ?, ?, ?, ?, 0)",
+                    rows,
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            return self._db.total_changes - before
+
+    def reconsider(self, item_ids: list[int]) -> int:
+        """existing -> seen: checked like new files (a backfill); seen survives a restart."""
+        n = 0
+        for i in range(0, len(item_ids), _CHUNK):
+            chunk = item_ids[i : i + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            n += self._exec(
+                f"UPDATE items SET state=? WHERE state=? AND id IN ({marks})",
+                (str(State.SEEN), str(State.EXISTING), *chunk),
+            )
+        return n
+
+    def existing_paths(self) -> list[tuple[int, str]]:
+        """(id, path) of every `existing` row: a rescan's check for files that left, without full rows."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, path FROM items WHERE state = ?", (str(State.EXISTING),))
+            return [(item_id, path_from_key(key)) for item_id, key in rows.fetchall()]
+
+    def forget(self, item_ids: list[int]) -> int:
+        """Drop rows: existing ones whose file left the folder; a file that went away before it was
+        processed (deleted, or renamed: see `follow`)."""
+        n = 0
+        for i in range(0, len(item_ids), _CHUNK):
+            chunk = item_ids[i : i + _CHUNK]
+            n += self._exec(f"DELETE FROM items WHERE id IN ({','.join('?' * len(chunk))})", tuple(chunk))
+        return n
+
+    def folder_last_ran(self, folder: Path) -> tuple[bool, float | None]:
+        """(known, last ran): known once baselined, or when an older ledger has rows under it (no time)."""
+        with self._lock:
+            key = path_key(folder)
+            row = self._db.execute("SELECT last_ran FROM folders WHERE path = ?", (key,)).fetchone()
+            if row is not None:
+                return True, row[0]
+            # Rows directly or deeper under the folder: the path range (folder + sep, folder + the next
+            # byte value) is exact, as SQLite orders BLOBs by memcmp; no LIKE escaping of % or _ in names.
+            sep = path_key(os.sep)
+            lo = key.rstrip(sep) + sep
+            hi = lo[:-1] + bytes([sep[0] + 1])
+            hit = self._db.execute(
+                "SELECT 1 FROM items WHERE path > ? AND path < ? LIMIT 1", (lo, hi)
+            ).fetchone()
+        return hit is not None, None
+
+    def set_folder_last_ran(self, folder: Path, when: float) -> None:
+        self._exec(
+            "INSERT INTO folders (path, last_ran) VALUES (?, ?)"
+            " ON CONFLICT(path) DO UPDATE SET last_ran=excluded.last_ran",
+            (path_key(folder), when),
+        )
+
     def upsert(
         self,
         path: Path,
@@ -271,10 +369,6 @@ class Ledger:
             " queued_at=CASE WHEN ? IS NULL THEN queued_at ELSE ? END WHERE id=?",
             (str(State.QUEUED), _text(error), int(uncount), delay, time.time() + (delay or 0), item_id),
         )
-
-    def forget(self, item_id: int) -> None:
-        """Drop a row whose file went away before it was processed (deleted, or renamed: see `follow`)."""
-        self._exec("DELETE FROM items WHERE id=?", (item_id,))
 
     def follow(self, old: Path, new: Path) -> bool:
         """A file renamed while waiting or queued keeps its row (and its place) under the new name.

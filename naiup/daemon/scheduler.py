@@ -161,7 +161,7 @@ class Scheduler:
 
     def _take(self, item: Item, cfg: Config, preset: Preset, model: str) -> None:
         if _gone(Path(item.path)):
-            self._ledger.forget(item.id)  # deleted while queued (a rename was followed by the watcher)
+            self._ledger.forget([item.id])  # deleted while queued (a rename was followed by the watcher)
             log.info("dropped a queued file that is gone id=%s path=%s", item.id, item.path)
             return
         twin = self._ledger.done_twin(item.hash or "", preset.name, model) if item.hash else None
@@ -251,7 +251,7 @@ class Scheduler:
             remove_job_temps(src, preset, cfg.output.name)
             self._worker = None  # restarted (and the engine reloaded) for the next job
         if _gone(src):  # deleted (or renamed: followed by the watcher) while it ran: not a failure
-            self._ledger.forget(item.id)
+            self._ledger.forget([item.id])
             log.info("dropped a file that went away mid-job id=%s path=%s", item.id, src)
         elif outcome.permanent or attempts >= max_attempts:
             if not outcome.permanent:

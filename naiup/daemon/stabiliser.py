@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from naiup.atomic import TEMP_SUFFIX
-from naiup.config import Config
-from naiup.daemon.ledger import Ledger, State
+from naiup.config import Config, WatchConfig
+from naiup.daemon.filetimes import arrival_time
+from naiup.daemon.ledger import Item, Ledger, State
 from naiup.engine.metadata import read_metadata
 from naiup.errors import InputError, MetadataError, NaiupError, UnsafeInputError
 from naiup.job import is_naiup_output
@@ -50,19 +51,28 @@ MAX_BACKOFF = 30.0
 
 
 def is_partial_download(path: Path) -> bool:
-    name = path.name.lower()
-    return name.endswith(PARTIAL_SUFFIXES) or any(p.endswith(".download") for p in path.parts[:-1])
+    return path.name.lower().endswith(PARTIAL_SUFFIXES) or in_download_bundle(path.parent)
+
+
+def in_download_bundle(folder: Path) -> bool:
+    """Safari writes inside a `name.download` folder: nothing in one is finished."""
+    return any(p.endswith(".download") for p in folder.parts)
+
+
+def is_candidate_name(name: str) -> bool:
+    """The name-only part of is_candidate (a folder listing checks its folder once, not per file)."""
+    lower = name.lower()
+    return (
+        not name.startswith(".")
+        and lower not in JUNK_NAMES
+        and not lower.endswith(PARTIAL_SUFFIXES)
+        and os.path.splitext(lower)[1] in IMAGE_SUFFIXES
+    )
 
 
 def is_candidate(path: Path) -> bool:
     """Static filter on the candidate path only (never a move's source)."""
-    name = path.name
-    return (
-        not name.startswith(".")
-        and name.lower() not in JUNK_NAMES
-        and not is_partial_download(path)
-        and path.suffix.lower() in IMAGE_SUFFIXES
-    )
+    return is_candidate_name(path.name) and not in_download_bundle(path.parent)
 
 
 def has_partial_sibling(path: Path) -> bool:
@@ -99,6 +109,7 @@ class _Pending:
     size: int
     mtime_ns: int
     due: float
+    arrived: float  # filetimes.arrival_time at the first hint: a folder's "last ran" mark stays before it
     tries: int = 0
 
 
@@ -138,7 +149,7 @@ class Stabiliser:
         with self._cond:
             p = self._pending.get(path)
             if p is None:
-                self._pending[path] = _Pending(now, st.st_size, st.st_mtime_ns, now + quiet)
+                self._pending[path] = _Pending(now, st.st_size, st.st_mtime_ns, now + quiet, arrival_time(st))
             else:
                 p.size, p.mtime_ns, p.due = st.st_size, st.st_mtime_ns, max(p.due, now + quiet)
             self._cond.notify_all()
@@ -157,33 +168,19 @@ class Stabiliser:
             log.exception("following a rename failed src=%s dest=%s", src, dest)
         self.hint(dest)
 
-    def scan(self, folders: tuple[Path, ...], recursive: bool) -> int:
-        """Catch-up / periodic rescan: hint every candidate the ledger does not already know as-is."""
-        hinted = 0
-        for folder in folders:
-            try:
-                for path in folder.rglob("*") if recursive else folder.iterdir():
-                    try:
-                        hinted += self._scan_one(path)
-                    except OSError:
-                        continue  # gone meanwhile, or unreadable: not a reason to stop the scan
-                    except Exception:  # one file must not end the scan, nor the daemon loop running it
-                        log.exception("rescan: checking one file crashed path=%s", path)
-            except OSError as exc:
-                log.warning("rescan failed folder=%s error=%s", folder, exc)
-        return hinted
-
-    def _scan_one(self, path: Path) -> int:
-        if not is_candidate(path):
-            return 0
-        st = regular_file_stat(path)
-        if st is None or self._known_as_is(path, st):
-            return 0
+    def is_pending(self, path: Path) -> bool:
         with self._cond:
-            if path in self._pending:
-                return 0
-        self.hint(path)
-        return 1
+            return path in self._pending
+
+    def pending_paths(self) -> set[Path]:
+        with self._cond:
+            return set(self._pending)
+
+    def oldest_arrival(self, folder: Path) -> float | None:
+        """The earliest arrival time among the files under `folder` still being decided, if any."""
+        with self._cond:
+            times = [p.arrived for path, p in self._pending.items() if path.is_relative_to(folder)]
+        return min(times, default=None)
 
     def _run(self) -> None:
         while True:
@@ -224,13 +221,7 @@ class Stabiliser:
         return min(cfg.quiet_seconds * 2**pend.tries, MAX_BACKOFF)
 
     def _known_as_is(self, path: Path, st: os.stat_result) -> bool:
-        """The ledger already decided this exact file (done, queued, failed, skipped...)."""
-        row = self._ledger.by_path(path)
-        return bool(
-            row
-            and (row.size, row.mtime_ns) == (st.st_size, st.st_mtime_ns)
-            and row.state not in (State.SEEN, State.WAITING)
-        )
+        return known_as_is(self._ledger.by_path(path), st.st_size, st.st_mtime_ns, self._config().watch)
 
     def _check(self, path: Path, pend: _Pending) -> float | None:
         """None: decided (or gone). A float: look again in that many seconds."""
@@ -284,7 +275,7 @@ class Stabiliser:
         row = self._ledger.by_path(path)
         undecided = (State.SEEN, State.WAITING, State.QUEUED) if queued_too else (State.SEEN, State.WAITING)
         if row is not None and row.state in undecided:
-            self._ledger.forget(row.id)
+            self._ledger.forget([row.id])
 
     def _record_crash(self, path: Path, pend: _Pending, exc: Exception) -> None:
         """Fail the file a crash happened on, so the next rescan does not crash on it again."""
@@ -301,6 +292,18 @@ class Stabiliser:
     def _record_failed(self, path: Path, st: os.stat_result, error: str) -> None:
         log.error("input refused path=%s error=%s", path, error)
         self._ledger.upsert(path, State.FAILED, size=st.st_size, mtime_ns=st.st_mtime_ns, error=error)
+
+
+def known_as_is(row: Item | None, size: int, mtime_ns: int, watch: WatchConfig) -> bool:
+    """The ledger already decided this exact file (done, queued, failed, skipped, existing...).
+
+    `existing` (found by a baseline) counts as decided unless `process_existing` asks for those too."""
+    return bool(
+        row
+        and (row.size, row.mtime_ns) == (size, mtime_ns)
+        and row.state not in (State.SEEN, State.WAITING)
+        and not (row.state is State.EXISTING and watch.process_existing)
+    )
 
 
 def _reason(exc: Exception) -> str:

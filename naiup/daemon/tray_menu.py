@@ -35,6 +35,7 @@ class Action(enum.StrEnum):
     OPEN_GALLERY = "open-gallery"
     OPEN_FOLDER = "open-folder"
     RETRY_FAILED = "retry-failed"
+    BACKFILL = "backfill"
     OPEN_CONFIG = "open-config"
     OPEN_LOG = "open-log"
     START_SERVICE = "start-service"
@@ -61,6 +62,11 @@ class TrayState:
     def failed_count(self) -> int:
         counts = (self.status or {}).get("counts") or {}
         return int(counts.get("failed", 0))
+
+    @property
+    def existing_count(self) -> int:
+        """Images left alone because they were there before naiup watched their folder."""
+        return int((self.status or {}).get("existing") or 0)
 
     @property
     def active_preset(self) -> str | None:
@@ -187,6 +193,8 @@ def build_menu(state: TrayState) -> list[MenuEntry]:
     failed = state.failed_count
     folders = s.get("watch_folders") or []
     status_line = tooltip(state).removeprefix("naiup: ")
+    n = state.existing_count
+    older = [MenuEntry(f"Process {n} older image{'s' if n != 1 else ''}", Action.BACKFILL)] if n else []
     return [
         MenuEntry(status_line[:1].upper() + status_line[1:], enabled=False),
         *(MenuEntry(f"Folder missing: {f}", enabled=False) for f in missing_folders(state)),
@@ -200,6 +208,7 @@ def build_menu(state: TrayState) -> list[MenuEntry]:
         *recent_menu(state),
         MenuEntry("Open watched folder", Action.OPEN_FOLDER, enabled=bool(folders)),
         MenuEntry(f"Retry failed ({failed})", Action.RETRY_FAILED, enabled=failed > 0),
+        *older,
         SEPARATOR,
         MenuEntry("Open config", Action.OPEN_CONFIG),
         MenuEntry("Open log", Action.OPEN_LOG, enabled=bool(s.get("log_path"))),
@@ -224,6 +233,8 @@ def command_for(action: Action, state: TrayState, arg: str | None = None, config
         return Command("preset", {"name": arg})
     if action is Action.RETRY_FAILED:
         return Command("retry", {"id": "all"})
+    if action is Action.BACKFILL:
+        return Command("backfill", {})
     if action is Action.STOP_SERVICE:
         return Command("stop")
     if action is Action.OPEN_LAST:

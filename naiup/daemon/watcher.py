@@ -11,6 +11,7 @@ import logging
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -96,6 +97,9 @@ class Watcher:
         self._armed: dict[Path, tuple[int, int]] = {}  # the folder each watch was put on
         self._lost: set[Path] = set()  # seen missing since armed: re-arm when back, whatever its inode
         self.missing: list[str] = []
+        # Wall time the observer last (re)started: a file that arrived after it gets an event of its
+        # own, so a first-seen folder's baseline counts it as new, not as existing.
+        self.started_at: float | None = None
 
     @property
     def overflows(self) -> int:
@@ -120,6 +124,7 @@ class Watcher:
                 continue
             self._armed[folder] = ident
             self._observer.schedule(self._handler, str(folder), recursive=self._recursive)
+        self.started_at = time.time()
         try:
             self._observer.start()
         except OSError as exc:  # vanished between the check and start, or no inotify watches left

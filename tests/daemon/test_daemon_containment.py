@@ -6,14 +6,17 @@ import logging
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import nai_writer
 import pytest
 from daemon_harness import wait_for
+from legacy_ledger import write_original_ledger
 
 from naiup.config import Config, WatchConfig
 from naiup.daemon import scheduler as scheduler_module
 from naiup.daemon import stabiliser as stabiliser_module
+from naiup.daemon.catchup import Scanner
 from naiup.daemon.ledger import Ledger, State
 from naiup.daemon.scheduler import Scheduler
 from naiup.daemon.stabiliser import Stabiliser
@@ -22,27 +25,11 @@ from naiup.daemon.worker import Outcome
 
 UNDECODABLE = os.fsdecode(b"img\xfe\x82\xa0.png")  # Shift-JIS bytes from a zip: not UTF-8
 
-# The ledger as it was before paths were stored as bytes (user_version 0).
-_OLD_SCHEMA = """
-CREATE TABLE items (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL UNIQUE,
-    size INTEGER, mtime_ns INTEGER, hash TEXT, preset TEXT, model TEXT,
-    state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, error TEXT, output TEXT,
-    created REAL, queued_at REAL, started REAL, finished REAL
-);
-"""
-
 
 def test_an_old_ledger_is_migrated_and_takes_names_that_are_not_utf8(tmp_path: Path):
-    path = tmp_path / "ledger.sqlite3"
-    db = sqlite3.connect(path)
-    db.executescript(_OLD_SCHEMA)
-    db.execute(
-        "INSERT INTO items (path, state, hash, preset, model, output) VALUES (?, 'done', 'h', 'p', 'm', ?)",
-        (str(tmp_path / "日本.png"), str(tmp_path / "日本.out.png")),
-    )
-    db.commit()
-    db.close()
+    path = tmp_path / "ledger.sqlite3"  # as it was before paths were stored as bytes (user_version 0)
+    old_row = {"path": str(tmp_path / "日本.png"), "output": str(tmp_path / "日本.out.png")}
+    write_original_ledger(path, [{**old_row, "state": "done", "hash": "h", "preset": "p", "model": "m"}])
 
     ledger = Ledger(path)
     old = ledger.by_path(tmp_path / "日本.png")
@@ -60,12 +47,14 @@ def test_an_old_ledger_is_migrated_and_takes_names_that_are_not_utf8(tmp_path: P
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] >= 1
 
 
-def _stabiliser(tmp_path: Path) -> tuple[Path, Ledger, Stabiliser]:
+def _stabiliser(tmp_path: Path, **scanner: Any) -> tuple[Path, Ledger, Stabiliser, Scanner]:
     folder = tmp_path / "watch"
     folder.mkdir()
     ledger = Ledger(tmp_path / "ledger.sqlite3")
-    config = Config(watch=WatchConfig(folders=(folder,), quiet_seconds=0.05))
-    return folder, ledger, Stabiliser(ledger, lambda: config, lambda: None)
+    # process_existing: the files made before the first scan are taken, not baselined as existing
+    config = Config(watch=WatchConfig(folders=(folder,), quiet_seconds=0.05, process_existing=True))
+    stabiliser = Stabiliser(ledger, lambda: config, lambda: None)
+    return folder, ledger, stabiliser, Scanner(ledger, lambda: config, stabiliser, **scanner)
 
 
 def test_a_crash_checking_one_file_fails_that_file_and_the_others_go_on(
@@ -79,39 +68,59 @@ def test_a_crash_checking_one_file_fails_that_file_and_the_others_go_on(
         return real(path, **kw)
 
     monkeypatch.setattr(stabiliser_module, "read_metadata", read_metadata)
-    folder, ledger, stabiliser = _stabiliser(tmp_path)
+    folder, ledger, stabiliser, scanner = _stabiliser(tmp_path)
     boom = nai_writer.write_nai_png(folder / "boom.png", (16, 16), seed=1)
     fine = nai_writer.write_nai_png(folder / "fine.png", (16, 16), seed=2)
     stabiliser.start()
     try:
-        assert stabiliser.scan((folder,), recursive=False) == 2
+        assert scanner.scan((folder,), recursive=False) == 2
         wait_for(lambda: (r := ledger.by_path(boom)) and r.state is State.FAILED, 10, "boom.png to fail")
         wait_for(lambda: (r := ledger.by_path(fine)) and r.state is State.QUEUED, 10, "fine.png to queue")
         assert "RuntimeError: a bug in the metadata reader" in ledger.by_path(boom).error
         assert "Traceback" in caplog.text and "a bug in the metadata reader" in caplog.text
         wait_for(lambda: stabiliser.pending() == 0, 10, "the stabiliser to settle")
-        assert stabiliser.scan((folder,), recursive=False) == 0  # decided: not crashed on again
+        assert scanner.scan((folder,), recursive=False) == 0  # decided: not crashed on again
     finally:
         stabiliser.stop()
         ledger.close()
 
 
-def test_a_rescan_goes_past_a_file_whose_lookup_crashes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_a_rescan_goes_past_a_file_whose_lookup_crashes(tmp_path: Path, caplog: pytest.LogCaptureFixture):
     # The scan runs on the daemon's main loop: an exception there ended the daemon (issue: a name that
     # SQLite refused). Now it costs that one file, and the others are still found.
-    folder, ledger, stabiliser = _stabiliser(tmp_path)
-    real = Stabiliser._known_as_is
-
-    def known_as_is(self: Stabiliser, path: Path, st: os.stat_result) -> bool:
+    def lstat(path: Path) -> os.stat_result:
         if path.name == "boom.png":
             raise UnicodeEncodeError("utf-8", "x", 0, 1, "surrogates not allowed")
-        return real(self, path, st)
+        return path.lstat()
 
-    monkeypatch.setattr(Stabiliser, "_known_as_is", known_as_is)
+    folder, ledger, stabiliser, scanner = _stabiliser(tmp_path, stat=lstat)
     for name in ("a.png", "boom.png", "z.png"):
         (folder / name).write_bytes(b"x")
     try:
-        assert stabiliser.scan((folder,), recursive=False) == 2
+        assert scanner.scan((folder,), recursive=False) == 2
+        assert stabiliser.pending() == 2 and "surrogates not allowed" in caplog.text
+    finally:
+        ledger.close()
+
+
+def test_a_crash_scanning_one_folder_leaves_the_others_scanned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    folder, ledger, _, scanner = _stabiliser(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "a.png").write_bytes(b"x")
+    real = ledger.folder_last_ran
+
+    def folder_last_ran(where: Path) -> tuple[bool, float | None]:
+        if where == folder:
+            raise RuntimeError("a bug for this one folder")
+        return real(where)
+
+    monkeypatch.setattr(ledger, "folder_last_ran", folder_last_ran)
+    try:
+        assert scanner.scan((folder, other), recursive=False) == 1
+        assert "a bug for this one folder" in caplog.text
     finally:
         ledger.close()
 

@@ -41,10 +41,16 @@ def test_a_folder_of_hostile_names_and_objects_is_survived_and_its_images_proces
     os.symlink(".", w / "here")  # a folder loop, for a recursive walk
     outside = nai_writer.write_nai_png(daemon.root / "outside.png", (16, 16), seed=9)
     os.symlink(outside, w / "outside.png")  # leads out of the watched folder
-    # Files there at start are found by the start-up scan (the daemon loop), later ones by the watcher.
+    # Files there at the first start are baselined by the start-up scan (the daemon loop): listed, not
+    # opened, and the FIFO, the folder and the links not even recorded. A backfill sends them through
+    # the full check; later files come from the watcher.
     daemon.start()
+    wait_for(lambda: daemon.status()["existing"] == 4, 20, "the baseline of the hostile folder")
     late = Path(os.fsdecode(bytes(w) + b"/late\xe9.png"))  # Latin-1 bytes
     nai_writer.write_nai_png(late, (16, 16), seed=5)
+    backfill = daemon.request("backfill")
+    assert backfill["count"] == 4
+    assert sorted(backfill["paths"]) == sorted(str(p) for p in (undecodable, longest, newline, broken))
 
     for path in (undecodable, longest, newline, late):
         wait_for(lambda p=path: _state(daemon, p) == "done", 30, f"{path.name!r} to be processed")

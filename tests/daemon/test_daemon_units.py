@@ -12,6 +12,7 @@ from daemon_harness import wait_for
 
 from naiup.atomic import TEMP_SUFFIX, temp_prefix
 from naiup.config import Config, Preset, WatchConfig
+from naiup.daemon.catchup import Scanner
 from naiup.daemon.ledger import Ledger, State
 from naiup.daemon.scheduler import remove_job_temps
 from naiup.daemon.stabiliser import Stabiliser, has_partial_sibling, is_candidate
@@ -162,20 +163,22 @@ def test_rescan_finds_files_the_watcher_never_reported(tmp_path: Path):
     """inotify overflow drops events silently: the reconciling scan must queue such files."""
     folder = tmp_path / "watch"
     folder.mkdir()
-    nai_writer.write_nai_png(folder / "missed.png", (16, 16))
-    (folder / "other.png.crdownload").touch()  # a partial is never hinted by a scan
     ledger = Ledger(tmp_path / "ledger.sqlite3")
     config = Config(watch=WatchConfig(folders=(folder,), quiet_seconds=0.05))
     queued = threading.Event()
     stabiliser = Stabiliser(ledger, lambda: config, queued.set)
+    scanner = Scanner(ledger, lambda: config, stabiliser)
     stabiliser.start()
     try:
-        assert stabiliser.scan((folder,), recursive=False) == 1
+        assert scanner.scan((folder,), recursive=False) == 0  # the first-start baseline: an empty folder
+        nai_writer.write_nai_png(folder / "missed.png", (16, 16))
+        (folder / "other.png.crdownload").touch()  # a partial is never hinted by a scan
+        assert scanner.scan((folder,), recursive=False) == 1
         assert queued.wait(10)
         row = ledger.by_path(folder / "missed.png")
         assert row.state is State.QUEUED and row.hash
         wait_for(lambda: stabiliser.pending() == 0, 10, "the stabiliser to settle")
-        assert stabiliser.scan((folder,), recursive=False) == 0  # known as-is: not checked again
+        assert scanner.scan((folder,), recursive=False) == 0  # known as-is: not checked again
     finally:
         stabiliser.stop()
         ledger.close()

@@ -77,6 +77,17 @@ def test_retry_failed_shows_the_count_and_is_disabled_at_zero():
     assert command_for(Action.RETRY_FAILED, status()).args == {"id": "all"}
 
 
+def test_process_older_images_is_offered_only_while_there_are_some():
+    assert not any("older image" in e.text for e in build_menu(status(existing=0)))
+    item = entry(build_menu(status(existing=1234)), "Process")
+    assert (item.text, item.action, item.enabled) == ("Process 1234 older images", Action.BACKFILL, True)
+    assert entry(build_menu(status(existing=1)), "Process").text == "Process 1 older image"
+    assert (command_for(Action.BACKFILL, status()).verb, command_for(Action.BACKFILL, status()).args) == (
+        "backfill",
+        {},
+    )
+
+
 @pytest.mark.parametrize(
     ("action", "verb", "args"),
     [
