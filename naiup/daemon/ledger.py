@@ -371,13 +371,15 @@ class Ledger:
         )
 
     def follow(self, old: Path, new: Path) -> bool:
-        """A file renamed while waiting or queued keeps its row (and its place) under the new name.
+        """A file renamed while waiting or queued keeps its row (and its place) under the new name; an
+        `existing` one stays existing (renaming an old image does not make it new).
         False when there is nothing to follow, or the new name has a row of its own already."""
+        states = (State.SEEN, State.WAITING, State.QUEUED, State.EXISTING)
         try:
             return (
                 self._exec(
-                    "UPDATE items SET path=? WHERE path=? AND state IN (?, ?, ?)",
-                    (path_key(new), path_key(old), str(State.SEEN), str(State.WAITING), str(State.QUEUED)),
+                    "UPDATE items SET path=? WHERE path=? AND state IN (?, ?, ?, ?)",
+                    (path_key(new), path_key(old), *map(str, states)),
                 )
                 > 0
             )

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import nai_writer
 import pytest
+from daemon_harness import wait_for
 from legacy_ledger import write_original_ledger
 
 from naiup.config import Config, WatchConfig
@@ -207,3 +208,20 @@ def test_a_baseline_of_20000_placeholders_records_them_all_from_the_listing(setu
     assert setup.ledger.counts() == {"existing": 20_000} and setup.stabiliser.pending() == 0
     assert scanner.scan((setup.folder,), recursive=False) == 0  # and a rescan leaves them be
 
+
+def test_an_old_image_renamed_in_the_folder_stays_existing(tmp_path: Path):
+    s = _Setup(tmp_path, quiet_seconds=0.05)
+    try:
+        old = nai_writer.write_nai_png(s.folder / "old.png", (16, 16))
+        s.scanner().scan((s.folder,), recursive=False, watching_since=time.time() + 3600)
+        row = s.ledger.by_path(old)
+        assert row.state is State.EXISTING
+        renamed = old.rename(s.folder / "renamed.png")
+        s.stabiliser.start()
+        s.stabiliser.moved(old, renamed)  # what the watcher reports for the rename
+        wait_for(lambda: s.stabiliser.pending() == 0, 10, "the renamed file to be looked at")
+        assert s.ledger.by_path(old) is None
+        assert (s.ledger.by_path(renamed).id, s.state("renamed.png")) == (row.id, State.EXISTING)
+    finally:
+        s.stabiliser.stop()
+        s.ledger.close()
