@@ -411,7 +411,7 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
         if args.dry_run:
             print(f"{n} older image(s) would be checked and queued (dry run: nothing queued)")
             for path in reply["paths"]:
-                print(f"  {path}")
+                print(f"  {shown(path)}")
             if n > len(reply["paths"]):
                 print(f"  ... and {n - len(reply['paths'])} more")
         else:

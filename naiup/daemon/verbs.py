@@ -12,6 +12,7 @@ from naiup import __version__
 from naiup.daemon.catchup import select_backfill
 from naiup.daemon.ledger import State
 from naiup.errors import NaiupError
+from naiup.pathnames import shown
 
 if TYPE_CHECKING:
     from naiup.daemon.daemon import Daemon
@@ -90,8 +91,8 @@ class Verbs:
         watched = self._d.config.watch.folders
         where = None if folder is None else Path(folder)
         if where is not None and not any(where.is_relative_to(r) or r.is_relative_to(where) for r in watched):
-            names = ", ".join(map(str, watched))
-            raise NaiupError(f"{where} is not a watched folder or inside one (watched: {names})")
+            names = ", ".join(map(shown, watched))
+            raise NaiupError(f"{shown(where)} is not a watched folder or inside one (watched: {names})")
         since = None if since is None else float(since)
         chosen = select_backfill(self._d.ledger.items((State.EXISTING,), limit=-1), watched, since, where)
         if not dry_run and chosen:

@@ -48,6 +48,9 @@ def test_a_folder_of_hostile_names_and_objects_is_survived_and_its_images_proces
     wait_for(lambda: daemon.status()["existing"] == 4, 20, "the baseline of the hostile folder")
     late = Path(os.fsdecode(bytes(w) + b"/late\xe9.png"))  # Latin-1 bytes
     nai_writer.write_nai_png(late, (16, 16), seed=5)
+    dry = daemon.cli("backfill", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "img\\xfe\\x82\\xa0.png" in dry.stdout and "new\\nline.png" in dry.stdout  # escaped
     backfill = daemon.request("backfill")
     assert backfill["count"] == 4
     assert sorted(backfill["paths"]) == sorted(str(p) for p in (undecodable, longest, newline, broken))
