@@ -4,20 +4,29 @@
     write_first_free(candidates, data) -> Path     # the first name in `candidates` that is free
     replace_file(path, data)                       # our own files only: state, autostart entries
 
-The data goes to a hidden temp file in the same folder (`.<name>.<rand>.naiup-tmp`: the watcher skips
-it), is fsynced, then hard-linked to the final name: link() fails when the target exists, so a
+The data goes to a hidden temp file in the same folder (`.<12 hex>.<rand>.naiup-tmp`, 32 bytes whatever
+the output's name: a temp named after a long output would pass the file system's name limit first; the
+hex is a digest of the first output name, so a killed job's temp is still found by that name). The temp
+is fsynced, then hard-linked to the final name: link() fails when the target exists, so a
 file that appeared meanwhile is never clobbered (rename/replace would silently overwrite it on
 POSIX). File systems without hard links (FAT/exFAT, some network shares) fall back to rename after
-an existence check. The temp file is removed on every path out.
+an existence check. The temp file is removed on every path out (a failing removal is logged, never
+raised over the error that matters).
+
+Errors: a full disk and passing I/O trouble are retried with backoff (RETRY_DELAYS), then raised as an
+OutputError with transient=True (the daemon tries the job again later). A read-only folder, a denied
+permission or a name the file system refuses fail at once, with a plain reason.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import itertools
 import logging
 import os
 import secrets
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -28,6 +37,27 @@ log = logging.getLogger(__name__)
 TEMP_SUFFIX = ".naiup-tmp"
 # errnos meaning "this file system cannot hard-link", not "the target exists".
 _NO_LINK = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS, errno.EMLINK}
+# Worth another try: space may be freed, a busy or flaky share may recover. Anything else will not heal.
+_TRANSIENT = {
+    errno.ENOSPC,
+    getattr(errno, "EDQUOT", errno.ENOSPC),
+    errno.EAGAIN,
+    errno.EBUSY,
+    errno.EINTR,
+    errno.EIO,
+    errno.ETIMEDOUT,
+}
+RETRY_DELAYS = (0.5, 2.0)  # seconds before the 2nd and 3rd try of one publish
+_REASONS = {
+    errno.EROFS: "the folder is read-only",
+    errno.EACCES: "permission denied (the folder is not writable for this user)",
+    errno.EPERM: "permission denied (the folder is not writable for this user)",
+    errno.ENAMETOOLONG: "the file name is too long for this file system",
+    errno.ENOENT: "the folder is gone",
+    errno.ENOSPC: "the disk is full",
+    getattr(errno, "EDQUOT", errno.ENOSPC): "the disk is full",
+}
+_sleep = time.sleep  # tests replace it: the backoff is the behaviour, not the waiting
 
 
 def is_temp_name(path: Path) -> bool:
@@ -43,29 +73,58 @@ def write_new(final: Path, data: bytes) -> Path:
 def write_first_free(candidates: Iterable[Path], data: bytes, *, raise_if_taken: bool = False) -> Path:
     """Publish `data` under the first candidate name that does not exist yet; returns that name.
 
-    All candidates must be in one folder (the temp file is made there, once).
+    All candidates must be in one folder (the temp file is made there).
     """
     it = iter(candidates)
     first = next(it)
     folder = first.parent
-    tmp = folder / f".{first.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
-    try:
-        _write_synced(tmp, data)
-        for final in itertools.chain([first], it):  # lazily: callers offer thousands
-            if final.parent != folder:
-                raise ValueError(f"candidates must share one folder: {final}")
-            if _publish(tmp, final):
-                _fsync_dir(folder)
-                return final
-            if raise_if_taken:
-                raise FileExistsError(errno.EEXIST, "file exists", str(final))
-        raise OutputError(f"{first}: every candidate output name is taken")
-    except OSError as exc:
-        if isinstance(exc, FileExistsError):
+    names = itertools.chain([first], it)  # lazily: callers offer thousands
+    final: Path | None = next(names)
+    delays = iter(RETRY_DELAYS)
+    while True:
+        tmp = folder / f"{temp_prefix(first)}{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        try:
+            _write_synced(tmp, data)
+            while final is not None:
+                if final.parent != folder:
+                    raise ValueError(f"candidates must share one folder: {final}")
+                if _publish(tmp, final):
+                    _fsync_dir(folder)
+                    return final
+                if raise_if_taken:
+                    raise FileExistsError(errno.EEXIST, "file exists", str(final))
+                final = next(names, None)
+            raise OutputError(f"{first}: every candidate output name is taken")
+        except FileExistsError:
             raise
-        raise OutputError(f"{first}: cannot write output ({exc.strerror or exc})") from exc
-    finally:
+        except OSError as exc:
+            delay = next(delays, None) if exc.errno in _TRANSIENT else None
+            if delay is None:
+                raise write_error(exc) from exc
+            log.warning("cannot write the output yet, retrying in %.1f s error=%s", delay, exc)
+        finally:
+            _remove(tmp)
+        _sleep(delay)
+
+
+def write_error(exc: OSError) -> OutputError:
+    """The OutputError a failed write becomes: a plain reason, and whether trying later may help."""
+    reason = _REASONS.get(exc.errno or 0) or exc.strerror or str(exc)
+    return OutputError(f"cannot write beside the original: {reason}", transient=exc.errno in _TRANSIENT)
+
+
+def temp_prefix(first: Path) -> str:
+    """How the temps of a publish whose first candidate name is `first` begin (short for any name)."""
+    return "." + hashlib.sha256(os.fsencode(first.name)).hexdigest()[:12] + "."
+
+
+def _remove(tmp: Path) -> None:
+    # Runs in `finally`: an error here (the read-only folder that failed the write) must not replace
+    # the error being raised.
+    try:
         tmp.unlink(missing_ok=True)
+    except OSError as exc:
+        log.debug("cannot remove temp path=%s error=%s", tmp, exc)
 
 
 def replace_file(path: Path, data: bytes) -> None:
@@ -76,7 +135,7 @@ def replace_file(path: Path, data: bytes) -> None:
         _write_synced(tmp, data)
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
 
 
 def _write_synced(tmp: Path, data: bytes) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from naiup import __version__
 from naiup.errors import NaiupError
+from naiup.pathnames import plain_text, shown
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -62,22 +63,36 @@ def _cmd_refine(args: argparse.Namespace) -> int:
     from naiup.job import run_job
 
     engine = Engine(config.model)
+    # The output's name as the file system has it (a script reads it back), undecodable bytes included.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="surrogateescape")
     failed = 0
     for src in args.files:
-        bar = ProgressBar(sys.stderr, src.name)
+        bar = ProgressBar(sys.stderr, shown(src.name))
         try:
             result = run_job(src, preset, engine, config, progress=bar)
-        except NaiupError as exc:
+        except Exception as exc:  # one file's error never stops the next file
             bar.close()
             failed += 1
-            message = str(exc)
-            # Errors about the input already start with its path; others get it prepended.
-            where = "" if message.startswith(str(src)) else f"{src}: "
-            print(f"error: {where}{message}", file=sys.stderr)
+            if not isinstance(exc, (NaiupError, OSError)):  # a bug: keep its traceback for a report
+                logging.getLogger("naiup").debug("refine crashed src=%s", src, exc_info=True)
+            print(f"error: {_refine_error(src, exc)}", file=sys.stderr)
             continue
         bar.close()
         print(result.output)
     return 1 if failed else 0
+
+
+def _refine_error(src: Path, exc: Exception) -> str:
+    """One line: `<file>: <reason>`. Errors about the input already start with its path."""
+    if isinstance(exc, NaiupError):
+        message = str(exc)
+    elif isinstance(exc, OSError):
+        message = exc.strerror or str(exc)
+    else:
+        message = f"internal error: {type(exc).__name__}: {exc}"
+    where = "" if message.startswith(str(src)) else f"{src}: "
+    return plain_text(f"{where}{message}")
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -212,6 +227,18 @@ def _build_parser() -> argparse.ArgumentParser:
             p.add_argument("--failed", action="store_true", help="list failed and skipped files with reasons")
         elif name == "retry":
             p.add_argument("id", help="ledger id from `naiup queue --failed`, or `all`")
+        elif name == "backfill":
+            p.add_argument(
+                "--since",
+                type=_since,
+                default=None,
+                metavar="DATE|DURATION",
+                help="only images modified since then: 2024-10-01, 2024-10-01T18:00, or 7d, 12h, 30m ago",
+            )
+            p.add_argument(
+                "--folder", type=Path, default=None, metavar="DIR", help="only images in this watched folder"
+            )
+            p.add_argument("--dry-run", action="store_true", help="print what would be queued, queue nothing")
     # desktop
     p = add("tray", _cmd_tray, "show the tray icon")
     p.add_argument(
@@ -261,6 +288,23 @@ def _duration(text: str) -> float:
     return seconds
 
 
+def _since(text: str) -> float:
+    """--since: an ISO date or date-time (local time unless it names a zone), or a duration ago."""
+    import time
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        pass
+    try:
+        return time.time() - _duration(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"not a date or duration: {text!r} (e.g. 2024-10-01, 2024-10-01T18:00, 7d, 12h)"
+        ) from None
+
+
 def _control(args: argparse.Namespace, verb: str, **request: object) -> dict | None:
     """Send one request; prints and returns None when the daemon is not running (caller exits 3)."""
     from naiup.daemon.control import ControlClient, DaemonNotRunning
@@ -279,8 +323,10 @@ def _control(args: argparse.Namespace, verb: str, **request: object) -> dict | N
 def _print_status(s: dict) -> None:
     line = f"{s['state']}  preset={s['active_preset']}  queue={s['queue_length']}"
     if s.get("current"):
-        line += f"  working on {Path(s['current']['path']).name} ({s['current']['progress']:.0%})"
+        line += f"  working on {shown(Path(s['current']['path']).name)} ({s['current']['progress']:.0%})"
     print(line)
+    for folder in s.get("missing_folders") or ():
+        print(f"  missing folder: {shown(folder)} (not watched; watched again as soon as it is back)")
     if s.get("pause_source") == "rule":
         print(f"  paused: {s['pause_reason']} (pause rule; `naiup resume` overrides it until it clears)")
     elif s.get("pause_reason"):
@@ -296,9 +342,11 @@ def _print_status(s: dict) -> None:
         ("last_output", "last output"),
     ):
         if s.get(key):
-            print(f"  {label}: {s[key]}")
+            print(f"  {label}: {plain_text(str(s[key]))}")
     counts = ", ".join(f"{k} {v}" for k, v in sorted(s.get("counts", {}).items()))
     print(f"  files: {counts or 'none yet'}")
+    if s.get("existing"):
+        print(f"  older images not processed: {s['existing']} (`naiup backfill` queues them)")
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -337,7 +385,7 @@ def _cmd_queue(args: argparse.Namespace) -> int:
     if reply is not None and not args.json:
         for item in reply["items"]:
             extra = f"  {item['error']}" if item.get("error") else ""
-            print(f"{item['id']:>6}  {item['state']:<10} {item['path']}{extra}")
+            print(plain_text(f"{item['id']:>6}  {item['state']:<10} {item['path']}{extra}"))
         if not reply["items"]:
             print("no failed or skipped files" if args.failed else "queue is empty")
     return 3 if reply is None else 0
@@ -351,6 +399,24 @@ def _cmd_retry(args: argparse.Namespace) -> int:
     if reply is not None and not args.json:
         print(f"requeued {reply['requeued']} file(s)")
     return 3 if reply is None else 0
+
+
+def _cmd_backfill(args: argparse.Namespace) -> int:
+    folder = None if args.folder is None else str(args.folder.expanduser().absolute())
+    reply = _control(args, "backfill", since=args.since, folder=folder, dry_run=args.dry_run)
+    if reply is None:
+        return 3
+    if not args.json:
+        n = reply["count"]
+        if args.dry_run:
+            print(f"{n} older image(s) would be checked and queued (dry run: nothing queued)")
+            for path in reply["paths"]:
+                print(f"  {shown(path)}")
+            if n > len(reply["paths"]):
+                print(f"  ... and {n - len(reply['paths'])} more")
+        else:
+            print(f"queued {n} older image(s): NovelAI ones are refined, others recorded as skipped")
+    return 0
 
 
 def _simple(verb: str, done: str) -> Handler:
@@ -370,6 +436,7 @@ _CONTROL: list[tuple[str, Handler, str]] = [
     ("preset", _cmd_preset, "switch the preset used from the next job on"),
     ("queue", _cmd_queue, "list waiting and queued files (--failed: failed and skipped)"),
     ("retry", _cmd_retry, "queue failed files again"),
+    ("backfill", _cmd_backfill, "process images that were already there when a folder was first watched"),
     ("rescan", _simple("rescan", "rescan requested"), "look for files the watcher missed"),
     ("stop", _simple("stop", "daemon stopping"), "stop the daemon (the current job finishes or is requeued)"),
 ]

@@ -33,6 +33,7 @@ class WatchConfig:
     quiet_seconds: float = 1.0  # stabiliser: size+mtime must hold this long
     rescan_seconds: float = 60.0  # periodic rescan recovers events the OS dropped
     give_up_seconds: float = 600.0  # an incomplete file older than this is failed
+    process_existing: bool = False  # True: images already in a newly watched folder are processed too
 
 
 @dataclass(frozen=True, slots=True)

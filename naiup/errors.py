@@ -59,7 +59,11 @@ class OutOfMemoryError(EngineError):
 
 
 class OutputError(NaiupError):
-    pass
+    """transient: the disk was full or busy; the same job may well succeed later."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class TransientError(NaiupError):

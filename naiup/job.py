@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -27,7 +28,8 @@ from naiup.atomic import write_first_free
 from naiup.config import Config, OutputConfig, Preset
 from naiup.engine.metadata import ImageMetadata, ensure_rgb, read_image
 from naiup.engine.result import EngineResult
-from naiup.errors import ConfigError, InputError
+from naiup.errors import ConfigError, InputError, OutputError
+from naiup.pathnames import plain_text
 from naiup.png_encode import is_png_keyword
 from naiup.provenance import (
     PARAMETERS_KEY,
@@ -65,22 +67,73 @@ def is_naiup_output(path: Path) -> bool:
 
 
 def output_candidates(src: Path, preset: Preset, template: str) -> Iterator[Path]:
-    """`template` filled in beside src, then "<stem> (2)<suffix>", " (3)"..."""
+    """`template` filled in beside src, then "<stem> (2)<suffix>", " (3)"...
+
+    A name over the folder's limit (NAME_MAX, 255 bytes on most file systems: ~85 CJK characters) is
+    made to fit by shortening the source's stem, whole characters only; the rest of the template
+    (`.naiup-<preset>.png`) and the " (2)" stay."""
     try:
         name = OutputConfig(name=template).output_name(src, preset.name)
+        # The template around the stem, so the stem alone can be shortened: "\0" is in no file name.
+        around = OutputConfig(name=template).output_name(src.with_name("\0" + src.suffix), preset.name)
     except (KeyError, IndexError, ValueError) as exc:
         raise ConfigError(
             "output.name", f"bad template {template!r} (placeholders: {{stem}}, {{preset}})"
         ) from exc
     if not name or "/" in name or "\\" in name or name in (".", ".."):
         raise ConfigError("output.name", f"must be a plain file name, got {name!r}")
-    first = src.parent / name
+    parts, limit = around.split("\0"), name_max(src.parent)
+
+    def fitted(n: int) -> Path:
+        def build(stem: str) -> str:
+            if n == 1:
+                return stem.join(parts)
+            base, suffix = _split_name(stem.join(parts))
+            return f"{base} ({n}){suffix}"
+
+        return src.parent / fit_name(src.stem, build, limit)
+
+    first = fitted(1)
     if first.resolve() == src.resolve():
         raise ConfigError("output.name", f"{template!r} names the input itself")
     yield first
-    stem, suffix = _split_name(name)
     for n in range(2, _MAX_COLLISIONS):
-        yield src.parent / f"{stem} ({n}){suffix}"
+        yield fitted(n)
+
+
+def name_max(folder: Path) -> int:
+    """The longest file name (bytes) the folder's file system takes; 255 where it does not say."""
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows), or no such folder yet
+        return 255
+    return limit if limit > 0 else 255
+
+
+def fit_name(stem: str, build: Callable[[str], str], limit: int) -> str:
+    """build(stem), with characters dropped from the end of `stem` until the name's bytes fit `limit`."""
+    name = build(stem)
+    excess = len(os.fsencode(name)) - limit
+    cut = len(stem)
+    while excess > 0:
+        if cut <= 1:
+            raise OutputError(
+                f"cannot write beside the original: {name!r} is too long for this file system even with"
+                " the source's name shortened (output.name adds too much)"
+            )
+        cut = max(1, cut - _chars_for(stem[:cut], excess))
+        name = build(stem[:cut])
+        excess = len(os.fsencode(name)) - limit  # {stem} may appear more than once in a template
+    return name
+
+
+def _chars_for(stem: str, excess: int) -> int:
+    """How many characters at the end of `stem` hold at least `excess` bytes (a character is 1-4)."""
+    n, freed = 0, 0
+    while freed < excess and n < len(stem):
+        n += 1
+        freed += len(os.fsencode(stem[-n]))
+    return max(1, n)
 
 
 def _split_name(name: str) -> tuple[str, str]:
@@ -143,7 +196,7 @@ def run_job(
         preset=asdict(preset),
         seed=result.seed,
         source_sha256=source_sha256,
-        source_name=src.name,
+        source_name=plain_text(src.name),  # PNG text is UTF-8: undecodable bytes are shown as \\xNN
         model_id=model_id(preset) if callable(model_id) else str(result.parameters.get("upscaler_id", "")),
         parameters=result.parameters,
     )

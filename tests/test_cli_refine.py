@@ -90,3 +90,42 @@ def test_progress_bar_draws_only_on_a_terminal():
         bar.close()
     assert "a.png [" in tty.getvalue() and " 50% upscale" in tty.getvalue() and "100% done" in tty.getvalue()
     assert pipe.getvalue() == ""
+
+
+def test_an_error_on_one_file_is_one_line_and_the_next_file_still_runs(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import naiup.job
+    from naiup.job import JobResult
+
+    monkeypatch.setenv("NAIUP_CONFIG_DIR", str(tmp_path))
+    first, second = tmp_path / "first.png", tmp_path / "second.png"
+
+    def run_job(src, preset, engine, config, progress=None):  # an OS error that no NaiupError wraps
+        if src == first:
+            raise OSError(errno.ENAMETOOLONG, "File name too long", str(src))
+        return JobResult(src=src, output=src.with_name("second.out.png"), seed=None)
+
+    monkeypatch.setattr(naiup.job, "run_job", run_job)
+    assert main(["refine", str(first), str(second), "--preset", "upscale-2x"]) == 1
+    out, err = capsys.readouterr()
+    assert err == f"error: {first}: File name too long\n"
+    assert out == f"{tmp_path / 'second.out.png'}\n"
+
+
+def test_a_long_non_utf8_name_is_refined_by_the_real_command(tmp_path):
+    # 250 bytes of name: its output name needs shortening, and an undecodable byte stays as it is.
+    import nai_writer
+
+    work = tmp_path / "downloads"
+    work.mkdir()
+    src = Path(os.fsdecode(bytes(work) + b"/" + b"\xfe" + b"n" * 245 + b".png"))
+    nai_writer.write_nai_png(src, (16, 16))
+    cmd = [sys.executable, "-m", "naiup", "refine", src, "--preset", "upscale-2x"]
+    done = subprocess.run(cmd, capture_output=True, env=_env(tmp_path), timeout=300)
+    assert done.returncode == 0, done.stderr
+    outputs = [p for p in work.iterdir() if p != src]
+    assert done.stdout == bytes(outputs[0]) + b"\n"  # the name as the file system has it, for scripts
+    assert len(outputs) == 1 and len(os.fsencode(outputs[0].name)) == 255
+    assert os.fsencode(outputs[0].name).startswith(b"\xfennn")
+    assert outputs[0].name.endswith("n.naiup-upscale-2x.png")

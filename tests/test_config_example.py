@@ -7,7 +7,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from naiup.config import BUILTIN_PRESETS, Config, LoraSpec, Preset, load_config
+from naiup.config import BUILTIN_PRESETS, Config, LoraSpec, Preset, default_watch_folder, load_config
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config.example.toml"
 SECTIONS = [f.name for f in dataclasses.fields(Config) if f.name not in ("presets", "source")]
@@ -19,19 +19,30 @@ def _names(cls: type, skip: tuple[str, ...] = ()) -> set[str]:
 
 def test_example_loads_and_equals_the_built_in_defaults():
     config = load_config(EXAMPLE)
-    # The example spells folders as "~/Downloads"; the real default asks the OS (same folder on most).
+    # `folders` stays commented out: a copied example must keep asking the OS for the downloads folder
+    # (a moved or localised one), not pin "~/Downloads" and watch nothing.
+    assert config.watch.folders == (default_watch_folder(),)
     defaults = dataclasses.replace(Config(), watch=dataclasses.replace(Config().watch, folders=()))
     loaded = dataclasses.replace(config, watch=dataclasses.replace(config.watch, folders=()), source=None)
     assert loaded == defaults
-    assert config.watch.folders == (Path("~/Downloads").expanduser(),)
+
+
+# Keys the example shows only in a comment: setting them would replace a default the OS decides.
+COMMENTED = {"watch": {"folders"}}
 
 
 def test_example_documents_every_field_of_every_section():
-    raw = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
+    text = EXAMPLE.read_text(encoding="utf-8")
+    raw = tomllib.loads(text)
     assert set(raw) == {*SECTIONS, "presets"}
     for name in SECTIONS:
         cls = type(getattr(Config(), name))
-        assert set(raw[name]) == _names(cls), f"[{name}] in config.example.toml is missing or has extra keys"
+        shown = set(raw[name]) | COMMENTED.get(name, set())
+        assert shown == _names(cls), f"[{name}] in config.example.toml is missing or has extra keys"
+    for key in COMMENTED["watch"]:
+        line = re.search(rf"^# ({key} = .*)$", text, re.M)
+        assert line, f"config.example.toml lost its commented {key} example"
+        tomllib.loads(line.group(1))  # and it is valid TOML once uncommented
 
 
 def test_example_documents_every_preset_key_and_every_built_in_preset():

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import threading
 from pathlib import Path
 
 import pytest
 
+from naiup import atomic
 from naiup.atomic import is_temp_name, write_first_free, write_new
 from naiup.errors import OutputError
 
@@ -56,8 +59,8 @@ def test_every_candidate_taken_is_an_output_error(tmp_path):
     assert _leftovers(tmp_path) == []
 
 
-def test_unwritable_folder_is_an_output_error_naming_the_file(tmp_path):
-    with pytest.raises(OutputError, match="missing"):
+def test_unwritable_folder_is_an_output_error_saying_why(tmp_path):
+    with pytest.raises(OutputError, match="cannot write beside the original: the folder is gone"):
         write_new(tmp_path / "missing" / "a.png", b"z")
 
 
@@ -102,3 +105,70 @@ def test_a_folder_that_refuses_fsync_still_publishes_once(tmp_path, monkeypatch)
     final = write_new(tmp_path / "out.png", b"data")
     assert final.read_bytes() == b"data"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
+
+
+def test_a_long_name_is_published_although_a_temp_named_after_it_would_not_fit(tmp_path):
+    # The temp used to be ".<name>.<8 hex>.naiup-tmp": 20 bytes more than a name that fits by itself.
+    final = tmp_path / ("長" * 78 + ".naiup-upscale-2x.png")
+    assert len(os.fsencode(final.name)) == 255  # the longest name most file systems take
+    assert write_new(final, b"data").read_bytes() == b"data" and _leftovers(tmp_path) == []
+
+
+def test_a_name_the_file_system_refuses_fails_at_once_with_a_plain_reason(tmp_path):
+    with pytest.raises(OutputError, match="cannot write beside the original: the file name is too long"):
+        write_new(tmp_path / ("a" * 300 + ".png"), b"data")
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        (errno.EROFS, "the folder is read-only"),
+        (errno.EACCES, "permission denied"),
+        (errno.EPERM, "permission denied"),
+        (errno.ENAMETOOLONG, "the file name is too long"),
+    ],
+)
+def test_permanent_write_errors_fail_at_once_and_the_cleanup_never_hides_them(
+    tmp_path, monkeypatch, code, reason
+):
+    # Running as root, a chmod'ed folder stays writable: the OS error comes from our own seam. The
+    # cleanup of the temp then fails too, as it does in a read-only folder; that must not replace it.
+    tries = []
+
+    def refuse(tmp: Path, data: bytes) -> None:
+        tries.append(tmp)
+        raise OSError(code, os.strerror(code), str(tmp))
+
+    def unlink(self: Path, missing_ok: bool = False) -> None:
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(atomic, "_write_synced", refuse)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    with pytest.raises(OutputError) as info:
+        write_new(tmp_path / "a.png", b"z")
+    assert str(info.value).startswith(f"cannot write beside the original: {reason}")
+    assert len(tries) == 1 and info.value.transient is False
+
+
+def test_a_full_disk_is_retried_with_backoff_and_then_is_a_transient_error(tmp_path, monkeypatch):
+    real, tries, slept = atomic._write_synced, [], []
+
+    def full_twice(tmp: Path, data: bytes) -> None:
+        tries.append(tmp)
+        if len(tries) <= 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
+        real(tmp, data)
+
+    monkeypatch.setattr(atomic, "_sleep", slept.append)
+    monkeypatch.setattr(atomic, "_write_synced", full_twice)
+    assert write_new(tmp_path / "a.png", b"z").read_bytes() == b"z"
+    assert slept == list(atomic.RETRY_DELAYS) and len(tries) == 3 and _leftovers(tmp_path) == []
+
+    def always_full(tmp: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
+
+    slept.clear()
+    monkeypatch.setattr(atomic, "_write_synced", always_full)
+    with pytest.raises(OutputError, match="the disk is full") as info:
+        write_new(tmp_path / "b.png", b"z")
+    assert info.value.transient is True and slept == list(atomic.RETRY_DELAYS)

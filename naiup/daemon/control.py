@@ -17,17 +17,23 @@ CONTRACT (daemon issue implements; the tray and CLI use only this module):
         status -> {"ok", "state": "idle"|"working"|"paused"|"loading"|"error",
                    "active_preset": str, "presets": [str], "current": {"path", "progress"} | null,
                    "queue_length": int, "counts": {state: n}, "last_error": str | null,
+                   "existing": int (images left alone since their folder's baseline),
                    "pause_reason": str | null, "paused_until": float | null,
                    "pause_source": "user"|"rule"|null, "pause_rule": str | null (a rule holding now),
                    "pause_rule_overridden": str | null (a holding rule the user resumed over),
                    "pause_rules_unavailable": {rule: why},
                    "last_output": str | null, "engine_error": str | null,
-                   "watch_folders": [str], "config_path": str | null, "log_path": str}
+                   "watch_folders": [str], "missing_folders": [str] (watched folders not there now),
+                   "config_path": str | null, "log_path": str}
+    Paths are exact: a name that is not UTF-8 arrives as a str with surrogate escapes (JSON "\\udcXX"), as
+    os.fsdecode gives it; show it with naiup.pathnames.shown.
         queue {failed: bool} -> {"ok", "items": [{"id", "path", "state", "attempts", "error", "output"}]}
         pause {free_gpu: bool, for_seconds: float | null, reason: str | null} -> status
         resume -> status
         preset {name} -> status
         retry {id: int | "all"} -> {"ok", "requeued": n}
+        backfill {since: float | null (epoch s), folder: str | null, dry_run: bool}
+            -> {"ok", "count": n, "dry_run": bool, "paths": [str] (the first 1000)}
         rescan -> {"ok"}   reload -> {"ok"}   stop -> {"ok"}
     Events on subscribe: {"event": "status", "status": {...}} whenever status changes,
         {"event": "job_done", "path", "output"}, {"event": "job_failed", "path", "error"}.

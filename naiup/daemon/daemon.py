@@ -1,8 +1,10 @@
 """`naiup run`: the composition of watcher, stabiliser, ledger, scheduler and control server.
 
 Start order: instance lock -> logging -> config -> ledger (crash recovery) -> temp cleanup -> threads ->
-control socket -> observer -> catch-up scan (the observer starts first so nothing lands unseen).
-Stop (SIGTERM/SIGINT/`stop`): the main thread only sets an event; the loop then tears down in reverse.
+control socket -> observer -> catch-up scan (the observer starts first so nothing lands unseen; a
+folder seen for the first time is baselined instead, see catchup.py).
+Stop (SIGTERM/SIGINT/`stop`): the main thread only sets an event; the loop then tears down in reverse,
+writing each folder's "last ran" mark once the observer is stopped.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from naiup import __version__, paths
 from naiup.atomic import TEMP_SUFFIX, replace_file
 from naiup.config import Config, load_config
 from naiup.daemon import control
+from naiup.daemon.catchup import Scanner
 from naiup.daemon.ledger import Ledger, State, default_path
 from naiup.daemon.logs import setup_logging
 from naiup.daemon.pause_gate import RuleGate, sensors_from_env
@@ -36,6 +39,7 @@ from naiup.errors import FatalError, NaiupError
 log = logging.getLogger(__name__)
 
 TICK = 0.25
+WATCH_CHECK_SECONDS = 1.0  # a stat of each watch folder: is it there, is it still the one we watch
 
 
 def info_path() -> Path:
@@ -149,6 +153,14 @@ class Daemon:
             self.config_path = self.config_path or _default_config_path()
             self.reload()
             return self._serve()
+        except NaiupError:
+            raise  # a sentence for the user (bad config, ledger): the CLI prints it
+        except BaseException as exc:
+            if not isinstance(exc, KeyboardInterrupt | SystemExit):
+                # A bug ends the service: its traceback goes to daemon.log, not only to a stderr
+                # nobody reads under systemd or launchd.
+                log.critical("the daemon crashed", exc_info=True)
+            raise
         finally:
             info_path().unlink(missing_ok=True)
             lock.release()
@@ -170,8 +182,13 @@ class Daemon:
         self.server: control.ControlServer | None = None
         self.scheduler = Scheduler(self.ledger, lambda: self.config, self.effective_runtime, self._publish)
         self.stabiliser = Stabiliser(self.ledger, lambda: self.config, self.scheduler.wake)
+        self.scanner = Scanner(self.ledger, lambda: self.config, self.stabiliser)
         self.watcher = Watcher(
-            cfg.watch.folders, cfg.watch.recursive, self.stabiliser.hint, self.request_rescan
+            cfg.watch.folders,
+            cfg.watch.recursive,
+            self.stabiliser.hint,
+            self.request_rescan,
+            self.stabiliser.moved,
         )
         self._rescan_now = threading.Event()
         self.stabiliser.start()
@@ -188,6 +205,7 @@ class Daemon:
         finally:
             log.info("stopping")
             self.watcher.stop()
+            self._mark_folders()
             self.stabiliser.stop()
             self.scheduler.stop()
             if self.server is not None:
@@ -195,6 +213,14 @@ class Daemon:
             self.ledger.close()
         log.info("stopped")
         return 0
+
+    def _mark_folders(self) -> None:
+        """At stop: each folder's "last ran" mark, so the next start catches up from here."""
+        for folder in self.config.watch.folders:
+            try:
+                self.scanner.mark(folder)
+            except Exception:  # the marks from the last rescan stay: never a reason to hang the stop
+                log.exception("could not write the last-ran mark folder=%s", folder)
 
     def _install_signals(self) -> None:
         def on_signal(signum: int, _frame: object) -> None:
@@ -212,7 +238,7 @@ class Daemon:
         self._rescan_now.set()
 
     def _loop(self) -> None:
-        next_rescan = next_config = next_watch_check = time.monotonic()
+        next_rescan = next_config = next_watch_check = next_watch_restart = time.monotonic()
         next_temp_sweep = next_rescan + STALE_TEMP_SECONDS  # start-up swept already
         last_status: dict | None = None
         rule = None
@@ -224,7 +250,8 @@ class Daemon:
                 self.scheduler.wake(retry_load=True)  # a rule let go: take jobs now, not at the next poll
             if self._rescan_now.is_set() or now >= next_rescan:
                 self._rescan_now.clear()
-                n = self.stabiliser.scan(self.config.watch.folders, self.config.watch.recursive)
+                watch = self.config.watch
+                n = self.scanner.scan(watch.folders, watch.recursive, self.watcher.started_at)
                 if n:
                     log.info("rescan found files to check count=%d", n)
                 next_rescan = now + self.config.watch.rescan_seconds
@@ -241,10 +268,12 @@ class Daemon:
                 log.info("timed pause over, resuming")
                 self.set_runtime(paused=False, pause_reason=None, paused_until=None, free_gpu=False)
                 self.scheduler.wake(retry_load=True)
-            if not self.watcher.healthy() and now >= next_watch_check:
-                # a dead observer thread, or a watch folder that was missing (unmounted, renamed)
-                next_watch_check = now + 5.0
-                if not self.watcher.missing or any(Path(m).is_dir() for m in self.watcher.missing):
+            if now >= next_watch_check:
+                # A dead observer, or a folder back after it went missing (unmounted, renamed, moved
+                # away and recreated: the old inotify watch stays on the old folder, wherever it went).
+                next_watch_check = now + WATCH_CHECK_SECONDS
+                if self.watcher.needs_restart() and now >= next_watch_restart:
+                    next_watch_restart = now + 5.0  # an observer that cannot start is not retried at 1 Hz
                     log.warning("re-attaching the watch observer missing=%s", self.watcher.missing)
                     self.watcher.restart()
                     self.request_rescan()
@@ -278,6 +307,7 @@ class Daemon:
             "current": sch.current,
             "queue_length": counts.get(State.QUEUED, 0) + counts.get(State.PROCESSING, 0),
             "waiting": self.stabiliser.pending(),
+            "existing": counts.get(State.EXISTING, 0),
             "counts": counts,
             "last_error": sch.last_error,
             "pause_reason": rs.pause_reason if rs.paused else None,

@@ -2,10 +2,23 @@
 
 States: seen -> waiting (stabilising) -> queued -> processing -> done | failed | skipped.
 Done is keyed by (content hash, preset, model): such a row with its output still present is never redone.
+`existing`: already in a folder the first time naiup watched it; recorded from a listing (size and
+mtime, no decode, no hash) and left alone until a backfill sends it through the stabiliser's checks.
+
+Paths (`path`, `output`, `folders.path`) are stored as the file system's bytes (BLOB), never as text: a
+name that is not valid UTF-8 is an ordinary file to us, and SQLite refuses a str carrying surrogate
+escapes. Error texts are display text (naiup.pathnames.plain_text). The schema evolves by numbered
+migrations (PRAGMA user_version), each applied once, in order.
+
+The `folders` table (migration 2) keeps, per watched folder, the moment up to which every arrival is in
+`items` ("last ran"): catch-up at the next start judges unknown files against it. A folder of an older
+ledger that has rows but no `folders` row counts as known with no time (catch-up as before: every
+unknown file is new).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -15,6 +28,7 @@ from pathlib import Path
 
 from naiup import paths
 from naiup.errors import FatalError
+from naiup.pathnames import path_from_key, path_key, plain_text
 
 
 class State(StrEnum):
@@ -25,6 +39,7 @@ class State(StrEnum):
     DONE = "done"
     FAILED = "failed"
     SKIPPED = "skipped"
+    EXISTING = "existing"
 
 
 _SCHEMA = """
@@ -40,6 +55,39 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE INDEX IF NOT EXISTS items_state ON items(state, queued_at, id);
 CREATE INDEX IF NOT EXISTS items_done ON items(hash, preset, model);
 """
+
+# SQLite's default IN-list limit is 999 variables on older builds; stay well under it.
+_CHUNK = 500
+
+
+def _paths_as_bytes(db: sqlite3.Connection) -> None:
+    # Rows written as TEXT (UTF-8) become the same bytes as BLOB; `path TEXT` keeps its declared type
+    # (a table rebuild buys nothing: TEXT affinity stores a BLOB as it is).
+    db.execute("UPDATE items SET path = CAST(path AS BLOB) WHERE typeof(path) = 'text'")
+    db.execute("UPDATE items SET output = CAST(output AS BLOB) WHERE typeof(output) = 'text'")
+
+
+def _folders_table(db: sqlite3.Connection) -> None:
+    db.execute("CREATE TABLE IF NOT EXISTS folders (path BLOB PRIMARY KEY, last_ran REAL)")
+    # A development build made this table with TEXT keys before migrations existed: same bytes as BLOB.
+    db.execute("UPDATE folders SET path = CAST(path AS BLOB) WHERE typeof(path) = 'text'")
+
+
+# Migration n (1-based) takes a ledger at user_version n-1 to n. Append only; never edit a shipped one.
+_MIGRATIONS = (_paths_as_bytes, _folders_table)
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    for n, step in enumerate(_MIGRATIONS[version:], start=version + 1):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            step(db)
+            db.execute(f"PRAGMA user_version = {n}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +134,13 @@ class Ledger:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._text_paths = False  # migrated below: paths are bytes
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
             self._db.executescript(_SCHEMA)
+            _migrate(self._db)
         except sqlite3.Error as exc:  # a damaged file: say which, instead of a traceback at every start
             self._db.close()
             raise FatalError(
@@ -108,6 +158,7 @@ class Ledger:
             return None
         self = cls.__new__(cls)
         self._lock = threading.Lock()
+        self._text_paths = False
         try:
             self._db = sqlite3.connect(
                 f"{path.absolute().as_uri()}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
@@ -116,6 +167,9 @@ class Ledger:
             raise FatalError(f"cannot read the ledger {path}: {exc}") from exc
         try:
             self._db.execute("SELECT 1 FROM items LIMIT 1").fetchall()
+            # A ledger the daemon has not opened since paths became bytes (migration 1) still holds
+            # them as TEXT; a reader must not migrate it, so it asks in that form instead.
+            self._text_paths = self._db.execute("PRAGMA user_version").fetchone()[0] < 1
         except sqlite3.Error as exc:
             self._db.close()
             raise FatalError(f"cannot read the ledger {path}: {exc}") from exc
@@ -128,7 +182,20 @@ class Ledger:
     def _rows(self, sql: str, args: tuple = ()) -> list[Item]:
         with self._lock:
             rows = self._db.execute(f"SELECT {_COLUMNS} FROM items {sql}", args).fetchall()
-        return [Item(*r[:7], State(r[7]), *r[8:]) for r in rows]
+        return [
+            Item(r[0], path_from_key(r[1]), *r[2:7], State(r[7]), r[8], r[9], _path_or_none(r[10]), *r[11:])
+            for r in rows
+        ]
+
+    def _key(self, path: str | os.PathLike[str]) -> bytes | str:
+        """What a path is compared with in SQL: its bytes, or its text in an unmigrated ledger."""
+        key = path_key(path)
+        if self._text_paths:
+            try:
+                return key.decode("utf-8")
+            except UnicodeDecodeError:
+                return key  # such a name could never be stored as TEXT: it matches nothing, as it should
+        return key
 
     def _exec(self, sql: str, args: tuple = ()) -> int:
         with self._lock:
@@ -139,8 +206,89 @@ class Ledger:
         return rows[0] if rows else None
 
     def by_path(self, path: Path) -> Item | None:
-        rows = self._rows("WHERE path = ?", (str(path),))
+        rows = self._rows("WHERE path = ?", (self._key(path),))
         return rows[0] if rows else None
+
+    def by_paths(self, paths: list[Path]) -> dict[str, Item]:
+        """Rows for many paths, keyed by str(path): a folder scan asks once per chunk, not per file."""
+        found: dict[str, Item] = {}
+        for i in range(0, len(paths), _CHUNK):
+            chunk = [self._key(p) for p in paths[i : i + _CHUNK]]
+            marks = ",".join("?" * len(chunk))
+            found.update((item.path, item) for item in self._rows(f"WHERE path IN ({marks})", tuple(chunk)))
+        return found
+
+    def record_existing(self, files: list[tuple[Path, int, int]]) -> int:
+        """(path, size, mtime_ns) of files found by a baseline listing -> `existing`, in one transaction.
+
+        A path the ledger already has keeps its row (the stabiliser may have decided it meanwhile)."""
+        now = time.time()
+        rows = [(path_key(p), size, mtime_ns, str(State.EXISTING), now) for p, size, mtime_ns in files]
+        with self._lock:
+            before = self._db.total_changes
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO items (path, size, mtime_ns, state, created, attempts)"
+                    " VALUES (?, ?, ?, ?, ?, 0)",
+                    rows,
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            return self._db.total_changes - before
+
+    def reconsider(self, item_ids: list[int]) -> int:
+        """existing -> seen: checked like new files (a backfill); seen survives a restart."""
+        n = 0
+        for i in range(0, len(item_ids), _CHUNK):
+            chunk = item_ids[i : i + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            n += self._exec(
+                f"UPDATE items SET state=? WHERE state=? AND id IN ({marks})",
+                (str(State.SEEN), str(State.EXISTING), *chunk),
+            )
+        return n
+
+    def existing_paths(self) -> list[tuple[int, str]]:
+        """(id, path) of every `existing` row: a rescan's check for files that left, without full rows."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, path FROM items WHERE state = ?", (str(State.EXISTING),))
+            return [(item_id, path_from_key(key)) for item_id, key in rows.fetchall()]
+
+    def forget(self, item_ids: list[int]) -> int:
+        """Drop rows: existing ones whose file left the folder; a file that went away before it was
+        processed (deleted, or renamed: see `follow`)."""
+        n = 0
+        for i in range(0, len(item_ids), _CHUNK):
+            chunk = item_ids[i : i + _CHUNK]
+            n += self._exec(f"DELETE FROM items WHERE id IN ({','.join('?' * len(chunk))})", tuple(chunk))
+        return n
+
+    def folder_last_ran(self, folder: Path) -> tuple[bool, float | None]:
+        """(known, last ran): known once baselined, or when an older ledger has rows under it (no time)."""
+        with self._lock:
+            key = path_key(folder)
+            row = self._db.execute("SELECT last_ran FROM folders WHERE path = ?", (key,)).fetchone()
+            if row is not None:
+                return True, row[0]
+            # Rows directly or deeper under the folder: the path range (folder + sep, folder + the next
+            # byte value) is exact, as SQLite orders BLOBs by memcmp; no LIKE escaping of % or _ in names.
+            sep = path_key(os.sep)
+            lo = key.rstrip(sep) + sep
+            hi = lo[:-1] + bytes([sep[0] + 1])
+            hit = self._db.execute(
+                "SELECT 1 FROM items WHERE path > ? AND path < ? LIMIT 1", (lo, hi)
+            ).fetchone()
+        return hit is not None, None
+
+    def set_folder_last_ran(self, folder: Path, when: float) -> None:
+        self._exec(
+            "INSERT INTO folders (path, last_ran) VALUES (?, ?)"
+            " ON CONFLICT(path) DO UPDATE SET last_ran=excluded.last_ran",
+            (path_key(folder), when),
+        )
 
     def upsert(
         self,
@@ -161,7 +309,7 @@ class Ledger:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0) ON CONFLICT(path) DO UPDATE SET size=excluded.size,"
                 " mtime_ns=excluded.mtime_ns, hash=excluded.hash, state=excluded.state, error=excluded.error,"
                 " queued_at=excluded.queued_at, attempts=0, output=NULL, started=NULL, finished=NULL",
-                (str(path), size, mtime_ns, hash, str(state), error, now, queued_at),
+                (path_key(path), size, mtime_ns, hash, str(state), _text(error), now, queued_at),
             )
         item = self.by_path(path)
         assert item is not None
@@ -178,7 +326,11 @@ class Ledger:
         return None
 
     def next_queued(self) -> Item | None:
-        rows = self._rows("WHERE state = ? ORDER BY queued_at, id LIMIT 1", (str(State.QUEUED),))
+        """The oldest queued row that is due (a retry after a transient error waits out its backoff)."""
+        rows = self._rows(
+            "WHERE state = ? AND (queued_at IS NULL OR queued_at <= ?) ORDER BY queued_at, id LIMIT 1",
+            (str(State.QUEUED), time.time()),
+        )
         return rows[0] if rows else None
 
     def start(self, item_id: int, preset: str, model: str) -> None:
@@ -192,27 +344,47 @@ class Ledger:
         """Done; `model` (the engine's id of what made the output) replaces the one given at start."""
         self._exec(
             "UPDATE items SET state=?, output=?, error=NULL, finished=?, model=COALESCE(?, model) WHERE id=?",
-            (str(State.DONE), output, time.time(), model, item_id),
+            (str(State.DONE), path_key(output), time.time(), model, item_id),
         )
 
     def skip(self, item_id: int, reason: str) -> None:
         self._exec(
             "UPDATE items SET state=?, error=?, finished=? WHERE id=?",
-            (str(State.SKIPPED), reason, time.time(), item_id),
+            (str(State.SKIPPED), _text(reason), time.time(), item_id),
         )
 
     def fail(self, item_id: int, error: str) -> None:
         self._exec(
             "UPDATE items SET state=?, error=?, finished=? WHERE id=?",
-            (str(State.FAILED), error, time.time(), item_id),
+            (str(State.FAILED), _text(error), time.time(), item_id),
         )
 
-    def requeue(self, item_id: int, error: str | None, *, uncount: bool = False) -> None:
-        """Back to the queue (keeps its place); uncount=True when we abandoned it, not it failing."""
+    def requeue(
+        self, item_id: int, error: str | None, *, uncount: bool = False, delay: float | None = None
+    ) -> None:
+        """Back to the queue (keeps its place); uncount=True when we abandoned it, not it failing.
+        `delay`: not taken again before that many seconds (it goes behind files queued meanwhile)."""
         self._exec(
-            "UPDATE items SET state=?, error=?, attempts=attempts-? WHERE id=?",
-            (str(State.QUEUED), error, 1 if uncount else 0, item_id),
+            "UPDATE items SET state=?, error=?, attempts=attempts-?,"
+            " queued_at=CASE WHEN ? IS NULL THEN queued_at ELSE ? END WHERE id=?",
+            (str(State.QUEUED), _text(error), int(uncount), delay, time.time() + (delay or 0), item_id),
         )
+
+    def follow(self, old: Path, new: Path) -> bool:
+        """A file renamed while waiting or queued keeps its row (and its place) under the new name; an
+        `existing` one stays existing (renaming an old image does not make it new).
+        False when there is nothing to follow, or the new name has a row of its own already."""
+        states = (State.SEEN, State.WAITING, State.QUEUED, State.EXISTING)
+        try:
+            return (
+                self._exec(
+                    "UPDATE items SET path=? WHERE path=? AND state IN (?, ?, ?, ?)",
+                    (path_key(new), path_key(old), *map(str, states)),
+                )
+                > 0
+            )
+        except sqlite3.IntegrityError:  # the new name is known already: that row decides
+            return False
 
     def recover(self, max_attempts: int) -> int:
         """At start: rows left `processing` by a crash go back to the queue, or fail when poisoned."""
@@ -248,7 +420,7 @@ class Ledger:
 
     def by_output(self, output: Path) -> Item | None:
         """The row whose job wrote `output` (the newest, should a path have been reused)."""
-        rows = self._rows("WHERE output = ? ORDER BY finished DESC, id DESC LIMIT 1", (str(output),))
+        rows = self._rows("WHERE output = ? ORDER BY finished DESC, id DESC LIMIT 1", (self._key(output),))
         return rows[0] if rows else None
 
     def recent(self, states: tuple[State, ...], since: float | None = None, limit: int = 100) -> list[Item]:
@@ -263,3 +435,12 @@ class Ledger:
         with self._lock:
             rows = self._db.execute("SELECT state, COUNT(*) FROM items GROUP BY state").fetchall()
         return {state: n for state, n in rows}
+
+
+def _path_or_none(key: bytes | str | None) -> str | None:
+    return None if key is None else path_from_key(key)
+
+
+def _text(message: str | None) -> str | None:
+    """Messages may quote a file name with undecodable bytes: store the readable form (SQLite wants UTF-8)."""
+    return None if message is None else plain_text(message)

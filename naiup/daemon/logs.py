@@ -11,8 +11,10 @@ import logging
 import logging.handlers
 import sys
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
+
+from naiup.pathnames import plain_text
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -21,18 +23,40 @@ def daemon_log_path(log_dir: Path) -> Path:
     return log_dir / "daemon.log"  # only the daemon writes this file; the tray has its own
 
 
+class PlainArgs(logging.Filter):
+    """A file name in a log line is shown escaped: undecodable bytes as \\xNN, and a newline in a name
+    as \\n, so one record stays one line. Only the arguments: a traceback keeps its own lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(_plain(a) for a in record.args)
+        return True
+
+
+def _plain(arg: object) -> object:
+    if isinstance(arg, _Verbatim):
+        return arg
+    if isinstance(arg, PurePath):
+        return plain_text(str(arg))
+    return plain_text(arg) if isinstance(arg, str) else arg
+
+
 def setup_logging(log_dir: Path, level: int = logging.INFO) -> tuple[Path, list[logging.Handler]]:
     """Returns the log file and the handlers added, so the caller can remove them on exit."""
     log_dir.mkdir(parents=True, exist_ok=True)
     path = daemon_log_path(log_dir)
     handlers: list[logging.Handler] = [
-        logging.handlers.RotatingFileHandler(path, maxBytes=2_000_000, backupCount=3, encoding="utf-8")
+        # backslashreplace: a stray surrogate in some library's message costs a \\udcxx, never the record
+        logging.handlers.RotatingFileHandler(
+            path, maxBytes=2_000_000, backupCount=3, encoding="utf-8", errors="backslashreplace"
+        )
     ]
     if sys.stderr is not None:  # pythonw / some autostart launchers give us no stderr
         handlers.append(logging.StreamHandler(sys.stderr))
     root = logging.getLogger()
     for h in handlers:
         h.setFormatter(logging.Formatter(FORMAT))
+        h.addFilter(PlainArgs())
         root.addHandler(h)
     root.setLevel(level)
     logging.getLogger("watchdog").setLevel(logging.WARNING)
@@ -46,6 +70,7 @@ class PipeLogHandler(logging.Handler):
         super().__init__(logging.INFO)
         self._send = send
         self.setFormatter(logging.Formatter("%(message)s"))  # the daemon adds time, level and name
+        self.addFilter(PlainArgs())  # the daemon logs the text as one argument: escape names here
 
     def emit(self, record: logging.LogRecord) -> None:
         with contextlib.suppress(Exception):  # the pipe is gone: the daemon is going away
@@ -62,4 +87,10 @@ def child_logging(send: Callable[[Any], None]) -> None:
 def forward(msg: dict) -> None:
     """In the daemon: write a record the worker sent."""
     level, name, text = msg["log"]
-    logging.getLogger(name).log(level, "%s", text)
+    logging.getLogger(name).log(level, "%s", _Verbatim(text))
+
+
+class _Verbatim(str):
+    """A worker's record, escaped already in the worker: a traceback in it keeps its lines."""
+
+    __slots__ = ()

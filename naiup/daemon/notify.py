@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import PurePath
 from typing import Any
 
+from naiup.pathnames import plain_text, shown
+
 log = logging.getLogger(__name__)
 
 Send = Callable[[str, str], None]  # (title, message)
@@ -58,8 +60,9 @@ class Notifier:
             self._done.append(str(event.get("output") or event.get("path") or ""))
         elif kind == "job_failed":
             # Failures are not batched and not switchable: a silent failure looks like "still working".
-            name = PurePath(str(event.get("path") or "?")).name
-            self._deliver(f"{TITLE}: refine failed", f"{name}: {event.get('error') or 'unknown error'}")
+            name = shown(PurePath(str(event.get("path") or "?")).name)
+            error = plain_text(str(event.get("error") or "unknown error"))
+            self._deliver(f"{TITLE}: refine failed", f"{name}: {error}")
         self.flush(now)
 
     def flush(self, now: float, force: bool = False) -> None:
@@ -69,7 +72,7 @@ class Notifier:
             return
         done, self._done, self._window_start = self._done, [], None
         if len(done) == 1:
-            message, label = f"{PurePath(done[0]).name} refined", "Compare"
+            message, label = f"{shown(PurePath(done[0]).name)} refined", "Compare"
         else:
             message, label = f"{len(done)} images refined", "Open gallery"
         if self._click_send is not None and self._on_click is not None:

@@ -13,30 +13,43 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from naiup.atomic import TEMP_SUFFIX
+from naiup.atomic import TEMP_SUFFIX, temp_prefix
 from naiup.config import Config, Preset
 from naiup.daemon.ledger import Item, Ledger
 from naiup.daemon.state import RuntimeState
 from naiup.daemon.worker import Outcome, Worker
 from naiup.errors import NaiupError
 from naiup.job import output_candidates
+from naiup.pathnames import plain_text
 
 log = logging.getLogger(__name__)
 
 LOAD_RETRY = 60.0  # engine load failed: try again after this (or at once on reload / preset / resume)
+RETRY_BACKOFF = 2.0  # a job that failed in a way worth retrying waits 2 s, 4 s, 8 s... (other files go first)
+MAX_RETRY_BACKOFF = 300.0
+
+
+def _gone(src: Path) -> bool:
+    try:
+        src.lstat()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False  # unreadable, not gone: the job says why
+    return False
 
 
 def remove_job_temps(src: Path, preset: Preset, template: str) -> None:
     """A killed worker cannot clean up: drop the hidden temp of its publish for this source.
 
-    naiup.atomic names it `.<first output name>.<random>.naiup-tmp` (whatever output.name says), and
-    the name is escaped: `[` in a download's name is a glob class, not a bracket.
+    naiup.atomic names it `<temp_prefix(first output name)><random>.naiup-tmp` (whatever output.name
+    says), so it is found from the source alone.
     """
     try:
         first = next(output_candidates(src, preset, template))
     except NaiupError:
         return  # a template the job refused: it never wrote anything
-    for tmp in src.parent.glob(f".{glob.escape(first.name)}.*{TEMP_SUFFIX}"):
+    for tmp in src.parent.glob(f"{glob.escape(temp_prefix(first))}*{TEMP_SUFFIX}"):
         tmp.unlink(missing_ok=True)
 
 
@@ -139,12 +152,30 @@ class Scheduler:
             else:
                 self._engine_failed(model)
             return
+        try:
+            self._take(item, cfg, preset, model)
+        except Exception as exc:  # one file's bug must not stop the queue, nor come back every second
+            log.exception("job crashed in the scheduler id=%s path=%s", item.id, item.path)
+            self.current = None
+            self._fail(item, f"internal error: {type(exc).__name__}: {exc} (traceback in the daemon log)")
+
+    def _take(self, item: Item, cfg: Config, preset: Preset, model: str) -> None:
+        if _gone(Path(item.path)):
+            self._ledger.forget([item.id])  # deleted while queued (a rename was followed by the watcher)
+            log.info("dropped a queued file that is gone id=%s path=%s", item.id, item.path)
+            return
         twin = self._ledger.done_twin(item.hash or "", preset.name, model) if item.hash else None
         if twin is not None and twin.id != item.id:
             self._ledger.skip(item.id, f"duplicate: same image already done as {twin.path} -> {twin.output}")
             log.info("skipped duplicate id=%s path=%s twin=%s", item.id, item.path, twin.path)
             return
         self._process(item, cfg, preset, model)
+
+    def _fail(self, item: Item, error: str) -> None:
+        self._ledger.fail(item.id, error)
+        self.last_error = plain_text(f"{Path(item.path).name}: {error}")
+        log.error("job failed id=%s path=%s error=%s", item.id, item.path, error)
+        self._event({"event": "job_failed", "path": item.path, "error": plain_text(error)})
 
     def _load(self, cfg: Config) -> bool:
         self.loading = True
@@ -219,13 +250,16 @@ class Scheduler:
         if outcome.worker_lost:
             remove_job_temps(src, preset, cfg.output.name)
             self._worker = None  # restarted (and the engine reloaded) for the next job
-        if outcome.permanent or attempts >= max_attempts:
+        if _gone(src):  # deleted (or renamed: followed by the watcher) while it ran: not a failure
+            self._ledger.forget([item.id])
+            log.info("dropped a file that went away mid-job id=%s path=%s", item.id, src)
+        elif outcome.permanent or attempts >= max_attempts:
             if not outcome.permanent:
                 error = f"{error} (failed {attempts} times)"
-            self._ledger.fail(item.id, error)
-            self.last_error = f"{src.name}: {error}"
-            log.error("job failed id=%s path=%s error=%s", item.id, src, error)
-            self._event({"event": "job_failed", "path": item.path, "error": error})
+            self._fail(item, error)
         else:
-            self._ledger.requeue(item.id, error)
-            log.warning("job retry id=%s path=%s attempt=%d error=%s", item.id, src, attempts, error)
+            delay = min(RETRY_BACKOFF * 2 ** (attempts - 1), MAX_RETRY_BACKOFF)
+            self._ledger.requeue(item.id, error, delay=delay)
+            log.warning(
+                "job retry id=%s path=%s attempt=%d in=%.0fs error=%s", item.id, src, attempts, delay, error
+            )

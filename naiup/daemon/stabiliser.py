@@ -3,6 +3,11 @@
 A path is queued only when it is not hidden / partial / ours, has no partial sibling, is non-empty,
 kept the same size and mtime across a quiet period, and fully decodes. Transient failures retry with
 backoff; a file still incomplete after `give_up_seconds` is failed as incomplete.
+
+Only regular files are looked at, never through a symbolic link: a FIFO named `x.png` would block the
+first read forever, a folder named `x.png` is no image, and a link may lead out of the watched folder
+(or round in a loop). A file that goes away before it is decided is dropped without a trace; a crash
+while checking one file fails that file (traceback in the log) and the others go on.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -17,11 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from naiup.atomic import TEMP_SUFFIX
-from naiup.config import Config
-from naiup.daemon.ledger import Ledger, State
+from naiup.config import Config, WatchConfig
+from naiup.daemon.filetimes import arrival_time
+from naiup.daemon.ledger import Item, Ledger, State
 from naiup.engine.metadata import read_metadata
 from naiup.errors import InputError, MetadataError, NaiupError, UnsafeInputError
 from naiup.job import is_naiup_output
+from naiup.pathnames import shown
 
 log = logging.getLogger(__name__)
 
@@ -37,31 +45,54 @@ PARTIAL_SUFFIXES = (
     ".td",
     TEMP_SUFFIX,
 )
+PARTIAL_SIBLINGS = (".part", ".crdownload", ".aria2", ".download")
 JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini", ".ds_store"})
 MAX_BACKOFF = 30.0
 
 
 def is_partial_download(path: Path) -> bool:
-    name = path.name.lower()
-    return name.endswith(PARTIAL_SUFFIXES) or any(p.endswith(".download") for p in path.parts[:-1])
+    return path.name.lower().endswith(PARTIAL_SUFFIXES) or in_download_bundle(path.parent)
+
+
+def in_download_bundle(folder: Path) -> bool:
+    """Safari writes inside a `name.download` folder: nothing in one is finished."""
+    return any(p.endswith(".download") for p in folder.parts)
+
+
+def is_candidate_name(name: str) -> bool:
+    """The name-only part of is_candidate (a folder listing checks its folder once, not per file)."""
+    lower = name.lower()
+    return (
+        not name.startswith(".")
+        and lower not in JUNK_NAMES
+        and not lower.endswith(PARTIAL_SUFFIXES)
+        and os.path.splitext(lower)[1] in IMAGE_SUFFIXES
+    )
 
 
 def is_candidate(path: Path) -> bool:
     """Static filter on the candidate path only (never a move's source)."""
-    name = path.name
-    return (
-        not name.startswith(".")
-        and name.lower() not in JUNK_NAMES
-        and not is_partial_download(path)
-        and path.suffix.lower() in IMAGE_SUFFIXES
-    )
+    return is_candidate_name(path.name) and not in_download_bundle(path.parent)
 
 
 def has_partial_sibling(path: Path) -> bool:
     # Firefox keeps an empty placeholder under the final name while it writes `name.part`.
-    return any(
-        path.with_name(path.name + s).exists() for s in (".part", ".crdownload", ".aria2", ".download")
-    )
+    return any(_exists(path.with_name(path.name + s)) for s in PARTIAL_SIBLINGS)
+
+
+def _exists(path: Path) -> bool:
+    try:
+        path.lstat()
+    except OSError:  # gone, or a name too long to exist (a 255-byte name plus ".part")
+        return False
+    return True
+
+
+def regular_file_stat(path: Path) -> os.stat_result | None:
+    """The file's stat when it is a plain file (not a link, FIFO, folder...), else None. Raises OSError
+    (FileNotFoundError when it is gone)."""
+    st = path.lstat()
+    return st if stat.S_ISREG(st.st_mode) else None
 
 
 def hash_file(path: Path) -> str:
@@ -78,6 +109,7 @@ class _Pending:
     size: int
     mtime_ns: int
     due: float
+    arrived: float  # filetimes.arrival_time at the first hint: a folder's "last ran" mark stays before it
     tries: int = 0
 
 
@@ -107,38 +139,48 @@ class Stabiliser:
         if not is_candidate(path):
             return
         try:
-            st = path.stat()
+            st = regular_file_stat(path)
         except OSError:
+            return
+        if st is None:
             return
         quiet = self._config().watch.quiet_seconds
         now = time.monotonic()
         with self._cond:
             p = self._pending.get(path)
             if p is None:
-                self._pending[path] = _Pending(now, st.st_size, st.st_mtime_ns, now + quiet)
+                self._pending[path] = _Pending(now, st.st_size, st.st_mtime_ns, now + quiet, arrival_time(st))
             else:
                 p.size, p.mtime_ns, p.due = st.st_size, st.st_mtime_ns, max(p.due, now + quiet)
             self._cond.notify_all()
 
-    def scan(self, folders: tuple[Path, ...], recursive: bool) -> int:
-        """Catch-up / periodic rescan: hint every candidate the ledger does not already know as-is."""
-        hinted = 0
-        for folder in folders:
-            try:
-                paths = folder.rglob("*") if recursive else folder.iterdir()
-                for path in paths:
-                    if not is_candidate(path) or not path.is_file():
-                        continue
-                    if self._known_as_is(path, path.stat()):
-                        continue
-                    with self._cond:
-                        if path in self._pending:
-                            continue
-                    self.hint(path)
-                    hinted += 1
-            except OSError as exc:
-                log.warning("rescan failed folder=%s error=%s", folder, exc)
-        return hinted
+    def moved(self, src: Path, dest: Path) -> None:
+        """Called from the watchdog thread for a rename. A file waiting or queued under `src` is the
+        same file under `dest`: its row follows (keeping its place in the queue); never raises."""
+        try:
+            if is_candidate(dest):
+                self._ledger.follow(src, dest)  # false for a download's .part -> final rename: no row
+            else:
+                self._forget_undecided(src, queued_too=True)  # renamed to something we would not take
+            with self._cond:
+                self._pending.pop(src, None)
+        except Exception:
+            log.exception("following a rename failed src=%s dest=%s", src, dest)
+        self.hint(dest)
+
+    def is_pending(self, path: Path) -> bool:
+        with self._cond:
+            return path in self._pending
+
+    def pending_paths(self) -> set[Path]:
+        with self._cond:
+            return set(self._pending)
+
+    def oldest_arrival(self, folder: Path) -> float | None:
+        """The earliest arrival time among the files under `folder` still being decided, if any."""
+        with self._cond:
+            times = [p.arrived for path, p in self._pending.items() if path.is_relative_to(folder)]
+        return min(times, default=None)
 
     def _run(self) -> None:
         while True:
@@ -156,8 +198,9 @@ class Stabiliser:
             for path, pend in batch:
                 try:
                     retry_in = self._check(path, pend)
-                except Exception:  # loop boundary: one bad file must not stop the stabiliser
+                except Exception as exc:  # loop boundary: one bad file must not stop the stabiliser
                     log.exception("stabiliser check crashed path=%s", path)
+                    self._record_crash(path, pend, exc)
                     retry_in = None
                 with self._cond:
                     if retry_in is None:
@@ -170,34 +213,27 @@ class Stabiliser:
         cfg = self._config().watch
         if time.monotonic() - pend.first > cfg.give_up_seconds:
             log.warning("gave up on incomplete file path=%s reason=%s", path, reason)
-            self._ledger.upsert(
-                path,
-                State.FAILED,
-                size=pend.size,
-                mtime_ns=pend.mtime_ns,
-                error=f"incomplete: {reason} (gave up after {cfg.give_up_seconds:.0f} s)",
-            )
+            gave_up = f"gave up after {cfg.give_up_seconds:.0f} s"
+            self._fail_pending(path, pend, f"incomplete: {reason} ({gave_up})")
             return None
         self._ledger.upsert(path, State.WAITING, size=pend.size, mtime_ns=pend.mtime_ns, error=reason)
         pend.tries += 1
         return min(cfg.quiet_seconds * 2**pend.tries, MAX_BACKOFF)
 
     def _known_as_is(self, path: Path, st: os.stat_result) -> bool:
-        """The ledger already decided this exact file (done, queued, failed, skipped...)."""
-        row = self._ledger.by_path(path)
-        return bool(
-            row
-            and (row.size, row.mtime_ns) == (st.st_size, st.st_mtime_ns)
-            and row.state not in (State.SEEN, State.WAITING)
-        )
+        return known_as_is(self._ledger.by_path(path), st.st_size, st.st_mtime_ns, self._config().watch)
 
     def _check(self, path: Path, pend: _Pending) -> float | None:
         """None: decided (or gone). A float: look again in that many seconds."""
         cfg = self._config()
         try:
-            st = path.stat()
+            st = regular_file_stat(path)
         except FileNotFoundError:
-            return None  # polling invents deletes; a real new file will hint again
+            # Deleted or renamed before it was decided: nothing to record (a rename hints its new name).
+            self._forget_undecided(path)
+            return None
+        if st is None:
+            return None  # replaced by a link, FIFO or folder meanwhile
         if (st.st_size, st.st_mtime_ns) != (pend.size, pend.mtime_ns):
             pend.size, pend.mtime_ns = st.st_size, st.st_mtime_ns
             return cfg.watch.quiet_seconds  # still being written
@@ -235,9 +271,39 @@ class Stabiliser:
         self._on_queued()
         return None
 
+    def _forget_undecided(self, path: Path, queued_too: bool = False) -> None:
+        row = self._ledger.by_path(path)
+        undecided = (State.SEEN, State.WAITING, State.QUEUED) if queued_too else (State.SEEN, State.WAITING)
+        if row is not None and row.state in undecided:
+            self._ledger.forget([row.id])
+
+    def _record_crash(self, path: Path, pend: _Pending, exc: Exception) -> None:
+        """Fail the file a crash happened on, so the next rescan does not crash on it again."""
+        try:
+            self._fail_pending(
+                path, pend, f"internal error while checking it: {type(exc).__name__}: {exc} (see the log)"
+            )
+        except Exception:
+            log.exception("could not record the failure path=%s", shown(path))
+
+    def _fail_pending(self, path: Path, pend: _Pending, error: str) -> None:
+        self._ledger.upsert(path, State.FAILED, size=pend.size, mtime_ns=pend.mtime_ns, error=error)
+
     def _record_failed(self, path: Path, st: os.stat_result, error: str) -> None:
         log.error("input refused path=%s error=%s", path, error)
         self._ledger.upsert(path, State.FAILED, size=st.st_size, mtime_ns=st.st_mtime_ns, error=error)
+
+
+def known_as_is(row: Item | None, size: int, mtime_ns: int, watch: WatchConfig) -> bool:
+    """The ledger already decided this exact file (done, queued, failed, skipped, existing...).
+
+    `existing` (found by a baseline) counts as decided unless `process_existing` asks for those too."""
+    return bool(
+        row
+        and (row.size, row.mtime_ns) == (size, mtime_ns)
+        and row.state not in (State.SEEN, State.WAITING)
+        and not (row.state is State.EXISTING and watch.process_existing)
+    )
 
 
 def _reason(exc: Exception) -> str:

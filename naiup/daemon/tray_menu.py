@@ -13,6 +13,7 @@ from typing import Any
 
 from naiup import paths
 from naiup.daemon.logs import daemon_log_path
+from naiup.pathnames import plain_text, shown
 
 
 class IconState(enum.StrEnum):
@@ -34,6 +35,7 @@ class Action(enum.StrEnum):
     OPEN_GALLERY = "open-gallery"
     OPEN_FOLDER = "open-folder"
     RETRY_FAILED = "retry-failed"
+    BACKFILL = "backfill"
     OPEN_CONFIG = "open-config"
     OPEN_LOG = "open-log"
     START_SERVICE = "start-service"
@@ -60,6 +62,11 @@ class TrayState:
     def failed_count(self) -> int:
         counts = (self.status or {}).get("counts") or {}
         return int(counts.get("failed", 0))
+
+    @property
+    def existing_count(self) -> int:
+        """Images left alone because they were there before naiup watched their folder."""
+        return int((self.status or {}).get("existing") or 0)
 
     @property
     def active_preset(self) -> str | None:
@@ -122,13 +129,20 @@ def tooltip(state: TrayState) -> str:
         reason = s.get("pause_reason") or "by you"
         return _clip(f"naiup: paused ({reason}) · {preset}")
     if kind is IconState.ERROR:
-        return _clip(f"naiup: error: {s.get('engine_error') or s.get('last_error') or 'see log'}")
+        return _clip(plain_text(f"naiup: error: {s.get('engine_error') or s.get('last_error') or 'see log'}"))
     queued = int(s.get("queue_length") or 0)
+    # A folder that is not there is watched by nobody: say so before anything that may be clipped.
+    missing = [" · folder missing"] if s.get("missing_folders") else []
     if kind is IconState.WORKING:
         pct = progress(state)
         parts = [f"{queued} queued", preset] + ([f"{pct:.0%}"] if pct is not None else [])
-        return _clip("naiup: " + " · ".join(parts))
-    return _clip(f"naiup: idle · {preset}")
+        return _clip("naiup: " + " · ".join(parts[:1]) + "".join(missing) + " · " + " · ".join(parts[1:]))
+    return _clip(f"naiup: idle{''.join(missing)} · {preset}")
+
+
+def missing_folders(state: TrayState) -> list[str]:
+    """Watch folders that are not there (moved, unmounted): nothing in them is seen until they return."""
+    return [shown(f) for f in (state.status or {}).get("missing_folders") or ()]
 
 
 def _clip(text: str, limit: int = 127) -> str:
@@ -141,7 +155,7 @@ RECENT_LIMIT = 10
 def recent_menu(state: TrayState) -> list[MenuEntry]:
     """ "Recent results" (the last 10, each opening its before/after page) and "Open gallery"."""
     items = tuple(
-        MenuEntry(_middle_clip(PurePath(out).name), Action.OPEN_COMPARE, arg=out)
+        MenuEntry(_middle_clip(shown(PurePath(out).name)), Action.OPEN_COMPARE, arg=out)
         for out in state.recent[:RECENT_LIMIT]
     )
     return [
@@ -179,8 +193,11 @@ def build_menu(state: TrayState) -> list[MenuEntry]:
     failed = state.failed_count
     folders = s.get("watch_folders") or []
     status_line = tooltip(state).removeprefix("naiup: ")
+    n = state.existing_count
+    older = [MenuEntry(f"Process {n} older image{'s' if n != 1 else ''}", Action.BACKFILL)] if n else []
     return [
         MenuEntry(status_line[:1].upper() + status_line[1:], enabled=False),
+        *(MenuEntry(f"Folder missing: {f}", enabled=False) for f in missing_folders(state)),
         MenuEntry("Pause", Action.TOGGLE_PAUSE, checked=state.paused, default=True),
         MenuEntry("Pause for 15 min", Action.PAUSE_15M),
         MenuEntry("Pause for 1 h", Action.PAUSE_1H),
@@ -191,6 +208,7 @@ def build_menu(state: TrayState) -> list[MenuEntry]:
         *recent_menu(state),
         MenuEntry("Open watched folder", Action.OPEN_FOLDER, enabled=bool(folders)),
         MenuEntry(f"Retry failed ({failed})", Action.RETRY_FAILED, enabled=failed > 0),
+        *older,
         SEPARATOR,
         MenuEntry("Open config", Action.OPEN_CONFIG),
         MenuEntry("Open log", Action.OPEN_LOG, enabled=bool(s.get("log_path"))),
@@ -215,6 +233,8 @@ def command_for(action: Action, state: TrayState, arg: str | None = None, config
         return Command("preset", {"name": arg})
     if action is Action.RETRY_FAILED:
         return Command("retry", {"id": "all"})
+    if action is Action.BACKFILL:
+        return Command("backfill", {})
     if action is Action.STOP_SERVICE:
         return Command("stop")
     if action is Action.OPEN_LAST:

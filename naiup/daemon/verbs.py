@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from naiup import __version__
+from naiup.daemon.catchup import select_backfill
 from naiup.daemon.ledger import State
 from naiup.errors import NaiupError
+from naiup.pathnames import shown
 
 if TYPE_CHECKING:
     from naiup.daemon.daemon import Daemon
 
+log = logging.getLogger(__name__)
+
 VERBS = frozenset(
-    {"ping", "status", "queue", "pause", "resume", "preset", "retry", "rescan", "reload", "stop"}
+    {"ping", "status", "queue", "pause", "resume", "preset", "retry", "rescan", "reload", "stop", "backfill"}
 )
+BACKFILL_LISTED = 1000  # paths named in a backfill reply; the count covers all (replies stay < 1 MiB)
 
 
 class Verbs:
@@ -78,6 +85,23 @@ class Verbs:
     def _reload(self) -> dict:
         self._d.reload()  # a bad config raises: the reply carries the error, the old config stays
         return {"ok": True}
+
+    def _backfill(self, since: float | None = None, folder: str | None = None, dry_run: bool = False) -> dict:
+        """Send `existing` images (oldest first) through the stabiliser's full check, like new files."""
+        watched = self._d.config.watch.folders
+        where = None if folder is None else Path(folder)
+        if where is not None and not any(where.is_relative_to(r) or r.is_relative_to(where) for r in watched):
+            names = ", ".join(map(shown, watched))
+            raise NaiupError(f"{shown(where)} is not a watched folder or inside one (watched: {names})")
+        since = None if since is None else float(since)
+        chosen = select_backfill(self._d.ledger.items((State.EXISTING,), limit=-1), watched, since, where)
+        if not dry_run and chosen:
+            self._d.ledger.reconsider([i.id for i in chosen])
+            for item in chosen:
+                self._d.stabiliser.hint(Path(item.path))
+            log.info("backfill count=%d since=%s folder=%s", len(chosen), since, where)
+        listed = [i.path for i in chosen[:BACKFILL_LISTED]]
+        return {"ok": True, "count": len(chosen), "dry_run": bool(dry_run), "paths": listed}
 
     def _stop(self) -> dict:
         self._d.stop_event.set()

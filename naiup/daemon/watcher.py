@@ -8,7 +8,10 @@ absolute paths and drop Chrome's completion rename, so filtering happens in our 
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,8 +22,13 @@ log = logging.getLogger(__name__)
 
 
 class _HintHandler(FileSystemEventHandler):
-    def __init__(self, hint: Callable[[Path], None], rescan: Callable[[], None]) -> None:
-        self._hint, self._rescan = hint, rescan
+    def __init__(
+        self,
+        hint: Callable[[Path], None],
+        rescan: Callable[[], None],
+        moved: Callable[[Path, Path], None] | None = None,
+    ) -> None:
+        self._hint, self._rescan, self._moved = hint, rescan, moved
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         # An exception here would kill watchdog's single dispatcher thread for every watch (E3).
@@ -32,9 +40,12 @@ class _HintHandler(FileSystemEventHandler):
                 return
             if event.event_type in ("opened", "closed_no_write", "deleted"):
                 return
+            if event.event_type == "moved" and event.src_path and event.dest_path and self._moved:
+                self._moved(Path(os.fsdecode(event.src_path)), Path(os.fsdecode(event.dest_path)))
+                return
             path = event.dest_path if event.event_type == "moved" else event.src_path
             if path:
-                self._hint(Path(str(path)))
+                self._hint(Path(os.fsdecode(path)))
         except Exception:
             log.exception("watch handler failed on event=%r", event)
 
@@ -56,8 +67,19 @@ class _OverflowHook(logging.Handler):
 OVERFLOW_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify")
 
 
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """Which folder is at this path now (device, inode); None when no folder is there."""
+    try:
+        st = folder.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+
 class Watcher:
-    """Owns the watchdog observer; `healthy()` lets the daemon restart it if its thread died."""
+    """Owns the watchdog observer. `needs_restart()` (called every few seconds) notices a dead observer,
+    a folder that went missing (shown in status) and one that is back or was replaced: inotify watches
+    the folder itself, not its name, so a folder moved away and recreated needs a new watch."""
 
     def __init__(
         self,
@@ -65,13 +87,19 @@ class Watcher:
         recursive: bool,
         hint: Callable[[Path], None],
         rescan: Callable[[], None],
+        moved: Callable[[Path, Path], None] | None = None,
     ) -> None:
         self._folders, self._recursive = folders, recursive
         self._lock = threading.RLock()  # config reloads (control thread) and the daemon loop both restart
-        self._handler = _HintHandler(hint, rescan)
+        self._handler = _HintHandler(hint, rescan, moved)
         self._overflow = _OverflowHook(rescan)
         self._observer: Observer | None = None
+        self._armed: dict[Path, tuple[int, int]] = {}  # the folder each watch was put on
+        self._lost: set[Path] = set()  # seen missing since armed: re-arm when back, whatever its inode
         self.missing: list[str] = []
+        # Wall time the observer last (re)started: a file that arrived after it gets an event of its
+        # own, so a first-seen folder's baseline counts it as new, not as existing.
+        self.started_at: float | None = None
 
     @property
     def overflows(self) -> int:
@@ -86,13 +114,17 @@ class Watcher:
             logging.getLogger(name).addHandler(self._overflow)
         self._observer = Observer()
         self.missing = []
+        self._armed, self._lost = {}, set()
         for folder in self._folders:
             # watchdog 7 raises FileNotFoundError for a missing root at schedule() or start() (#1157)
-            if not folder.is_dir():
+            ident = _identity(folder)
+            if ident is None:
                 self.missing.append(str(folder))
                 log.warning("watch folder missing folder=%s", folder)
                 continue
+            self._armed[folder] = ident
             self._observer.schedule(self._handler, str(folder), recursive=self._recursive)
+        self.started_at = time.time()
         try:
             self._observer.start()
         except OSError as exc:  # vanished between the check and start, or no inotify watches left
@@ -105,6 +137,26 @@ class Watcher:
 
     def healthy(self) -> bool:
         return self._observer is not None and self._observer.is_alive() and not self.missing
+
+    def needs_restart(self) -> bool:
+        """Look at each folder now: refresh `missing`; True when a restart would watch more than now."""
+        with self._lock:
+            observer = self._observer
+            dead = observer is None or not observer.is_alive()
+            # watchdog ends the emitter of a folder that was deleted; a moved one it follows elsewhere
+            dead = dead or any(not e.is_alive() for e in observer.emitters)  # type: ignore[union-attr]
+            missing, back = [], False
+            for folder in self._folders:
+                ident = _identity(folder)
+                if ident is None:
+                    missing.append(str(folder))
+                    if folder not in self._lost:
+                        self._lost.add(folder)
+                        log.warning("watch folder missing folder=%s", folder)
+                elif folder in self._lost or ident != self._armed.get(folder):
+                    back = True
+            self.missing = missing
+            return back or (dead and len(missing) < len(self._folders))
 
     def restart(self) -> None:
         with self._lock:  # read the folders under the lock: a reload may be re-targeting right now

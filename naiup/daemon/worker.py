@@ -83,6 +83,7 @@ def _child_main(conn: Connection, config: Config, preset: Preset | None) -> None
         ModelLoadError,
         NaiupError,
         OutOfMemoryError,
+        OutputError,
     )
     from naiup.job import run_job
 
@@ -141,6 +142,8 @@ def _child_main(conn: Connection, config: Config, preset: Preset | None) -> None
             send({"error": str(exc), "permanent": False, "load_error": True})
         except OutOfMemoryError as exc:  # another program's memory, likely: worth another try later
             send({"error": str(exc), "permanent": False})
+        except OutputError as exc:  # a full disk may have room later; a read-only folder will not
+            send({"error": str(exc), "permanent": not exc.transient})
         except NaiupError as exc:
             send({"error": str(exc), "permanent": True})
         except Exception as exc:  # a bug in a job: report it, keep the worker for the next job

@@ -25,6 +25,7 @@ from PIL import Image
 
 from naiup.engine.meta_types import ImageMetadata, MetadataFormat, MetadataSource
 from naiup.errors import NaiupError
+from naiup.pathnames import plain_text, shown
 from naiup.provenance import PARAMETERS_KEY, PROVENANCE_KEY
 from naiup.review.links import Pair
 from naiup.review.urls import file_url
@@ -38,7 +39,7 @@ def write_compare_page(pair: Pair, folder: Path, gallery: Path | None = None) ->
     if gallery is not None:
         data["gallery_url"] = file_url(gallery)
     page = folder / page_name(pair)
-    title = f"naiup: {(pair.output or pair.source or Path('?')).name}"
+    title = f"naiup: {shown((pair.output or pair.source or Path('?')).name)}"
     write_text(page, render("compare.html", title, data))
     return page
 
@@ -117,18 +118,24 @@ def compare_data(pair: Pair) -> dict[str, Any]:
 def _image_info(path: Path | None, what: str) -> dict[str, Any]:
     if path is None:
         return {"exists": False, "path": None, "url": None, "name": None, "missing": f"no {what} is known"}
-    info: dict[str, Any] = {"path": str(path), "url": file_url(path), "name": path.name, "exists": False}
+    # Shown names are escaped (a name that is not UTF-8 has \xNN); the URL keeps the file's real bytes.
+    info: dict[str, Any] = {
+        "path": shown(path),
+        "url": file_url(path),
+        "name": shown(path.name),
+        "exists": False,
+    }
     try:
         st = path.stat()
     except OSError:
-        info["missing"] = f"{what} not found: {path}"
+        info["missing"] = f"{what} not found: {shown(path)}"
         return info
     info.update(bytes=st.st_size, modified=st.st_mtime)
     try:
         with Image.open(path) as im:
             info.update(width=im.width, height=im.height, format=im.format)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        info["missing"] = f"{what} cannot be read: {path} ({exc})"
+        info["missing"] = f"{what} cannot be read: {shown(path)} ({plain_text(str(exc))})"
         return info
     info["exists"] = True
     return info

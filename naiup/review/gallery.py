@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from naiup.daemon.ledger import Item, Ledger, State
+from naiup.pathnames import shown
 from naiup.review.compare import render, write_compare_page, write_text
 from naiup.review.links import Pair, read_provenance
 from naiup.review.thumbnails import THUMB_MAX, thumbnails
@@ -119,7 +120,7 @@ def write_gallery(
         cards.append(_card(e, provenance, compare, thumb, now))
     _prune(folder, used, now)
     done = len(cards)
-    scope = f" in {under}" if under is not None else ""
+    scope = f" in {shown(under)}" if under is not None else ""
     span = f" since {_when(since)}" if since is not None else ""
     summary = (
         f"{done} result{'s' if done != 1 else ''}, {len(failed)} failed{scope}{span} · made {_when(now)}"
@@ -162,16 +163,16 @@ def _card(e: Entry, provenance: dict[str, Any] | None, compare: Path, thumb: Pat
         picture = '<span class="gone">result file missing</span>'
     meta = " · ".join(x for x in (preset, _ago(e.when, now)) if x)
     return (
-        f'<a class="card" href="{html.escape(file_url(compare))}" title="{html.escape(str(e.output))}">'
+        f'<a class="card" href="{html.escape(file_url(compare))}" title="{html.escape(shown(e.output))}">'
         f'<span class="thumb">{picture}</span>'
-        f'<span class="name">{html.escape(e.output.name)}</span>'
+        f'<span class="name">{html.escape(shown(e.output.name))}</span>'
         f'<span class="meta">{html.escape(meta)}</span></a>'
     )
 
 
 def _failed_row(e: Entry, now: float) -> str:
-    path = str(e.source) if e.source else "?"
-    name = e.source.name if e.source else "?"
+    path = shown(e.source) if e.source else "?"
+    name = shown(e.source.name) if e.source else "?"
     return (
         f'<tr><td title="{html.escape(path)}">{html.escape(name)}</td>'
         f"<td>{html.escape(e.error or '')}</td><td>{html.escape(_ago(e.when, now))}</td></tr>"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import subprocess
@@ -92,15 +93,20 @@ class DaemonRun:
             self.worker_pids.add(status["worker_pid"])
         return status
 
-    def rows(self) -> list[sqlite3.Row]:
+    def rows(self) -> list[dict[str, Any]]:
+        """The ledger's rows as dicts; `path` and `output` (stored as the file system's bytes) as str."""
         db = sqlite3.connect(f"file:{self.root / 'state' / 'ledger.sqlite3'}?mode=ro", uri=True)
         db.row_factory = sqlite3.Row
         try:
-            return db.execute("SELECT * FROM items ORDER BY id").fetchall()
+            rows = [dict(r) for r in db.execute("SELECT * FROM items ORDER BY id").fetchall()]
         finally:
             db.close()
+        for r in rows:
+            for key in ("path", "output"):
+                r[key] = r[key] if r[key] is None else os.fsdecode(r[key])
+        return rows
 
-    def row(self, path: Path) -> sqlite3.Row | None:
+    def row(self, path: Path) -> dict[str, Any] | None:
         return next((r for r in self.rows() if r["path"] == str(path)), None)
 
     def outputs(self) -> list[Path]:

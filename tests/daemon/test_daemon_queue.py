@@ -106,11 +106,13 @@ def test_outputs_are_never_requeued_even_when_the_ledger_is_lost(daemon: DaemonR
     src = nai_writer.write_nai_png(daemon.watch / "a.png", (16, 16))
     wait_for(lambda: (r := daemon.row(src)) and r["state"] == "done", 20, "the first job")
     assert daemon.stop() == 0
+    (first,) = daemon.outputs()  # before the restart: the redone job may publish before we look
     for f in (daemon.root / "state").glob("ledger.sqlite3*"):
         f.unlink()
 
-    daemon.start()  # the catch-up scan sees the original and our output as new files
-    (first,) = daemon.outputs()
+    daemon.start()  # a ledger with no rows: the folder is baselined, the original and our output alike
+    wait_for(lambda: daemon.status()["existing"] == 2, 20, "the baseline of the folder")
+    assert daemon.request("backfill")["count"] == 2  # both go through the full check, as new files would
     wait_for(
         lambda: (r := daemon.row(first)) and r["state"] == "skipped", 20, "the old output to be recognised"
     )

@@ -10,7 +10,9 @@ import nai_writer
 import pytest
 from daemon_harness import wait_for
 
+from naiup.atomic import TEMP_SUFFIX, temp_prefix
 from naiup.config import Config, Preset, WatchConfig
+from naiup.daemon.catchup import Scanner
 from naiup.daemon.ledger import Ledger, State
 from naiup.daemon.scheduler import remove_job_temps
 from naiup.daemon.stabiliser import Stabiliser, has_partial_sibling, is_candidate
@@ -75,21 +77,22 @@ def test_a_damaged_ledger_is_a_clear_error_naming_the_file(tmp_path: Path):
 
 
 @pytest.mark.parametrize(
-    ("src_name", "template", "temp_name"),
+    ("src_name", "template", "output_name"),
     [
-        ("a[1].png", "{stem}.naiup-{preset}.png", ".a[1].naiup-up.png.0a1b2c3d.naiup-tmp"),
-        ("a.png", "refined-{stem}.png", ".refined-a.png.0a1b2c3d.naiup-tmp"),
+        ("a[1].png", "{stem}.naiup-{preset}.png", "a[1].naiup-up.png"),
+        ("a.png", "refined-{stem}.png", "refined-a.png"),
+        ("長" * 83 + ".png", "{stem}.naiup-{preset}.png", "長" * 80 + ".naiup-up.png"),  # shortened
     ],
 )
 def test_a_killed_jobs_temp_is_found_whatever_the_name(
-    tmp_path: Path, src_name: str, template: str, temp_name: str
+    tmp_path: Path, src_name: str, template: str, output_name: str
 ):
     # The temp is named after the first output name (naiup.atomic), not after the source's stem.
     src = tmp_path / src_name
     src.write_bytes(b"x")
-    temp = tmp_path / temp_name
+    temp = tmp_path / f"{temp_prefix(tmp_path / output_name)}0a1b2c3d{TEMP_SUFFIX}"
     temp.write_bytes(b"half")
-    other = tmp_path / ".ab.naiup-up.png.0a1b2c3d.naiup-tmp"  # another source's publish in progress
+    other = tmp_path / f"{temp_prefix(tmp_path / 'ab.naiup-up.png')}0a1b2c3d{TEMP_SUFFIX}"  # another's
     other.write_bytes(b"half")
     remove_job_temps(src, Preset(name="up", refine=False), template)
     assert not temp.exists() and other.exists()
@@ -160,20 +163,22 @@ def test_rescan_finds_files_the_watcher_never_reported(tmp_path: Path):
     """inotify overflow drops events silently: the reconciling scan must queue such files."""
     folder = tmp_path / "watch"
     folder.mkdir()
-    nai_writer.write_nai_png(folder / "missed.png", (16, 16))
-    (folder / "other.png.crdownload").touch()  # a partial is never hinted by a scan
     ledger = Ledger(tmp_path / "ledger.sqlite3")
     config = Config(watch=WatchConfig(folders=(folder,), quiet_seconds=0.05))
     queued = threading.Event()
     stabiliser = Stabiliser(ledger, lambda: config, queued.set)
+    scanner = Scanner(ledger, lambda: config, stabiliser)
     stabiliser.start()
     try:
-        assert stabiliser.scan((folder,), recursive=False) == 1
+        assert scanner.scan((folder,), recursive=False) == 0  # the first-start baseline: an empty folder
+        nai_writer.write_nai_png(folder / "missed.png", (16, 16))
+        (folder / "other.png.crdownload").touch()  # a partial is never hinted by a scan
+        assert scanner.scan((folder,), recursive=False) == 1
         assert queued.wait(10)
         row = ledger.by_path(folder / "missed.png")
         assert row.state is State.QUEUED and row.hash
         wait_for(lambda: stabiliser.pending() == 0, 10, "the stabiliser to settle")
-        assert stabiliser.scan((folder,), recursive=False) == 0  # known as-is: not checked again
+        assert scanner.scan((folder,), recursive=False) == 0  # known as-is: not checked again
     finally:
         stabiliser.stop()
         ledger.close()

@@ -125,19 +125,23 @@ def test_a_reloaded_output_setting_reaches_the_warm_worker(daemon: DaemonRun):
 
 def test_a_watch_folder_added_by_a_config_edit_is_watched_without_a_restart(daemon: DaemonRun):
     daemon.write_config(watch="quiet_seconds = 0.2")
-    daemon.start()
-    pid = daemon.proc.pid
     other = daemon.root / "other"
     other.mkdir()
-    waiting = nai_writer.write_nai_png(other / "already-there.png", (16, 16))
+    waiting = nai_writer.write_nai_png(other / "already-there.png", (16, 16))  # there well before the edit
+    daemon.start()
+    pid = daemon.proc.pid
     text = daemon.config_path.read_text()
     old_line = f'folders = ["{daemon.watch.as_posix()}"]'
     new_line = f'folders = ["{daemon.watch.as_posix()}", "{other.as_posix()}"]'
     daemon.config_path.write_text(text.replace(old_line, new_line))
     assert daemon.request("reload")["ok"]
-    wait_for(lambda: _state(daemon, waiting) == "done", 20, "the file already in the new folder")
+    # Baselined like a first start: what was already there is recorded, not processed.
+    wait_for(lambda: _state(daemon, waiting) == "existing", 20, "the file already in the new folder")
     fresh = nai_writer.write_nai_png(other / "new.png", (24, 24))  # seen by the watcher, not a rescan
     wait_for(lambda: _state(daemon, fresh) == "done", 20, "a new file in the new folder")
+    assert _state(daemon, waiting) == "existing" and not list(other.glob("already-there.naiup-*"))
+    assert daemon.request("backfill", folder=str(other))["count"] == 1  # and it is one request away
+    wait_for(lambda: _state(daemon, waiting) == "done", 20, "the backfilled file")
 
     daemon.config_path.write_text(text)  # and dropped again
     assert daemon.request("reload")["ok"]

@@ -114,3 +114,15 @@ def test_failures_stay_plain_and_a_broken_clickable_backend_falls_back():
     n.on_event({"event": "job_failed", "path": "/d/x.png", "error": "bad"}, 0.0)
     n.on_event(done("/d/y.png"), 0.0)
     assert plain.sent == [("naiup: refine failed", "x.png: bad"), ("naiup", "y.naiup-refine-2x.png refined")]
+
+
+def test_notifications_show_undecodable_names_escaped():
+    rec = Recorder()
+    n = Notifier(rec, batch_seconds=5.0)
+    n.on_event({"event": "job_failed", "path": "/d/img\udcfe.png", "error": "img\udcfe.png: bad"}, 0.0)
+    n.on_event(done("/d/new\nline.png"), 0.0)
+    n.flush(0.0, force=True)
+    assert rec.sent == [
+        ("naiup: refine failed", "img\\xfe.png: img\\xfe.png: bad"),
+        ("naiup", "new\\nline.naiup-refine-2x.png refined"),
+    ]

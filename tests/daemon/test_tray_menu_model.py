@@ -77,6 +77,17 @@ def test_retry_failed_shows_the_count_and_is_disabled_at_zero():
     assert command_for(Action.RETRY_FAILED, status()).args == {"id": "all"}
 
 
+def test_process_older_images_is_offered_only_while_there_are_some():
+    assert not any("older image" in e.text for e in build_menu(status(existing=0)))
+    item = entry(build_menu(status(existing=1234)), "Process")
+    assert (item.text, item.action, item.enabled) == ("Process 1234 older images", Action.BACKFILL, True)
+    assert entry(build_menu(status(existing=1)), "Process").text == "Process 1 older image"
+    assert (command_for(Action.BACKFILL, status()).verb, command_for(Action.BACKFILL, status()).args) == (
+        "backfill",
+        {},
+    )
+
+
 @pytest.mark.parametrize(
     ("action", "verb", "args"),
     [
@@ -155,3 +166,20 @@ def test_long_result_names_keep_their_start_and_end():
         .text
     )
     assert len(text) == 60 and text.startswith("xxx") and text.endswith(".naiup-refine-2x.png")
+
+
+def test_a_missing_watch_folder_shows_in_the_tooltip_and_the_menu():
+    missing = status(state="idle", missing_folders=["/home/me/Downloads"])
+    assert tooltip(missing) == "naiup: idle · folder missing · refine-2x"
+    assert entry(build_menu(missing), "Folder missing: /home/me/Downloads").enabled is False
+    working = status(state="working", queue_length=1, missing_folders=["/x"], current={"path": "/y/a.png"})
+    assert tooltip(working).startswith("naiup: 1 queued · folder missing")
+    assert not any(e.text.startswith("Folder missing") for e in build_menu(status(state="idle")))
+
+
+def test_names_that_are_not_utf8_are_shown_escaped():
+    # A surrogate-escaped name (undecodable bytes) would make GTK or the Windows shell refuse the text.
+    err = status(state="error", engine_error=None, last_error="img\udcfe.png: not an image")
+    assert tooltip(err) == "naiup: error: img\\xfe.png: not an image"
+    menu = build_menu(status(missing_folders=["/mnt/\udcfe"]))
+    assert entry(menu, "Folder missing:").text == "Folder missing: /mnt/\\xfe"

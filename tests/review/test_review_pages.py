@@ -6,15 +6,17 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import time
 from pathlib import Path
 
 import pytest
+from legacy_ledger import write_original_ledger
 from PIL import Image
 from review_helpers import AWKWARD_NAME, FIXTURE, make_output, make_pair, record_done, record_failed
 
 from naiup import cli
-from naiup.daemon.ledger import Ledger, default_path
+from naiup.daemon.ledger import Ledger, State, default_path
 from naiup.errors import NaiupError
 from naiup.review import open_compare, open_gallery, recent_outputs, review_dir
 from naiup.review.compare import compare_data, render
@@ -79,6 +81,41 @@ def test_an_image_with_no_result_is_a_clear_error(made, tmp_path):
 def test_read_only_ledger_never_creates_one(tmp_path):
     assert Ledger.open_readonly(tmp_path / "state" / "ledger.sqlite3") is None
     assert not (tmp_path / "state").exists()
+
+
+def test_a_reader_finds_rows_of_a_ledger_the_daemon_has_not_migrated_yet(made):
+    # Paths became bytes in migration 1; a reader must neither migrate the file nor miss its TEXT rows.
+    path = default_path()
+    row = {"path": str(made.source), "output": str(made.output), "state": "done", "finished": time.time()}
+    write_original_ledger(path, [{**row, "preset": "upscale-2x", "hash": "h"}])
+    ro = Ledger.open_readonly(path)
+    assert ro.by_output(made.output).path == str(made.source)
+    assert ro.by_path(made.source).output == str(made.output)
+    assert ro.by_path(made.source.with_name(os.fsdecode(b"\xfe.png"))) is None  # asked, no crash
+    assert [i.output for i in ro.recent((State.DONE,))] == [str(made.output)]
+    ro.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 0
+    assert db.execute("SELECT typeof(path), typeof(output) FROM items").fetchone() == ("text", "text")
+    db.close()
+
+
+def test_a_name_that_is_not_utf8_gets_pages_with_its_name_escaped_and_its_bytes_in_the_urls(
+    tmp_path, nai_fixtures
+):
+    odd = make_pair(tmp_path / "dl", nai_fixtures, os.fsdecode(b"img\xfe\x82\xa0.png"))
+    moved = odd.source.with_name(os.fsdecode(b"moved\xfe.png"))
+    odd.source.rename(moved)  # only the ledger (bytes) can pair the output with the moved original
+    db = ledger()
+    record_done(db, moved, odd.output, finished=time.time())
+    db.close()
+    data = page_data(open_compare(odd.output, open_browser=False))
+    assert data["original"]["name"] == "moved\\xfe.png" and data["original"]["exists"]
+    assert data["result"]["name"] == "img\\xfe\\x82\\xa0.naiup-upscale-2x.png"
+    assert data["original"]["url"] == file_url(moved) and data["original"]["url"].endswith("/moved%FE.png")
+    assert data["result"]["url"].endswith("/img%FE%82%A0.naiup-upscale-2x.png")
+    text = open_gallery(open_browser=False).read_text("utf-8")
+    assert "img\\xfe\\x82\\xa0.naiup-upscale-2x.png" in text
 
 
 def test_a_changed_original_is_noticed(made):
