@@ -61,6 +61,7 @@ class ModelConfig:
     loras: tuple[LoraSpec, ...] = ()
     device: str = "auto"  # auto | cuda | mps | cpu
     clip_skip: int = 1
+    prediction: str = "auto"  # auto (from the file's v_pred flag / the folder's scheduler) | epsilon | v
     max_vram_gb: float = 0.0  # 0 = whatever the accelerator has free
 
 
@@ -73,7 +74,7 @@ class Preset:
     denoise: float = 0.2
     steps: int = 10
     cfg: float = 1.0
-    sampler: str = "lcm"  # lcm | euler
+    sampler: str = "lcm"  # lcm | dmd2 | euler
     tile_size: int = 64  # latent px
     overlap: int = 32  # latent px
     tile_batch_size: int = 8

@@ -37,17 +37,14 @@ from naiup.engine.device import (
     pick_device,
     release_cached,
 )
+from naiup.engine.family import SDXL
 from naiup.engine.lora import LoraFile, LoraFuser, read_lora
-from naiup.engine.models import SD15_SKELETON, SDModels, load_models, model_set_id, resolve_lora_file
+from naiup.engine.models import SDModels, load_models, model_set_id, resolve_lora_file
 from naiup.engine.offload import needs_room, parked
-from naiup.engine.prompt_encoder import (
-    PromptEncoder,
-    extract_lora_tags,
-    pad_to_same_length,
-    resolve_lora_name,
-)
+from naiup.engine.prompt_encoder import PromptEncoder, extract_lora_tags, resolve_lora_name
 from naiup.engine.prompt_schedule import prompts_per_step
 from naiup.engine.samplers import Sampler, check_preset
+from naiup.engine.sdxl_conditioning import SDXLPromptEncoder, time_ids, vae_scale_factor
 from naiup.engine.tiling import predictor_for
 from naiup.engine.vae_tiling import decode as decode_tiled
 from naiup.engine.vae_tiling import encode as encode_tiled
@@ -61,21 +58,39 @@ Progress = Callable[[float, str], None]
 
 
 def make_guided_denoiser(
-    unet: torch.nn.Module, cond: torch.Tensor, uncond: torch.Tensor | None, cfg: float
+    unet: torch.nn.Module,
+    cond: torch.Tensor,
+    uncond: torch.Tensor | None,
+    cfg: float,
+    added: dict[str, torch.Tensor] | None = None,
+    added_uncond: dict[str, torch.Tensor] | None = None,
 ) -> GuidedDenoiser:
-    """UNet + CFG as one function of (x, t); fp32 in and out, the UNet's own dtype inside."""
+    """UNet + CFG as one function of (x, t); fp32 in and out, the UNet's own dtype inside.
+
+    `added`/`added_uncond`: per-sample `added_cond_kwargs` (SDXL's pooled text embedding and size
+    ids, batch 1), repeated for every sample of a call like the context, so each tile gets them."""
     dtype = unet.dtype
     cond = cond.to(unet.device, dtype)
     guided_cfg = cfg > 1.0 and uncond is not None
     both = torch.cat([uncond.to(unet.device, dtype), cond]) if guided_cfg else None
+    extra = {k: v.to(unet.device, dtype) for k, v in (added or {}).items()}
+    if guided_cfg and extra:
+        assert added_uncond is not None
+        extra = {k: torch.cat([added_uncond[k].to(unet.device, dtype), v]) for k, v in extra.items()}
+
+    def added_for(repeats: int) -> dict:
+        if not extra:
+            return {}
+        return {"added_cond_kwargs": {k: v.repeat_interleave(repeats, dim=0) for k, v in extra.items()}}
 
     def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
         xin = x.to(dtype)
         if not guided_cfg:
-            return unet(xin, t, encoder_hidden_states=cond.expand(b, -1, -1)).sample.float()
+            return unet(xin, t, encoder_hidden_states=cond.expand(b, -1, -1), **added_for(b)).sample.float()
         emb = both.repeat_interleave(b, dim=0)  # [uncond]*b then [cond]*b, matching cat([x, x])
-        eps_u, eps_c = unet(torch.cat([xin, xin]), t, encoder_hidden_states=emb).sample.float().chunk(2)
+        out = unet(torch.cat([xin, xin]), t, encoder_hidden_states=emb, **added_for(b)).sample
+        eps_u, eps_c = out.float().chunk(2)
         return eps_u + cfg * (eps_c - eps_u)
 
     return guided
@@ -187,7 +202,7 @@ class Refiner:
         model: ModelConfig,
         device: torch.device | None = None,
         *,
-        config_dir: Path = SD15_SKELETON,
+        config_dir: Path | None = None,
         wrap_predictor: PredictorWrapper | None = predictor_for,
         encode: Callable[..., torch.Tensor] = encode_tiled,
         decode: Callable[..., torch.Tensor] = decode_tiled,
@@ -197,7 +212,7 @@ class Refiner:
         self.models: SDModels | None = None
         self._loaded_key: tuple | None = None
         self._fuser: LoraFuser | None = None
-        self._encoder: PromptEncoder | None = None
+        self._encoder: PromptEncoder | SDXLPromptEncoder | None = None
         self._lora_cache: OrderedDict[tuple[Path, int, int], LoraFile] = OrderedDict()
         self._fused: tuple[tuple[str, float], ...] = ()
         self._config_loras: list[tuple[str, float]] = []
@@ -215,22 +230,34 @@ class Refiner:
             self.models = self._fuser = self._encoder = None
             self._loaded_key = None
             empty_cache(self.device)
-        m = load_models(self.model.checkpoint, self.model.vae, self.device, self.config_dir)
+        m = load_models(
+            self.model.checkpoint, self.model.vae, self.device, self.config_dir, self.model.prediction
+        )
         if self.model.lcm_lora:
             # The LCM-LoRA is part of the base model: fused once, never restored.
-            lcm = read_lora(resolve_lora_file(self.model.lcm_lora), m.unet, m.text_encoder)
-            LoraFuser(m.unet, m.text_encoder).fuse([(lcm, 1.0)], keep_pristine=False)
+            lcm = read_lora(resolve_lora_file(self.model.lcm_lora), m.unet, m.text_encoder, m.text_encoder_2)
+            LoraFuser(m.unet, m.text_encoder, m.text_encoder_2).fuse([(lcm, 1.0)], keep_pristine=False)
         # Resolve config LoRAs once: a hub id must not hit the network on every image.
         self._config_loras = [
             (str(resolve_lora_file(s.path, self.model.lora_dirs)), s.weight) for s in self.model.loras
         ]
         self.models, self._loaded_key = m, key
-        self._fuser = LoraFuser(m.unet, m.text_encoder)
-        self._encoder = PromptEncoder(m.tokenizer, m.text_encoder, self.model.clip_skip)
+        self._fuser = LoraFuser(m.unet, m.text_encoder, m.text_encoder_2)
+        if m.family == SDXL:
+            self._encoder = SDXLPromptEncoder(
+                m.tokenizer, m.text_encoder, m.tokenizer_2, m.text_encoder_2, self.model.clip_skip
+            )
+        else:
+            self._encoder = PromptEncoder(m.tokenizer, m.text_encoder, self.model.clip_skip)
         self._lora_cache.clear()
         self._fused = ()
         log.info(
-            "model loaded id=%s device=%s secs=%.1f", self.model_id, self.device, time.perf_counter() - t0
+            "model loaded id=%s family=%s prediction=%s device=%s secs=%.1f",
+            self.model_id,
+            m.family,
+            m.prediction.label,
+            self.device,
+            time.perf_counter() - t0,
         )
 
     @property
@@ -269,11 +296,11 @@ class Refiner:
         try:
             info = path.stat()
         except OSError:  # gone since it was resolved: read_lora's error names the file
-            return read_lora(path, self.models.unet, self.models.text_encoder)
+            return read_lora(path, self.models.unet, self.models.text_encoder, self.models.text_encoder_2)
         key = (path, info.st_mtime_ns, info.st_size)
         lora = self._lora_cache.get(key)
         if lora is None:
-            lora = read_lora(path, self.models.unet, self.models.text_encoder)
+            lora = read_lora(path, self.models.unet, self.models.text_encoder, self.models.text_encoder_2)
             self._lora_cache[key] = lora
             if len(self._lora_cache) > LORA_CACHE_SIZE:
                 self._lora_cache.popitem(last=False)
@@ -281,13 +308,38 @@ class Refiner:
             self._lora_cache.move_to_end(key)
         return lora
 
-    def _conditioning(self, prompt: str, negative: str | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(cond, uncond) embeddings; uncond None when CFG is off (negative None)."""
+    def _conditioning(self, prompt: str, negative: str | None) -> tuple:
+        """(cond, uncond) embeddings (SDXLCond for SDXL); uncond None when CFG is off (negative None)."""
         assert self._encoder
-        cond = self._encoder.encode(prompt)
-        if negative is None:
-            return cond, None
-        return pad_to_same_length(cond, self._encoder.encode(negative), self._encoder.encode(""))
+        return self._encoder.pair(prompt, negative)
+
+    def _guided(self, cond, uncond, cfg: float, latent_hw: tuple[int, int]) -> GuidedDenoiser:
+        assert self.models
+        m = self.models
+        if m.family != SDXL:
+            return make_guided_denoiser(m.unet, cond, uncond, cfg)
+        ids = time_ids(latent_hw, vae_scale_factor(m.vae))  # the whole canvas, for every tile
+        return make_guided_denoiser(
+            m.unet,
+            cond.context,
+            uncond.context if uncond is not None else None,
+            cfg,
+            added=cond.added(ids),
+            added_uncond=uncond.added(ids) if uncond is not None else None,
+        )
+
+    @property
+    def family(self) -> str:
+        """ "sd15" or "sdxl" and the prediction type of the loaded set, for provenance."""
+        self.load()
+        assert self.models
+        return self.models.family
+
+    @property
+    def prediction(self) -> str:
+        self.load()
+        assert self.models
+        return self.models.prediction.label
 
     def _room_for_vae(
         self, op: str, height: int, width: int, always: bool
@@ -297,7 +349,7 @@ class Refiner:
         assert self.models
         m, dev = self.models, self.device
         if always or needs_room(m.vae, op, height, width, free_memory_bytes(dev)):
-            return parked([m.unet, m.text_encoder], dev)
+            return parked([x for x in (m.unet, m.text_encoder, m.text_encoder_2) if x is not None], dev)
         return contextlib.nullcontext()
 
     def refine(
@@ -384,7 +436,7 @@ class Refiner:
         hw = tuple(z0.shape[-2:])
         predictors = {}
         for pair, (cond, uncond) in conds.items():
-            guided = make_guided_denoiser(m.unet, cond, uncond, preset.cfg)
+            guided = self._guided(cond, uncond, preset.cfg, hw)
             predictors[pair] = self.wrap_predictor(guided, preset, hw) if self.wrap_predictor else guided
         x = denoise(z0, [predictors[pair] for pair in per_step], sampler, generator, progress)
         # 4. Decode; never hand back a black or garbage image.
