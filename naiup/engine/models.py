@@ -142,8 +142,10 @@ def _from_pipeline(where: str, local_only: bool) -> SDModels:
     return SDModels(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, dict(pipe.scheduler.config))
 
 
-def _from_single_file(path: Path, sd: dict[str, torch.Tensor], config_dir: Path) -> SDModels:
-    sd = without_flags(sd)
+def unet_and_vae(
+    path: Path, sd: dict[str, torch.Tensor], config_dir: Path, family: str
+) -> tuple[UNet2DConditionModel, AutoencoderKL]:
+    """UNet and VAE of a single file through diffusers' LDM converters, configs from `config_dir`."""
     try:
         unet = UNet2DConditionModel.from_single_file(
             sd, config=str(config_dir), subfolder="unet", local_files_only=True
@@ -151,8 +153,14 @@ def _from_single_file(path: Path, sd: dict[str, torch.Tensor], config_dir: Path)
         vae = AutoencoderKL.from_single_file(
             sd, config=str(config_dir), subfolder="vae", local_files_only=True
         )
-    except Exception as exc:  # shape mismatches from diffusers' converter: not an SD1.5 file
-        raise ModelLoadError(path, f"cannot convert this checkpoint as SD1.5: {exc}") from exc
+    except Exception as exc:  # shape mismatches from diffusers' converter: not this family's shape
+        raise ModelLoadError(path, f"cannot convert this checkpoint as {family}: {exc}") from exc
+    return unet, vae
+
+
+def _from_single_file(path: Path, sd: dict[str, torch.Tensor], config_dir: Path) -> SDModels:
+    sd = without_flags(sd)
+    unet, vae = unet_and_vae(path, sd, config_dir, "SD1.5")
     text_encoder = _text_encoder_from_ldm(path, sd, config_dir)
     tokenizer = CLIPTokenizer.from_pretrained(config_dir / "tokenizer", model_max_length=77)
     scheduler_config = json.loads((config_dir / "scheduler" / "scheduler_config.json").read_text())

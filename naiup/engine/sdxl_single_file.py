@@ -17,7 +17,6 @@ from importlib import resources
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from naiup.engine.family import SDXL, without_flags
@@ -45,19 +44,11 @@ def sdxl_tokenizers() -> tuple[CLIPTokenizer, CLIPTokenizer]:
 
 def load_sdxl_single_file(path: Path, sd: dict[str, torch.Tensor], config_dir: Path | None):
     """SDModels for an SDXL base single file (family already detected). Returns models.SDModels."""
-    from naiup.engine.models import SDModels  # models imports this module
+    from naiup.engine.models import SDModels, unet_and_vae  # models imports this module
 
     config_dir = Path(config_dir or SDXL_SKELETON)
     sd = without_flags(sd)
-    try:
-        unet = UNet2DConditionModel.from_single_file(
-            sd, config=str(config_dir), subfolder="unet", local_files_only=True
-        )
-        vae = AutoencoderKL.from_single_file(
-            sd, config=str(config_dir), subfolder="vae", local_files_only=True
-        )
-    except Exception as exc:  # shape mismatches from diffusers' converter: not SDXL base-shaped
-        raise ModelLoadError(path, f"cannot convert this checkpoint as SDXL: {exc}") from exc
+    unet, vae = unet_and_vae(path, sd, config_dir, "SDXL")
     te1 = _load_te(path, CLIPTextModel, config_dir / "text_encoder", _clip_l(sd))
     te2 = _load_te(path, CLIPTextModelWithProjection, config_dir / "text_encoder_2", _open_clip(path, sd))
     tok1, tok2 = sdxl_tokenizers()
