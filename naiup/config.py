@@ -62,6 +62,7 @@ class ModelConfig:
     loras: tuple[LoraSpec, ...] = ()
     device: str = "auto"  # auto | cuda | mps | cpu
     clip_skip: int = 1
+    prediction: str = "auto"  # auto (from the file's v_pred flag / the folder's scheduler) | epsilon | v
     max_vram_gb: float = 0.0  # 0 = whatever the accelerator has free
     unet_graphs: str = "auto"  # auto | on | off: CUDA graphs (torch.compile) for the UNet tiles
 
@@ -75,7 +76,7 @@ class Preset:
     denoise: float = 0.2
     steps: int = 10
     cfg: float = 1.0
-    sampler: str = "lcm"  # lcm | euler
+    sampler: str = "lcm"  # lcm | dmd2 | euler
     tile_size: int = 64  # latent px
     # Latent px. A quarter of the tile: as seamless as half a tile with Mixture of Diffusers on the
     # seam measurement (bench/seam_bench.py), at 1.6x instead of 3.5x the UNet work of one canvas pass.

@@ -69,6 +69,7 @@ RULES: dict[str, Check] = {
     "OutputConfig.png_compress_level": _between(0, 9),
     "ModelConfig.device": _one_of("auto", "cuda", "mps", "cpu"),
     "ModelConfig.clip_skip": _between(1, 12),  # A1111 convention: 1 = last CLIP layer, 12 layers in all
+    "ModelConfig.prediction": _one_of("auto", "epsilon", "v"),
     "ModelConfig.max_vram_gb": lambda v: (
         None if v == 0 or v >= 1 else f"must be 0 (no limit) or at least 1 (GiB), got {v}"
     ),
@@ -84,7 +85,7 @@ RULES: dict[str, Check] = {
     "Preset.denoise": lambda v: None if 0 < v <= 1 else f"must be in (0, 1], got {v}",
     "Preset.steps": _between(1, 1000),
     "Preset.cfg": lambda v: None if v >= 1 else f"must be at least 1 (below 1 has no meaning), got {v}",
-    "Preset.sampler": _one_of("lcm", "euler"),
+    "Preset.sampler": _one_of("lcm", "dmd2", "euler"),
     "Preset.tile_size": lambda v: (
         None if v >= 8 and v % 8 == 0 else f"must be a multiple of 8, >= 8; got {v}"
     ),
@@ -235,9 +236,11 @@ def _check_preset(preset: Preset, key: str, base: Path, path: Path) -> Preset:
             f"must be smaller than tile_size ({preset.tile_size}), got {preset.overlap}",
             path,
         )
-    if preset.sampler == "lcm" and preset.cfg >= 2:
+    if preset.sampler in ("lcm", "dmd2") and preset.cfg >= 2:
         raise ConfigError(
-            f"{key}.cfg", f"is {preset.cfg} with the lcm sampler: LCM burns above CFG 2 (use 1-1.8)", path
+            f"{key}.cfg",
+            f"is {preset.cfg} with the {preset.sampler} sampler: LCM burns above CFG 2 (use 1-1.8)",
+            path,
         )
     if preset.refine and preset.unet_steps < 1:
         raise ConfigError(

@@ -24,7 +24,7 @@ CASES = [
     ("[presets.x]\nsteps = 4\ndenoise = 0.2", "presets.x.steps", "gives no UNet step"),
     ("[presets.x]\ncfg = 2.0", "presets.x.cfg", "LCM burns above CFG 2"),
     ('[presets.x]\ncfg = 0.5\nsampler = "euler"', "presets.x.cfg", "must be at least 1"),
-    ('[presets.x]\nsampler = "ddim"', "presets.x.sampler", "must be one of lcm, euler"),
+    ('[presets.x]\nsampler = "ddim"', "presets.x.sampler", "must be one of lcm, dmd2, euler"),
     ("[presets.x]\ntile_size = 32\noverlap = 32", "presets.x.overlap", "smaller than tile_size (32)"),
     ("[presets.x]\ntile_size = 60", "presets.x.tile_size", "multiple of 8"),
     ("[presets.x]\ntile_size = 0\noverlap = 0", "presets.x.tile_size", "multiple of 8, >= 8"),

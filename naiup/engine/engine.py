@@ -216,6 +216,11 @@ class Engine:
                 seed=seed,
                 refiner_id=refiner.model_id,
             )
+            # Which kind of model refined it: SD1.5 or SDXL, epsilon or v(+zero-SNR) prediction.
+            for key in ("family", "prediction"):
+                value = getattr(refiner, key, None)  # stand-in refiners may lack them
+                if value is not None:
+                    params[key] = value
         if progress:
             progress(1.0, "done")
         return EngineResult(image=out, seed=seed, parameters=params, timings=timings)

@@ -3,8 +3,11 @@
 We fuse ourselves (W += w · alpha/rank · up @ down) instead of going through peft: we then know exactly
 which tensors a LoRA touched, so restoring pristine weights when the LoRA set changes copies back only
 those (fp16 fuse/unfuse round trips drift, diffusers.md §3.3), and fused inference has zero overhead.
-Supported: LoRA and LoCon (conv) in Kohya naming (`lora_unet_*`, `lora_te_*`), and peft/diffusers
-naming (`unet.*.lora_A/B`). LoHa, LoKr, tucker `lora_mid` and DoRA are refused with the file named.
+Supported: LoRA and LoCon (conv) in Kohya naming (`lora_unet_*` with diffusers *or* LDM block names,
+`lora_te_*`; SDXL: `lora_te1_*` CLIP-L, `lora_te2_*` bigG), and peft/diffusers naming
+(`unet.*.lora_A/B`, `text_encoder(_2).*`). Names are matched by exact lookup in tables built from the
+loaded modules, never by splitting on `_`. LoHa, LoKr, tucker `lora_mid` and DoRA are refused with the
+file named.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 import torch
 
 from naiup.engine.checkpoints import read_state_dict
+from naiup.engine.ldm_names import unet_ldm_table
 from naiup.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -25,14 +29,12 @@ _UNSUPPORTED = {
     "lokr_": "LoKr (LyCORIS Kronecker)",
     "lora_mid": "LoCon with tucker decomposition (lora_mid)",
     "dora_scale": "DoRA",
-    "input_blocks": "LDM/SGM block naming (input_blocks)",
-    "output_blocks": "LDM/SGM block naming (output_blocks)",
 }
 
 
 @dataclass(frozen=True, slots=True)
 class LoraLayer:
-    target: str  # "unet.<module path>" or "text_encoder.<module path>"
+    target: str  # "<root>.<module path>", root: unet | text_encoder | text_encoder_2
     down: torch.Tensor
     up: torch.Tensor
     scale: float  # alpha / rank
@@ -56,7 +58,32 @@ def _kohya_names(root: torch.nn.Module, prefix: str, te: bool) -> dict[str, str]
     return names
 
 
-def read_lora(path: Path, unet: torch.nn.Module, text_encoder: torch.nn.Module) -> LoraFile:
+def _kohya_table(
+    unet: torch.nn.Module, text_encoder: torch.nn.Module, text_encoder_2: torch.nn.Module | None
+) -> dict[str, str]:
+    """Kohya key stem -> "<root>.<module path>" for every Linear/Conv2d of the loaded set."""
+    table = {stem: f"unet.{p}" for stem, p in _kohya_names(unet, "lora_unet_", te=False).items()}
+    # sd-scripts trains SDXL with its own LDM-named UNet: the same modules under their LDM paths.
+    table.update(
+        {f"lora_unet_{ldm.replace('.', '_')}": f"unet.{p}" for ldm, p in unet_ldm_table(unet).items()}
+    )
+    te_roots = [("lora_te_", "text_encoder", text_encoder)]
+    if text_encoder_2 is not None:  # SDXL: te1 = CLIP-L, te2 = bigG (transformers names for both)
+        te_roots = [
+            ("lora_te1_", "text_encoder", text_encoder),
+            ("lora_te2_", "text_encoder_2", text_encoder_2),
+        ]
+    for prefix, root, module in te_roots:
+        table.update({stem: f"{root}.{p}" for stem, p in _kohya_names(module, prefix, te=True).items()})
+    return table
+
+
+def read_lora(
+    path: Path,
+    unet: torch.nn.Module,
+    text_encoder: torch.nn.Module,
+    text_encoder_2: torch.nn.Module | None = None,
+) -> LoraFile:
     """Read and pre-check a LoRA against the loaded modules; every key must be understood."""
     sd = read_state_dict(path)
     for key in sd:
@@ -65,8 +92,13 @@ def read_lora(path: Path, unet: torch.nn.Module, text_encoder: torch.nn.Module) 
                 raise ModelLoadError(
                     path, f"unsupported LoRA kind: {kind} (key {key!r}); use a plain LoRA/LoCon"
                 )
-    unet_names = _kohya_names(unet, "lora_unet_", te=False)
-    te_names = _kohya_names(text_encoder, "lora_te_", te=True)
+    kohya = _kohya_table(unet, text_encoder, text_encoder_2)
+    roots = {"unet": unet, "text_encoder": text_encoder, "text_encoder_2": text_encoder_2}
+    paths = {
+        root: {n for n, m in mod.named_modules() if isinstance(m, torch.nn.Linear | torch.nn.Conv2d)}
+        for root, mod in roots.items()
+        if mod is not None
+    }
     layers: list[LoraLayer] = []
     used: set[str] = set()
     for key in sd:
@@ -74,9 +106,10 @@ def read_lora(path: Path, unet: torch.nn.Module, text_encoder: torch.nn.Module) 
         if stem is None or key in used:
             continue
         used.update(k for k in (f"{stem}{down}", f"{stem}{up}", f"{stem}{alpha}") if k in sd)
-        target = _target_for(stem, unet_names, te_names)
+        target = kohya.get(stem) or _peft_target(stem, paths)
         if target is None:
-            raise ModelLoadError(path, f"LoRA key {key!r} matches no layer of this SD1.5 model")
+            family = "SDXL" if text_encoder_2 is not None else "SD1.5"
+            raise ModelLoadError(path, f"LoRA key {key!r} matches no layer of this {family} model")
         d, u = sd[f"{stem}{down}"].float(), sd[f"{stem}{up}"].float()
         a = sd.get(f"{stem}{alpha}")
         # A damaged file (1-D or empty factors, a vector alpha) must be refused, not crash below.
@@ -85,9 +118,9 @@ def read_lora(path: Path, unet: torch.nn.Module, text_encoder: torch.nn.Module) 
                 path, f"LoRA layer {stem!r} is malformed (down {list(d.shape)}, up {list(u.shape)})"
             )
         root, module_path = target.split(".", 1)
-        weight = (unet if root == "unet" else text_encoder).get_submodule(module_path).weight
+        weight = roots[root].get_submodule(module_path).weight
         if u.shape[0] * d[0].numel() != weight.numel() or u.flatten(1).shape[1] != d.shape[0]:
-            raise ModelLoadError(path, f"LoRA layer {stem!r} has shapes for another model (SD2/SDXL?)")
+            raise ModelLoadError(path, f"LoRA layer {stem!r} has shapes for another model (SD1.5/SD2/SDXL?)")
         rank = d.shape[0]
         scale = (float(a) if a is not None else rank) / rank
         layers.append(LoraLayer(target, d, u, scale))
@@ -112,20 +145,15 @@ def _split_key(key: str, sd: dict) -> tuple[str | None, str, str, str]:
     return None, "", "", ""
 
 
-def _target_for(stem: str, unet_names: dict[str, str], te_names: dict[str, str]) -> str | None:
-    if stem in unet_names:
-        return f"unet.{unet_names[stem]}"
-    if stem in te_names:
-        return f"text_encoder.{te_names[stem]}"
-    for prefix, names in (("unet.", unet_names), ("text_encoder.", te_names)):
-        if stem.startswith(prefix):  # peft/diffusers naming: module path with dots
-            path = stem[len(prefix) :]
-            paths = set(names.values())
-            if path.startswith("text_model.") and path not in paths:
-                path = path[len("text_model.") :]
-            if path in paths:
-                return f"{prefix}{path}"
-    return None
+def _peft_target(stem: str, paths: dict[str, set[str]]) -> str | None:
+    """peft/diffusers naming: `<root>.<module path>` with dots (TE paths may carry `text_model.`)."""
+    root, _, path = stem.partition(".")
+    known = paths.get(root)
+    if not known:
+        return None
+    if path.startswith("text_model.") and path not in known:
+        path = path[len("text_model.") :]
+    return f"{root}.{path}" if path in known else None
 
 
 def _delta(layer: LoraLayer, weight: torch.Tensor, strength: float) -> torch.Tensor:
@@ -140,12 +168,12 @@ class LoraFuser:
 
     unet: torch.nn.Module
     text_encoder: torch.nn.Module
+    text_encoder_2: torch.nn.Module | None = None
     _pristine: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def _weight(self, target: str) -> torch.Tensor:
         root, path = target.split(".", 1)
-        module = (self.unet if root == "unet" else self.text_encoder).get_submodule(path)
-        return module.weight
+        return getattr(self, root).get_submodule(path).weight
 
     @torch.no_grad()
     def fuse(self, loras: list[tuple[LoraFile, float]], keep_pristine: bool = True) -> bool:

@@ -22,6 +22,17 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from naiup.config_paths import HUB_ID
 from naiup.engine.checkpoints import is_single_file, read_state_dict
 from naiup.engine.device import place, unet_dtype, vae_dtype
+from naiup.engine.family import (
+    EPSILON_PLAIN,
+    SD15,
+    SDXL,
+    Prediction,
+    detect_family,
+    file_prediction,
+    scheduler_prediction,
+    with_prediction,
+    without_flags,
+)
 from naiup.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -38,6 +49,11 @@ class SDModels:
     text_encoder: CLIPTextModel
     tokenizer: Any
     scheduler_config: dict[str, Any]
+    # SDXL only: OpenCLIP bigG and its tokenizer (pads with "!").
+    text_encoder_2: Any = None
+    tokenizer_2: Any = None
+    family: str = SD15
+    prediction: Prediction = EPSILON_PLAIN
 
 
 def looks_like_hub_id(spec: str) -> bool:
@@ -46,26 +62,44 @@ def looks_like_hub_id(spec: str) -> bool:
 
 
 def load_models(
-    checkpoint: str, vae: str, device: torch.device, config_dir: Path = SD15_SKELETON
+    checkpoint: str,
+    vae: str,
+    device: torch.device,
+    config_dir: Path | None = None,
+    prediction: str = "auto",
 ) -> SDModels:
-    """Load UNet/VAE/TE/tokenizer, cast (UNet+TE fp16 on accelerators, VAE fp32/bf16) and move to device
-    in one step."""
+    """Load UNet/VAE/TE(s)/tokenizer(s) of SD1.5 or SDXL (told apart by the weights), cast (UNet+TE fp16
+    on accelerators, VAE fp32/bf16) and move to device in one step. `config_dir`: the skeleton for
+    single files (default: the bundled one of the detected family); `prediction`: [model] prediction."""
+    from naiup.engine.sdxl_single_file import SDXL_SKELETON, load_sdxl_single_file
+
     _quiet_library_bars()
     path = Path(checkpoint).expanduser()
     if path.is_dir():
         models = _from_pipeline(str(path), local_only=True)
+        models.prediction = scheduler_prediction(models.scheduler_config, prediction)
     elif is_single_file(checkpoint):
-        models = _from_single_file(path, config_dir)
+        sd = read_state_dict(path)
+        family = detect_family(sd, path)
+        if family == SDXL:
+            models = load_sdxl_single_file(path, sd, config_dir)
+        else:
+            models = _from_single_file(path, sd, config_dir or SD15_SKELETON)
+        models.prediction = file_prediction(sd, prediction)
     elif looks_like_hub_id(checkpoint):
         models = _from_pipeline(checkpoint, local_only=False)
+        models.prediction = scheduler_prediction(models.scheduler_config, prediction)
     else:
         raise ModelLoadError(
             checkpoint, "not found: expected a diffusers folder, a .safetensors/.ckpt file or a hub id"
         )
+    models.scheduler_config = with_prediction(models.scheduler_config, models.prediction)
     if vae:
-        models.vae = load_vae(vae, config_dir)
+        models.vae = load_vae(vae, config_dir or (SDXL_SKELETON if models.family == SDXL else SD15_SKELETON))
     _place(models.unet, device, unet_dtype(device))
     _place(models.text_encoder, device, unet_dtype(device))
+    if models.text_encoder_2 is not None:
+        _place(models.text_encoder_2, device, unet_dtype(device))
     _place(models.vae, device, vae_dtype(device))
     return models
 
@@ -90,6 +124,11 @@ def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) ->
 
 
 def _from_pipeline(where: str, local_only: bool) -> SDModels:
+    from naiup.engine.sdxl_single_file import load_sdxl_pipeline, pipeline_class
+
+    kind = pipeline_class(where, local_only)
+    if kind.startswith("StableDiffusionXL"):
+        return load_sdxl_pipeline(where, local_only)
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
             where, local_files_only=local_only, safety_checker=None, requires_safety_checker=False
@@ -100,10 +139,10 @@ def _from_pipeline(where: str, local_only: bool) -> SDModels:
     return SDModels(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, dict(pipe.scheduler.config))
 
 
-def _from_single_file(path: Path, config_dir: Path) -> SDModels:
-    sd = read_state_dict(path)
-    if not any(k.startswith("model.diffusion_model.") for k in sd):
-        raise ModelLoadError(path, "not an SD1.5 checkpoint (no model.diffusion_model.* keys)")
+def unet_and_vae(
+    path: Path, sd: dict[str, torch.Tensor], config_dir: Path, family: str
+) -> tuple[UNet2DConditionModel, AutoencoderKL]:
+    """UNet and VAE of a single file through diffusers' LDM converters, configs from `config_dir`."""
     try:
         unet = UNet2DConditionModel.from_single_file(
             sd, config=str(config_dir), subfolder="unet", local_files_only=True
@@ -111,8 +150,14 @@ def _from_single_file(path: Path, config_dir: Path) -> SDModels:
         vae = AutoencoderKL.from_single_file(
             sd, config=str(config_dir), subfolder="vae", local_files_only=True
         )
-    except Exception as exc:  # shape mismatches from diffusers' converter: not an SD1.5 file
-        raise ModelLoadError(path, f"cannot convert this checkpoint as SD1.5: {exc}") from exc
+    except Exception as exc:  # shape mismatches from diffusers' converter: not this family's shape
+        raise ModelLoadError(path, f"cannot convert this checkpoint as {family}: {exc}") from exc
+    return unet, vae
+
+
+def _from_single_file(path: Path, sd: dict[str, torch.Tensor], config_dir: Path) -> SDModels:
+    sd = without_flags(sd)
+    unet, vae = unet_and_vae(path, sd, config_dir, "SD1.5")
     text_encoder = _text_encoder_from_ldm(path, sd, config_dir)
     tokenizer = CLIPTokenizer.from_pretrained(config_dir / "tokenizer", model_max_length=77)
     scheduler_config = json.loads((config_dir / "scheduler" / "scheduler_config.json").read_text())

@@ -219,14 +219,25 @@ class PromptEncoder:
         else:
             hidden = self.text_encoder(ids, output_hidden_states=True).hidden_states
             z = final_norm(self.text_encoder)(hidden[-self.clip_skip])
-        z = z.float()
-        # "Original" emphasis: scale each token, then restore the chunk's mean so weights shift
-        # direction rather than overall magnitude.
-        mean_before = z.mean()
-        z = z * torch.tensor(chunk.weights, device=dev, dtype=z.dtype)[None, :, None]
-        mean_after = z.mean()
-        # A zero mean (possible only with untrained LayerNorm biases) would turn 0/0 into NaN.
-        return z * (mean_before / mean_after) if mean_after != 0 else z
+        return emphasize(z, chunk.weights)
+
+    def pair(self, prompt: str, negative: str | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(cond, uncond) of equal length; uncond None when CFG is off (negative None)."""
+        cond = self.encode(prompt)
+        if negative is None:
+            return cond, None
+        return pad_to_same_length(cond, self.encode(negative), self.encode(""))
+
+
+def emphasize(z: torch.Tensor, weights: tuple[float, ...]) -> torch.Tensor:
+    """A1111's "Original" emphasis on one chunk (1, 77, width): scale each token, then restore the
+    chunk's mean so weights shift direction rather than overall magnitude. Returns fp32."""
+    z = z.float()
+    mean_before = z.mean()
+    z = z * torch.tensor(weights, device=z.device, dtype=z.dtype)[None, :, None]
+    mean_after = z.mean()
+    # A zero mean (possible only with untrained LayerNorm biases) would turn 0/0 into NaN.
+    return z * (mean_before / mean_after) if mean_after != 0 else z
 
 
 def pad_to_same_length(

@@ -39,17 +39,14 @@ from naiup.engine.device import (
     place,
     release_cached,
 )
+from naiup.engine.family import SDXL
 from naiup.engine.lora import LoraFile, LoraFuser, read_lora
-from naiup.engine.models import SD15_SKELETON, SDModels, load_models, model_set_id, resolve_lora_file
+from naiup.engine.models import SDModels, load_models, model_set_id, resolve_lora_file
 from naiup.engine.offload import needs_room, parked
-from naiup.engine.prompt_encoder import (
-    PromptEncoder,
-    extract_lora_tags,
-    pad_to_same_length,
-    resolve_lora_name,
-)
+from naiup.engine.prompt_encoder import PromptEncoder, extract_lora_tags, resolve_lora_name
 from naiup.engine.prompt_schedule import prompts_per_step
 from naiup.engine.samplers import Sampler, check_preset
+from naiup.engine.sdxl_conditioning import SDXLPromptEncoder, time_ids, vae_scale_factor
 from naiup.engine.tiling import batch_for_memory, predictor_for
 from naiup.engine.unet_graphs import UnetCall, has_triton, use_unet_graphs
 from naiup.engine.vae_tiling import decode as decode_tiled
@@ -69,23 +66,37 @@ def make_guided_denoiser(
     uncond: torch.Tensor | None,
     cfg: float,
     call: UnetCall | None = None,
+    added: dict[str, torch.Tensor] | None = None,
+    added_uncond: dict[str, torch.Tensor] | None = None,
 ) -> GuidedDenoiser:
     """UNet + CFG as one function of (x, t); fp32 in and out, the UNet's own dtype inside. `call`:
     how the UNet is run (the Refiner's UnetCall, CUDA-graphed or eager; default eager). The result
-    has `fixed_shapes` set when the call wants few input shapes (tiling.tiled_predictor reads it)."""
+    has `fixed_shapes` set when the call wants few input shapes (tiling.tiled_predictor reads it).
+
+    `added`/`added_uncond`: per-sample `added_cond_kwargs` (SDXL's pooled text embedding and size
+    ids, batch 1), repeated for every sample of a call like the context, so each tile gets them."""
     dtype = unet.dtype
     run = call or UnetCall(unet, graphs=False)
     cond = cond.to(unet.device, dtype)
     guided_cfg = cfg > 1.0 and uncond is not None
     both = torch.cat([uncond.to(unet.device, dtype), cond]) if guided_cfg else None
+    extra = {k: v.to(unet.device, dtype) for k, v in (added or {}).items()}
+    if guided_cfg and extra:
+        assert added_uncond is not None
+        extra = {k: torch.cat([added_uncond[k].to(unet.device, dtype), v]) for k, v in extra.items()}
+
+    def added_for(repeats: int) -> dict:
+        if not extra:
+            return {}
+        return {"added_cond_kwargs": {k: v.repeat_interleave(repeats, dim=0) for k, v in extra.items()}}
 
     def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
         xin = x.to(dtype)
         if not guided_cfg:
-            return run(xin, t, cond.expand(b, -1, -1)).float()
+            return run(xin, t, cond.expand(b, -1, -1), **added_for(b)).float()
         emb = both.repeat_interleave(b, dim=0)  # [uncond]*b then [cond]*b, matching cat([x, x])
-        eps_u, eps_c = run(torch.cat([xin, xin]), t, emb).float().chunk(2)
+        eps_u, eps_c = run(torch.cat([xin, xin]), t, emb, **added_for(b)).float().chunk(2)
         return eps_u + cfg * (eps_c - eps_u)
 
     guided.fixed_shapes = run.fixed_shapes  # type: ignore[attr-defined]
@@ -225,7 +236,7 @@ class Refiner:
         model: ModelConfig,
         device: torch.device | None = None,
         *,
-        config_dir: Path = SD15_SKELETON,
+        config_dir: Path | None = None,
         wrap_predictor: PredictorWrapper | None = predictor_for,
         encode: Callable[..., torch.Tensor] = encode_tiled,
         decode: Callable[..., torch.Tensor] = decode_tiled,
@@ -238,7 +249,7 @@ class Refiner:
         self._unet_call: UnetCall | None = None
         self._loaded_key: tuple | None = None
         self._fuser: LoraFuser | None = None
-        self._encoder: PromptEncoder | None = None
+        self._encoder: PromptEncoder | SDXLPromptEncoder | None = None
         self._lora_cache: OrderedDict[tuple[Path, int, int], LoraFile] = OrderedDict()
         self._fused: tuple[tuple[str, float], ...] = ()
         self._config_loras: list[tuple[str, float]] = []
@@ -258,25 +269,38 @@ class Refiner:
             self.models = self._fuser = self._encoder = self._unet_call = None
             self._loaded_key, self._placement = None, []  # no reference may keep the old set alive
             empty_cache(self.device)
-        m = load_models(self.model.checkpoint, self.model.vae, self.device, self.config_dir)
+        m = load_models(
+            self.model.checkpoint, self.model.vae, self.device, self.config_dir, self.model.prediction
+        )
         if self.model.lcm_lora:
             # The LCM-LoRA is part of the base model: fused once, never restored.
-            lcm = read_lora(resolve_lora_file(self.model.lcm_lora), m.unet, m.text_encoder)
-            LoraFuser(m.unet, m.text_encoder).fuse([(lcm, 1.0)], keep_pristine=False)
+            lcm = read_lora(resolve_lora_file(self.model.lcm_lora), m.unet, m.text_encoder, m.text_encoder_2)
+            LoraFuser(m.unet, m.text_encoder, m.text_encoder_2).fuse([(lcm, 1.0)], keep_pristine=False)
         # Resolve config LoRAs once: a hub id must not hit the network on every image.
         self._config_loras = [
             (str(resolve_lora_file(s.path, self.model.lora_dirs)), s.weight) for s in self.model.loras
         ]
         self.models, self._loaded_key = m, key
         # Where each model belongs, as loaded: every job starts by checking it (_ensure_placed).
-        self._placement = [(mod, next(mod.parameters()).dtype) for mod in (m.unet, m.text_encoder, m.vae)]
-        self._fuser = LoraFuser(m.unet, m.text_encoder)
-        self._encoder = PromptEncoder(m.tokenizer, m.text_encoder, self.model.clip_skip)
+        mods = [mod for mod in (m.unet, m.text_encoder, m.text_encoder_2, m.vae) if mod is not None]
+        self._placement = [(mod, next(mod.parameters()).dtype) for mod in mods]
+        self._fuser = LoraFuser(m.unet, m.text_encoder, m.text_encoder_2)
+        if m.family == SDXL:
+            self._encoder = SDXLPromptEncoder(
+                m.tokenizer, m.text_encoder, m.tokenizer_2, m.text_encoder_2, self.model.clip_skip
+            )
+        else:
+            self._encoder = PromptEncoder(m.tokenizer, m.text_encoder, self.model.clip_skip)
         self._unet_call = UnetCall(m.unet, self._unet_graphs())
         self._lora_cache.clear()
         self._fused = ()
         log.info(
-            "model loaded id=%s device=%s secs=%.1f", self.model_id, self.device, time.perf_counter() - t0
+            "model loaded id=%s family=%s prediction=%s device=%s secs=%.1f",
+            self.model_id,
+            m.family,
+            m.prediction.label,
+            self.device,
+            time.perf_counter() - t0,
         )
 
     def _ensure_placed(self) -> None:
@@ -339,11 +363,11 @@ class Refiner:
         try:
             info = path.stat()
         except OSError:  # gone since it was resolved: read_lora's error names the file
-            return read_lora(path, self.models.unet, self.models.text_encoder)
+            return read_lora(path, self.models.unet, self.models.text_encoder, self.models.text_encoder_2)
         key = (path, info.st_mtime_ns, info.st_size)
         lora = self._lora_cache.get(key)
         if lora is None:
-            lora = read_lora(path, self.models.unet, self.models.text_encoder)
+            lora = read_lora(path, self.models.unet, self.models.text_encoder, self.models.text_encoder_2)
             self._lora_cache[key] = lora
             if len(self._lora_cache) > LORA_CACHE_SIZE:
                 self._lora_cache.popitem(last=False)
@@ -351,13 +375,39 @@ class Refiner:
             self._lora_cache.move_to_end(key)
         return lora
 
-    def _conditioning(self, prompt: str, negative: str | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(cond, uncond) embeddings; uncond None when CFG is off (negative None)."""
+    def _conditioning(self, prompt: str, negative: str | None) -> tuple:
+        """(cond, uncond) embeddings (SDXLCond for SDXL); uncond None when CFG is off (negative None)."""
         assert self._encoder
-        cond = self._encoder.encode(prompt)
-        if negative is None:
-            return cond, None
-        return pad_to_same_length(cond, self._encoder.encode(negative), self._encoder.encode(""))
+        return self._encoder.pair(prompt, negative)
+
+    def _guided(self, cond, uncond, cfg: float, latent_hw: tuple[int, int]) -> GuidedDenoiser:
+        assert self.models
+        m = self.models
+        if m.family != SDXL:
+            return make_guided_denoiser(m.unet, cond, uncond, cfg, self._unet_call)
+        ids = time_ids(latent_hw, vae_scale_factor(m.vae))  # the whole canvas, for every tile
+        return make_guided_denoiser(
+            m.unet,
+            cond.context,
+            uncond.context if uncond is not None else None,
+            cfg,
+            self._unet_call,
+            added=cond.added(ids),
+            added_uncond=uncond.added(ids) if uncond is not None else None,
+        )
+
+    @property
+    def family(self) -> str:
+        """ "sd15" or "sdxl" and the prediction type of the loaded set, for provenance."""
+        self.load()
+        assert self.models
+        return self.models.family
+
+    @property
+    def prediction(self) -> str:
+        self.load()
+        assert self.models
+        return self.models.prediction.label
 
     def _room_for_vae(
         self, op: str, height: int, width: int, always: bool
@@ -367,7 +417,7 @@ class Refiner:
         assert self.models
         m, dev = self.models, self.device
         if always or needs_room(m.vae, op, height, width, free_memory_bytes(dev)):
-            return parked([m.unet, m.text_encoder], dev)
+            return parked([x for x in (m.unet, m.text_encoder, m.text_encoder_2) if x is not None], dev)
         return contextlib.nullcontext()
 
     def refine(
@@ -459,7 +509,7 @@ class Refiner:
         tiling = replace(preset, tile_batch_size=batch)
         predictors = {}
         for pair, (cond, uncond) in conds.items():
-            guided = make_guided_denoiser(m.unet, cond, uncond, preset.cfg, self._unet_call)
+            guided = self._guided(cond, uncond, preset.cfg, hw)
             predictors[pair] = self.wrap_predictor(guided, tiling, hw) if self.wrap_predictor else guided
         x = denoise(z0, [predictors[pair] for pair in per_step], sampler, generator, progress)
         # 4. Decode; never hand back a black or garbage image.

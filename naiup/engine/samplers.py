@@ -16,7 +16,12 @@ from diffusers import EulerDiscreteScheduler, LCMScheduler
 from naiup.config import Preset
 from naiup.errors import ConfigError
 
-SAMPLERS = {"lcm": LCMScheduler, "euler": EulerDiscreteScheduler}
+# dmd2: LCM stepping on DMD2's own evenly spaced grid (999/749/499/249 at 4 steps), not LCM's.
+SAMPLERS = {"lcm": LCMScheduler, "dmd2": LCMScheduler, "euler": EulerDiscreteScheduler}
+
+
+def dmd2_timesteps(steps: int) -> list[int]:
+    return [999 - k * (1000 // steps) for k in range(steps)]
 
 
 def unet_steps(steps: int, strength: float) -> int:
@@ -48,6 +53,7 @@ class Sampler:
     def __init__(self, name: str, scheduler_config: dict[str, Any]) -> None:
         if name not in SAMPLERS:
             raise ConfigError("preset.sampler", f"must be one of {', '.join(SAMPLERS)}, got {name!r}")
+        self.name = name
         self.scheduler = SAMPLERS[name].from_config(scheduler_config)
         self.timesteps = torch.empty(0)
 
@@ -55,7 +61,10 @@ class Sampler:
         n = unet_steps(steps, strength)
         if n < 1:
             raise ConfigError("preset.steps", f"steps={steps} x denoise={strength} gives 0 refine steps")
-        self.scheduler.set_timesteps(steps, device=device)
+        if self.name == "dmd2":
+            self.scheduler.set_timesteps(timesteps=dmd2_timesteps(steps), device=device)
+        else:
+            self.scheduler.set_timesteps(steps, device=device)
         start = (steps - n) * self.scheduler.order
         self.timesteps = self.scheduler.timesteps[start:]
         self.scheduler.set_begin_index(start)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from typing import Any
 
 import torch
 
@@ -79,17 +80,20 @@ class UnetCall:
         """True while compiled: callers should keep to a few input shapes (each one is compiled)."""
         return self._compiled is not None
 
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, t: torch.Tensor, encoder_hidden_states: torch.Tensor, **extra: Any
+    ) -> torch.Tensor:
+        """`extra`: further UNet keywords (SDXL's `added_cond_kwargs`), batched like `x`."""
         if self._compiled is not None:
             try:
                 # Each call starts a new graph generation: the previous call's outputs, already used,
                 # may be overwritten by this replay.
                 torch.compiler.cudagraph_mark_step_begin()
-                out = self._compiled(x, t, encoder_hidden_states=encoder_hidden_states).sample
+                out = self._compiled(x, t, encoder_hidden_states=encoder_hidden_states, **extra).sample
                 return out.clone()  # the replay's output buffer is reused by the next replay
             except Exception as exc:
                 if is_oom(exc):
                     raise
                 log.warning("compiled UNet failed (%s); running it eagerly from now on", first_line(exc))
                 self._compiled = None
-        return self.unet(x, t, encoder_hidden_states=encoder_hidden_states).sample
+        return self.unet(x, t, encoder_hidden_states=encoder_hidden_states, **extra).sample
