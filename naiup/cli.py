@@ -7,6 +7,7 @@ Each command lives in one `_cmd_<name>` function; `_build_parser` wires them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -62,7 +63,13 @@ def _cmd_refine(args: argparse.Namespace) -> int:
     from naiup.engine import Engine
     from naiup.job import run_job
 
-    engine = Engine(config.model)
+    model = config.model
+    if model.unet_graphs == "auto":
+        # Compiling the UNet's CUDA graphs costs about a minute per tile-batch shape, once per process,
+        # and saves a few seconds per image: the long-running service gains, a one-shot command loses.
+        # "on" in the config still forces it here.
+        model = dataclasses.replace(model, unet_graphs="off")
+    engine = Engine(model)
     # The output's name as the file system has it (a script reads it back), undecodable bytes included.
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="surrogateescape")

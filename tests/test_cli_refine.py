@@ -129,3 +129,19 @@ def test_a_long_non_utf8_name_is_refined_by_the_real_command(tmp_path):
     assert len(outputs) == 1 and len(os.fsencode(outputs[0].name)) == 255
     assert os.fsencode(outputs[0].name).startswith(b"\xfennn")
     assert outputs[0].name.endswith("n.naiup-upscale-2x.png")
+
+
+@pytest.mark.parametrize(("setting", "expected"), [("auto", "off"), ("on", "on"), ("off", "off")])
+def test_refine_compiles_no_unet_graphs_unless_the_config_forces_it(tmp_path, monkeypatch, setting, expected):
+    # A one-shot command would pay a minute of compiling for a few seconds' gain: auto means off here.
+    import naiup.engine
+    import naiup.job
+    from naiup.job import JobResult
+
+    (tmp_path / "config.toml").write_text(f'[model]\nunet_graphs = "{setting}"\n')
+    monkeypatch.setenv("NAIUP_CONFIG_DIR", str(tmp_path))
+    seen = []
+    monkeypatch.setattr(naiup.engine, "Engine", lambda model: seen.append(model.unet_graphs))
+    monkeypatch.setattr(naiup.job, "run_job", lambda src, *a, **k: JobResult(src=src, output=src, seed=None))
+    assert main(["refine", str(tmp_path / "a.png"), "--preset", "upscale-2x"]) == 0
+    assert seen == [expected]
