@@ -15,8 +15,11 @@ CONTRACT (daemon issue implements; the tray and CLI use only this module):
     Verbs and replies (all replies carry "ok": bool, and "error": str when not ok):
         ping -> {"ok", "version", "pid"}
         status -> {"ok", "state": "idle"|"working"|"paused"|"loading"|"error",
-                   "active_preset": str, "presets": [str], "current": {"path", "progress"} | null,
-                   "queue_length": int, "counts": {state: n}, "last_error": str | null,
+                   "active_preset": str, "presets": [str],
+                   "current": {"id", "path", "preset", "progress", "stage"} | null,
+                   "queue_length": int (queued, not counting current),
+                   "counts": {state | "naiup_output": n}, "last_error": str | null (until that file
+                   is done),
                    "pause_reason": str | null, "paused_until": float | null,
                    "pause_source": "user"|"rule"|null, "pause_rule": str | null (a rule holding now),
                    "pause_rule_overridden": str | null (a holding rule the user resumed over),
@@ -24,11 +27,13 @@ CONTRACT (daemon issue implements; the tray and CLI use only this module):
                    "last_output": str | null, "engine_error": str | null,
                    "watch_folders": [str], "config_path": str | null, "log_path": str}
         queue {failed: bool} -> {"ok", "items": [{"id", "path", "state", "attempts", "error", "output"}]}
+                   (failed: failed and skipped rows, never our own outputs)
         pause {free_gpu: bool, for_seconds: float | null, reason: str | null} -> status
         resume -> status
         preset {name} -> status
-        retry {id: int | "all"} -> {"ok", "requeued": n}
-        rescan -> {"ok"}   reload -> {"ok"}   stop -> {"ok"}
+        retry {id: int | "all"} -> {"ok", "requeued": n}   (an id that is unknown or not failed: error)
+        rescan -> {"ok"}   reload -> {"ok"}
+        stop -> {"ok", "pid", "current": as in status, "grace_seconds": float}
     Events on subscribe: {"event": "status", "status": {...}} whenever status changes,
         {"event": "job_done", "path", "output"}, {"event": "job_failed", "path", "error"}.
 """

@@ -276,7 +276,7 @@ class Daemon:
             "active_preset": rs.active_preset or cfg.daemon.active_preset,
             "presets": sorted(cfg.presets),
             "current": sch.current,
-            "queue_length": counts.get(State.QUEUED, 0) + counts.get(State.PROCESSING, 0),
+            "queue_length": counts.get(State.QUEUED, 0),  # waiting to start: `current` is the one running
             "waiting": self.stabiliser.pending(),
             "counts": counts,
             "last_error": sch.last_error,

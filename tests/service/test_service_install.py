@@ -129,6 +129,29 @@ def test_cli_service_install_dry_run(tmp_path):
     assert "daemon: missing" in status_proc.stdout
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="writes Linux paths")
+def test_cli_service_install_writes_the_given_config_as_an_absolute_path(tmp_path):
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),
+        "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+        "PYTHONPATH": str(REPO),
+    }
+    (tmp_path / "mine.toml").write_text("")
+    proc = subprocess.run(
+        [sys.executable, "-m", "naiup", "--config", "mine.toml", "service", "install", "--dry-run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    unit = proc.stdout.split("--- tray:")[0]
+    assert f'"--config" "{tmp_path / "mine.toml"}" "run"' in unit
+    assert f"--config {tmp_path / 'mine.toml'} tray" in proc.stdout.split("--- tray:")[1]
+
+
 def test_macos_install_unloads_before_loading_so_it_can_be_rerun(tmp_path):
     plan = plan_autostart("darwin", home=tmp_path, argv=ARGV)
     rec = Recorder()
