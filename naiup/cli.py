@@ -113,6 +113,7 @@ def _cmd_tray(args: argparse.Namespace) -> int:
         actions_file=args.actions_file,
         exit_after=args.exit_after,
         client_factory=args.client_factory,
+        host_wait=args.host_wait,
     )
 
 
@@ -202,6 +203,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actions-file", type=Path, default=None, help=argparse.SUPPRESS)
     p.add_argument("--exit-after", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--client-factory", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--host-wait", type=float, default=None, help=argparse.SUPPRESS)  # s without a panel
     p = add("service", _cmd_service, "install | uninstall | status of autostart at login")
     p.add_argument("action", choices=("install", "uninstall", "status"))
     p.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
