@@ -267,7 +267,7 @@ def _print_status(s: dict) -> None:
         print(f"  pause rule overridden by resume until it clears: {s['pause_rule_overridden']}")
     for key, label in (
         ("engine_error", "engine"),
-        ("config_error", "config"),
+        ("config_error", "config edit not applied (the previous config is in use)"),
         ("last_error", "last error"),
         ("last_output", "last output"),
     ):

@@ -264,7 +264,7 @@ class Daemon:
             state = "paused"
         elif sch.loading:
             state = "loading"
-        elif sch.engine_error or self.config_error:
+        elif sch.engine_error:  # a rejected config edit is no error state: the previous config runs on
             state = "error"
         elif sch.current is not None:
             state = "working"

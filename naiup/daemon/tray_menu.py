@@ -18,7 +18,8 @@ class IconState(enum.StrEnum):
     IDLE = "idle"
     WORKING = "working"
     PAUSED = "paused"
-    ERROR = "error"
+    WARNING = "warning"  # works, but something needs a look: a config edit was rejected
+    ERROR = "error"  # cannot refine: the engine cannot load
     OFFLINE = "offline"  # no daemon reachable
 
 
@@ -96,6 +97,8 @@ def icon_state(state: TrayState) -> IconState:
         return IconState.ERROR
     if s.get("state") == "paused":
         return IconState.PAUSED
+    if s.get("config_error"):  # the daemon runs on with the previous config: not an error state
+        return IconState.WARNING
     if s.get("state") in ("working", "loading") or s.get("current"):
         return IconState.WORKING
     return IconState.IDLE
@@ -119,6 +122,10 @@ def tooltip(state: TrayState) -> str:
         return _clip(f"naiup: paused ({reason}) · {preset}")
     if kind is IconState.ERROR:
         return _clip(f"naiup: error: {s.get('engine_error') or s.get('last_error') or 'see log'}")
+    if kind is IconState.WARNING:
+        # The daemon's own words, less the config path it starts with (Open config shows the file).
+        error = str(s.get("config_error")).removeprefix(f"{s.get('config_path')}: ")
+        return _clip(f"naiup: config edit not applied (previous config in use): {error}")
     queued = int(s.get("queue_length") or 0)
     if kind is IconState.WORKING:
         pct = progress(state)

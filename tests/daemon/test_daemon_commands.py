@@ -99,3 +99,16 @@ def test_errors_name_what_was_typed_and_json_gets_an_error_object(daemon: Daemon
     assert refine.returncode == 1
     assert refine.stderr.strip() == f"error: --preset 'nope': no such preset ({KNOWN})"
     assert daemon.stop() == 0
+
+
+def test_a_rejected_config_edit_is_not_an_error_state_while_the_previous_config_works(daemon: DaemonRun):
+    daemon.write_config(watch="quiet_seconds = 0.2")
+    daemon.start()
+    daemon.config_path.write_text("[watch\nbroken = ")
+    status = wait_for(lambda: (s := daemon.status())["config_error"] and s, 20, "the config error")
+    assert status["state"] == "idle" and status["engine_error"] is None
+    text = daemon.cli("status").stdout
+    assert text.startswith("idle") and "config edit not applied (the previous config is in use): " in text
+    src = nai_writer.write_nai_png(daemon.watch / "still.png", (16, 16))
+    wait_for(lambda: (r := daemon.row(src)) and r["state"] == "done", 20, "a job on the previous config")
+    assert daemon.stop() == 0
