@@ -81,6 +81,15 @@ def test_config_check_with_hf_hub_offline_says_a_missing_hub_model_cannot_be_dow
     assert "HF_HUB_OFFLINE is set" in run.stderr and "first refine downloads it" not in run.stderr
 
 
+def test_config_is_accepted_after_any_command(home: Path, tmp_path: Path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[watch\n", encoding="utf-8")
+    for args in (("run", "--config", str(bad)), ("refine", "--config", str(bad), str(tmp_path / "a.png"))):
+        run = naiup_cli(home, *args)
+        assert run.returncode == 1, run.stderr  # read that file (and refused it), not a usage error
+        assert run.stderr.splitlines()[-1].startswith(f"error: {bad}: [toml] is not valid TOML"), run.stderr
+
+
 def test_config_check_refuses_an_invalid_file_naming_file_key_and_reason(home: Path, tmp_path: Path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[presets.refine-2x]\ncfg = 3.0\n", encoding="utf-8")
