@@ -57,7 +57,7 @@ def _cmd_refine(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config = load_config(args.config)
     if args.preset is not None and args.preset not in config.presets:
-        raise NaiupError(f"--preset {args.preset!r}: no such preset ({_known(config.presets)})")
+        raise NaiupError(f"--preset {args.preset!r}: unknown preset ({_known(config.presets)})")
     preset = config.preset(args.preset or config.daemon.active_preset)
     # torch loads here, after the cheap checks, so a typo in --preset answers at once.
     from naiup.engine import Engine

@@ -67,7 +67,7 @@ class Verbs:
     def _preset(self, name: str) -> dict:
         presets = self._d.config.presets
         if name not in presets:  # the name came from the command line or the tray, not the config file
-            raise NaiupError(f"no preset {name!r} (known: {', '.join(sorted(presets))})")
+            raise NaiupError(f"unknown preset {name!r} (known: {', '.join(sorted(presets))})")
         self._d.set_runtime(active_preset=name)
         self._d.scheduler.wake(retry_load=True)
         return self._d.status()

@@ -83,10 +83,10 @@ def test_errors_name_what_was_typed_and_json_gets_an_error_object(daemon: Daemon
 
     nope = daemon.cli("preset", "nope")
     assert nope.returncode == 1
-    assert nope.stderr.strip() == f"error: no preset 'nope' ({KNOWN})"
+    assert nope.stderr.strip() == f"error: unknown preset 'nope' ({KNOWN})"
     as_json = daemon.cli("preset", "nope", "--json")
     assert as_json.returncode == 1
-    assert json.loads(as_json.stdout) == {"ok": False, "error": f"no preset 'nope' ({KNOWN})"}
+    assert json.loads(as_json.stdout) == {"ok": False, "error": f"unknown preset 'nope' ({KNOWN})"}
 
     unknown = daemon.cli("retry", "999")
     assert unknown.returncode == 1 and "no file with id 999" in unknown.stderr
@@ -97,7 +97,7 @@ def test_errors_name_what_was_typed_and_json_gets_an_error_object(daemon: Daemon
 
     refine = daemon.cli("refine", "--preset", "nope", str(src), "--config", str(daemon.config_path))
     assert refine.returncode == 1
-    assert refine.stderr.strip() == f"error: --preset 'nope': no such preset ({KNOWN})"
+    assert refine.stderr.strip() == f"error: --preset 'nope': unknown preset ({KNOWN})"
     assert daemon.stop() == 0
 
 
