@@ -102,7 +102,9 @@ class TrayApp:
         """Show the icon until Quit or a signal (0), or until its tray host is gone for good (1)."""
         pystray = self._pystray = self._pystray or load_pystray()
         # pystray logs a traceback per update while undocked; we say it once (see _check_host).
-        logging.getLogger("pystray._base").addFilter(tray_host.DockNoise())
+        pystray_log = logging.getLogger("pystray._base")
+        if not any(isinstance(f, tray_host.DockNoise) for f in pystray_log.filters):
+            pystray_log.addFilter(tray_host.DockNoise())
         previous = self._install_signal_handlers()
         try:
             while True:
@@ -113,8 +115,9 @@ class TrayApp:
                 # when it went (a panel restart). Never a silent exit 0: show it again, or exit 1.
                 log.warning("the tray icon's loop ended without Quit (did the panel restart?)")
                 if self._host is None or not self._wait_for_host():
-                    log.error("no tray host to show the icon in; exiting with status 1")
-                    self._exit_code = 1
+                    if not self._stop.is_set():  # a SIGTERM while waiting is an ordinary stop
+                        log.error("no tray host to show the icon in; exiting with status 1")
+                        self._exit_code = 1
                     break
                 log.info("a tray host is there: showing the icon again")
         finally:

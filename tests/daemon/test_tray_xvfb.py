@@ -28,6 +28,20 @@ def _xorg_tray(cwd: Path, env: dict[str, str], state_file: Path, *extra: str) ->
     return subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _quit(proc: subprocess.Popen, actions: Path) -> str:
+    """Click Quit through the actions file; the tray's stderr once it has exited."""
+    with open(actions, "a") as f:
+        f.write("quit\n")
+    return proc.communicate(timeout=15)[1]
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        err = proc.communicate()[1]
+        pytest.fail(f"tray did not exit after quit; stderr:\n{err}")
+
+
 def test_tray_on_xvfb_follows_the_daemon_and_toggles_pause_from_its_menu(tmp_path, xvfb, panel):
     daemon = StandinDaemon(tmp_path / "daemon.json").start()
     state_file, actions = tmp_path / "tray.json", tmp_path / "actions.txt"
@@ -53,14 +67,9 @@ def test_tray_on_xvfb_follows_the_daemon_and_toggles_pause_from_its_menu(tmp_pat
         wait_for(lambda: (s := read_state(state_file)) and not s["paused"], timeout=2.0)
         assert daemon.read()["requests"][-1][0] == "resume"
 
-        with open(actions, "a") as f:
-            f.write("quit\n")
-        _out, err = proc.communicate(timeout=15)
+        err = _quit(proc, actions)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            _out, err = proc.communicate()
-            pytest.fail(f"tray did not exit after quit; stderr:\n{err}")
+        _kill(proc)
     assert proc.returncode == 0, err
     assert not uncaught_traceback(err), err
     assert daemon.read()["running"], "quitting the tray must not stop the service"
@@ -158,14 +167,9 @@ def test_the_tray_docks_again_when_the_panel_restarts(tmp_path, xvfb, panel):
         panel.start()
         wait_for(lambda: panel.docked() >= 1, 30, "the icon to dock in the new panel")
         assert proc.poll() is None
-        with open(actions, "a") as f:
-            f.write("quit\n")
-        _out, err = proc.communicate(timeout=15)
+        err = _quit(proc, actions)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            _out, err = proc.communicate()
-            pytest.fail(f"tray did not exit after quit; stderr:\n{err}")
+        _kill(proc)
     assert proc.returncode == 0, err
     assert not uncaught_traceback(err) and "Failed to dock" not in err, err
 
