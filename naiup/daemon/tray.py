@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 RECONNECT_SECONDS = 1.0
 POLL_SECONDS = 1.0
 TICK_SECONDS = 0.1
+NUDGE_SECONDS = 0.25
 
 
 class Client(Protocol):
@@ -153,6 +154,11 @@ class TrayApp:
             # pystray's xorg Icon.__del__ calls stop() while it thinks it runs, which then waits
             # forever on the loop that has just ended: tell it the loop is over.
             self.icon._running = False
+            # A call handed to that loop just before it ended (the ticks thread showing a status)
+            # waits on this reply queue forever: answer it, so the ticks thread serves the next icon.
+            replies = getattr(self.icon, "_queue", None)
+            if replies is not None and not self._stop.is_set():
+                replies.put(True)
 
     def _wait_for_host(self) -> bool:
         assert self._host is not None
@@ -166,7 +172,7 @@ class TrayApp:
             return self._host.present()
 
     def _setup(self, icon: Any) -> None:
-        icon.visible = True
+        self._on_gui(lambda: setattr(icon, "visible", True))
         if not self._threads:  # a re-shown icon (panel restart) keeps the threads it had
             self.start_threads()
 
@@ -322,12 +328,12 @@ class TrayApp:
                 job = None
             if self._stop.is_set():
                 if self._loop_running and self.icon is not None:
-                    call_on_gui_thread(self.icon.stop)
-                    self._nudge_xorg()
+                    self._on_gui(self.icon.stop)
+                    self._nudge_xorg()  # the loop's own destroy request may still sit in the buffer
                 return
             # Not while the panel is away: an undocked xorg icon fails every update with a traceback.
             if job is not None and self._host_lost_at is None and self._loop_running:
-                call_on_gui_thread(lambda st=job: self._show(st))
+                self._on_gui(lambda st=job: self._show(st))
             now = time.monotonic()
             self.notifier.flush(now)
             self._read_actions()
@@ -355,7 +361,32 @@ class TrayApp:
             self._host_lost_at = None
             log.info("the tray host is back: docking the icon again")
             # Setting the image again makes pystray's xorg backend dock with the new panel.
-            call_on_gui_thread(lambda st=self.state: self._show(st))
+            self._on_gui(lambda st=self.state: self._show(st))
+
+    def _on_gui(self, fn: Callable[[], None]) -> None:
+        """Call into the icon, flushing pystray's X connection from aside until the call returns.
+
+        pystray's xorg backend hands each call to its loop thread as an X message and waits for the
+        loop's answer; python-xlib can leave that message unsent in its buffer while the loop thread
+        sits in its read (seen on Xvfb, more often with a tray host docking the icon), and then both
+        wait forever. A flush from a third thread sends it.
+        """
+        if getattr(self.icon, "_display", None) is None:
+            call_on_gui_thread(fn)
+            return
+        done = threading.Event()
+
+        def nudge() -> None:
+            while not done.wait(NUDGE_SECONDS):
+                self._nudge_xorg()
+
+        nudger = threading.Thread(target=nudge, name="naiup-tray-nudge", daemon=True)
+        nudger.start()
+        try:
+            call_on_gui_thread(fn)
+        finally:
+            done.set()
+            nudger.join()
 
     def _nudge_xorg(self) -> None:
         # pystray's xorg stop destroys its window from the loop thread, but python-xlib can leave that

@@ -45,8 +45,6 @@ def main(state_file: str) -> None:
         if ev.type == X.ClientMessage and ev.client_type == opcode and ev.data[1][1] == REQUEST_DOCK:
             icon = display.create_resource_object("window", ev.data[1][2])
             icon.reparent(tray, x, 0)
-            icon.configure(width=24, height=24)
-            icon.map()
             display.flush()
             x += 24
             _note(state_file, f"docked {icon.id}")
