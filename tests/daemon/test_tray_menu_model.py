@@ -199,5 +199,13 @@ def test_names_that_are_not_utf8_are_shown_escaped():
     # A surrogate-escaped name (undecodable bytes) would make GTK or the Windows shell refuse the text.
     err = status(state="error", engine_error=None, last_error="img\udcfe.png: not an image")
     assert tooltip(err) == "naiup: error: img\\xfe.png: not an image"
+    # A rejected config edit quotes the daemon too: a folder named in it is escaped the same way.
+    warn = status(
+        state="idle", config_path="/c.toml", config_error="/c.toml: [watch] folder /mnt/\udcfe: not a folder"
+    )
+    assert (
+        tooltip(warn)
+        == "naiup: config edit not applied (previous config in use): [watch] folder /mnt/\\xfe: not a folder"
+    )
     menu = build_menu(status(missing_folders=["/mnt/\udcfe"]))
     assert entry(menu, "Folder missing:").text == "Folder missing: /mnt/\\xfe"
