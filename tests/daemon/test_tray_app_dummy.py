@@ -23,6 +23,7 @@ else:
 import daemon_harness  # noqa: E402
 from tray_standin import StandinDaemon  # noqa: E402
 
+from naiup.daemon import tray as tray_module  # noqa: E402
 from naiup.daemon.tray import TrayApp  # noqa: E402
 
 
@@ -295,3 +296,30 @@ def test_a_loop_that_ends_by_itself_shows_a_new_icon_when_a_host_is_there(daemon
     item(app.icon, "Quit tray")(app.icon)
     runner.join(10)
     assert result == [0]
+
+
+class ClickSender:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def __call__(self, title, message, label, on_click) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_re_shown_icon_keeps_the_notifications_that_wait_for_a_click(daemon, monkeypatch):
+    # Withdrawing them (or leaking their notify-send processes) on a panel restart would lose the click.
+    picked: list[ClickSender] = []
+    monkeypatch.setattr(tray_module, "pick_click_sender", lambda: picked.append(ClickSender()) or picked[-1])
+    app = _vanishing_tray(daemon, FakeHost(present=True))
+    runner = threading.Thread(target=app.run)
+    runner.start()
+    try:
+        wait_for(lambda: VanishingIcon.loops == 2 and app.icon._running)
+        assert len(picked) == 1 and app.notifier._click_send is picked[0]
+    finally:
+        item(app.icon, "Quit tray")(app.icon)
+        runner.join(10)
+    assert picked[0].closed  # closed once, when the tray quits
