@@ -58,6 +58,8 @@ def _cmd_refine(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config = load_config(args.config)
+    if args.preset is not None and args.preset not in config.presets:
+        raise NaiupError(f"--preset {args.preset!r}: unknown preset ({_known(config.presets)})")
     preset = config.preset(args.preset or config.daemon.active_preset)
     # torch loads here, after the cheap checks, so a typo in --preset answers at once.
     from naiup.engine import Engine
@@ -133,6 +135,7 @@ def _cmd_tray(args: argparse.Namespace) -> int:
         actions_file=args.actions_file,
         exit_after=args.exit_after,
         client_factory=args.client_factory,
+        host_wait=args.host_wait,
     )
 
 
@@ -169,7 +172,8 @@ def _show_page(page: Path, no_open: bool) -> int:
 def _cmd_service(args: argparse.Namespace) -> int:
     from naiup.service import autostart
 
-    plan = autostart.plan_autostart()
+    # The entries start `naiup --config FILE ...` when given one, so the service reads the same file.
+    plan = autostart.plan_autostart(config_path=args.config.absolute() if args.config else None)
     if args.action == "install":
         report = autostart.install(plan, dry_run=args.dry_run)
     elif args.action == "uninstall":
@@ -185,7 +189,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
     checks = doctor.run_checks(args.config)
     print("\n".join(doctor.format_checks(checks)))
-    blocked = [c.name for c in checks if c.status is doctor.Status.FAIL]
+    blocked = [c.name for c in checks if c.status is doctor.Status.FAIL]  # a note or warn never blocks
     if blocked:
         print(f"\nblocking: {', '.join(blocked)}", file=sys.stderr)
         return 1
@@ -201,6 +205,8 @@ def _build_parser() -> argparse.ArgumentParser:
     def add(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)
         p.set_defaults(handler=handler)
+        # Also accepted after the command (`naiup run --config FILE`); SUPPRESS keeps the global one.
+        p.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         return p
 
     # foundation
@@ -213,8 +219,6 @@ def _build_parser() -> argparse.ArgumentParser:
         choices=("path", "show", "check"),
         help="path: where the file is read from; show: the effective config as TOML; check: validate",
     )
-    # Also accepted after the command (`naiup config check --config FILE`); SUPPRESS keeps the global one.
-    p.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     # engine core
     refine = add("refine", _cmd_refine, "refine images now, in the foreground")
     refine.add_argument("files", nargs="+", type=Path, metavar="FILE", help="images to refine")
@@ -246,6 +250,10 @@ def _build_parser() -> argparse.ArgumentParser:
                 "--folder", type=Path, default=None, metavar="DIR", help="only images in this watched folder"
             )
             p.add_argument("--dry-run", action="store_true", help="print what would be queued, queue nothing")
+        elif name == "stop":
+            p.add_argument(
+                "--no-wait", action="store_true", help="return at once instead of when the daemon has exited"
+            )
     # desktop
     p = add("tray", _cmd_tray, "show the tray icon")
     p.add_argument(
@@ -259,6 +267,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actions-file", type=Path, default=None, help=argparse.SUPPRESS)
     p.add_argument("--exit-after", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--client-factory", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--host-wait", type=float, default=None, help=argparse.SUPPRESS)  # s without a panel
     p = add("compare", _cmd_compare, "open a before/after page for a result (or its original)")
     p.add_argument("image", type=Path, metavar="IMAGE", help="a naiup output, or the image it was made from")
     p.add_argument("--no-open", action="store_true", help="only write the page and print its path")
@@ -312,54 +321,74 @@ def _since(text: str) -> float:
         ) from None
 
 
-def _control(args: argparse.Namespace, verb: str, **request: object) -> dict | None:
-    """Send one request; prints and returns None when the daemon is not running (caller exits 3)."""
-    from naiup.daemon.control import ControlClient, DaemonNotRunning
+def _known(presets: object) -> str:
+    return "known: " + ", ".join(sorted(presets))  # type: ignore[call-overload]
 
-    try:
-        with ControlClient.connect() as client:
-            reply = client.request(verb, **request)
-    except DaemonNotRunning as exc:
-        print(f"naiup: {exc}", file=sys.stderr)
-        return None
+
+def _control(args: argparse.Namespace, verb: str, **request: object) -> dict:
+    """Send one request and return the reply (printed as JSON with --json).
+
+    DaemonNotRunning (exit 3) and a refused request (ControlError, exit 1) go up to main, which prints
+    them, as a JSON error object with --json.
+    """
+    from naiup.daemon.control import ControlClient
+
+    with ControlClient.connect() as client:
+        reply = client.request(verb, **request)
     if args.json:
         print(json.dumps(reply, indent=2))
     return reply
 
 
 def _print_status(s: dict) -> None:
-    line = f"{s['state']}  preset={s['active_preset']}  queue={s['queue_length']}"
-    if s.get("current"):
-        line += f"  working on {shown(Path(s['current']['path']).name)} ({s['current']['progress']:.0%})"
-    print(line)
+    # `queue` counts the files still waiting; the one being refined now has a line of its own.
+    print(f"{s['state']}  preset={s['active_preset']}  queue={s['queue_length']}")
     for folder in s.get("missing_folders") or ():
         print(f"  missing folder: {shown(folder)} (not watched; watched again as soon as it is back)")
+    current = s.get("current")
+    if current:
+        with_preset = f" with {current['preset']}" if current.get("preset") else ""
+        print(f"  working on {shown(Path(current['path']).name)}{with_preset} ({current['progress']:.0%})")
+    until = _until(s.get("paused_until"))
     if s.get("pause_source") == "rule":
         print(f"  paused: {s['pause_reason']} (pause rule; `naiup resume` overrides it until it clears)")
     elif s.get("pause_reason"):
-        print(f"  paused: {s['pause_reason']}")
+        print(f"  paused: {s['pause_reason']}{until}")
     if s.get("pause_source") == "user" and s.get("pause_rule"):
         print(f"  pause rule also holds: {s['pause_rule']}")
     if s.get("pause_rule_overridden"):
         print(f"  pause rule overridden by resume until it clears: {s['pause_rule_overridden']}")
     for key, label in (
         ("engine_error", "engine"),
-        ("config_error", "config"),
+        ("config_error", "config edit not applied (the previous config is in use)"),
         ("last_error", "last error"),
         ("last_output", "last output"),
     ):
         if s.get(key):
             print(f"  {label}: {plain_text(str(s[key]))}")
-    counts = ", ".join(f"{k} {v}" for k, v in sorted(s.get("counts", {}).items()))
+    counts = ", ".join(f"{_COUNT_LABELS.get(k, k)} {v}" for k, v in sorted(s.get("counts", {}).items()))
     print(f"  files: {counts or 'none yet'}")
     if s.get("existing"):
         print(f"  older images not processed: {s['existing']} (`naiup backfill` queues them)")
 
 
+# Count keys a plain state name would not explain (the daemon counts its own outputs apart).
+_COUNT_LABELS = {"naiup_output": "naiup outputs (ignored)"}
+
+
+def _until(when: float | None) -> str:
+    """' (until 14:05, 12 min left)' for a timed pause, '' for one without an end."""
+    import time
+
+    if not when:
+        return ""
+    left = max(0.0, when - time.time())
+    clock = time.strftime("%H:%M" if left < 20 * 3600 else "%a %H:%M", time.localtime(when))
+    return f" (until {clock}, {math.ceil(left / 60)} min left)"
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     reply = _control(args, "status")
-    if reply is None:
-        return 3
     if not args.json:
         _print_status(reply)
     return 0
@@ -367,35 +396,35 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _cmd_pause(args: argparse.Namespace) -> int:
     reply = _control(args, "pause", free_gpu=args.free_gpu, for_seconds=args.duration, reason=args.reason)
-    if reply is not None and not args.json:
+    if not args.json:
         _print_status(reply)
-    return 3 if reply is None else 0
+    return 0
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
     reply = _control(args, "resume")
-    if reply is not None and not args.json:
+    if not args.json:
         _print_status(reply)
-    return 3 if reply is None else 0
+    return 0
 
 
 def _cmd_preset(args: argparse.Namespace) -> int:
     reply = _control(args, "preset", name=args.name) if args.name else _control(args, "status")
-    if reply is not None and not args.json:
+    if not args.json:
         for name in reply["presets"]:
             print(f"{'*' if name == reply['active_preset'] else ' '} {name}")
-    return 3 if reply is None else 0
+    return 0
 
 
 def _cmd_queue(args: argparse.Namespace) -> int:
     reply = _control(args, "queue", failed=args.failed)
-    if reply is not None and not args.json:
+    if not args.json:
         for item in reply["items"]:
             extra = f"  {item['error']}" if item.get("error") else ""
             print(plain_text(f"{item['id']:>6}  {item['state']:<10} {item['path']}{extra}"))
         if not reply["items"]:
             print("no failed or skipped files" if args.failed else "queue is empty")
-    return 3 if reply is None else 0
+    return 0
 
 
 def _cmd_retry(args: argparse.Namespace) -> int:
@@ -403,16 +432,14 @@ def _cmd_retry(args: argparse.Namespace) -> int:
         print(f"naiup retry: expected an id or `all`, got {args.id!r}", file=sys.stderr)
         return 2
     reply = _control(args, "retry", id=args.id if args.id == "all" else int(args.id))
-    if reply is not None and not args.json:
+    if not args.json:
         print(f"requeued {reply['requeued']} file(s)")
-    return 3 if reply is None else 0
+    return 0
 
 
 def _cmd_backfill(args: argparse.Namespace) -> int:
     folder = None if args.folder is None else str(args.folder.expanduser().absolute())
     reply = _control(args, "backfill", since=args.since, folder=folder, dry_run=args.dry_run)
-    if reply is None:
-        return 3
     if not args.json:
         n = reply["count"]
         if args.dry_run:
@@ -426,14 +453,67 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
     return 0
 
 
-def _simple(verb: str, done: str) -> Handler:
-    def handler(args: argparse.Namespace) -> int:
-        reply = _control(args, verb)
-        if reply is not None and not args.json:
-            print(done)
-        return 3 if reply is None else 0
+def _cmd_rescan(args: argparse.Namespace) -> int:
+    _control(args, "rescan")
+    if not args.json:
+        print("rescan requested")
+    return 0
 
-    return handler
+
+# A job gets stop_grace_seconds to finish; the teardown after it (worker, sockets) takes seconds more.
+STOP_TEARDOWN_SECONDS = 30.0
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    """Ask the daemon to stop, then (unless --no-wait) return once its process has exited, so that
+    `naiup stop; naiup run` finds the instance lock free."""
+    import psutil
+
+    from naiup.daemon.control import ControlClient
+
+    with ControlClient.connect() as client:
+        pid = client.request("ping")["pid"]
+        try:
+            proc = psutil.Process(pid)  # taken before it exits: is_running() then also sees pid reuse
+        except psutil.Error:
+            proc = None
+        reply = client.request("stop")
+    if args.no_wait or proc is None:
+        print(json.dumps(reply, indent=2) if args.json else "daemon stopping")
+        return 0
+    current = reply.get("current")
+    grace = float(reply.get("grace_seconds") or 10.0)
+    if current:
+        name = shown(Path(current["path"]).name)
+        print(
+            f"waiting for the current job to finish: {name} (up to {grace:g} s, else it is requeued)",
+            file=sys.stderr,
+            flush=True,
+        )
+    if not _wait_for_exit(proc, grace + STOP_TEARDOWN_SECONDS):
+        raise NaiupError(
+            f"the daemon (pid {pid}) is still running {grace + STOP_TEARDOWN_SECONDS:g} s after"
+            " `stop`; see its log (`naiup status` shows where)"
+        )
+    print(json.dumps({**reply, "stopped": True}, indent=2) if args.json else "daemon stopped")
+    return 0
+
+
+def _wait_for_exit(proc: object, timeout: float) -> bool:
+    import time
+
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            # A zombie has exited: only its parent (the tray, a test) has yet to reap it.
+            if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:  # type: ignore[attr-defined]
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 _CONTROL: list[tuple[str, Handler, str]] = [
@@ -444,24 +524,36 @@ _CONTROL: list[tuple[str, Handler, str]] = [
     ("queue", _cmd_queue, "list waiting and queued files (--failed: failed and skipped)"),
     ("retry", _cmd_retry, "queue failed files again"),
     ("backfill", _cmd_backfill, "process images that were already there when a folder was first watched"),
-    ("rescan", _simple("rescan", "rescan requested"), "look for files the watcher missed"),
-    ("stop", _simple("stop", "daemon stopping"), "stop the daemon (the current job finishes or is requeued)"),
+    ("rescan", _cmd_rescan, "look for files the watcher missed"),
+    ("stop", _cmd_stop, "stop the daemon and wait until it has (the current job finishes or is requeued)"),
 ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
+    from naiup.daemon.control import DaemonNotRunning
+
     try:
         return args.handler(args)
+    except DaemonNotRunning as exc:
+        _print_error(args, exc, f"naiup: {exc}")
+        return 3
     except NaiupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _print_error(args, exc, f"error: {exc}")
         return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `naiup info ... | head`: the reader left, nothing to report
         sys.stderr.close()
         return 1
+
+
+def _print_error(args: argparse.Namespace, exc: NaiupError, line: str) -> None:
+    """The message on stderr; with --json also an error object on stdout, for scripts reading it."""
+    if getattr(args, "json", False):
+        print(json.dumps({"ok": False, "error": str(exc)}))
+    print(line, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ appear later (a USB drive), and a hub id may not be downloaded yet, so those are
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -32,12 +33,22 @@ def find_problems(config: Config) -> list[Problem]:
         if not folder.is_dir()
     ]
     if any(p.refine for p in config.presets.values()):
+        active = config.presets.get(config.daemon.active_preset)
+        # Offline, a missing model is an error for the preset in use; for the others it stays a note.
+        offline = hub_offline() and (active is None or active.refine)
         for key in ("checkpoint", "lcm_lora"):
             value = getattr(config.model, key)
             # load_config made every local path absolute, so an 'owner/name' left here is a hub id.
             if HUB_ID.fullmatch(value) and not _is_cached(value):
                 problems.append(
                     Problem(
+                        Severity.ERROR,
+                        f"model.{key}",
+                        f"hub model {value!r} is not downloaded and HF_HUB_OFFLINE is set, so refining"
+                        f" cannot download it: unset HF_HUB_OFFLINE once, or run `hf download {value}`",
+                    )
+                    if offline
+                    else Problem(
                         Severity.NOTE,
                         f"model.{key}",
                         f"hub model {value!r} is not downloaded yet; the first refine downloads it",
@@ -54,6 +65,12 @@ def find_problems(config: Config) -> list[Problem]:
             )
         )
     return problems
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE (else TRANSFORMERS_OFFLINE) as huggingface_hub reads it: no download will happen."""
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
 def _is_cached(repo_id: str) -> bool:

@@ -14,7 +14,7 @@ import os
 import sys
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ SD15_MIN_VRAM_GIB = 3.0  # ~2.2 GB of fp16/bf16 weights, plus one UNet tile batc
 
 class Status(enum.StrEnum):
     OK = "ok"
+    NOTE = "note"  # a problem only for a choice not in use now (a preset you may switch to)
     WARN = "warn"  # works, but worse than it could (CPU only, no tray, no autostart)
     FAIL = "FAIL"  # the main job cannot run until fixed
 
@@ -136,13 +137,22 @@ def check_model_ref(name: str, ref: str, cache_dir: Path | None = None) -> Check
 
 
 def check_models(config: Config) -> list[Check]:
-    if not any(p.refine for p in config.presets.values()):
+    refining = sorted(name for name, p in config.presets.items() if p.refine)
+    if not refining:
         return [Check("models", Status.OK, "no preset refines: the SD models are not needed")]
     m = config.model
     out = [check_model_ref("checkpoint", m.checkpoint), check_model_ref("lcm-lora", m.lcm_lora)]
     if m.vae:
         out.append(check_model_ref("vae", m.vae))
     out += [check_model_ref(f"lora {lora.path}", lora.path) for lora in m.loras]
+    active = config.presets.get(config.daemon.active_preset)
+    if active is not None and not active.refine:
+        # An upscale-only user: the SD models matter only after switching to a refining preset.
+        unused = f"used by {', '.join(refining)}, not by the active preset {active.name!r}"
+        out = [
+            replace(c, status=Status.NOTE, detail=f"{c.detail} ({unused})") if c.status is Status.FAIL else c
+            for c in out
+        ]
     if 0 < m.max_vram_gb < SD15_MIN_VRAM_GIB:
         out.append(
             Check(

@@ -15,7 +15,37 @@ NaiupError                 str(exc) is the whole user-facing message
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+# Sentences third-party libraries (diffusers, transformers, huggingface_hub) put in their errors that
+# mean nothing to someone reading `naiup status` or the tray: a traceback they never see, doc links, and
+# the Hub connection boilerplate (we say offline/cache ourselves, in plain words, where it matters).
+_NOISE = (
+    re.compile(r"\s*Please check out the root cause in the stacktrace above\.?", re.I),
+    re.compile(
+        r"\s*Check(?:out)? your internet connection or see how to run the library in offline mode"
+        r" at\s*'[^']*'\.?",
+        re.I,
+    ),
+    re.compile(r"\s*You should try again after checking your internet connection\.?", re.I),
+    re.compile(r"Couldn't connect to the Hub: .*?(?:Will try to load from local cache\.|$)", re.I | re.S),
+)
+_HUB_BOILERPLATE = re.compile(
+    r"We couldn't connect to '[^']*' to load (?:this model|the files|[^,.]+)"
+    r"(?:, (?:and )?couldn't find (?:it|them) in the cached files.*?\.(?=\s|\)|$))?\.?",
+    re.I | re.S,
+)
+
+
+def plain_message(text: str) -> str:
+    """A third-party error message without the noise above, on one line: what the user needs to read."""
+    text = _HUB_BOILERPLATE.sub(
+        "not in the local Hugging Face cache, and the Hub could not be reached.", text
+    )
+    for pattern in _NOISE:
+        text = pattern.sub("", text)
+    return " ".join(text.split()).strip()
 
 
 class NaiupError(Exception):
@@ -46,6 +76,7 @@ class UnsafeInputError(InputError):
 
 class ModelLoadError(NaiupError):
     def __init__(self, what: Path | str, reason: str) -> None:
+        reason = plain_message(reason)  # it often quotes a diffusers/hub exception
         super().__init__(f"{what}: {reason}")
         self.what, self.reason = what, reason
 

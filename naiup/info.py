@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from naiup.engine.metadata import ImageMetadata, MetadataFormat, read_metadata
 from naiup.engine.prompts import nai_to_a1111
 from naiup.errors import NaiupError
+from naiup.provenance import PROVENANCE_KEY
 
 _HUMAN_PROMPT_CHARS = 120  # the JSON form has the full text
 
@@ -53,9 +55,36 @@ def describe(path: Path) -> dict[str, Any]:
         signature=meta.signature.value,
         copies_disagree=meta.copies_disagree,
         problems=list(meta.problems),
+        naiup_output=_naiup_output(meta),
         error=None,
     )
     return record
+
+
+def _naiup_output(meta: ImageMetadata) -> dict[str, Any] | None:
+    """What our provenance chunk says about an output of ours (None for any other image).
+
+    An output carries its source's metadata too, so without this it reads as the NovelAI original.
+    """
+    raw = meta.text_chunks.get(PROVENANCE_KEY)
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        return {"source_name": None, "preset": None, "scale": None, "refined": None, "version": None}
+    preset = data.get("preset") if isinstance(data.get("preset"), dict) else {}
+    return {
+        "source_name": data.get("source_name"),
+        "source_sha256": data.get("source_sha256"),
+        "preset": preset.get("name"),
+        "scale": preset.get("scale"),
+        "refined": preset.get("refine"),
+        "seed": data.get("seed"),
+        "version": data.get("version"),
+    }
 
 
 def _short(text: str) -> str:
@@ -68,6 +97,18 @@ def format_human(record: dict[str, Any]) -> str:
     lines = [record["path"]]
     if record.get("error"):
         return "\n".join([*lines, f"  error: {record['error']}"])
+    ours = record.get("naiup_output")
+    if ours is not None:
+        made = f"  naiup output of {ours['source_name'] or 'an unknown source'}"
+        if ours["scale"] is not None:
+            made += f", {ours['scale']:g}x"
+        if ours["preset"]:
+            made += f" with preset {ours['preset']}" + (
+                "" if ours["refined"] is not False else " (upscale only)"
+            )
+        if ours["version"]:
+            made += f" (naiup {ours['version']})"
+        lines.append(made + "; the metadata below is the source's")
     fmt = record["format"]
     if fmt == MetadataFormat.NONE.value:
         lines.append("  no generation metadata")

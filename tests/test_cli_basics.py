@@ -22,7 +22,7 @@ def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
 
 
-def naiup_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def naiup_cli(home: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "HOME": str(home),
@@ -32,7 +32,9 @@ def naiup_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
         "HF_HUB_CACHE": str(home / "hf"),  # empty cache: hub models read as "not downloaded yet"
         "PYTHONPATH": str(REPO),
     }
-    env.pop("XDG_DOWNLOAD_DIR", None)
+    for key in ("XDG_DOWNLOAD_DIR", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):  # none download anything
+        env.pop(key, None)
+    env.update(extra_env)
     return subprocess.run(
         [sys.executable, "-m", "naiup", *args], env=env, capture_output=True, text=True, timeout=60
     )
@@ -70,6 +72,22 @@ def test_config_check_without_a_file_uses_defaults_and_succeeds(home: Path):
     assert "ok: built-in defaults (3 presets, active 'refine-2x')" in run.stdout
     # Not downloaded yet is a note, not an error: the first refine downloads it.
     assert "note: built-in defaults: [model.checkpoint] hub model" in run.stderr
+
+
+def test_config_check_with_hf_hub_offline_says_a_missing_hub_model_cannot_be_downloaded(home: Path):
+    run = naiup_cli(home, "config", "check", HF_HUB_OFFLINE="1")
+    assert run.returncode == 1, run.stderr
+    assert "error: built-in defaults: [model.checkpoint] hub model" in run.stderr
+    assert "HF_HUB_OFFLINE is set" in run.stderr and "first refine downloads it" not in run.stderr
+
+
+def test_config_is_accepted_after_any_command(home: Path, tmp_path: Path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[watch\n", encoding="utf-8")
+    for args in (("run", "--config", str(bad)), ("refine", "--config", str(bad), str(tmp_path / "a.png"))):
+        run = naiup_cli(home, *args)
+        assert run.returncode == 1, run.stderr  # read that file (and refused it), not a usage error
+        assert run.stderr.splitlines()[-1].startswith(f"error: {bad}: [toml] is not valid TOML"), run.stderr
 
 
 def test_config_check_refuses_an_invalid_file_naming_file_key_and_reason(home: Path, tmp_path: Path):

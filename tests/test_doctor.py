@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from naiup import doctor
-from naiup.config import Config, ModelConfig, Preset, WatchConfig
+from naiup.config import Config, DaemonConfig, ModelConfig, Preset, WatchConfig
 from naiup.doctor import Status, check_daemon, check_model_ref, check_models, check_tray, check_watch_folders
 from naiup.errors import NaiupError
 
@@ -58,6 +58,30 @@ def test_models_are_not_needed_when_no_preset_refines():
     assert [c.status for c in check_models(config)] == [Status.OK]
     refining = replace(config, presets={"r": Preset(name="r")})
     assert Status.FAIL in [c.status for c in check_models(refining)]
+
+
+def test_models_only_other_presets_need_are_notes_not_failures():
+    # The built-in refining presets are still there, but the user runs upscale-2x: a missing SD model
+    # matters only after switching presets, so it must not block `naiup doctor`.
+    config = Config(
+        model=ModelConfig(checkpoint="/nope.ckpt"), daemon=DaemonConfig(active_preset="upscale-2x")
+    )
+    checkpoint = next(c for c in check_models(config) if c.name == "checkpoint")
+    assert checkpoint.status is Status.NOTE
+    assert "not by the active preset 'upscale-2x'" in checkpoint.detail and "refine-2x" in checkpoint.detail
+    refining = replace(config, daemon=DaemonConfig(active_preset="refine-2x"))
+    assert next(c for c in check_models(refining) if c.name == "checkpoint").status is Status.FAIL
+
+
+def test_cli_doctor_exits_0_for_an_upscale_only_user_without_sd_models(tmp_path):
+    (tmp_path / "in").mkdir()
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[watch]\nfolders = ["{(tmp_path / "in").as_posix()}"]\n[daemon]\nactive_preset = "upscale-2x"\n'
+    )
+    proc = _doctor_cli(tmp_path, config)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "[note] checkpoint: hub id" in proc.stdout
 
 
 def test_a_gpu_memory_cap_too_small_for_sd15_is_a_warning_with_the_fix():
@@ -120,6 +144,15 @@ def test_format_shows_fixes_only_for_problems():
 def test_cli_doctor_exits_1_on_a_broken_config(tmp_path):
     bad = tmp_path / "config.toml"
     bad.write_text("[watch\nfolders = 3\n")
+    proc = _doctor_cli(tmp_path, bad)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "[FAIL] config:" in proc.stdout
+    assert "blocking: config" in proc.stderr
+    assert "[warn] tray:" in proc.stdout  # no display here: said, not fatal
+    assert "Traceback" not in proc.stderr
+
+
+def _doctor_cli(tmp_path: Path, config: Path) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "PYTHONPATH": str(REPO),
@@ -127,18 +160,14 @@ def test_cli_doctor_exits_1_on_a_broken_config(tmp_path):
         "NAIUP_CONFIG_DIR": str(tmp_path),
         "NAIUP_STATE_DIR": str(tmp_path / "s"),
         "NAIUP_RUNTIME_DIR": str(tmp_path / "r"),
+        "HF_HUB_CACHE": str(tmp_path / "hf"),  # empty: no SD model is downloaded
     }
     env.pop("DISPLAY", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "naiup", "--config", str(bad), "doctor"],
+    return subprocess.run(
+        [sys.executable, "-m", "naiup", "--config", str(config), "doctor"],
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
         cwd=tmp_path,
     )
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "[FAIL] config:" in proc.stdout
-    assert "blocking: config" in proc.stderr
-    assert "[warn] tray:" in proc.stdout  # no display here: said, not fatal
-    assert "Traceback" not in proc.stderr

@@ -15,8 +15,11 @@ CONTRACT (daemon issue implements; the tray and CLI use only this module):
     Verbs and replies (all replies carry "ok": bool, and "error": str when not ok):
         ping -> {"ok", "version", "pid"}
         status -> {"ok", "state": "idle"|"working"|"paused"|"loading"|"error",
-                   "active_preset": str, "presets": [str], "current": {"path", "progress"} | null,
-                   "queue_length": int, "counts": {state: n}, "last_error": str | null,
+                   "active_preset": str, "presets": [str],
+                   "current": {"id", "path", "preset", "progress", "stage"} | null,
+                   "queue_length": int (queued, not counting current),
+                   "counts": {state | "naiup_output": n}, "last_error": str | null (until that file
+                   is done),
                    "existing": int (images left alone since their folder's baseline),
                    "pause_reason": str | null, "paused_until": float | null,
                    "pause_source": "user"|"rule"|null, "pause_rule": str | null (a rule holding now),
@@ -28,13 +31,15 @@ CONTRACT (daemon issue implements; the tray and CLI use only this module):
     Paths are exact: a name that is not UTF-8 arrives as a str with surrogate escapes (JSON "\\udcXX"), as
     os.fsdecode gives it; show it with naiup.pathnames.shown.
         queue {failed: bool} -> {"ok", "items": [{"id", "path", "state", "attempts", "error", "output"}]}
+                   (failed: failed and skipped rows, never our own outputs)
         pause {free_gpu: bool, for_seconds: float | null, reason: str | null} -> status
         resume -> status
         preset {name} -> status
-        retry {id: int | "all"} -> {"ok", "requeued": n}
+        retry {id: int | "all"} -> {"ok", "requeued": n}   (an id that is unknown or not failed: error)
         backfill {since: float | null (epoch s), folder: str | null, dry_run: bool}
             -> {"ok", "count": n, "dry_run": bool, "paths": [str] (the first 1000)}
-        rescan -> {"ok"}   reload -> {"ok"}   stop -> {"ok"}
+        rescan -> {"ok"}   reload -> {"ok"}
+        stop -> {"ok", "pid", "current": as in status, "grace_seconds": float}
     Events on subscribe: {"event": "status", "status": {...}} whenever status changes,
         {"event": "job_done", "path", "output"}, {"event": "job_failed", "path", "error"}.
 """

@@ -293,7 +293,7 @@ class Daemon:
             state = "paused"
         elif sch.loading:
             state = "loading"
-        elif sch.engine_error or self.config_error:
+        elif sch.engine_error:  # a rejected config edit is no error state: the previous config runs on
             state = "error"
         elif sch.current is not None:
             state = "working"
@@ -305,7 +305,7 @@ class Daemon:
             "active_preset": rs.active_preset or cfg.daemon.active_preset,
             "presets": sorted(cfg.presets),
             "current": sch.current,
-            "queue_length": counts.get(State.QUEUED, 0) + counts.get(State.PROCESSING, 0),
+            "queue_length": counts.get(State.QUEUED, 0),  # waiting to start: `current` is the one running
             "waiting": self.stabiliser.pending(),
             "existing": counts.get(State.EXISTING, 0),
             "counts": counts,

@@ -42,6 +42,10 @@ class State(StrEnum):
     EXISTING = "existing"
 
 
+# The reason recorded for the service's own outputs met in a watch folder: skipped by design, so
+# `queue --failed` leaves them out and status counts them apart.
+OWN_OUTPUT = "a naiup output"
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -414,9 +418,13 @@ class Ledger:
             (str(State.QUEUED), time.time(), *args),
         )
 
-    def items(self, states: tuple[State, ...], limit: int = 1000) -> list[Item]:
+    def items(
+        self, states: tuple[State, ...], limit: int = 1000, except_error: str | None = None
+    ) -> list[Item]:
         marks = ",".join("?" * len(states))
-        return self._rows(f"WHERE state IN ({marks}) ORDER BY id LIMIT ?", (*map(str, states), limit))
+        where = f"state IN ({marks})" + ("" if except_error is None else " AND error IS NOT ?")
+        args = (*map(str, states), *(() if except_error is None else (except_error,)), limit)
+        return self._rows(f"WHERE {where} ORDER BY id LIMIT ?", args)
 
     def by_output(self, output: Path) -> Item | None:
         """The row whose job wrote `output` (the newest, should a path have been reused)."""
@@ -432,8 +440,13 @@ class Ledger:
         )
 
     def counts(self) -> dict[str, int]:
+        """Rows per state; our own outputs (skipped by design) under "naiup_output", not "skipped"."""
         with self._lock:
-            rows = self._db.execute("SELECT state, COUNT(*) FROM items GROUP BY state").fetchall()
+            rows = self._db.execute(
+                "SELECT CASE WHEN state = ? AND error = ? THEN 'naiup_output' ELSE state END AS k, COUNT(*)"
+                " FROM items GROUP BY k",
+                (str(State.SKIPPED), OWN_OUTPUT),
+            ).fetchall()
         return {state: n for state, n in rows}
 
 

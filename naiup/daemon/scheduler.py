@@ -18,7 +18,7 @@ from naiup.config import Config, Preset
 from naiup.daemon.ledger import Item, Ledger
 from naiup.daemon.state import RuntimeState
 from naiup.daemon.worker import Outcome, Worker
-from naiup.errors import NaiupError
+from naiup.errors import NaiupError, plain_message
 from naiup.job import output_candidates
 from naiup.pathnames import plain_text
 
@@ -72,6 +72,7 @@ class Scheduler:
         self.current: dict | None = None
         self.last_output: str | None = None
         self.last_error: str | None = None
+        self._last_error_id: int | None = None  # the ledger row last_error is about
         self._thread = threading.Thread(target=self._run, name="naiup-scheduler")
 
     @property
@@ -174,6 +175,7 @@ class Scheduler:
     def _fail(self, item: Item, error: str) -> None:
         self._ledger.fail(item.id, error)
         self.last_error = plain_text(f"{Path(item.path).name}: {error}")
+        self._last_error_id = item.id  # cleared when this file later succeeds
         log.error("job failed id=%s path=%s error=%s", item.id, item.path, error)
         self._event({"event": "job_failed", "path": item.path, "error": plain_text(error)})
 
@@ -193,7 +195,7 @@ class Scheduler:
             return True
         self._worker = None
         if not self._stopping:
-            self.engine_error = error
+            self.engine_error = plain_message(error)  # status and the tray show it: no library noise
             self._retry_load_at = time.monotonic() + LOAD_RETRY
             log.error("engine cannot load, files stay queued error=%s", error)
         return False
@@ -203,7 +205,7 @@ class Scheduler:
         if self._worker is not None:
             self._worker.stop()
         self._worker = None
-        self.engine_error = outcome.error
+        self.engine_error = plain_message(outcome.error or "engine failed")
         self._retry_load_at = time.monotonic() + LOAD_RETRY
         log.error("engine cannot load, files stay queued error=%s", outcome.error)
 
@@ -212,13 +214,19 @@ class Scheduler:
         src = Path(item.path)
         self._ledger.start(item.id, preset.name, model)
         attempts = item.attempts + 1
-        self.current = {"id": item.id, "path": item.path, "progress": 0.0, "stage": "starting"}
-        log.info("job start id=%s path=%s preset=%s attempt=%d", item.id, src, preset.name, attempts)
-        t0 = time.monotonic()
 
         def progress(fraction: float, stage: str) -> None:
-            self.current = {"id": item.id, "path": item.path, "progress": fraction, "stage": stage}
+            self.current = {
+                "id": item.id,
+                "path": item.path,
+                "preset": preset.name,
+                "progress": fraction,
+                "stage": stage,
+            }
 
+        progress(0.0, "starting")
+        log.info("job start id=%s path=%s preset=%s attempt=%d", item.id, src, preset.name, attempts)
+        t0 = time.monotonic()
         outcome = self._worker.run(src, preset, cfg, progress, lambda: self._stopping)
         if outcome is None:  # shutting down mid-job: let it finish briefly, else abandon it cleanly
             outcome = self._worker.wait_result(cfg.daemon.stop_grace_seconds)
@@ -243,6 +251,8 @@ class Scheduler:
         if outcome.output is not None:
             self._ledger.finish(item.id, outcome.output, outcome.model_id)
             self.last_output = outcome.output
+            if self._last_error_id == item.id:  # the file that failed has now been done: old news
+                self.last_error = self._last_error_id = None
             log.info("job done id=%s path=%s output=%s secs=%.2f", item.id, src, outcome.output, secs)
             self._event({"event": "job_done", "path": item.path, "output": outcome.output})
             return

@@ -25,7 +25,7 @@ from pathlib import Path
 from naiup.atomic import TEMP_SUFFIX
 from naiup.config import Config, WatchConfig
 from naiup.daemon.filetimes import arrival_time
-from naiup.daemon.ledger import Item, Ledger, State
+from naiup.daemon.ledger import OWN_OUTPUT, Item, Ledger, State
 from naiup.engine.metadata import read_metadata
 from naiup.errors import InputError, MetadataError, NaiupError, UnsafeInputError
 from naiup.job import is_naiup_output
@@ -245,7 +245,7 @@ class Stabiliser:
             return self._transient(path, pend, "file is empty")
         if is_naiup_output(path):
             self._ledger.upsert(
-                path, State.SKIPPED, size=st.st_size, mtime_ns=st.st_mtime_ns, error="a naiup output"
+                path, State.SKIPPED, size=st.st_size, mtime_ns=st.st_mtime_ns, error=OWN_OUTPUT
             )
             return None
         try:

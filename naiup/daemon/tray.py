@@ -23,8 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from naiup.daemon import tray_automation, tray_menu
-from naiup.daemon.notify import Notifier, pick_click_sender, pick_sender
+from naiup.daemon import tray_automation, tray_host, tray_menu
+from naiup.daemon.notify import ClickSend, Notifier, pick_click_sender, pick_sender
 from naiup.daemon.tray_backend import (
     call_on_gui_thread,
     load_pystray,
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 RECONNECT_SECONDS = 1.0
 POLL_SECONDS = 1.0
 TICK_SECONDS = 0.1
+NUDGE_SECONDS = 0.25
 
 
 class Client(Protocol):
@@ -68,6 +69,8 @@ class TrayApp:
         open_compare: Callable[[str], None] | None = None,
         open_gallery: Callable[[], None] | None = None,
         recent_results: Callable[[], list[str]] | None = None,
+        host: tray_host.HostWatch | None = None,
+        host_wait: float = tray_host.WAIT_SECONDS,
     ) -> None:
         self._client_factory = client_factory
         # The before/after pages (naiup.review); tests pass recorders instead of opening a browser.
@@ -82,6 +85,11 @@ class TrayApp:
         self._actions = tray_automation.ActionsReader(actions_file) if actions_file else None
         self._exit_after = exit_after
         self._notifications = notifications
+        # The panel showing the icon: when it goes away, wait `host_wait` s for it, then exit 1.
+        self._host, self._host_wait = host, host_wait
+        self._host_lock = threading.Lock()  # the main thread (after the loop ended) and ticks ask it
+        self._host_lost_at: float | None = None
+        self._exit_code = 0
         self._lock = threading.Lock()  # guards _state, _client and publishing a state
         self._state = TrayState()
         self._shown = False
@@ -99,7 +107,36 @@ class TrayApp:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def run(self) -> int:
+        """Show the icon until Quit or a signal (0), or until its tray host is gone for good (1)."""
         pystray = self._pystray = self._pystray or load_pystray()
+        # pystray logs a traceback per update while undocked; we say it once (see _check_host).
+        pystray_log = logging.getLogger("pystray._base")
+        if not any(isinstance(f, tray_host.DockNoise) for f in pystray_log.filters):
+            pystray_log.addFilter(tray_host.DockNoise())
+        previous = self._install_signal_handlers()
+        # One for every icon shown: a re-shown icon's notifier keeps the clicks still awaited.
+        click_send = pick_click_sender()
+        try:
+            while True:
+                self._run_icon(pystray, click_send)
+                if self._stop.is_set():
+                    break
+                # The loop ended by itself: on X11 the panel that embedded our window took it along
+                # when it went (a panel restart). Never a silent exit 0: show it again, or exit 1.
+                log.warning("the tray icon's loop ended without Quit (did the panel restart?)")
+                if self._host is None or not self._wait_for_host():
+                    if not self._stop.is_set():  # a SIGTERM while waiting is an ordinary stop
+                        log.error("no tray host to show the icon in; exiting with status 1")
+                        self._exit_code = 1
+                    break
+                log.info("a tray host is there: showing the icon again")
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.shutdown()
+        return self._exit_code
+
+    def _run_icon(self, pystray: Any, click_send: ClickSend | None) -> None:
         st = self.state
         self.icon = pystray.Icon(
             "naiup",
@@ -112,18 +149,17 @@ class TrayApp:
         self.notifier = Notifier(
             pick_sender(self.icon),
             successes=self._notifications,
-            click_send=pick_click_sender(),
+            click_send=click_send,
             on_click=self.open_results,
         )
         if not getattr(self.icon, "HAS_MENU", True):
             log.warning("tray backend has no menu; install PyGObject + AppIndicator for one (see README)")
-        previous = self._install_signal_handlers()
         self._loop_running = True
         try:
             self.icon.run(setup=self._setup)
         except Exception:
             # pystray's GTK/AppIndicator loop raises GLib.GError at stop when no notification
-            # daemon runs (research §3.5); after a requested stop that is noise, before it a bug.
+            # daemon runs; after a requested stop that is noise, before it a bug.
             if not self._stop.is_set():
                 raise
             log.debug("tray loop raised after stop", exc_info=True)
@@ -132,14 +168,27 @@ class TrayApp:
             # pystray's xorg Icon.__del__ calls stop() while it thinks it runs, which then waits
             # forever on the loop that has just ended: tell it the loop is over.
             self.icon._running = False
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            self.shutdown()
-        return 0
+            # A call handed to that loop just before it ended (the ticks thread showing a status)
+            # waits on this reply queue forever: answer it, so the ticks thread serves the next icon.
+            replies = getattr(self.icon, "_queue", None)
+            if replies is not None and not self._stop.is_set():
+                replies.put(True)
+
+    def _wait_for_host(self) -> bool:
+        assert self._host is not None
+        with self._host_lock:
+            return tray_host.wait_for_host(self._host, self._host_wait, self._stop)
+
+    def _host_present(self) -> bool | None:
+        if self._host is None:
+            return None
+        with self._host_lock:
+            return self._host.present()
 
     def _setup(self, icon: Any) -> None:
-        icon.visible = True
-        self.start_threads()
+        self._on_gui(lambda: setattr(icon, "visible", True))
+        if not self._threads:  # a re-shown icon (panel restart) keeps the threads it had
+            self.start_threads()
 
     def start_threads(self) -> None:
         for name, target in (("naiup-tray-events", self._event_loop), ("naiup-tray-ticks", self._tick_loop)):
@@ -163,6 +212,9 @@ class TrayApp:
         self._threads = [t for t in self._threads if t.is_alive()]
         self.notifier.flush(time.monotonic(), force=True)
         self.notifier.close()
+        if self._host is not None:
+            with self._host_lock:
+                self._host.close()
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         """SIGTERM/SIGINT stop the icon (pystray's xorg and GTK loops let Python handlers run)."""
@@ -333,20 +385,65 @@ class TrayApp:
                 job = None
             if self._stop.is_set():
                 if self._loop_running and self.icon is not None:
-                    call_on_gui_thread(self.icon.stop)
-                    self._nudge_xorg()
+                    self._on_gui(self.icon.stop)
+                    self._nudge_xorg()  # the loop's own destroy request may still sit in the buffer
                 return
-            if job is not None:
-                call_on_gui_thread(lambda st=job: self._show(st))
+            # Not while the panel is away: an undocked xorg icon fails every update with a traceback.
+            if job is not None and self._host_lost_at is None and self._loop_running:
+                self._on_gui(lambda st=job: self._show(st))
             now = time.monotonic()
             self.notifier.flush(now)
             self._read_actions()
             if now - last_poll >= POLL_SECONDS:
                 last_poll = now
                 self._poll_status()
+                self._check_host(now)
             if self._exit_after is not None and now - started >= self._exit_after:
                 log.info("tray exit_after reached secs=%.1f", self._exit_after)
                 self.stop()
+
+    def _check_host(self, now: float) -> None:
+        """Notice the panel going away and coming back while the icon's loop still runs."""
+        if not self._loop_running:
+            return  # run() handles a loop that ended
+        present = self._host_present()
+        if present is False and self._host_lost_at is None:
+            self._host_lost_at = now
+            log.warning("the tray host went away; waiting up to %.0f s for it to come back", self._host_wait)
+        elif present is False and now - self._host_lost_at > self._host_wait:  # type: ignore[operator]
+            log.error("no tray host came back within %.0f s; exiting with status 1", self._host_wait)
+            self._exit_code = 1
+            self.stop()
+        elif present and self._host_lost_at is not None:
+            self._host_lost_at = None
+            log.info("the tray host is back: docking the icon again")
+            # Setting the image again makes pystray's xorg backend dock with the new panel.
+            self._on_gui(lambda st=self.state: self._show(st))
+
+    def _on_gui(self, fn: Callable[[], None]) -> None:
+        """Call into the icon, flushing pystray's X connection from aside until the call returns.
+
+        pystray's xorg backend hands each call to its loop thread as an X message and waits for the
+        loop's answer; python-xlib can leave that message unsent in its buffer while the loop thread
+        sits in its read (seen on Xvfb, more often with a tray host docking the icon), and then both
+        wait forever. A flush from a third thread sends it.
+        """
+        if getattr(self.icon, "_display", None) is None:
+            call_on_gui_thread(fn)
+            return
+        done = threading.Event()
+
+        def nudge() -> None:
+            while not done.wait(NUDGE_SECONDS):
+                self._nudge_xorg()
+
+        nudger = threading.Thread(target=nudge, name="naiup-tray-nudge", daemon=True)
+        nudger.start()
+        try:
+            call_on_gui_thread(fn)
+        finally:
+            done.set()
+            nudger.join()
 
     def _nudge_xorg(self) -> None:
         # pystray's xorg stop destroys its window from the loop thread, but python-xlib can leave that

@@ -11,6 +11,7 @@ COLOURS: dict[IconState, tuple[int, int, int]] = {
     IconState.IDLE: (46, 160, 67),  # green
     IconState.WORKING: (31, 111, 235),  # blue
     IconState.PAUSED: (219, 143, 0),  # amber
+    IconState.WARNING: (240, 190, 0),  # yellow, with a dark "!" (the error's is white on red)
     IconState.ERROR: (207, 34, 46),  # red
     IconState.OFFLINE: (110, 118, 129),  # grey
 }
@@ -29,9 +30,10 @@ def draw_icon(state: IconState, progress: float | None = None, size: int = 64) -
     if state is IconState.PAUSED:
         d.rectangle((c - 1.6 * u, c - 1.8 * u, c - 0.5 * u, c + 1.8 * u), fill=white)
         d.rectangle((c + 0.5 * u, c - 1.8 * u, c + 1.6 * u, c + 1.8 * u), fill=white)
-    elif state is IconState.ERROR:
-        d.rectangle((c - 0.5 * u, c - 2 * u, c + 0.5 * u, c + 0.6 * u), fill=white)
-        d.rectangle((c - 0.5 * u, c + 1.1 * u, c + 0.5 * u, c + 2 * u), fill=white)
+    elif state in (IconState.ERROR, IconState.WARNING):
+        mark = white if state is IconState.ERROR else (40, 30, 0, 255)
+        d.rectangle((c - 0.5 * u, c - 2 * u, c + 0.5 * u, c + 0.6 * u), fill=mark)
+        d.rectangle((c - 0.5 * u, c + 1.1 * u, c + 0.5 * u, c + 2 * u), fill=mark)
     elif state is IconState.OFFLINE:
         d.line((c - 1.5 * u, c - 1.5 * u, c + 1.5 * u, c + 1.5 * u), fill=white, width=max(1, size // 12))
         d.line((c - 1.5 * u, c + 1.5 * u, c + 1.5 * u, c - 1.5 * u), fill=white, width=max(1, size // 12))

@@ -20,7 +20,8 @@ class IconState(enum.StrEnum):
     IDLE = "idle"
     WORKING = "working"
     PAUSED = "paused"
-    ERROR = "error"
+    WARNING = "warning"  # works, but something needs a look: a config edit was rejected
+    ERROR = "error"  # cannot refine: the engine cannot load
     OFFLINE = "offline"  # no daemon reachable
 
 
@@ -107,6 +108,8 @@ def icon_state(state: TrayState) -> IconState:
         return IconState.ERROR
     if s.get("state") == "paused":
         return IconState.PAUSED
+    if s.get("config_error"):  # the daemon runs on with the previous config: not an error state
+        return IconState.WARNING
     if s.get("state") in ("working", "loading") or s.get("current"):
         return IconState.WORKING
     return IconState.IDLE
@@ -130,6 +133,10 @@ def tooltip(state: TrayState) -> str:
         return _clip(f"naiup: paused ({reason}) · {preset}")
     if kind is IconState.ERROR:
         return _clip(plain_text(f"naiup: error: {s.get('engine_error') or s.get('last_error') or 'see log'}"))
+    if kind is IconState.WARNING:
+        # The daemon's own words, less the config path it starts with (Open config shows the file).
+        error = str(s.get("config_error")).removeprefix(f"{s.get('config_path')}: ")
+        return _clip(plain_text(f"naiup: config edit not applied (previous config in use): {error}"))
     queued = int(s.get("queue_length") or 0)
     # A folder that is not there is watched by nobody: say so before anything that may be clipped.
     missing = [" · folder missing"] if s.get("missing_folders") else []

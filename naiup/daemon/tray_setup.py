@@ -11,8 +11,9 @@ from typing import Any
 
 from naiup import paths
 from naiup.config import default_config_path, load_config
+from naiup.daemon import tray_host
 from naiup.daemon.tray import TrayApp
-from naiup.daemon.tray_backend import load_pystray, spawn_daemon
+from naiup.daemon.tray_backend import TrayUnavailableError, load_pystray, spawn_daemon
 from naiup.errors import NaiupError
 
 log = logging.getLogger(__name__)
@@ -25,12 +26,24 @@ def run_tray(
     actions_file: Path | None = None,
     exit_after: float | None = None,
     client_factory: str | None = None,
+    host_wait: float | None = None,
 ) -> int:
     _configure_logging()
     # Models are the daemon's business (it runs without them and says why in status, shown here).
     config = load_config(config_path, model_files_must_exist=False)
     # The backend first: "no display" is the likeliest failure and must be one clear line.
     pystray = load_pystray(backend)
+    host_wait = tray_host.WAIT_SECONDS if host_wait is None else host_wait
+    host = tray_host.HostWatch.for_backend(pystray.Icon.__module__.rsplit("._", 1)[-1])
+    if host is not None and host.present() is False:
+        log.info("no tray host yet; waiting up to %.0f s for one", host_wait)
+    if host is not None and not tray_host.wait_for_host(host, host_wait):
+        host.close()
+        raise TrayUnavailableError(
+            "tray: no tray host on this desktop: nothing shows tray icons here (GNOME needs the "
+            "AppIndicator extension; elsewhere, a panel with a notification area). "
+            "The service itself does not need the tray."
+        )
     factory = _resolve_factory(client_factory)
     log.info("tray starting backend=%s", pystray.Icon.__module__)
     app = TrayApp(
@@ -43,6 +56,8 @@ def run_tray(
         state_file=state_file,
         actions_file=actions_file,
         exit_after=exit_after,
+        host=host,
+        host_wait=host_wait,
     )
     return app.run()
 

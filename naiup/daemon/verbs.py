@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from naiup import __version__
 from naiup.daemon.catchup import select_backfill
-from naiup.daemon.ledger import State
+from naiup.daemon.ledger import OWN_OUTPUT, State
 from naiup.errors import NaiupError
 from naiup.pathnames import shown
 
@@ -45,8 +45,12 @@ class Verbs:
         return self._d.status()
 
     def _queue(self, failed: bool = False, limit: int = 1000) -> dict:
-        states = (State.FAILED, State.SKIPPED) if failed else (State.WAITING, State.QUEUED, State.PROCESSING)
-        return {"ok": True, "items": [i.as_reply() for i in self._d.ledger.items(states, int(limit))]}
+        if not failed:
+            states = (State.WAITING, State.QUEUED, State.PROCESSING)
+            return {"ok": True, "items": [i.as_reply() for i in self._d.ledger.items(states, int(limit))]}
+        # Our own outputs are skipped on purpose, not a problem to list (status counts them apart).
+        items = self._d.ledger.items((State.FAILED, State.SKIPPED), int(limit), except_error=OWN_OUTPUT)
+        return {"ok": True, "items": [i.as_reply() for i in items]}
 
     def _pause(
         self, free_gpu: bool = False, for_seconds: float | None = None, reason: str | None = None
@@ -68,12 +72,21 @@ class Verbs:
         return self._d.status()
 
     def _preset(self, name: str) -> dict:
-        self._d.config.preset(name)  # ConfigError listing the known presets
+        presets = self._d.config.presets
+        if name not in presets:  # the name came from the command line or the tray, not the config file
+            raise NaiupError(f"unknown preset {name!r} (known: {', '.join(sorted(presets))})")
         self._d.set_runtime(active_preset=name)
         self._d.scheduler.wake(retry_load=True)
         return self._d.status()
 
     def _retry(self, id: int | str = "all") -> dict:
+        if id != "all":
+            item = self._d.ledger.get(int(id))
+            if item is None:
+                raise NaiupError(f"no file with id {id} (`naiup queue --failed` lists the ids)")
+            if item.state is not State.FAILED:
+                where = shown(item.path)
+                raise NaiupError(f"id {id} is {item.state}, not failed: nothing to retry ({where})")
         n = self._d.ledger.retry(None if id == "all" else int(id))
         self._d.scheduler.wake()
         return {"ok": True, "requeued": n}
@@ -105,4 +118,6 @@ class Verbs:
 
     def _stop(self) -> dict:
         self._d.stop_event.set()
-        return {"ok": True}
+        # What `naiup stop` needs to wait well: the job that may still finish, and for how long.
+        grace = self._d.config.daemon.stop_grace_seconds
+        return {"ok": True, "pid": os.getpid(), "current": self._d.scheduler.current, "grace_seconds": grace}

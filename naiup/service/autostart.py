@@ -65,10 +65,14 @@ def plan_autostart(
     home: Path | None = None,
     argv: Sequence[str] | None = None,
     env: dict[str, str] | None = None,
+    config_path: Path | None = None,
 ) -> Plan:
+    """`config_path` (absolute): the file both entries start naiup with (`naiup --config FILE run`)."""
     home = home or Path.home()
     env = dict(os.environ) if env is None else env
     argv = list(argv) if argv is not None else naiup_command(windowed=platform == "win32")
+    if config_path is not None:
+        argv += ["--config", str(config_path)]
     if platform.startswith("linux"):
         config_home = Path(env.get("XDG_CONFIG_HOME") or home / ".config")
         unit = config_home / "systemd" / "user" / linux.UNIT_NAME

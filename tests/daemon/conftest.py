@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 from daemon_harness import HERE, REPO, DaemonRun
-from tray_harness import xvfb_display
+from tray_harness import TrayHost, tray_host, xvfb_display
 
 
 @pytest.fixture
@@ -70,3 +70,10 @@ def xvfb() -> Iterator[str]:
     """A private Xvfb display (":N"); skips when the Xvfb binary is missing (.ci/run installs it)."""
     with xvfb_display() as display:
         yield display
+
+
+@pytest.fixture
+def panel(xvfb: str, tmp_path: Path) -> Iterator[TrayHost]:
+    """A tray host (system tray selection owner) on the test's Xvfb display."""
+    with tray_host(xvfb, tmp_path) as host:
+        yield host

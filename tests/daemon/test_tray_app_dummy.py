@@ -23,6 +23,7 @@ else:
 import daemon_harness  # noqa: E402
 from tray_standin import StandinDaemon  # noqa: E402
 
+from naiup.daemon import tray as tray_module  # noqa: E402
 from naiup.daemon.tray import TrayApp  # noqa: E402
 
 
@@ -246,3 +247,79 @@ def test_without_notification_actions_done_is_a_plain_notification(tmp_path, dae
         wait_for(lambda: tray.icon.notes)  # noqa: B023
         assert tray.icon.notes == [("naiup", "one.naiup-refine-2x.png refined")]
         assert tray.compared == []
+
+
+class VanishingIcon(RecordingIcon):
+    """Its first loop ends by itself once set up, as pystray's xorg loop does when the panel that
+    embedded the icon window goes away; later ones run until stopped."""
+
+    loops = 0
+
+    def _run(self):
+        type(self).loops += 1
+        if type(self).loops > 1:
+            return super()._run()
+        self._mark_ready()
+        self._setup_thread.join(5)
+
+
+class FakeHost:
+    def __init__(self, present: bool | None) -> None:
+        self.present_now, self.closed = present, False
+
+    def present(self) -> bool | None:
+        return self.present_now
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _vanishing_tray(daemon, host):
+    VanishingIcon.loops = 0
+    backend = types.SimpleNamespace(Icon=VanishingIcon, Menu=pystray.Menu, MenuItem=pystray.MenuItem)
+    return TrayApp(client_factory=daemon.connect, pystray_module=backend, host=host, host_wait=0.5)
+
+
+def test_a_loop_that_ends_by_itself_without_a_host_is_exit_1_not_a_silent_0(daemon):
+    host = FakeHost(present=False)
+    assert _vanishing_tray(daemon, host).run() == 1
+    assert VanishingIcon.loops == 1 and host.closed
+
+
+def test_a_loop_that_ends_by_itself_shows_a_new_icon_when_a_host_is_there(daemon):
+    app = _vanishing_tray(daemon, FakeHost(present=True))
+    result: list[int] = []
+    runner = threading.Thread(target=lambda: result.append(app.run()))
+    runner.start()
+    wait_for(lambda: VanishingIcon.loops == 2 and app.icon._running)
+    assert len(app._threads) == 2  # the same events and ticks threads serve the new icon
+    item(app.icon, "Quit tray")(app.icon)
+    runner.join(10)
+    assert result == [0]
+
+
+class ClickSender:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def __call__(self, title, message, label, on_click) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_re_shown_icon_keeps_the_notifications_that_wait_for_a_click(daemon, monkeypatch):
+    # Withdrawing them (or leaking their notify-send processes) on a panel restart would lose the click.
+    picked: list[ClickSender] = []
+    monkeypatch.setattr(tray_module, "pick_click_sender", lambda: picked.append(ClickSender()) or picked[-1])
+    app = _vanishing_tray(daemon, FakeHost(present=True))
+    runner = threading.Thread(target=app.run)
+    runner.start()
+    try:
+        wait_for(lambda: VanishingIcon.loops == 2 and app.icon._running)
+        assert len(picked) == 1 and app.notifier._click_send is picked[0]
+    finally:
+        item(app.icon, "Quit tray")(app.icon)
+        runner.join(10)
+    assert picked[0].closed  # closed once, when the tray quits

@@ -17,7 +17,7 @@ import nai_writer
 import psutil
 import pytest
 from daemon_harness import DaemonRun, wait_for
-from tray_harness import read_state, tray_argv, uncaught_traceback
+from tray_harness import read_state, tray_argv, tray_host, uncaught_traceback
 
 from naiup.daemon.control import ControlClient, DaemonNotRunning
 
@@ -51,20 +51,21 @@ def tray_process(daemon: DaemonRun, display: str) -> Iterator[Tray]:
         "--state-file", str(root / "tray.json"), "--actions-file", str(root / "actions.txt"),
         "--exit-after", "60",
     )  # fmt: skip
-    proc = subprocess.Popen(
-        argv, env=env, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    tray = Tray(proc, root)
-    try:
-        yield tray
-        tray.click("quit")
-        _out, err = proc.communicate(timeout=15)
-        assert proc.returncode == 0, err
-        assert not uncaught_traceback(err), err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    with tray_host(display, root):  # a panel to dock in: without one the tray exits 1
+        proc = subprocess.Popen(
+            argv, env=env, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        tray = Tray(proc, root)
+        try:
+            yield tray
+            tray.click("quit")
+            _out, err = proc.communicate(timeout=15)
+            assert proc.returncode == 0, err
+            assert not uncaught_traceback(err), err
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
 
 
 def timed_cli(daemon: DaemonRun, tray: Tray, verb: str, paused: bool) -> float:

@@ -128,6 +128,24 @@ def test_tooltip_shows_the_pause_reason_and_error():
     assert "CUDA out of memory" in tooltip(err)
 
 
+def test_a_rejected_config_edit_is_a_warning_with_the_daemons_words_not_an_error():
+    # The daemon keeps the previous config and goes on working: the red error icon would be a lie.
+    s = status(
+        state="idle",
+        config_path="/c/config.toml",
+        config_error="/c/config.toml: [watch.quiet_seconds] must be > 0, got -1",
+    )
+    assert icon_state(s) is IconState.WARNING
+    assert tooltip(s) == (
+        "naiup: config edit not applied (previous config in use): [watch.quiet_seconds] must be > 0, got -1"
+    )
+    assert build_menu(s)[0].text.startswith("Config edit not applied")
+    # An engine that cannot load is still the error state, in the daemon's own words.
+    both = status(state="error", engine_error="tiny.safetensors: file not found", config_error="x")
+    assert icon_state(both) is IconState.ERROR
+    assert tooltip(both) == "naiup: error: tiny.safetensors: file not found"
+
+
 def test_tooltip_fits_the_windows_limit():
     assert len(tooltip(status(state="error", engine_error="x" * 500))) <= 127
 
@@ -181,5 +199,13 @@ def test_names_that_are_not_utf8_are_shown_escaped():
     # A surrogate-escaped name (undecodable bytes) would make GTK or the Windows shell refuse the text.
     err = status(state="error", engine_error=None, last_error="img\udcfe.png: not an image")
     assert tooltip(err) == "naiup: error: img\\xfe.png: not an image"
+    # A rejected config edit quotes the daemon too: a folder named in it is escaped the same way.
+    warn = status(
+        state="idle", config_path="/c.toml", config_error="/c.toml: [watch] folder /mnt/\udcfe: not a folder"
+    )
+    assert (
+        tooltip(warn)
+        == "naiup: config edit not applied (previous config in use): [watch] folder /mnt/\\xfe: not a folder"
+    )
     menu = build_menu(status(missing_folders=["/mnt/\udcfe"]))
     assert entry(menu, "Folder missing:").text == "Folder missing: /mnt/\\xfe"

@@ -28,7 +28,21 @@ def _xorg_tray(cwd: Path, env: dict[str, str], state_file: Path, *extra: str) ->
     return subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_tray_on_xvfb_follows_the_daemon_and_toggles_pause_from_its_menu(tmp_path, xvfb):
+def _quit(proc: subprocess.Popen, actions: Path) -> str:
+    """Click Quit through the actions file; the tray's stderr once it has exited."""
+    with open(actions, "a") as f:
+        f.write("quit\n")
+    return proc.communicate(timeout=15)[1]
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        err = proc.communicate()[1]
+        pytest.fail(f"tray did not exit after quit; stderr:\n{err}")
+
+
+def test_tray_on_xvfb_follows_the_daemon_and_toggles_pause_from_its_menu(tmp_path, xvfb, panel):
     daemon = StandinDaemon(tmp_path / "daemon.json").start()
     state_file, actions = tmp_path / "tray.json", tmp_path / "actions.txt"
     env = tray_env(tmp_path, DISPLAY=xvfb, NAIUP_STANDIN_STATE=str(daemon.path))
@@ -53,14 +67,9 @@ def test_tray_on_xvfb_follows_the_daemon_and_toggles_pause_from_its_menu(tmp_pat
         wait_for(lambda: (s := read_state(state_file)) and not s["paused"], timeout=2.0)
         assert daemon.read()["requests"][-1][0] == "resume"
 
-        with open(actions, "a") as f:
-            f.write("quit\n")
-        _out, err = proc.communicate(timeout=15)
+        err = _quit(proc, actions)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            _out, err = proc.communicate()
-            pytest.fail(f"tray did not exit after quit; stderr:\n{err}")
+        _kill(proc)
     assert proc.returncode == 0, err
     assert not uncaught_traceback(err), err
     assert daemon.read()["running"], "quitting the tray must not stop the service"
@@ -112,7 +121,7 @@ def test_tray_with_an_unreachable_x_server_is_a_clear_error(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_sigterm_stops_the_tray_cleanly(tmp_path, xvfb):
+def test_sigterm_stops_the_tray_cleanly(tmp_path, xvfb, panel):
     daemon = StandinDaemon(tmp_path / "daemon.json").start()
     state_file = tmp_path / "tray.json"
     env = tray_env(tmp_path, DISPLAY=xvfb, NAIUP_STANDIN_STATE=str(daemon.path))
@@ -127,3 +136,57 @@ def test_sigterm_stops_the_tray_cleanly(tmp_path, xvfb):
             proc.communicate()
     assert proc.returncode == 0, err
     assert not uncaught_traceback(err), err
+
+
+def test_no_tray_host_is_one_clear_line_and_exit_1(tmp_path, xvfb):
+    env = tray_env(tmp_path, DISPLAY=xvfb)  # a bare X server: nothing owns the system tray
+    proc = subprocess.run(
+        [sys.executable, "-m", "naiup", "tray", "--backend", "xorg", "--host-wait", "1"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith("error: tray: no tray host on this desktop")
+    assert "Traceback" not in proc.stderr and "Failed to dock" not in proc.stderr
+
+
+def test_the_tray_docks_again_when_the_panel_restarts(tmp_path, xvfb, panel):
+    daemon = StandinDaemon(tmp_path / "daemon.json").start()
+    state_file, actions = tmp_path / "tray.json", tmp_path / "actions.txt"
+    env = tray_env(tmp_path, DISPLAY=xvfb, NAIUP_STANDIN_STATE=str(daemon.path))
+    proc = _xorg_tray(tmp_path, env, state_file, "--actions-file", str(actions), "--host-wait", "30")
+    try:
+        wait_for(lambda: panel.docked() >= 1, 30, "the icon to dock")
+        panel.crash()  # the panel restarts: its window, and the icon embedded in it, are gone
+        daemon.set_status(state="paused", pause_reason="by you")  # an update while there is no panel
+        time.sleep(1.5)
+        assert proc.poll() is None, "the tray exited when the panel went away"
+        panel.start()
+        wait_for(lambda: panel.docked() >= 1, 30, "the icon to dock in the new panel")
+        assert proc.poll() is None
+        err = _quit(proc, actions)
+    finally:
+        _kill(proc)
+    assert proc.returncode == 0, err
+    assert not uncaught_traceback(err) and "Failed to dock" not in err, err
+
+
+def test_a_panel_that_never_comes_back_ends_the_tray_with_status_1(tmp_path, xvfb, panel):
+    daemon = StandinDaemon(tmp_path / "daemon.json").start()
+    state_file = tmp_path / "tray.json"
+    env = tray_env(tmp_path, DISPLAY=xvfb, NAIUP_STANDIN_STATE=str(daemon.path))
+    proc = _xorg_tray(tmp_path, env, state_file, "--host-wait", "2")
+    try:
+        wait_for(lambda: panel.docked() >= 1, 30, "the icon to dock")
+        panel.crash()
+        _out, err = proc.communicate(timeout=30)  # not a silent 0: autostart or a supervisor restarts it
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+            pytest.fail("the tray kept running without a panel")
+    assert proc.returncode == 1, err
+    assert "no tray host" in err and not uncaught_traceback(err) and "Failed to dock" not in err, err

@@ -72,3 +72,22 @@ def test_human_summary(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "novelai (from text)" in done.stdout and "seed 999" in done.stdout
     assert f"error: {missing}: cannot read file" in done.stderr
+
+
+def test_a_naiup_output_says_it_is_one_of_which_source_at_which_scale(tmp_path: Path) -> None:
+    import torch
+
+    from naiup.config import Config, ModelConfig, Preset
+    from naiup.engine import Engine
+    from naiup.job import run_job
+
+    src = nai_writer.write_nai_png(tmp_path / "original.png", (16, 16))
+    preset = Preset(name="lz-3x", scale=3.0, upscaler="lanczos", refine=False)
+    out = run_job(src, preset, Engine(ModelConfig(device="cpu"), torch.device("cpu")), Config()).output
+    human = _naiup("info", out)
+    assert human.returncode == 0, human.stderr
+    assert "naiup output of original.png, 3x with preset lz-3x (upscale only)" in human.stdout
+    record = json.loads(_naiup("info", "--json", out).stdout)
+    assert record["naiup_output"]["source_name"] == "original.png"
+    assert (record["naiup_output"]["scale"], record["naiup_output"]["preset"]) == (3.0, "lz-3x")
+    assert json.loads(_naiup("info", "--json", src).stdout)["naiup_output"] is None

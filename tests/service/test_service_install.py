@@ -97,36 +97,43 @@ def test_unknown_platform_is_a_clear_error(tmp_path):
         plan_autostart("sunos5", home=tmp_path, argv=ARGV)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="writes Linux paths")
-def test_cli_service_install_dry_run(tmp_path):
+def _service_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "HOME": str(tmp_path),
         "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
         "PYTHONPATH": str(REPO),
     }
-    proc = subprocess.run(
-        [sys.executable, "-m", "naiup", "service", "install", "--dry-run"],
+    return subprocess.run(
+        [sys.executable, "-m", "naiup", *args],
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
         cwd=tmp_path,
     )
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="writes Linux paths")
+def test_cli_service_install_dry_run(tmp_path):
+    proc = _service_cli(tmp_path, "service", "install", "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert f"--- daemon: {tmp_path / 'cfg/systemd/user/naiup.service'}" in proc.stdout
     assert "WantedBy=default.target" in proc.stdout
     assert not (tmp_path / "cfg").exists()
-    status_proc = subprocess.run(
-        [sys.executable, "-m", "naiup", "service", "status"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-    )
+    status_proc = _service_cli(tmp_path, "service", "status")
     assert status_proc.returncode == 1
     assert "daemon: missing" in status_proc.stdout
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="writes Linux paths")
+def test_cli_service_install_writes_the_given_config_as_an_absolute_path(tmp_path):
+    (tmp_path / "mine.toml").write_text("")
+    proc = _service_cli(tmp_path, "--config", "mine.toml", "service", "install", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    unit, tray = proc.stdout.split("--- tray:")
+    assert f'"--config" "{tmp_path / "mine.toml"}" "run"' in unit
+    assert f"--config {tmp_path / 'mine.toml'} tray" in tray
 
 
 def test_macos_install_unloads_before_loading_so_it_can_be_rerun(tmp_path):

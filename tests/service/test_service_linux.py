@@ -139,3 +139,14 @@ def test_systemd_analyze_verify_would_catch_a_bad_exec_path(tmp_path):
     proc = run_verify(unit_file, tmp_path)
     assert proc.returncode != 0
     assert "missing dir/naiup" in proc.stderr
+
+
+def test_a_config_given_to_install_is_in_the_unit_and_the_desktop_entry(tmp_path):
+    from naiup.service.autostart import plan_autostart
+
+    config = Path("/home/ann smith/naiup 100%.toml")
+    plan = plan_autostart("linux", home=tmp_path, argv=SPACEY, env={}, config_path=config)
+    unit, desktop = (parse_ini(e.text) for e in plan.entries)
+    assert split_systemd(unit["Service"]["ExecStart"]) == [*SPACEY, "--config", str(config), "run"]
+    exec_line = desktop["Desktop Entry"]["Exec"]
+    assert split_desktop_exec(exec_line) == [*SPACEY, "--config", str(config), "tray"]

@@ -61,3 +61,23 @@ def test_plan_paths_are_absolute_for_the_current_interpreter():
     line = next(li for li in exec_start.splitlines() if li.startswith("ExecStart="))
     first = line.removeprefix('ExecStart="').split('"')[0]
     assert Path(first).is_absolute()
+
+
+def test_a_config_given_to_install_is_in_both_launch_agents(tmp_path):
+    config = Path("/Users/ann smith/naiup.toml")
+    plan = plan_autostart("darwin", home=tmp_path, argv=MAC_ARGV, config_path=config)
+    args = {e.what: plistlib.loads(e.content)["ProgramArguments"] for e in plan.entries}
+    assert args == {
+        "daemon": [*MAC_ARGV, "--config", str(config), "run"],
+        "tray": [*MAC_ARGV, "--config", str(config), "tray"],
+    }
+
+
+def test_a_config_given_to_install_is_in_both_run_values(tmp_path):
+    config = r"C:\Users\Ann Smith\naiup.toml"
+    plan = plan_autostart("win32", home=tmp_path, argv=WIN_ARGV, config_path=config)  # type: ignore[arg-type]
+    values = {e.registry_value: e.text for e in plan.entries}
+    assert values == {
+        "naiup": f'"{WIN_ARGV[0]}" --config "{config}" run',
+        "naiup-tray": f'"{WIN_ARGV[0]}" --config "{config}" tray',
+    }
