@@ -26,7 +26,7 @@ import platformdirs
 import torch
 from PIL import Image
 
-from naiup.engine.device import explicit_device
+from naiup.engine.device import explicit_device, first_line, is_oom
 from naiup.engine.upscale_tiles import TileRunner, default_overlap, initial_tile
 from naiup.errors import ModelLoadError
 
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]
 
 LANCZOS = "lanczos"
+_CPU = torch.device("cpu")
 # Built-in names -> file name. The first is shipped in naiup/data/upscalers; the others are looked up
 # in the user's model folder (see user_models_dir) because their licence or size keeps them out.
 BUILTIN_UPSCALERS: dict[str, str] = {
@@ -84,6 +85,8 @@ class Upscaler:
     bytes_per_px: float = 8000.0  # memory model for tile sizing, at fp16
     model_id: str = LANCZOS
     channels_last: bool = False  # NHWC activations: 1.1-1.5x faster for convnets on CUDA (§6.1)
+    # True while the net sits on the CPU in fp32 because its way back from a CPU fallback failed.
+    _on_cpu: bool = field(default=False, init=False, repr=False, compare=False)
 
     def upscale(
         self, image: Image.Image, target_scale: float, progress: Progress | None = None
@@ -128,9 +131,12 @@ class Upscaler:
     def _run_net(self, pixels: torch.Tensor, progress: Progress | None) -> torch.Tensor:
         """(H, W, 3) uint8 on any device -> the model's output, (H*s, W*s, 3) uint8 on its device."""
         assert self.net is not None
+        if self._on_cpu:  # the way back after the last CPU fallback failed: try it again now
+            self._return_net()
+        device, dtype = (_CPU, torch.float32) if self._on_cpu else (self.device, self.dtype)
         size = (pixels.shape[1], pixels.shape[0])
-        tile = self.tile or initial_tile(self.device, size, self.bytes_per_px, self.dtype, self.scale)
-        runner = TileRunner(self.net, self.scale, self.device, self.dtype, self.overlap, self.channels_last)
+        tile = self.tile or initial_tile(device, size, self.bytes_per_px, dtype, self.scale)
+        runner = TileRunner(self.net, self.scale, device, dtype, self.overlap, self.channels_last)
         try:
             out = runner.run(pixels.permute(2, 0, 1)[None], tile, progress)
         finally:
@@ -138,9 +144,26 @@ class Upscaler:
                 # Out of memory even at the smallest tile, the runner finished on the CPU: for this
                 # image only. The next one starts on the accelerator again (dtype cast on the host
                 # first), with tiles sized from the memory free then.
-                log.info("upscaler back to %s after a CPU fallback for one image", self.device)
-                self.net.to(self.dtype).to(self.device)
+                self._return_net()
         return out
+
+    def _return_net(self) -> None:
+        """The net back on `device` in `dtype` after a CPU fallback. That move can itself run out of
+        memory (the failed image's tensors may still be alive): then it is not this image's error
+        (its pixels are done, or another error is on its way up) and the net must not be left split
+        between devices: it goes wholly back to the CPU, and the next image tries again."""
+        assert self.net is not None
+        try:
+            self.net.to(self.dtype).to(self.device)
+        except Exception as exc:
+            if not is_oom(exc):
+                raise
+            log.warning("upscaler stays on the CPU for now (%s); retried at the next image", first_line(exc))
+            self.net.to(_CPU).to(torch.float32)
+            self._on_cpu = True
+            return
+        log.info("upscaler back to %s after a CPU fallback", self.device)
+        self._on_cpu = False
 
 
 def _sub_progress(progress: Progress | None, start: float, end: float, label: str) -> Progress | None:

@@ -179,6 +179,39 @@ def test_out_of_memory_at_the_smallest_tile_falls_back_to_cpu_fp32_for_that_imag
     assert net.moves == [cpu, torch.float32, torch.float16, meta]
 
 
+class _StuckOnCpu(_OomOffCpu):
+    """_OomOffCpu whose first `fail` moves back to the accelerator run out of memory."""
+
+    def __init__(self, inner, fail: int) -> None:
+        super().__init__(inner)
+        self.fail = fail
+
+    def to(self, arg):
+        self.moves.append(arg)
+        if isinstance(arg, torch.device) and arg.type != "cpu" and self.fail:
+            self.fail -= 1
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return self
+
+
+def test_a_failed_way_back_from_the_cpu_fallback_keeps_the_image_and_is_retried_next_time(tiny_x2: Upscaler):
+    # The move back after a CPU fallback may itself run out of memory: the image is done and must
+    # come back, the net must end up wholly in one place (the CPU, fp32), and the next image tries
+    # the accelerator again.
+    meta, cpu = torch.device("meta"), torch.device("cpu")
+    net = _StuckOnCpu(tiny_x2.net, fail=1)
+    up = replace(tiny_x2, net=net, device=meta, dtype=torch.float16, tile=512)
+    image = _noise(300, 200)
+    expected = np.asarray(replace(tiny_x2, tile=512).upscale(image, 2))
+    assert np.array_equal(np.asarray(up.upscale(image, 2)), expected)
+    assert net.moves == [cpu, torch.float32, torch.float16, meta, cpu, torch.float32]
+    net.moves.clear()
+    assert np.array_equal(np.asarray(up.upscale(image, 2)), expected)
+    # Back first (that works now), then this image's own fallback and way back.
+    assert net.moves == [torch.float16, meta, cpu, torch.float32, torch.float16, meta]
+    assert up.device == meta and up.dtype == torch.float16
+
+
 def test_channels_last_layout_gives_the_same_pixels(tiny_x2: Upscaler):
     # On CUDA conv models run NHWC; the layout must never change the result.
     image = _noise(90, 70)
