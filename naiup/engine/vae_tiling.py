@@ -138,10 +138,35 @@ def _core_for(vae: torch.nn.Module, op: str, plan: VaePlan, latent_hw: tuple[int
         return DEFAULT_CORE
     scale = 2 ** (len(vae.config.block_out_channels) - 1)
     height, width = latent_hw[0] * scale, latent_hw[1] * scale
+    halo = st.decoder_halo(vae) if op == "decode" else st.encoder_halo(vae)
     for core in [whole, *(c for c in (256, 192, 128) if c < whole)]:
+        if widest_activation(vae, latent_hw, core, halo) > MAX_TILE_ELEMENTS:
+            continue
         if not plan_vae(vae, op, height, width, "exact", core).park_on_host:
             return core
     return DEFAULT_CORE
+
+
+# A tensor above 2^31 elements needs cuDNN's 64-bit-index convolution path, which older cuDNN builds
+# lack (torch then falls back to a slow, memory-hungry convolution) and which no GPU run of ours has
+# tried yet: 4x of an 832x1216 image decoded as one tile reaches 256 x 3328 x 4864 = 4.1e9 elements.
+# Until a GPU run shows that path works, no exact-mode tile is allowed to go past 2^31.
+MAX_TILE_ELEMENTS = 2**31 - 1
+
+
+def widest_activation(vae: torch.nn.Module, latent_hw: tuple[int, int], core: int, halo: int) -> int:
+    """Elements of the largest activation one tile of `core` latent px (plus its halo, clipped to the
+    canvas) makes at batch 1: at each resolution level the wider of the level's own channels and the
+    ones coming up from the level below, times that level's pixels."""
+    channels = list(vae.config.block_out_channels)
+    levels = len(channels)
+    tile_h, tile_w = (min(core + 2 * halo, side) if core < side else side for side in latent_hw)
+    widest = 0
+    for level in range(levels):
+        px = tile_h * tile_w * 4 ** (levels - 1 - level)  # level 0 is full resolution
+        width = max(channels[level], channels[min(level + 1, levels - 1)])
+        widest = max(widest, width * px)
+    return widest
 
 
 def _native(plan: VaePlan, tiles: int, latent_hw: tuple[int, int], window: int) -> bool:

@@ -149,3 +149,20 @@ def test_exact_mode_takes_the_largest_tiles_the_device_holds(sd_vae_bf16, monkey
     assert vt._core_for(sd_vae_bf16, "decode", plan, (W2[0] // 8, W2[1] // 8)) == core
     low = vt.plan_vae(sd_vae_bf16, "decode", *W2, "low-memory", vt.DEFAULT_CORE)
     assert vt._core_for(sd_vae_bf16, "decode", low, (W2[0] // 8, W2[1] // 8)) == vt.LOW_MEMORY_CORE
+
+
+def test_no_exact_tile_reaches_2_to_the_31_elements(sd_vae_bf16, monkeypatch):
+    # 4x of 832x1216 (416x608 latent) as one tile would make a 256 x 3328 x 4864 activation (4.1e9
+    # elements): cuDNN's 64-bit path, never tried on a GPU. Even a card that holds it gets a smaller core.
+    from naiup.engine import vae_tiling as vt
+
+    latent = (1216 * 4 // 8, 832 * 4 // 8)
+    halo = vt.st.decoder_halo(sd_vae_bf16)
+    assert vt.widest_activation(sd_vae_bf16, latent, max(latent), halo) == 256 * 3328 * 4864
+    monkeypatch.setattr(vt, "free_memory_bytes", lambda device: 10**15)  # room for anything
+    plan = vt.plan_vae(sd_vae_bf16, "decode", latent[0] * 8, latent[1] * 8, "exact", vt.DEFAULT_CORE)
+    core = vt._core_for(sd_vae_bf16, "decode", plan, latent)
+    assert core < max(latent)
+    assert vt.widest_activation(sd_vae_bf16, latent, core, halo) <= vt.MAX_TILE_ELEMENTS
+    # W2 (208x304 latent, 1.0e9 elements) still runs as one native tile on such a card.
+    assert vt._core_for(sd_vae_bf16, "decode", plan, (208, 304)) == 304
