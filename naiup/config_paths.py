@@ -7,7 +7,9 @@ instead be a hub id ("owner/name"), which is downloaded on first use.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from naiup.config import ModelConfig
@@ -22,6 +24,17 @@ def resolve(p: Path, base: Path) -> Path:
     """`~` expanded; a relative path is taken from base (the config file's folder), not the cwd."""
     p = p.expanduser()
     return p if p.is_absolute() else base / p
+
+
+def watch_folders(folders: Iterable[Path]) -> tuple[Path, ...]:
+    """Each watch folder by its real path, once. The OS watcher does not follow a symbolic link at
+    the root (watchdog watches with IN_DONT_FOLLOW), so a Downloads folder that is a link to another
+    disk would get no live events, only the periodic rescan; and one folder written two ways
+    (`~/../me/Downloads`, a link) would be baselined and watched twice, every file recorded twice."""
+    seen: dict[Path, None] = {}
+    for folder in folders:
+        seen.setdefault(Path(os.path.realpath(folder)), None)
+    return tuple(seen)
 
 
 def looks_like_path(value: str) -> bool:

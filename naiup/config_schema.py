@@ -31,7 +31,7 @@ from naiup.config import (
     WatchConfig,
     default_watch_folder,
 )
-from naiup.config_paths import check_model, existing_file, looks_like_path, resolve
+from naiup.config_paths import check_model, existing_file, looks_like_path, resolve, watch_folders
 from naiup.errors import ConfigError
 
 SECTIONS: dict[str, type] = {
@@ -110,7 +110,7 @@ def build_config(raw: dict[str, Any], path: Path, model_files_must_exist: bool =
     watch = sections["watch"]
     if "folders" not in raw.get("watch", {}):
         watch = dataclasses.replace(watch, folders=(default_watch_folder(),))
-    watch = dataclasses.replace(watch, folders=tuple(resolve(p, base) for p in watch.folders))
+    watch = dataclasses.replace(watch, folders=watch_folders(resolve(p, base) for p in watch.folders))
     presets = dict(BUILTIN_PRESETS)
     for name, table in _table(raw.get("presets", {}), "presets", path).items():
         key = f"presets.{name}"

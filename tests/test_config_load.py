@@ -127,3 +127,15 @@ def test_output_name_fills_stem_preset_and_ext(tmp_path: Path):
     config = _load(tmp_path, '[output]\nname = "{stem}-{ext}.{preset}.png"\n')
     assert config.output.output_name(Path("dl/img 1.webp"), "refine-2x") == "img 1-webp.refine-2x.png"
     assert load_config(tmp_path / "absent.toml").output.output_name(Path("a.png"), "up") == "a.naiup-up.png"
+
+
+def test_watch_folders_are_real_paths_each_once(tmp_path: Path):
+    # The OS watcher does not follow a link at the root (no live events), and one folder written two
+    # ways would be watched, baselined and recorded twice.
+    real = tmp_path / "RealDL"
+    real.mkdir()
+    (tmp_path / "LinkDL").symlink_to(real)
+    (tmp_path / "sub").mkdir()
+    folders = [f"{tmp_path}/LinkDL", f"{tmp_path}/sub/../RealDL/", str(real), "gone/../missing"]
+    config = _load(tmp_path, "[watch]\nfolders = [" + ", ".join(f'"{f}"' for f in folders) + "]\n")
+    assert config.watch.folders == (real.resolve(), tmp_path.resolve() / "missing")
