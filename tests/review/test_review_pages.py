@@ -293,3 +293,12 @@ def test_page_templates_ship_as_package_data():
     for f in static:
         rel = f.relative_to(repo / "naiup").as_posix()
         assert any(fnmatch.fnmatch(rel, p) for p in patterns), f"{rel} would be missing from a wheel"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX-only")
+def test_a_fifo_is_not_a_regular_file_and_gets_no_refine_advice(tmp_path):
+    pipe = tmp_path / "b.png"
+    os.mkfifo(pipe)
+    with pytest.raises(NaiupError) as err:
+        find_pair(pipe, None)
+    assert str(err.value) == f"{pipe}: not a regular file"
