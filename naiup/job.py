@@ -26,7 +26,7 @@ from PIL import Image
 from naiup import __version__
 from naiup.atomic import write_first_free
 from naiup.config import Config, OutputConfig, Preset
-from naiup.engine.metadata import ImageMetadata, ensure_rgb, read_image
+from naiup.engine.metadata import ImageMetadata, ensure_rgb, read_image, refuse_special_file
 from naiup.engine.result import EngineResult
 from naiup.errors import ConfigError, InputError, OutputError
 from naiup.pathnames import plain_text
@@ -148,6 +148,7 @@ def run_job(
     t0 = time.perf_counter()
     # 1. Read once: hash and decode the same bytes, so provenance names exactly the version we refined.
     try:
+        refuse_special_file(src, src.stat())  # a FIFO would block read_bytes forever
         data = src.read_bytes()
     except FileNotFoundError as exc:
         raise InputError(src, "no such file") from exc

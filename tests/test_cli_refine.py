@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,25 @@ def test_missing_file_is_exit_1_naming_it(tmp_path, monkeypatch, capsys):
     gone = tmp_path / "gone.png"
     assert main(["refine", str(gone), "--preset", "upscale-2x"]) == 1
     assert capsys.readouterr().err.strip() == f"error: {gone}: no such file"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX-only")
+def test_fifo_is_refused_without_reading_and_the_next_file_still_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("NAIUP_CONFIG_DIR", str(tmp_path))
+    pipe, gone = tmp_path / "b.png", tmp_path / "gone.png"
+    os.mkfifo(pipe)
+    # Should the FIFO be opened after all, a late writer unblocks it: the test then fails, never hangs.
+    rescue = threading.Timer(10, lambda: pipe.open("wb").close())
+    rescue.daemon = True
+    rescue.start()
+    try:
+        assert main(["refine", str(pipe), str(gone), "--preset", "upscale-2x"]) == 1
+    finally:
+        rescue.cancel()
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {pipe}: not a regular file",
+        f"error: {gone}: no such file",
+    ]
 
 
 def test_refine_without_files_is_a_usage_error():

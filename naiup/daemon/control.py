@@ -74,6 +74,10 @@ class DaemonNotRunning(NaiupError):
     pass
 
 
+# The README quotes this line word for word.
+NOT_RUNNING = "the naiup daemon is not running (start it with naiup run)"
+
+
 class ControlError(NaiupError):
     pass
 
@@ -250,7 +254,7 @@ class ControlClient:
     def connect(cls, timeout: float = 2.0) -> ControlClient:
         addr = address()
         if sys.platform != "win32" and not Path(addr).exists():
-            raise DaemonNotRunning("the naiup daemon is not running (start it with `naiup run`)")
+            raise DaemonNotRunning(NOT_RUNNING)
         try:
             authkey = token_path().read_bytes().strip()
         except OSError as exc:
@@ -258,7 +262,9 @@ class ControlClient:
         try:  # `timeout` is kept for the contract: a local socket refuses or answers at once
             conn = Client(addr, authkey=authkey)
         except (ConnectionRefusedError, FileNotFoundError) as exc:
-            raise DaemonNotRunning(f"the naiup daemon is not running ({exc})") from exc
+            # Refused: a socket file a killed daemon left behind, nobody listens on it. Not found: the
+            # daemon stopped between our check and the connect (or no pipe on Windows). Either way: down.
+            raise DaemonNotRunning(NOT_RUNNING) from exc
         except AuthenticationError as exc:
             raise ControlError(f"the daemon refused our token {token_path()}: {exc}") from exc
         except OSError as exc:  # e.g. permission denied: a socket that is not ours

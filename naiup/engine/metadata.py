@@ -20,6 +20,8 @@ other copies are used. Only an image that cannot be decoded raises (InputError, 
 from __future__ import annotations
 
 import io
+import os
+import stat
 import zlib
 from pathlib import Path
 
@@ -65,16 +67,28 @@ def _value_error(path: Path, exc: ValueError) -> InputError:
     return UnsafeInputError(path, reason) if "bomb" in reason else InputError(path, reason)
 
 
+def refuse_special_file(path: Path, st: os.stat_result) -> None:
+    """Refuse a FIFO, socket or device named like an image, from its stat alone.
+
+    Opening a FIFO for reading blocks until some writer comes, and a device may never end: either would
+    hang the caller. `st` follows a symbolic link (the user named the file, so a link to an image is fine).
+    """
+    if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+        raise InputError(path, "not a regular file")
+
+
 def _open(path: Path, data: bytes | None) -> Image.Image:
     if data is not None:
         size = len(data)
     else:
         try:
-            size = path.stat().st_size
+            st = path.stat()
         except OSError as exc:
             raise InputError(path, f"cannot read file: {exc.strerror or exc}") from exc
-        if path.is_dir():
+        if stat.S_ISDIR(st.st_mode):
             raise InputError(path, "is a directory, not an image file")
+        refuse_special_file(path, st)
+        size = st.st_size
     if size == 0:
         raise InputError(path, "empty file (0 bytes)")
     try:

@@ -216,7 +216,9 @@ def _timing_rows(pair: Pair) -> list[tuple[str, Any]]:
         return []
     rows: list[tuple[str, Any]] = [("finished", _when(item.finished) if item.finished else None)]
     if item.started and item.finished and item.finished >= item.started:
-        rows.append(("took", f"{item.finished - item.started:.1f} s (model loading included)"))
+        # No "(model loading included)": the worker loads its model before the first job, and nothing
+        # records whether a given job had to load one, so the page makes no claim either way.
+        rows.append(("took", f"{item.finished - item.started:.1f} s"))
     if item.queued_at and item.started and item.started >= item.queued_at:
         rows.append(("waited", f"{item.started - item.queued_at:.1f} s in the queue"))
     if item.attempts > 1:

@@ -88,6 +88,8 @@ def find_pair(image: Path, ledger: Ledger | None) -> Pair:
         return Pair(image, beside[0], item, beside[1])
     if not image.exists():
         raise NaiupError(f"{image}: no such file, and the ledger knows no result for it")
+    if not image.is_file():  # a FIFO, socket or folder: refining it would not help either
+        raise NaiupError(f"{image}: not a regular file")
     if item is not None and item.state in (State.FAILED, State.SKIPPED):
         raise NaiupError(f"{image}: no result: {item.state} ({item.error or 'no reason recorded'})")
     state = f" (the service has it as {item.state})" if item is not None else ""

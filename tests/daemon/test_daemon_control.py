@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import threading
 from multiprocessing import AuthenticationError
@@ -14,6 +15,7 @@ import nai_writer
 import pytest
 from daemon_harness import DaemonRun, wait_for
 
+from naiup.cli import main
 from naiup.daemon.control import ControlClient, ControlError, address, create_token, token_path
 
 
@@ -127,3 +129,20 @@ def test_an_empty_or_readable_token_is_replaced_by_a_fresh_private_one(tmp_path,
     os.chmod(token_path(), 0o644)
     replaced = create_token()
     assert replaced != fresh and len(replaced) == 64 and _mode(token_path()) == 0o600
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX") or os.name == "nt", reason="unix sockets")
+def test_stale_socket_after_a_kill_reads_as_not_running_with_the_documented_hint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What `kill -9` of the daemon leaves: the socket file and the token, but nobody listening on it.
+    for name in ("CONFIG", "STATE", "RUNTIME", "LOG", "CACHE"):
+        monkeypatch.setenv(f"NAIUP_{name}_DIR", str(tmp_path / name.lower()))
+    create_token()
+    Path(address()).parent.mkdir(parents=True, exist_ok=True)
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(address())
+    stale.close()  # the file stays; a connect is now refused
+    assert main(["status"]) == 3
+    documented = "naiup: the naiup daemon is not running (start it with naiup run)"
+    assert capsys.readouterr().err.strip() == documented

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import random
 import struct
 import time
@@ -244,3 +245,11 @@ def test_bytes_already_read_are_decoded_not_the_file_again(tmp_path: Path) -> No
     assert image.tobytes() == Image.open(io.BytesIO(data)).tobytes()
     with pytest.raises(InputError, match=r"old\.png: empty file"):
         read_image(old, data=b"")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX-only")
+def test_fifo_is_not_a_regular_file_and_is_never_opened(tmp_path: Path) -> None:
+    # Opening a FIFO for reading blocks until a writer comes: the reader must refuse it from stat alone.
+    path = tmp_path / "pipe.png"
+    os.mkfifo(path)
+    _expect_input_error(path, "not a regular file")
