@@ -24,7 +24,7 @@ from naiup import __version__, paths
 from naiup.atomic import TEMP_SUFFIX, replace_file
 from naiup.config import Config, load_config
 from naiup.daemon import control
-from naiup.daemon.catchup import Scanner
+from naiup.daemon.catchup import BackfillCount, Scanner
 from naiup.daemon.ledger import Ledger, State, default_path
 from naiup.daemon.logs import setup_logging
 from naiup.daemon.pause_gate import RuleGate, sensors_from_env
@@ -183,6 +183,7 @@ class Daemon:
         self.scheduler = Scheduler(self.ledger, lambda: self.config, self.effective_runtime, self._publish)
         self.stabiliser = Stabiliser(self.ledger, lambda: self.config, self.scheduler.wake)
         self.scanner = Scanner(self.ledger, lambda: self.config, self.stabiliser)
+        self.existing_count = BackfillCount(self.ledger)
         self.watcher = Watcher(
             cfg.watch.folders,
             cfg.watch.recursive,
@@ -307,7 +308,7 @@ class Daemon:
             "current": sch.current,
             "queue_length": counts.get(State.QUEUED, 0),  # waiting to start: `current` is the one running
             "waiting": self.stabiliser.pending(),
-            "existing": counts.get(State.EXISTING, 0),
+            "existing": self.existing_count(cfg.watch.folders),  # what `backfill` would queue
             "counts": counts,
             "last_error": sch.last_error,
             "pause_reason": rs.pause_reason if rs.paused else None,
