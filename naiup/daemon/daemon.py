@@ -181,7 +181,9 @@ class Daemon:
         remove_stale_temps(cfg.watch.folders, cfg.watch.recursive)
         self.server: control.ControlServer | None = None
         self.scheduler = Scheduler(self.ledger, lambda: self.config, self.effective_runtime, self._publish)
-        self.stabiliser = Stabiliser(self.ledger, lambda: self.config, self.scheduler.wake)
+        self.stabiliser = Stabiliser(
+            self.ledger, lambda: self.config, self.scheduler.wake, on_failed=self.scheduler.note_failure
+        )
         self.scanner = Scanner(self.ledger, lambda: self.config, self.stabiliser)
         self.existing_count = BackfillCount(self.ledger)
         self.watcher = Watcher(
