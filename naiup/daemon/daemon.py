@@ -175,7 +175,7 @@ class Daemon:
         self.rules = RuleGate(cfg.pause, self._sensors or sensors_from_env(own_pids))
         self._runtime = load_state(self._state_path)
         self.ledger = Ledger(default_path())
-        requeued = self.ledger.recover(cfg.daemon.max_attempts)
+        requeued, poisoned = self.ledger.recover(cfg.daemon.max_attempts)
         if requeued:
             log.info("requeued jobs interrupted by a crash count=%d", requeued)
         remove_stale_temps(cfg.watch.folders, cfg.watch.recursive)
@@ -184,6 +184,8 @@ class Daemon:
         self.stabiliser = Stabiliser(
             self.ledger, lambda: self.config, self.scheduler.wake, on_failed=self.scheduler.note_failure
         )
+        for item in poisoned:  # failed by the recovery above: as much news as a job failing now
+            self.scheduler.note_failure(item, item.error or "")
         self.scanner = Scanner(self.ledger, lambda: self.config, self.stabiliser)
         self.existing_count = BackfillCount(self.ledger)
         self.watcher = Watcher(

@@ -393,8 +393,10 @@ class Ledger:
         except sqlite3.IntegrityError:  # the new name is known already: that row decides
             return False
 
-    def recover(self, max_attempts: int) -> int:
-        """At start: rows left `processing` by a crash go back to the queue, or fail when poisoned."""
+    def recover(self, max_attempts: int) -> tuple[int, list[Item]]:
+        """At start: rows left `processing` by a crash go back to the queue, or fail when poisoned.
+        Returns how many were requeued, and the rows it failed (for status's last_error)."""
+        poisoned = self._rows("WHERE state=? AND attempts>=?", (str(State.PROCESSING), max_attempts))
         with self._lock:
             self._db.execute(
                 "UPDATE items SET state=?, error=? WHERE state=? AND attempts>=?",
@@ -405,9 +407,10 @@ class Ledger:
                     max_attempts,
                 ),
             )
-            return self._db.execute(
+            requeued = self._db.execute(
                 "UPDATE items SET state=? WHERE state=?", (str(State.QUEUED), str(State.PROCESSING))
             ).rowcount
+        return requeued, [row for item in poisoned if (row := self.get(item.id)) is not None]
 
     def retry(self, item_id: int | None) -> int:
         """failed -> queued with attempts reset; None = all failed rows."""

@@ -12,6 +12,8 @@ import psutil
 import pytest
 from daemon_harness import DaemonRun, wait_for
 
+from naiup.daemon.ledger import Ledger, State
+
 
 def _state(daemon: DaemonRun, path: Path) -> str | None:
     row = daemon.row(path)
@@ -191,4 +193,19 @@ def test_the_engine_hears_when_the_queue_goes_idle(daemon: DaemonRun):
     wait_for(lambda: _state(daemon, src) == "done", 20, "the job to be done")
     wait_for(calls.exists, 20, "the engine's idle hook")
     assert calls.read_text() == "idle\n"  # once per idle spell, not on every poll
+    assert daemon.stop() == 0
+
+
+def test_a_job_failed_by_the_recovery_at_start_is_the_last_error(daemon: DaemonRun):
+    # Left `processing` by a daemon killed mid-job for the third time: failed at the next start.
+    (daemon.root / "state").mkdir(exist_ok=True)
+    ledger = Ledger(daemon.root / "state" / "ledger.sqlite3")
+    row = ledger.upsert(daemon.watch / "poison.png", State.QUEUED, size=1, mtime_ns=1, hash="h")
+    for _ in range(3):
+        ledger.start(row.id, "upscale-2x", "m")
+    ledger.close()
+    daemon.write_config(watch="quiet_seconds = 0.2")
+    daemon.start()
+    assert _state(daemon, daemon.watch / "poison.png") == "failed"
+    assert "poison.png" in daemon.status()["last_error"] and "3 times" in daemon.status()["last_error"]
     assert daemon.stop() == 0
