@@ -170,10 +170,17 @@ def _show_page(page: Path, no_open: bool) -> int:
 
 
 def _cmd_service(args: argparse.Namespace) -> int:
+    from naiup.config import load_config
     from naiup.service import autostart
 
+    try:
+        grace: float | None = load_config(args.config, model_files_must_exist=False).daemon.stop_grace_seconds
+    except NaiupError:
+        grace = None  # a broken config does not block installing; the unit allows the default grace
     # The entries start `naiup --config FILE ...` when given one, so the service reads the same file.
-    plan = autostart.plan_autostart(config_path=args.config.absolute() if args.config else None)
+    plan = autostart.plan_autostart(
+        config_path=args.config.absolute() if args.config else None, stop_grace_seconds=grace
+    )
     if args.action == "install":
         report = autostart.install(plan, dry_run=args.dry_run)
     elif args.action == "uninstall":
@@ -460,16 +467,13 @@ def _cmd_rescan(args: argparse.Namespace) -> int:
     return 0
 
 
-# A job gets stop_grace_seconds to finish; the teardown after it (worker, sockets) takes seconds more.
-STOP_TEARDOWN_SECONDS = 30.0
-
-
 def _cmd_stop(args: argparse.Namespace) -> int:
     """Ask the daemon to stop, then (unless --no-wait) return once its process has exited, so that
     `naiup stop; naiup run` finds the instance lock free."""
     import psutil
 
     from naiup.daemon.control import ControlClient
+    from naiup.service.linux import STOP_TEARDOWN_SECONDS  # the systemd unit allows the same
 
     with ControlClient.connect() as client:
         pid = client.request("ping")["pid"]

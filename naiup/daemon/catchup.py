@@ -24,8 +24,9 @@ from pathlib import Path
 
 from naiup.config import Config
 from naiup.daemon.filetimes import CLOCK_SLACK, arrival_time
-from naiup.daemon.ledger import Item, Ledger, State
+from naiup.daemon.ledger import OWN_OUTPUT, Item, Ledger, State
 from naiup.daemon.stabiliser import Stabiliser, in_download_bundle, is_candidate_name, known_as_is
+from naiup.job import is_naiup_output
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,10 @@ def list_images(
             except Exception:  # one file must not end the scan, nor the daemon loop running it
                 log.exception("rescan: listing one file crashed path=%s", entry.path)
     return found
+
+
+def _listed(files: list[Found]) -> list[tuple[Path, int, int]]:
+    return [(f.path, f.size, f.mtime_ns) for f in files]
 
 
 def _under(path: Path, folder: Path, recursive: bool) -> bool:
@@ -140,7 +145,14 @@ class Scanner:
                 new.append(f.path)
             else:
                 old.append(f)
-        recorded = self._ledger.record_existing([(f.path, f.size, f.mtime_ns) for f in old]) if old else 0
+        # Our own outputs are no "older images" to offer: recorded like the stabiliser records them
+        # (skipped, OWN_OUTPUT). Only the old files are opened, and only their PNG chunk headers.
+        own = [f for f in old if is_naiup_output(f.path)]
+        if own:
+            own_paths = {f.path for f in own}
+            old = [f for f in old if f.path not in own_paths]
+            self._ledger.record_existing(_listed(own), State.SKIPPED, OWN_OUTPUT)
+        recorded = self._ledger.record_existing(_listed(old)) if old else 0
         if known:  # a first-seen folder has no rows to forget
             self._forget_gone(folder, recursive, {str(f.path) for f in found})
         for path in new:
@@ -174,6 +186,30 @@ class Scanner:
         pending = self._stabiliser.oldest_arrival(folder)
         when = scanned - CLOCK_SLACK if pending is None else min(scanned - CLOCK_SLACK, pending)
         self._ledger.set_folder_last_ran(folder, when)
+
+
+def backfill_candidates(
+    ledger: Ledger, watched: Iterable[Path], since: float | None = None, folder: Path | None = None
+) -> list[Item]:
+    """What `backfill` would queue; status's `existing` is its length, so the two always agree (rows
+    under a folder no longer watched count for neither)."""
+    return select_backfill(ledger.items((State.EXISTING,), limit=-1), watched, since, folder)
+
+
+class BackfillCount:
+    """len(backfill_candidates(...)) for status, which the daemon loop asks for four times a second:
+    recounted only after the ledger or the watched folders changed (20 000 rows take ~0.3 s)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self._key: tuple[tuple[Path, ...], int] | None = None
+        self._count = 0
+
+    def __call__(self, watched: Iterable[Path]) -> int:
+        key = (tuple(watched), self._ledger.version())
+        if key != self._key:
+            self._count, self._key = len(backfill_candidates(self._ledger, key[0])), key
+        return self._count
 
 
 def select_backfill(

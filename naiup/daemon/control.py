@@ -20,7 +20,7 @@ CONTRACT (daemon issue implements; the tray and CLI use only this module):
                    "queue_length": int (queued, not counting current),
                    "counts": {state | "naiup_output": n}, "last_error": str | null (until that file
                    is done),
-                   "existing": int (images left alone since their folder's baseline),
+                   "existing": int (older images in watched folders: what `backfill` would queue),
                    "pause_reason": str | null, "paused_until": float | null,
                    "pause_source": "user"|"rule"|null, "pause_rule": str | null (a rule holding now),
                    "pause_rule_overridden": str | null (a holding rule the user resumed over),

@@ -24,7 +24,7 @@ from naiup import __version__, paths
 from naiup.atomic import TEMP_SUFFIX, replace_file
 from naiup.config import Config, load_config
 from naiup.daemon import control
-from naiup.daemon.catchup import Scanner
+from naiup.daemon.catchup import BackfillCount, Scanner
 from naiup.daemon.ledger import Ledger, State, default_path
 from naiup.daemon.logs import setup_logging
 from naiup.daemon.pause_gate import RuleGate, sensors_from_env
@@ -175,14 +175,19 @@ class Daemon:
         self.rules = RuleGate(cfg.pause, self._sensors or sensors_from_env(own_pids))
         self._runtime = load_state(self._state_path)
         self.ledger = Ledger(default_path())
-        requeued = self.ledger.recover(cfg.daemon.max_attempts)
+        requeued, poisoned = self.ledger.recover(cfg.daemon.max_attempts)
         if requeued:
             log.info("requeued jobs interrupted by a crash count=%d", requeued)
         remove_stale_temps(cfg.watch.folders, cfg.watch.recursive)
         self.server: control.ControlServer | None = None
         self.scheduler = Scheduler(self.ledger, lambda: self.config, self.effective_runtime, self._publish)
-        self.stabiliser = Stabiliser(self.ledger, lambda: self.config, self.scheduler.wake)
+        self.stabiliser = Stabiliser(
+            self.ledger, lambda: self.config, self.scheduler.wake, on_failed=self.scheduler.note_failure
+        )
+        for item in poisoned:  # failed by the recovery above: as much news as a job failing now
+            self.scheduler.note_failure(item, item.error or "")
         self.scanner = Scanner(self.ledger, lambda: self.config, self.stabiliser)
+        self.existing_count = BackfillCount(self.ledger)
         self.watcher = Watcher(
             cfg.watch.folders,
             cfg.watch.recursive,
@@ -307,7 +312,7 @@ class Daemon:
             "current": sch.current,
             "queue_length": counts.get(State.QUEUED, 0),  # waiting to start: `current` is the one running
             "waiting": self.stabiliser.pending(),
-            "existing": counts.get(State.EXISTING, 0),
+            "existing": self.existing_count(cfg.watch.folders),  # what `backfill` would queue
             "counts": counts,
             "last_error": sch.last_error,
             "pause_reason": rs.pause_reason if rs.paused else None,

@@ -222,19 +222,22 @@ class Ledger:
             found.update((item.path, item) for item in self._rows(f"WHERE path IN ({marks})", tuple(chunk)))
         return found
 
-    def record_existing(self, files: list[tuple[Path, int, int]]) -> int:
+    def record_existing(
+        self, files: list[tuple[Path, int, int]], state: State = State.EXISTING, error: str | None = None
+    ) -> int:
         """(path, size, mtime_ns) of files found by a baseline listing -> `existing`, in one transaction.
+        (`state`/`error`: our own outputs found there are recorded as skipped OWN_OUTPUT instead.)
 
         A path the ledger already has keeps its row (the stabiliser may have decided it meanwhile)."""
         now = time.time()
-        rows = [(path_key(p), size, mtime_ns, str(State.EXISTING), now) for p, size, mtime_ns in files]
+        rows = [(path_key(p), size, mtime_ns, str(state), error, now) for p, size, mtime_ns in files]
         with self._lock:
             before = self._db.total_changes
             self._db.execute("BEGIN")
             try:
                 self._db.executemany(
-                    "INSERT OR IGNORE INTO items (path, size, mtime_ns, state, created, attempts)"
-                    " VALUES (?, ?, ?, ?, ?, 0)",
+                    "INSERT OR IGNORE INTO items (path, size, mtime_ns, state, error, created, attempts)"
+                    " VALUES (?, ?, ?, ?, ?, ?, 0)",
                     rows,
                 )
             except BaseException:
@@ -390,8 +393,10 @@ class Ledger:
         except sqlite3.IntegrityError:  # the new name is known already: that row decides
             return False
 
-    def recover(self, max_attempts: int) -> int:
-        """At start: rows left `processing` by a crash go back to the queue, or fail when poisoned."""
+    def recover(self, max_attempts: int) -> tuple[int, list[Item]]:
+        """At start: rows left `processing` by a crash go back to the queue, or fail when poisoned.
+        Returns how many were requeued, and the rows it failed (for status's last_error)."""
+        poisoned = self._rows("WHERE state=? AND attempts>=?", (str(State.PROCESSING), max_attempts))
         with self._lock:
             self._db.execute(
                 "UPDATE items SET state=?, error=? WHERE state=? AND attempts>=?",
@@ -402,9 +407,10 @@ class Ledger:
                     max_attempts,
                 ),
             )
-            return self._db.execute(
+            requeued = self._db.execute(
                 "UPDATE items SET state=? WHERE state=?", (str(State.QUEUED), str(State.PROCESSING))
             ).rowcount
+        return requeued, [row for item in poisoned if (row := self.get(item.id)) is not None]
 
     def retry(self, item_id: int | None) -> int:
         """failed -> queued with attempts reset; None = all failed rows."""
@@ -438,6 +444,11 @@ class Ledger:
             f"WHERE state IN ({marks}) AND finished >= ? ORDER BY finished DESC, id DESC LIMIT ?",
             (*map(str, states), since if since is not None else float("-inf"), limit),
         )
+
+    def version(self) -> int:
+        """Grows with every row this connection changes: a cache of a query result is stale when it did."""
+        with self._lock:
+            return self._db.total_changes
 
     def counts(self) -> dict[str, int]:
         """Rows per state; our own outputs (skipped by design) under "naiup_output", not "skipped"."""

@@ -172,10 +172,15 @@ class Scheduler:
             return
         self._process(item, cfg, preset, model)
 
-    def _fail(self, item: Item, error: str) -> None:
-        self._ledger.fail(item.id, error)
+    def note_failure(self, item: Item, error: str) -> None:
+        """Status's last_error. Every path that marks a file failed comes through here: a job (below)
+        and the intake (the stabiliser giving up on a file, or refusing it)."""
         self.last_error = plain_text(f"{Path(item.path).name}: {error}")
         self._last_error_id = item.id  # cleared when this file later succeeds
+
+    def _fail(self, item: Item, error: str) -> None:
+        self._ledger.fail(item.id, error)
+        self.note_failure(item, error)
         log.error("job failed id=%s path=%s error=%s", item.id, item.path, error)
         self._event({"event": "job_failed", "path": item.path, "error": plain_text(error)})
 

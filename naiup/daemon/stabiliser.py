@@ -114,8 +114,15 @@ class _Pending:
 
 
 class Stabiliser:
-    def __init__(self, ledger: Ledger, config: Callable[[], Config], on_queued: Callable[[], None]) -> None:
-        self._ledger, self._config, self._on_queued = ledger, config, on_queued
+    def __init__(
+        self,
+        ledger: Ledger,
+        config: Callable[[], Config],
+        on_queued: Callable[[], None],
+        on_failed: Callable[[Item, str], None] = lambda _item, _error: None,
+    ) -> None:
+        """`on_failed(row, error)`: a file was marked failed here (status shows it as last_error)."""
+        self._ledger, self._config, self._on_queued, self._on_failed = ledger, config, on_queued, on_failed
         self._pending: dict[Path, _Pending] = {}
         self._cond = threading.Condition()
         self._stop = False
@@ -287,11 +294,16 @@ class Stabiliser:
             log.exception("could not record the failure path=%s", shown(path))
 
     def _fail_pending(self, path: Path, pend: _Pending, error: str) -> None:
-        self._ledger.upsert(path, State.FAILED, size=pend.size, mtime_ns=pend.mtime_ns, error=error)
+        self._failed(path, pend.size, pend.mtime_ns, error)
 
     def _record_failed(self, path: Path, st: os.stat_result, error: str) -> None:
         log.error("input refused path=%s error=%s", path, error)
-        self._ledger.upsert(path, State.FAILED, size=st.st_size, mtime_ns=st.st_mtime_ns, error=error)
+        self._failed(path, st.st_size, st.st_mtime_ns, error)
+
+    def _failed(self, path: Path, size: int, mtime_ns: int, error: str) -> None:
+        """The one way this marks a file failed: the ledger row, then whoever reports failures."""
+        item = self._ledger.upsert(path, State.FAILED, size=size, mtime_ns=mtime_ns, error=error)
+        self._on_failed(item, error)
 
 
 def known_as_is(row: Item | None, size: int, mtime_ns: int, watch: WatchConfig) -> bool:

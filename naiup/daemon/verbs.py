@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from naiup import __version__
-from naiup.daemon.catchup import select_backfill
+from naiup.daemon.catchup import backfill_candidates
 from naiup.daemon.ledger import OWN_OUTPUT, State
 from naiup.errors import NaiupError
 from naiup.pathnames import shown
@@ -107,7 +107,7 @@ class Verbs:
             names = ", ".join(map(shown, watched))
             raise NaiupError(f"{shown(where)} is not a watched folder or inside one (watched: {names})")
         since = None if since is None else float(since)
-        chosen = select_backfill(self._d.ledger.items((State.EXISTING,), limit=-1), watched, since, where)
+        chosen = backfill_candidates(self._d.ledger, watched, since, where)
         if not dry_run and chosen:
             self._d.ledger.reconsider([i.id for i in chosen])
             for item in chosen:

@@ -94,8 +94,11 @@ def _child_main(conn: Connection, config: Config, preset: Preset | None) -> None
             conn.send(obj)
 
     child_logging(send)
-    # Ctrl+C in a terminal reaches the whole process group: the daemon decides when we stop.
+    # Ctrl+C in a terminal, and `systemctl stop` with the default KillMode=control-group, signal the
+    # whole process group: the daemon decides when we stop (after the current job, within its grace)
+    # and ends us itself with SIGKILL when that runs out.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     try:
         engine = load_factory(config.daemon.engine)(config.model)
@@ -309,9 +312,7 @@ class Worker:
 
     def kill(self) -> None:
         if self._proc is not None:
-            if self._proc.is_alive():
-                self._proc.terminate()
-                self._proc.join(2.0)
+            # The worker ignores SIGTERM (see _child_main), so no terminate() first: straight to SIGKILL.
             if self._proc.is_alive():
                 self._proc.kill()
                 self._proc.join(2.0)

@@ -66,8 +66,10 @@ def plan_autostart(
     argv: Sequence[str] | None = None,
     env: dict[str, str] | None = None,
     config_path: Path | None = None,
+    stop_grace_seconds: float | None = None,
 ) -> Plan:
-    """`config_path` (absolute): the file both entries start naiup with (`naiup --config FILE run`)."""
+    """`config_path` (absolute): the file both entries start naiup with (`naiup --config FILE run`).
+    `stop_grace_seconds`: that config's grace, which the systemd unit's stop timeout must exceed."""
     home = home or Path.home()
     env = dict(os.environ) if env is None else env
     argv = list(argv) if argv is not None else naiup_command(windowed=platform == "win32")
@@ -80,7 +82,7 @@ def plan_autostart(
         return Plan(
             platform="linux",
             entries=(
-                Entry("daemon", str(unit), linux.daemon_unit(argv).encode()),
+                Entry("daemon", str(unit), linux.daemon_unit(argv, stop_grace_seconds).encode()),
                 Entry("tray", str(desktop), linux.tray_desktop_entry(argv).encode()),
             ),
             enable=(

@@ -9,7 +9,10 @@ Two quoting languages meet here, and neither is the shell's:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+
+from naiup.config import DaemonConfig
 
 UNIT_NAME = "naiup.service"
 DESKTOP_NAME = "naiup-tray.desktop"
@@ -20,8 +23,15 @@ def systemd_quote(arg: str) -> str:
     return f'"{escaped}"'
 
 
-def daemon_unit(argv: Sequence[str]) -> str:
-    """The user unit that runs `naiup run`; restarts it when it crashes, not when it is stopped."""
+# After its grace the daemon still stops its worker and closes its sockets: allow this much more.
+STOP_TEARDOWN_SECONDS = 30.0
+
+
+def daemon_unit(argv: Sequence[str], stop_grace_seconds: float | None = None) -> str:
+    """The user unit that runs `naiup run`; restarts it when it crashes, not when it is stopped.
+
+    `stop_grace_seconds`: the daemon's [daemon] stop_grace_seconds (the default when None)."""
+    grace = DaemonConfig().stop_grace_seconds if stop_grace_seconds is None else stop_grace_seconds
     exec_start = " ".join(systemd_quote(a) for a in [*argv, "run"])
     return "\n".join(
         [
@@ -38,7 +48,10 @@ def daemon_unit(argv: Sequence[str]) -> str:
             "RestartSec=5",
             # A model load can take a while on first start; do not count it as a hang.
             "TimeoutStartSec=300",
-            "TimeoutStopSec=30",
+            # Stop signals the daemon only: it lets the current job finish within its grace, then ends
+            # its worker itself. Whatever is left after TimeoutStopSec is SIGKILLed (KillMode=mixed).
+            "KillMode=mixed",
+            f"TimeoutStopSec={math.ceil(grace + STOP_TEARDOWN_SECONDS)}",
             "Environment=PYTHONUNBUFFERED=1",
             "",
             "[Install]",

@@ -54,7 +54,10 @@ class DaemonRun:
             f"[pause]\n{pause}\n"
         )
 
-    def start(self, extra_env: dict[str, str] | None = None, wait_worker: bool = True) -> None:
+    def start(
+        self, extra_env: dict[str, str] | None = None, wait_worker: bool = True, own_group: bool = False
+    ) -> None:
+        """`own_group`: the daemon leads its own process group, so a test can signal it like systemd does."""
         env = {**self.env, **(extra_env or {})}
         with open(self.log, "ab") as err:
             self.proc = subprocess.Popen(
@@ -63,6 +66,7 @@ class DaemonRun:
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=err,
+                start_new_session=own_group,
             )
         wait_for(self._pingable, 20, "the daemon to answer ping")
         if wait_worker:

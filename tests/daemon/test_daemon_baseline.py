@@ -17,7 +17,7 @@ from daemon_harness import wait_for
 from legacy_ledger import write_original_ledger
 
 from naiup.config import Config, WatchConfig
-from naiup.daemon.catchup import Scanner, list_images, select_backfill
+from naiup.daemon.catchup import BackfillCount, Scanner, backfill_candidates, list_images, select_backfill
 from naiup.daemon.filetimes import CLOCK_SLACK, arrival_time
 from naiup.daemon.ledger import Ledger, State
 from naiup.daemon.stabiliser import Stabiliser
@@ -225,3 +225,15 @@ def test_an_old_image_renamed_in_the_folder_stays_existing(tmp_path: Path):
     finally:
         s.stabiliser.stop()
         s.ledger.close()
+
+
+def test_the_existing_count_follows_the_ledger_and_the_watched_folders(tmp_path: Path):
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    watched, dropped = tmp_path / "watched", tmp_path / "dropped"
+    ledger.record_existing([(watched / "a.png", 1, 1), (dropped / "b.png", 1, 1)])
+    count = BackfillCount(ledger)
+    assert count([watched]) == 1 == len(backfill_candidates(ledger, [watched]))
+    assert count([watched, dropped]) == 2
+    ledger.record_existing([(watched / "c.png", 1, 1)])  # a new row: the cached count is stale
+    assert count([watched]) == 2
+    ledger.close()

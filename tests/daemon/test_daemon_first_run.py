@@ -125,3 +125,40 @@ def test_process_existing_processes_the_old_images(daemon: DaemonRun):
     wait_for(lambda: all(_done(daemon, p) for p in old), 20, "the old images to be processed")
     assert len(daemon.outputs()) == 2 and daemon.status()["existing"] == 0
     assert daemon.stop() == 0
+
+
+def _own_output(daemon: DaemonRun, name: str) -> Path:
+    """An output naiup wrote in an earlier life of this folder (its provenance chunk says so)."""
+    from PIL import Image, PngImagePlugin
+
+    from naiup.provenance import PROVENANCE_KEY
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text(PROVENANCE_KEY, "{}")
+    path = daemon.watch / name
+    Image.new("RGB", (32, 32)).save(path, pnginfo=info)
+    then = time.time() - 90 * DAY
+    os.utime(path, (then, then))
+    return path
+
+
+def test_the_older_images_count_is_what_backfill_would_queue(daemon: DaemonRun):
+    daemon.write_config(watch="quiet_seconds = 0.2")
+    old = [_old_image(daemon, f"old{i}.png", seed=i) for i in range(2)]
+    own = _own_output(daemon, "old0.naiup-upscale-2x.png")
+    daemon.start()
+    wait_for(lambda: _state(daemon, old[0]) == "existing", 20, "the baseline")
+    # Our own output is none of the user's older images: recorded as one, never offered.
+    assert _state(daemon, own) == "skipped" and daemon.row(own)["error"] == "a naiup output"
+    assert daemon.status()["existing"] == 2
+    assert daemon.cli("backfill", "--dry-run").stdout.startswith("2 older image(s) would be checked")
+
+    # The folder is no longer watched: its rows are nothing backfill would take, nor does status count them.
+    elsewhere = daemon.root / "elsewhere"
+    elsewhere.mkdir()
+    daemon.config_path.write_text(
+        daemon.config_path.read_text().replace(daemon.watch.as_posix(), elsewhere.as_posix())
+    )
+    wait_for(lambda: daemon.status()["existing"] == 0, 20, "the count to drop with the folder")
+    assert daemon.cli("backfill", "--dry-run").stdout.startswith("0 older image(s)")
+    assert daemon.stop() == 0

@@ -150,3 +150,16 @@ def test_bad_files_are_failed_or_skipped_with_a_reason_and_the_daemon_goes_on(
     (w / "after.png").write_bytes(good)  # the daemon is still working
     wait_for(lambda: _done(daemon, w / "after.png"), 20, "a good file after the bad ones")
     assert daemon.stop() == 0
+
+
+def test_intake_failures_show_as_the_last_error_in_status(daemon: DaemonRun):
+    daemon.write_config(watch="quiet_seconds = 0.2\ngive_up_seconds = 1.0")
+    daemon.start()
+    _pixel_bomb(daemon.watch / "bomb.png")  # refused at once by the stabiliser
+    wait_for(lambda: "bomb.png" in (daemon.status()["last_error"] or ""), 20, "the refusal in status")
+    assert "pixel bomb" in daemon.status()["last_error"]
+
+    (daemon.watch / "empty.png").touch()  # given up on after give_up_seconds
+    wait_for(lambda: "empty.png" in (daemon.status()["last_error"] or ""), 20, "the give-up in status")
+    assert "file is empty" in daemon.status()["last_error"]
+    assert daemon.stop() == 0

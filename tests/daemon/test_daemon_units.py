@@ -61,7 +61,8 @@ def test_ledger_recovery_requeues_interrupted_jobs_and_fails_poisoned_ones(tmp_p
     for _ in range(3):
         ledger.start(b.id, "p", "m")
     ledger.start(a.id, "p", "m")
-    assert ledger.recover(max_attempts=3) == 1
+    requeued, failed = ledger.recover(max_attempts=3)
+    assert requeued == 1 and [(i.id, i.state) for i in failed] == [(b.id, State.FAILED)]
     assert ledger.get(a.id).state is State.QUEUED and ledger.get(a.id).attempts == 1
     assert ledger.get(b.id).state is State.FAILED and "3 times" in ledger.get(b.id).error
     assert ledger.retry(None) == 1 and ledger.get(b.id).attempts == 0

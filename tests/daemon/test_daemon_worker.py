@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import signal
 from pathlib import Path
 
 import nai_writer
 import psutil
+import pytest
 from daemon_harness import DaemonRun, wait_for
+
+from naiup.daemon.ledger import Ledger, State
 
 
 def _state(daemon: DaemonRun, path: Path) -> str | None:
@@ -45,6 +49,21 @@ def test_kill_9_mid_job_leaves_nothing_partial_and_the_job_is_redone(daemon: Dae
     assert daemon.row(src)["attempts"] == 2  # the kill -9 attempt counts; the clean abandon does not
     assert hashlib.sha256(src.read_bytes()).hexdigest() == digest
     assert daemon.stop() == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="process groups are POSIX")
+def test_sigterm_to_the_process_group_lets_the_current_job_finish_within_the_grace(daemon: DaemonRun):
+    # `systemctl --user stop` with KillMode=control-group signals every process of the unit at once; the
+    # worker must leave its lifetime to the daemon, which lets the job finish within stop_grace_seconds.
+    daemon.write_config(watch="quiet_seconds = 0.2", daemon="stop_grace_seconds = 20")
+    daemon.start(extra_env={"NAIUP_STUB_DELAY": "2"}, own_group=True)
+    src = nai_writer.write_nai_png(daemon.watch / "a.png", (64, 64))
+    wait_for(lambda: daemon.status()["current"], 20, "the job to start")
+    assert daemon.proc is not None
+    os.killpg(daemon.proc.pid, signal.SIGTERM)
+    assert daemon.stop(timeout=40) == 0
+    assert len(daemon.outputs()) == 1 and daemon.temps() == []
+    assert _state(daemon, src) == "done"
 
 
 def test_crashed_and_hung_workers_are_restarted_and_poison_files_fail_after_3_attempts(daemon: DaemonRun):
@@ -174,4 +193,19 @@ def test_the_engine_hears_when_the_queue_goes_idle(daemon: DaemonRun):
     wait_for(lambda: _state(daemon, src) == "done", 20, "the job to be done")
     wait_for(calls.exists, 20, "the engine's idle hook")
     assert calls.read_text() == "idle\n"  # once per idle spell, not on every poll
+    assert daemon.stop() == 0
+
+
+def test_a_job_failed_by_the_recovery_at_start_is_the_last_error(daemon: DaemonRun):
+    # Left `processing` by a daemon killed mid-job for the third time: failed at the next start.
+    (daemon.root / "state").mkdir(exist_ok=True)
+    ledger = Ledger(daemon.root / "state" / "ledger.sqlite3")
+    row = ledger.upsert(daemon.watch / "poison.png", State.QUEUED, size=1, mtime_ns=1, hash="h")
+    for _ in range(3):
+        ledger.start(row.id, "upscale-2x", "m")
+    ledger.close()
+    daemon.write_config(watch="quiet_seconds = 0.2")
+    daemon.start()
+    assert _state(daemon, daemon.watch / "poison.png") == "failed"
+    assert "poison.png" in daemon.status()["last_error"] and "3 times" in daemon.status()["last_error"]
     assert daemon.stop() == 0

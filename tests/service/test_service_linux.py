@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from naiup.config import DaemonConfig
 from naiup.service.linux import daemon_unit, desktop_exec_quote, systemd_quote, tray_desktop_entry
 
 SPACEY = ["/home/ann smith/my venv/bin/naiup"]
@@ -75,6 +76,15 @@ def test_unit_restarts_on_failure_and_starts_with_the_user_session():
     assert unit["Service"]["Restart"] == "on-failure"
     assert unit["Install"]["WantedBy"] == "default.target"
     assert unit["Service"]["Type"] == "simple"
+
+
+def test_unit_signals_only_the_daemon_and_waits_past_its_grace():
+    # KillMode=control-group (the default) would SIGTERM the worker too and abandon the current job.
+    unit = parse_ini(daemon_unit(SPACEY, stop_grace_seconds=45))["Service"]
+    assert unit["KillMode"] == "mixed"
+    assert int(unit["TimeoutStopSec"]) >= 45 + 30
+    default = parse_ini(daemon_unit(SPACEY))["Service"]
+    assert int(default["TimeoutStopSec"]) > DaemonConfig().stop_grace_seconds
 
 
 def test_unit_exec_start_keeps_a_path_with_spaces_as_one_argument():
