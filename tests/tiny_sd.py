@@ -32,9 +32,28 @@ LCM_TARGETS = (
 TE_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 
 
+def tiny_sd_vae(**family: object) -> torch.nn.Module:
+    """SD's VAE architecture (four levels, 8x down) at 32 channels; `family`: the keys SD1.5 and SDXL
+    differ in (scaling_factor, force_upcast). Built from the caller's seeded RNG state."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=(32, 32, 32, 32),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=32,
+        sample_size=64,
+        **family,
+    )
+
+
 def build_tiny_sd(folder: Path, seed: int = 0) -> Path:
     """Save a tiny SD1.5-shaped StableDiffusionPipeline to `folder` (about 8 MB) and return it."""
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     torch.manual_seed(seed)
@@ -50,18 +69,7 @@ def build_tiny_sd(folder: Path, seed: int = 0) -> Path:
         attention_head_dim=8,
         norm_num_groups=8,  # 32 groups of 1 channel fail GroupNorm at the 1x1 bottom of an 8x8 latent
     )
-    vae = AutoencoderKL(
-        block_out_channels=(32, 32, 32, 32),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=32,
-        sample_size=64,
-        scaling_factor=0.18215,
-    )
+    vae = tiny_sd_vae(scaling_factor=0.18215)
     tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER_DIR, model_max_length=77)
     text_encoder = CLIPTextModel(
         CLIPTextConfig(

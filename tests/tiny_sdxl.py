@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from tiny_sd import TOKENIZER_DIR, _vae_to_ldm, write_skeleton
+from tiny_sd import TOKENIZER_DIR, _vae_to_ldm, tiny_sd_vae, write_skeleton
 
 from naiup.engine.ldm_names import unet_ldm_name
 
@@ -44,7 +44,7 @@ def _scheduler(v_pred: bool):
 
 
 def build_tiny_sdxl(folder: Path, v_pred: bool = False, seed: int = 0) -> Path:
-    from diffusers import AutoencoderKL, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     torch.manual_seed(seed)
@@ -65,19 +65,7 @@ def build_tiny_sdxl(folder: Path, v_pred: bool = False, seed: int = 0) -> Path:
         cross_attention_dim=TE1_WIDTH + TE2_WIDTH,
         norm_num_groups=16,
     )
-    vae = AutoencoderKL(
-        block_out_channels=(32, 32, 32, 32),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=32,
-        sample_size=64,
-        scaling_factor=0.13025,
-        force_upcast=True,
-    )
+    vae = tiny_sd_vae(scaling_factor=0.13025, force_upcast=True)
     tok1 = CLIPTokenizer.from_pretrained(TOKENIZER_DIR, model_max_length=77)
     tok2 = CLIPTokenizer.from_pretrained(TOKENIZER_DIR, model_max_length=77, pad_token="!")
 
