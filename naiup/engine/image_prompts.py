@@ -24,8 +24,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from naiup.config import Preset
-from naiup.engine.meta_types import ImageMetadata
-from naiup.engine.prompts import LORA_TAG, nai_to_a1111
+from naiup.metadata.nai_syntax import LORA_TAG, nai_to_a1111
+from naiup.metadata.types import ImageMetadata
 
 __all__ = ["Region", "RegionPlan", "build_prompts", "drop_tags", "plan_regions", "region_box"]
 

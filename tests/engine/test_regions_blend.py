@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from naiup.engine.image_prompts import Region
-from naiup.engine.regions import (
+from naiup.engine.diffusion.regions import (
     make_region_denoiser,
     pad_contexts,
     region_masks,
     region_predictor,
     tile_regions,
 )
-from naiup.engine.tiling import plan_tiles
+from naiup.engine.diffusion.tiling import plan_tiles
+from naiup.engine.image_prompts import Region
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -43,9 +43,9 @@ from collections.abc import Callable, Sequence
 import torch
 
 from naiup.config import Preset
+from naiup.engine.diffusion.tiling import METHODS, TilePlan, batch_shape, blend_weights, plan_tiles
+from naiup.engine.diffusion.unet_graphs import UnetCall
 from naiup.engine.image_prompts import Region
-from naiup.engine.tiling import METHODS, TilePlan, batch_shape, blend_weights, plan_tiles
-from naiup.engine.unet_graphs import UnetCall
 from naiup.errors import ConfigError, EngineError
 
 __all__ = [
