@@ -112,9 +112,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
     # Prompts hold any script; a legacy console encoding must not crash the summary.
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="backslashreplace")
+    preset = _info_preset(args)
     failed = False
     for i, path in enumerate(args.files):
-        record = describe(path)
+        record = describe(path, preset)
         failed = failed or record["error"] is not None
         if args.json:
             print(json.dumps(record), flush=True)
@@ -123,6 +124,24 @@ def _cmd_info(args: argparse.Namespace) -> int:
         else:
             print(("\n" if i else "") + format_human(record), flush=True)
     return 1 if failed else 0
+
+
+def _info_preset(args: argparse.Namespace):  # -> Preset | None
+    """The preset whose character regions `info` shows: --preset, else the active one. info reads
+    images, not the config: a config that does not load only costs the regions, with a note why."""
+    from naiup.config import load_config
+    from naiup.errors import ConfigError
+
+    try:
+        config = load_config(args.config, model_files_must_exist=False)
+    except ConfigError as exc:
+        if args.preset is not None:
+            raise
+        print(f"note: character regions not shown: {plain_text(str(exc))}", file=sys.stderr)
+        return None
+    if args.preset is not None and args.preset not in config.presets:
+        raise NaiupError(f"--preset {args.preset!r}: unknown preset ({_known(config.presets)})")
+    return config.preset(args.preset or config.daemon.active_preset)
 
 
 def _cmd_tray(args: argparse.Namespace) -> int:
@@ -220,6 +239,9 @@ def _build_parser() -> argparse.ArgumentParser:
     info = add("info", _cmd_info, "show the generation metadata of images")
     info.add_argument("files", nargs="+", type=Path, metavar="FILE")
     info.add_argument("--json", action="store_true", help="one JSON object per line")
+    info.add_argument(
+        "--preset", default=None, help="show character regions as this preset runs them (default: active)"
+    )
     p = add("config", _cmd_config, "config path | show | check")
     p.add_argument(
         "action",

@@ -101,11 +101,11 @@ def _no_regions_reason(preset: Preset, meta: ImageMetadata) -> str:
         if not all(0.0 <= v <= 1.0 for v in char.center):
             return f"character {i}'s position {char.center} is outside the image"
     if not preset.refine:
-        return f"preset {preset.name} does not refine"
+        return "the preset only upscales"
     if preset.regions == "off":
-        return f'preset {preset.name} has regions = "off"'
+        return 'the preset has regions = "off"'
     if not preset.use_image_prompt:
-        return f"preset {preset.name} has use_image_prompt = false (the refine uses only its own prompt)"
+        return "the preset has use_image_prompt = false: it refines with its own prompt only"
     return ""
 
 
