@@ -57,6 +57,7 @@ def _levers(args: argparse.Namespace) -> dict:
         "chunk_attention": args.chunk_attention,
         "vram_gb": args.vram_gb,
         "attention_window": args.attention_window,
+        "regions": getattr(args, "regions", "0"),
     }
 
 

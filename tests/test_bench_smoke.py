@@ -44,6 +44,8 @@ def test_engine_bench_small_runs_and_reports_every_stage(tmp_path):
             "unet_graphs": False,  # auto: off on the CPU
             "device_pixels": True,
             "attention_unchunked_on_cuda": True,
+            "regions": 0,
+            "unet_samples_per_step": r["unet_tiles"],
         }
     assert {r["vae_plan"] for r in ours} <= {"off", "exact", "low-memory"}
     assert {r["variant"] for r in ours} == {f"naiup (vae {m})" for m in ("exact", "low-memory", "auto")}
@@ -54,3 +56,28 @@ def test_engine_bench_small_runs_and_reports_every_stage(tmp_path):
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert lines[0]["kind"] == "run" and lines[0]["machine"] == data["machine"]
     assert [{k: v for k, v in r.items() if k != "kind"} for r in lines[1:]] == data["results"]
+
+
+def test_engine_bench_small_measures_character_regions(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    args = ["--small", "--workloads", "W4", "--vae-mode", "off", "--regions", "0,3", "--no-baseline"]
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "engine_bench.py"), *args, "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (report,) = (tmp_path / "out").glob("engine-*-small.json")
+    plain, regional = json.loads(report.read_text())["results"]
+    assert (plain["variant"], regional["variant"]) == ("naiup (vae off)", "naiup (vae off), 3 regions")
+    assert regional["stages"]["denoise"] > 0  # timed through the regional seam too
+    # 15 tiles per step without regions; with three characters each tile runs once per region with
+    # weight in it (the background only where the characters leave it some), all in fixed batches.
+    assert plain["levers"]["unet_samples_per_step"] == 15
+    samples = regional["levers"]["unet_samples_per_step"]
+    assert 15 < samples < 4 * 15
+    assert sum(shape[0] for shape in regional["unet_calls"]) >= 2 * samples
+    assert len({tuple(shape) for shape in regional["unet_calls"]}) == 1
