@@ -12,10 +12,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_engine_bench_small_runs_and_reports_every_stage(tmp_path):
+def _bench_small(out: Path, *args: str) -> tuple[dict, str]:
+    """Run engine_bench.py --small with `args`; its JSON report and what it printed."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "engine_bench.py"), "--small", "--out", str(tmp_path / "out")],
+        [sys.executable, str(REPO / "bench" / "engine_bench.py"), "--small", *args, "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -23,8 +24,12 @@ def test_engine_bench_small_runs_and_reports_every_stage(tmp_path):
         cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (report,) = (tmp_path / "out").glob("engine-*-small.json")
-    data = json.loads(report.read_text())
+    (report,) = out.glob("engine-*-small.json")
+    return json.loads(report.read_text()), proc.stdout
+
+
+def test_engine_bench_small_runs_and_reports_every_stage(tmp_path):
+    data, printed = _bench_small(tmp_path / "out")
     ours = [r for r in data["results"] if r["variant"].startswith("naiup")]
     base = [r for r in data["results"] if r["variant"].startswith("diffusers")]
     assert {r["workload"] for r in ours} == {r["workload"] for r in base} == {"W2", "W4"}
@@ -50,7 +55,7 @@ def test_engine_bench_small_runs_and_reports_every_stage(tmp_path):
     assert {r["vae_plan"] for r in ours} <= {"off", "exact", "low-memory"}
     assert {r["variant"] for r in ours} == {f"naiup (vae {m})" for m in ("exact", "low-memory", "auto")}
     assert {r["output"] for r in ours if r["workload"] == "W4"} == {"256x384"}
-    assert "W4" in proc.stdout and "wall" in proc.stdout
+    assert "W4" in printed and "wall" in printed
     # Each result was also appended as measured, after a header line naming the machine.
     (log,) = (tmp_path / "out").glob("engine-*-small.jsonl")
     lines = [json.loads(line) for line in log.read_text().splitlines()]
@@ -59,19 +64,8 @@ def test_engine_bench_small_runs_and_reports_every_stage(tmp_path):
 
 
 def test_engine_bench_small_measures_character_regions(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    args = ["--small", "--workloads", "W4", "--vae-mode", "off", "--regions", "0,3", "--no-baseline"]
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "engine_bench.py"), *args, "--out", str(tmp_path / "out")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        cwd=REPO,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (report,) = (tmp_path / "out").glob("engine-*-small.json")
-    plain, regional = json.loads(report.read_text())["results"]
+    args = ("--workloads", "W4", "--vae-mode", "off", "--regions", "0,3", "--no-baseline")
+    plain, regional = _bench_small(tmp_path / "out", *args)[0]["results"]
     assert (plain["variant"], regional["variant"]) == ("naiup (vae off)", "naiup (vae off), 3 regions")
     assert regional["stages"]["denoise"] > 0  # timed through the regional seam too
     # 15 tiles per step without regions; with three characters each tile runs once per region with

@@ -43,7 +43,14 @@ from collections.abc import Callable, Sequence
 import torch
 
 from naiup.config import Preset
-from naiup.engine.diffusion.tiling import METHODS, TilePlan, batch_shape, blend_weights, plan_tiles
+from naiup.engine.diffusion.tiling import (
+    METHODS,
+    TilePlan,
+    batch_shape,
+    blend_weights,
+    plan_tiles,
+    weighted_tiles,
+)
 from naiup.engine.diffusion.unet_graphs import UnetCall
 from naiup.engine.image_prompts import Region
 from naiup.errors import ConfigError, EngineError
@@ -188,37 +195,14 @@ def region_predictor(
         for r in active:
             items.append((k, r))
             weights.append(tile_w[k] * masks[r, y : y + th, x0 : x0 + tw])
-    weights_cpu = torch.stack(weights)
     fixed = getattr(denoiser, "fixed_shapes", False) if fixed_batch is None else fixed_batch
+
+    def run(crops: torch.Tensor, t: torch.Tensor, regions: list[int]) -> torch.Tensor:
+        which = torch.tensor(regions).repeat_interleave(crops.shape[0] // len(regions))
+        return denoiser(crops, t, which)
+
     per_call = batch_shape(len(items), batch_size, fixed)
-    cache: dict[torch.device, torch.Tensor] = {}
-
-    def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[-2:]) != (plan.latent_h, plan.latent_w):
-            raise EngineError(
-                f"tile plan is for a {plan.latent_h}x{plan.latent_w} latent, got {tuple(x.shape[-2:])}"
-            )
-        w = cache.get(x.device)
-        if w is None:
-            w = cache.setdefault(x.device, weights_cpu.to(x.device))
-        images = x.shape[0]
-        acc = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
-        for first in range(0, len(items), per_call):
-            chunk = list(range(first, min(first + per_call, len(items))))
-            # Padded with repeats of the last item: every UNet call has the same shape.
-            padded = chunk + [chunk[-1]] * (per_call - len(chunk))
-            crops = []
-            for j in padded:
-                y, x0 = origins[items[j][0]]
-                crops.append(x[:, :, y : y + th, x0 : x0 + tw])
-            which = torch.tensor([items[j][1] for j in padded]).repeat_interleave(images)
-            out = denoiser(torch.cat(crops), t, which)
-            for slot, j in enumerate(chunk):
-                y, x0 = origins[items[j][0]]
-                part = out[slot * images : (slot + 1) * images].float()
-                acc[:, :, y : y + th, x0 : x0 + tw] += part * w[j]
-        return acc.to(x.dtype)
-
+    predict = weighted_tiles(run, plan, items, torch.stack(weights), per_call)
     predict.work = items  # type: ignore[attr-defined]  # (tile, region) per UNet sample, for the bench
     return predict
 

@@ -23,7 +23,7 @@ smaller than a tile becomes one canvas-sized tile, so the caller pads such image
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +41,7 @@ __all__ = [
     "plan_tiles",
     "predictor_for",
     "tiled_predictor",
+    "weighted_tiles",
 ]
 
 GuidedDenoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -160,6 +161,46 @@ def batch_for_memory(batch_size: int, free: int | None, tile_px: int, cfg: bool)
     return 1 << (fit.bit_length() - 1)
 
 
+TileRun = Callable[[torch.Tensor, torch.Tensor, list[int]], torch.Tensor]
+
+
+def weighted_tiles(
+    run: TileRun, plan: TilePlan, items: Sequence[tuple[int, int]], weights: torch.Tensor, per_call: int
+) -> GuidedDenoiser:
+    """The canvas predictor both tiled paths share. Work item j is (tile k, tag): the crop of tile k
+    goes through `run(crops, t, tags)` with per_call items a call, and its output is added to an fp32
+    canvas with weight `weights[j]` (tile_h, tile_w). The caller's weights sum to 1 at every pixel."""
+    origins = plan.origins
+    th, tw = plan.tile_h, plan.tile_w
+    cache: dict[torch.device, torch.Tensor] = {}
+
+    def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) != (plan.latent_h, plan.latent_w):
+            raise EngineError(
+                f"tile plan is for a {plan.latent_h}x{plan.latent_w} latent, got {tuple(x.shape[-2:])}"
+            )
+        w = cache.get(x.device)
+        if w is None:
+            w = cache.setdefault(x.device, weights.to(x.device))
+        images = x.shape[0]
+        acc = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+        for first in range(0, len(items), per_call):
+            chunk = list(range(first, min(first + per_call, len(items))))
+            # Pad the last batch with repeats of its last item: every UNet call has the same shape,
+            # which is what lets torch.compile / CUDA graphs reuse one capture.
+            padded = chunk + [chunk[-1]] * (per_call - len(chunk))
+            tiles = [origins[items[j][0]] for j in padded]
+            crops = torch.cat([x[:, :, y : y + th, x0 : x0 + tw] for y, x0 in tiles])
+            out = run(crops, t, [items[j][1] for j in padded])
+            for slot, j in enumerate(chunk):
+                y, x0 = tiles[slot]
+                part = out[slot * images : (slot + 1) * images].float()
+                acc[:, :, y : y + th, x0 : x0 + tw] += part * w[j]
+        return acc.to(x.dtype)
+
+    return predict
+
+
 def tiled_predictor(
     guided: GuidedDenoiser,
     plan: TilePlan,
@@ -171,37 +212,12 @@ def tiled_predictor(
     fixed_batch (default: `guided.fixed_shapes`, set by a CUDA-graphed UNet): see batch_shape."""
     if batch_size < 1:
         raise ConfigError("tile_batch_size", f"must be at least 1, got {batch_size}")
-    weights_cpu = blend_weights(plan, method)
     fixed = getattr(guided, "fixed_shapes", False) if fixed_batch is None else fixed_batch
     per_call = batch_shape(plan.count, batch_size, fixed)
-    origins = plan.origins
-    cache: dict[torch.device, torch.Tensor] = {}
-
-    def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[-2:]) != (plan.latent_h, plan.latent_w):
-            raise EngineError(
-                f"tile plan is for a {plan.latent_h}x{plan.latent_w} latent, got {tuple(x.shape[-2:])}"
-            )
-        weights = cache.get(x.device)
-        if weights is None:
-            weights = cache.setdefault(x.device, weights_cpu.to(x.device))
-        images = x.shape[0]
-        acc = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
-        th, tw = plan.tile_h, plan.tile_w
-        for first in range(0, plan.count, per_call):
-            chunk = list(range(first, min(first + per_call, plan.count)))
-            # Pad the last batch with repeats of its last tile: every UNet call has the same shape,
-            # which is what lets torch.compile / CUDA graphs reuse one capture.
-            padded = chunk + [chunk[-1]] * (per_call - len(chunk))
-            crops = torch.cat([x[:, :, y : y + th, x0 : x0 + tw] for y, x0 in (origins[k] for k in padded)])
-            out = guided(crops, t)
-            for slot, k in enumerate(chunk):
-                y, x0 = origins[k]
-                part = out[slot * images : (slot + 1) * images].float()
-                acc[:, :, y : y + th, x0 : x0 + tw] += part * weights[k]
-        return acc.to(x.dtype)
-
-    return predict
+    items = [(k, 0) for k in range(plan.count)]
+    return weighted_tiles(
+        lambda crops, t, _: guided(crops, t), plan, items, blend_weights(plan, method), per_call
+    )
 
 
 def predictor_for(guided: GuidedDenoiser, preset: Preset, latent_hw: tuple[int, int]) -> GuidedDenoiser:
