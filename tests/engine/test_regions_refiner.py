@@ -237,3 +237,30 @@ def test_sdxl_regions_that_all_carry_the_background_prompt_give_the_plain_result
         image, SDXL_PRESET, prompt="park", negative_prompt="lowres", seed=5, regions=other
     )
     assert np.abs(np.asarray(plain, dtype=np.int16) - np.asarray(changed, dtype=np.int16)).max() > 1
+
+
+def test_prompt_editing_switches_every_regions_prompt_per_step(model_cfg):
+    # A1111 prompt editing in the preset prompt reaches the background and every character: the
+    # first UNet step runs "cat" in all of them, the second "dog".
+    refiner = Refiner(model_cfg)
+    refiner.load()
+    regions = [
+        Region("[cat:dog:0.5], red hair", "", (0.3, 0.5), 0.5),
+        Region("[cat:dog:0.5], boy", "", (0.8, 0.5), 0.4),
+    ]
+    spy = UnetSpy(refiner.models.unet)
+    try:
+        refiner.refine(
+            _image(128, 128),
+            PRESET,
+            prompt="[cat:dog:0.5], park",
+            negative_prompt="",
+            seed=2,
+            regions=regions,
+        )
+    finally:
+        spy.handle.remove()
+    texts = [f"{word}, {rest}" for word in ("cat", "dog") for rest in ("park", "red hair", "boy")]
+    seen = spy.which(_references(refiner, texts))
+    half = len(seen) // 2
+    assert set(seen[:half]) == {0, 1, 2} and set(seen[half:]) == {3, 4, 5}
