@@ -126,7 +126,7 @@ def test_the_three_character_fixture_runs_each_prompt_only_where_its_character_s
 
 
 def test_images_without_positions_give_the_bytes_of_regions_off(model_cfg, tmp_path):
-    engine, made = _engine(model_cfg)
+    engine, _ = _engine(model_cfg)
     chars = [("girl, red hair", "", (0.3, 0.5)), ("boy, blue hair", "", (0.7, 0.5))]
     files = {
         "use_coords false": nai_writer.write_nai_png(
@@ -151,7 +151,6 @@ def test_images_without_positions_give_the_bytes_of_regions_off(model_cfg, tmp_p
     regional = engine.process(image, meta, PRESET).image.tobytes()
     assert regional != engine.process(image, meta, replace(PRESET, regions="off")).image.tobytes()
     assert regional == engine.process(image, meta, PRESET).image.tobytes()  # seeded: same bytes again
-    del made
 
 
 def _image(w: int, h: int, seed: int = 0) -> Image.Image:
