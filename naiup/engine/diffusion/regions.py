@@ -30,10 +30,10 @@ and before it the sum is max(1, sum of characters) >= 1).
 A tile runs one UNet sample per region with weight in it, background included only where it has
 weight: work items (tile, region) in tile-major order are batched together, whatever their region,
 in fixed-shape calls (the last one padded), so a CUDA-graphed UNet keeps to the same few batch
-shapes as without regions (tiling.batch_shape) and few slots are padding. Skipping a region where its
-weight is exactly 0 changes nothing in the sum: it is the same blend for less work. Mixing regions in one call needs one context length: the Refiner
-pads every region's embedding to the longest with empty-prompt chunks, as A1111 pads a cond/uncond
-pair.
+shapes as without regions (tiling.batch_shape) and few slots are padding. Skipping a region where
+its weight is exactly 0 changes nothing in the sum: it is the same blend for less work. Mixing
+regions in one call needs one context length: the Refiner pads every region's embedding to the
+longest with empty-prompt chunks, as A1111 pads a cond/uncond pair.
 """
 
 from __future__ import annotations
