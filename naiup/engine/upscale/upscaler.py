@@ -18,6 +18,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
+from importlib.resources import abc as resources_abc
 from pathlib import Path
 from typing import Protocol
 
@@ -175,11 +176,22 @@ def _sub_progress(progress: Progress | None, start: float, end: float, label: st
 def load_upscaler(spec: str, device: torch.device | None = None) -> Upscaler:
     """Resolve `spec` and load it on `device` (CPU when None). Raises ModelLoadError naming the file."""
     device = explicit_device(device) if device is not None else torch.device("cpu")
-    if spec.strip().lower() == LANCZOS:
+    where = find_upscaler(spec)
+    if where is None:
         return Upscaler(name=LANCZOS, scale=1)
     if spec in _SHIPPED:
-        data = (resources.files("naiup") / "data" / "upscalers" / BUILTIN_UPSCALERS[spec]).read_bytes()
-        return _from_bytes(spec, data, device)
+        return _from_bytes(spec, where.read_bytes(), device)
+    return _from_file(spec if spec in BUILTIN_UPSCALERS else where.name, Path(str(where)), device)
+
+
+def find_upscaler(spec: str) -> Path | resources_abc.Traversable | None:
+    """Where `spec`'s weights are (None: Lanczos needs none), without loading them; ModelLoadError says
+    what is missing and where to put it. `naiup doctor` calls this too, so a preset whose upscaler is
+    absent is reported before the first image fails on it."""
+    if spec.strip().lower() == LANCZOS:
+        return None
+    if spec in _SHIPPED:
+        return resources.files("naiup") / "data" / "upscalers" / BUILTIN_UPSCALERS[spec]
     if spec in BUILTIN_UPSCALERS:
         path = user_models_dir() / BUILTIN_UPSCALERS[spec]
         if not path.is_file():
@@ -188,14 +200,14 @@ def load_upscaler(spec: str, device: torch.device | None = None) -> Upscaler:
                 f"built-in upscaler is not shipped; put {BUILTIN_UPSCALERS[spec]} in {path.parent} "
                 f"(or set the preset's upscaler to a file path, 'realcugan-2x' or 'lanczos')",
             )
-        return _from_file(spec, path, device)
+        return path
     path = Path(spec).expanduser()
     if not path.is_file():
         known = ", ".join([*BUILTIN_UPSCALERS, LANCZOS])
         raise ModelLoadError(spec, f"no such upscaler file (built-in names: {known})")
     if path.suffix.lower() not in _MODEL_SUFFIXES:
         raise ModelLoadError(path, f"not a model file (expected one of {', '.join(_MODEL_SUFFIXES)})")
-    return _from_file(path.name, path, device)
+    return path
 
 
 def _from_file(name: str, path: Path, device: torch.device) -> Upscaler:
