@@ -1,8 +1,8 @@
 """`naiup run`: the composition of watcher, stabiliser, ledger, scheduler and control server.
 
-Start order: instance lock -> logging -> config -> ledger (crash recovery) -> temp cleanup -> threads ->
-control socket -> observer -> catch-up scan (the observer starts first so nothing lands unseen; a
-folder seen for the first time is baselined instead, see catchup.py).
+Start order: instance lock -> logging -> config -> ledger (crash recovery) -> temp cleanup -> control
+socket bound -> threads -> control socket served -> observer -> catch-up scan (the observer starts first
+so nothing lands unseen; a folder seen for the first time is baselined instead, see catchup.py).
 Stop (SIGTERM/SIGINT/`stop`): the main thread only sets an event; the loop then tears down in reverse,
 writing each folder's "last ran" mark once the observer is stopped.
 """
