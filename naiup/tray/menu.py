@@ -61,16 +61,16 @@ class TrayState:
 
     @property
     def failed_count(self) -> int:
-        return self.status.failed if self.status else 0
+        return self.status.failed if self.status is not None else 0
 
     @property
     def existing_count(self) -> int:
         """Images left alone because they were there before naiup watched their folder."""
-        return self.status.existing if self.status else 0
+        return self.status.existing if self.status is not None else 0
 
     @property
     def active_preset(self) -> str | None:
-        return self.status.active_preset if self.status else None
+        return self.status.active_preset if self.status is not None else None
 
 
 @dataclass(frozen=True, slots=True)
