@@ -311,8 +311,10 @@ def check_autostart() -> Check:
 
 
 def check_daemon(connect: Callable[[], Any] | None = None) -> Check:
+    from naiup.control.protocol import Status as DaemonStatus  # doctor's own Status is a check's
+
     if connect is None:
-        from naiup.control.channel import ControlClient
+        from naiup.control.client import ControlClient
 
         connect = ControlClient.connect
     try:
@@ -321,15 +323,15 @@ def check_daemon(connect: Callable[[], Any] | None = None) -> Check:
         return Check("daemon", Status.WARN, f"not running ({exc})", "naiup run  (or: naiup service install)")
     try:
         reply = client.request("ping")
-        status = client.request("status")
+        status = DaemonStatus.from_json(client.request("status"))
     except (NaiupError, OSError, EOFError) as exc:
         return Check("daemon", Status.WARN, f"not answering ({exc})", "naiup stop; naiup run")
     finally:
         client.close()
-    detail = f"running, pid {reply.get('pid')} version {reply.get('version')}, {status.get('state')}"
-    if status.get("pause_reason"):
-        detail += f" ({status['pause_reason']})"
-    problem = status.get("engine_error") or status.get("config_error")
+    detail = f"running, pid {reply.get('pid')} version {reply.get('version')}, {status.state}"
+    if status.pause_reason:
+        detail += f" ({status.pause_reason})"
+    problem = status.engine_error or status.config_error
     if problem:
         return Check("daemon", Status.WARN, f"{detail}: {problem}", "see `naiup status` and the daemon log")
     return Check("daemon", Status.OK, detail)

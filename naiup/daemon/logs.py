@@ -15,12 +15,9 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from naiup.pathnames import plain_text
+from naiup.paths import daemon_log_path
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def daemon_log_path(log_dir: Path) -> Path:
-    return log_dir / "daemon.log"  # only the daemon writes this file; the tray has its own
 
 
 class PlainArgs(logging.Filter):

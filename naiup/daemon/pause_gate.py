@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from naiup.config import PauseConfig
 from naiup.daemon.pause_rules import PauseRules, Sensors, SystemSensors
@@ -29,6 +30,15 @@ from naiup.errors import ConfigError
 log = logging.getLogger(__name__)
 
 SENSORS_ENV = "NAIUP_PAUSE_SENSORS"
+
+
+@dataclass(frozen=True, slots=True)
+class RulesStatus:
+    """What the rules add to the daemon's status."""
+
+    holding: str | None  # the reason of a rule pausing now
+    overridden: str | None  # a rule holding that the user resumed over
+    unavailable: dict[str, str]  # rule -> why it cannot be checked here
 
 
 def sensors_from_env(own_pids: Callable[[], Iterable[int]]) -> Sensors:
@@ -92,12 +102,10 @@ class RuleGate:
     def _reason_locked(self) -> str | None:
         return next((r for n, r in self._engaged.items() if n not in self._overridden), None)
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> RulesStatus:
         with self._lock:
-            return {
-                "pause_rule": self._reason_locked(),
-                "pause_rule_overridden": next(
-                    (r for n, r in self._engaged.items() if n in self._overridden), None
-                ),
-                "pause_rules_unavailable": dict(self._unavailable),
-            }
+            return RulesStatus(
+                holding=self._reason_locked(),
+                overridden=next((r for n, r in self._engaged.items() if n in self._overridden), None),
+                unavailable=dict(self._unavailable),
+            )

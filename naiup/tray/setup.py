@@ -70,7 +70,7 @@ def _resolve_factory(spec: str | None) -> Callable[[], Any]:
             return getattr(importlib.import_module(module), attr or "connect")
         except (ImportError, AttributeError) as exc:
             raise NaiupError(f"tray: cannot load client factory {spec!r} ({exc})") from exc
-    from naiup.control.channel import ControlClient
+    from naiup.control.client import ControlClient
 
     return ControlClient.connect
 

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from naiup.control.channel import ControlClient, DaemonNotRunning
+from naiup.control.client import ControlClient
+from naiup.control.protocol import DaemonNotRunning
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
