@@ -25,7 +25,7 @@ from PIL import Image
 
 from naiup import __version__
 from naiup.config import Config, OutputConfig, Preset
-from naiup.engine.result import EngineResult
+from naiup.engine.result import EngineResult, Progress
 from naiup.errors import ConfigError, InputError, OutputError
 from naiup.metadata.read import ImageMetadata, ensure_rgb, read_image, refuse_special_file
 from naiup.output.atomic import write_first_free
@@ -44,7 +44,6 @@ __all__ = ["EngineResult", "ImageEngine", "JobResult", "is_naiup_output", "outpu
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[float, str], None]
 _MAX_COLLISIONS = 10_000  # a folder with this many copies is a loop somewhere, not a user
 
 

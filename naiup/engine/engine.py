@@ -19,15 +19,14 @@ from PIL import Image
 
 from naiup.config import ModelConfig, Preset
 from naiup.engine.device import cap_memory, empty_cache, explicit_device, pick_device, release_cached
-from naiup.engine.result import EngineResult
+from naiup.engine.result import EngineResult, Progress
 from naiup.engine.upscale.upscaler import Upscaler, load_upscaler
-from naiup.errors import ConfigError, ModelLoadError
+from naiup.errors import ModelLoadError
 from naiup.metadata.nai_syntax import LORA_TAG, nai_to_a1111
 from naiup.metadata.read import ImageMetadata, ensure_rgb
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[float, str], None]
 # Share of the progress bar given to the upscale stage when a refine follows it.
 _UPSCALE_SHARE = 0.2
 _SEED_LIMIT = 2**32
@@ -68,23 +67,17 @@ def _default_refiner_factory(model: ModelConfig, device: torch.device) -> Refine
 
 
 def choose_seed(policy: str | int, meta: ImageMetadata, image: Image.Image) -> int:
-    """'image': the NAI seed, else one derived from the pixels; 'random': fresh; an int: itself."""
-    if isinstance(policy, bool):
-        raise ConfigError("presets.seed", f"must be 'image', 'random' or an integer, got {policy!r}")
+    """'image': the NAI seed, else one derived from the pixels; 'random': fresh; an int: itself.
+    The policy is preset.seed, validated by the config (Refiner.refine checks one built in code)."""
     if isinstance(policy, int):
         return policy
-    text = str(policy).strip().lower()
-    if text == "image":
-        # NAI seeds are 32-bit; a file claiming more is not a seed torch can use (manual_seed overflows).
-        if meta.seed is not None and 0 <= meta.seed < _SEED_LIMIT:
-            return int(meta.seed)
-        # Same pixels -> same seed, so re-running an image without a seed is reproducible.
-        return int.from_bytes(hashlib.sha256(image.tobytes()).digest()[:4], "big")
-    if text == "random":
+    if policy == "random":
         return secrets.randbits(32)
-    if text.lstrip("-").isdigit():
-        return int(text)
-    raise ConfigError("presets.seed", f"must be 'image', 'random' or an integer, got {policy!r}")
+    # NAI seeds are 32-bit; a file claiming more is not a seed torch can use (manual_seed overflows).
+    if meta.seed is not None and 0 <= meta.seed < _SEED_LIMIT:
+        return int(meta.seed)
+    # Same pixels -> same seed, so re-running an image without a seed is reproducible.
+    return int.from_bytes(hashlib.sha256(image.tobytes()).digest()[:4], "big")
 
 
 def _image_text(nai_prompt: str) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from importlib.resources import abc as resources_abc
@@ -28,12 +27,12 @@ import torch
 from PIL import Image
 
 from naiup.engine.device import explicit_device, first_line, is_oom
+from naiup.engine.result import Progress
 from naiup.engine.upscale.tiles import TileRunner, default_overlap, initial_tile
 from naiup.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[float, str], None]
 
 LANCZOS = "lanczos"
 _CPU = torch.device("cpu")
