@@ -112,8 +112,7 @@ class Daemon:
             raise
         old, self.config, self.config_error = self.config, new, None
         if hasattr(self, "scheduler"):
-            worker_changed = (old.model, old.daemon.engine) != (new.model, new.daemon.engine)
-            self.scheduler.wake(retry_load=True, restart_worker=worker_changed)
+            self.scheduler.wake(retry_load=True, restart_worker=old.model != new.model)
             if old.pause != new.pause:
                 self.rules.reconfigure(new.pause)
             watcher = getattr(self, "watcher", None)
