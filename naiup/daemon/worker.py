@@ -2,7 +2,8 @@
 
 Spawn, never fork: CUDA does not survive a fork. "Pause and free GPU" is stopping this child, since a
 CUDA context only goes away with its process. The pipe to the child is private (never a socket), so
-plain multiprocessing messages are safe on it.
+pickled messages are safe on it; what goes over it is the dataclasses of worker_messages.py, and
+Worker._receive is the one place that reads them on the daemon's side.
 """
 
 from __future__ import annotations
