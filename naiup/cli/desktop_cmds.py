@@ -19,12 +19,6 @@ def register(add: AddCommand) -> None:
         default=None,
         help="pystray backend (default: the best one that imports)",
     )
-    # Automation hooks for end-to-end tests; hidden from --help.
-    p.add_argument("--state-file", type=Path, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--actions-file", type=Path, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--exit-after", type=float, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--client-factory", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--host-wait", type=float, default=None, help=argparse.SUPPRESS)  # s without a panel
     p = add("compare", _cmd_compare, "open a before/after page for a result (or its original)")
     p.add_argument("image", type=Path, metavar="IMAGE", help="a naiup output, or the image it was made from")
     p.add_argument("--no-open", action="store_true", help="only write the page and print its path")
@@ -50,15 +44,7 @@ def _at_least_one(text: str) -> int:
 def _cmd_tray(args: argparse.Namespace) -> int:
     from naiup.tray import setup as tray_setup
 
-    return tray_setup.run_tray(
-        config_path=args.config,
-        backend=args.backend,
-        state_file=args.state_file,
-        actions_file=args.actions_file,
-        exit_after=args.exit_after,
-        client_factory=args.client_factory,
-        host_wait=args.host_wait,
-    )
+    return tray_setup.run_tray(config_path=args.config, backend=args.backend)
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:

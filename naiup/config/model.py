@@ -101,7 +101,6 @@ class DaemonConfig:
     job_timeout_seconds: float = 600.0
     max_attempts: int = 3
     stop_grace_seconds: float = 10.0  # at SIGTERM the current job may finish within this, else requeued
-    engine: str = "naiup.engine:Engine"  # "module:callable" the worker child calls with the ModelConfig
 
 
 @dataclass(frozen=True, slots=True)

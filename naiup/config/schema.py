@@ -96,7 +96,6 @@ RULES: dict[str, Check] = {
     "DaemonConfig.job_timeout_seconds": _positive,
     "DaemonConfig.max_attempts": _between(1, 100),
     "DaemonConfig.stop_grace_seconds": _positive,
-    "DaemonConfig.engine": lambda v: None if ":" in v else f"must be 'module:callable', got {v!r}",
     "PauseConfig.gpu_busy_percent": _between(0, 100),
     "PauseConfig.check_seconds": _positive,
     "Preset.scale": lambda v: None if 1 < v <= 8 else f"must be in (1, 8], got {v}",
@@ -122,6 +121,7 @@ RULES: dict[str, Check] = {
 def build_config(raw: dict[str, Any], path: Path, model_files_must_exist: bool = True) -> Config:
     """Turn a parsed TOML document into a Config, refusing the first problem found."""
     base = path.parent
+    raw = _without_retired(raw, path)
     _refuse_unknown(raw, [*SECTIONS, "presets"], "", path)
     sections = {
         name: _build(cls, _table(raw.get(name, {}), name, path), name, path) for name, cls in SECTIONS.items()
@@ -152,6 +152,25 @@ def build_config(raw: dict[str, Any], path: Path, model_files_must_exist: bool =
     )
     _check_config(config, path)
     return config
+
+
+def _without_retired(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    """`raw` less the keys older versions read and this one ignores.
+
+    [daemon] engine named the engine the worker builds; config.example.toml wrote the default into
+    every copy of it. That default is dropped (the file keeps loading); another engine is refused,
+    since it would silently no longer be used."""
+    daemon = raw.get("daemon")
+    if not isinstance(daemon, dict) or "engine" not in daemon:
+        return raw
+    if daemon["engine"] != "naiup.engine:Engine":
+        raise ConfigError(
+            "daemon.engine",
+            "is no longer a config key: remove it (a stand-in engine for tests is named by the "
+            "NAIUP_ENGINE environment variable)",
+            path,
+        )
+    return {**raw, "daemon": {k: v for k, v in daemon.items() if k != "engine"}}
 
 
 def _table(value: Any, key: str, path: Path) -> dict[str, Any]:

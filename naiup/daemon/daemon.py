@@ -230,7 +230,7 @@ class Daemon:
         old = self.config
         self._load_config()
         new = self.config
-        worker_changed = (old.model, old.daemon.engine) != (new.model, new.daemon.engine)
+        worker_changed = old.model != new.model
         self.scheduler.wake(retry_load=True, restart_worker=worker_changed)
         if old.pause != new.pause:
             self.rules.reconfigure(new.pause)

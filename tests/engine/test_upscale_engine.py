@@ -31,13 +31,16 @@ NAI_META = ImageMetadata(
 class SeedShiftRefiner:
     """A small real refiner: shifts pixels by the seed, so the seed visibly decides the output."""
 
-    model_id = "seed-shift"
+    model_id, family, prediction, accepts_pixels = "seed-shift", "sd15", "epsilon", False
 
     def __init__(self, model: ModelConfig, device: torch.device) -> None:
         self.loads, self.calls = 0, []
 
     def load(self) -> None:
         self.loads += 1
+
+    def model_id_for(self, prompt: str, negative_prompt: str = "") -> str:
+        return self.model_id
 
     def refine(self, image, preset, *, prompt, negative_prompt, seed, progress=None):
         self.calls.append({"prompt": prompt, "negative_prompt": negative_prompt, "seed": seed})

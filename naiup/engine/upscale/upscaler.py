@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from naiup.engine.device import explicit_device, first_line, is_oom
+from naiup.engine.load_errors import explain_load_errors
 from naiup.engine.result import Progress
 from naiup.engine.upscale.tiles import TileRunner, default_overlap, initial_tile
 from naiup.errors import ModelLoadError
@@ -45,6 +46,7 @@ BUILTIN_UPSCALERS: dict[str, str] = {
 }
 _SHIPPED = {"realcugan-2x"}
 _MODEL_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt")
+_UNSUPPORTED = "not a supported upscaler model ({kind}: {exc})"
 
 
 class UpscaleNet(Protocol):
@@ -218,10 +220,8 @@ def _from_file(name: str, path: Path, device: torch.device) -> Upscaler:
         return _from_bytes(name, data, device, where=path)
     import spandrel
 
-    try:
+    with explain_load_errors(path, _UNSUPPORTED):  # spandrel and torch raise many types for bad files
         descriptor = spandrel.ModelLoader().load_from_file(path)
-    except Exception as exc:  # spandrel/torch raise many types for bad files; all mean "unusable file"
-        raise ModelLoadError(path, f"not a supported upscaler model ({type(exc).__name__}: {exc})") from exc
     return _wrap(name, descriptor, hashlib.sha256(data).hexdigest(), device, path)
 
 
@@ -230,11 +230,9 @@ def _from_bytes(name: str, data: bytes, device: torch.device, where: Path | str 
     import spandrel
 
     where = where or name
-    try:
+    with explain_load_errors(where, _UNSUPPORTED):
         state = safetensors.torch.load(data)
         descriptor = spandrel.ModelLoader().load_from_state_dict(state)
-    except Exception as exc:  # see _from_file
-        raise ModelLoadError(where, f"not a supported upscaler model ({type(exc).__name__}: {exc})") from exc
     return _wrap(name, descriptor, hashlib.sha256(data).hexdigest(), device, where)
 
 
