@@ -19,6 +19,7 @@ from naiup.engine.diffusion.refine import Refiner
 from naiup.engine.diffusion.sdxl_conditioning import SDXLPromptEncoder
 from naiup.engine.engine import Engine
 from naiup.engine.image_prompts import Region, plan_regions
+from naiup.errors import EngineError
 from naiup.metadata.read import ensure_rgb, read_image, read_metadata
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -263,3 +264,11 @@ def test_prompt_editing_switches_every_regions_prompt_per_step(model_cfg):
     seen = spy.which(_references(refiner, texts))
     half = len(seen) // 2
     assert set(seen[:half]) == {0, 1, 2} and set(seen[half:]) == {3, 4, 5}
+
+
+@pytest.mark.parametrize("region", [Region("a", "", (0.5, 0.5), 0.0), Region("a", "", (1.5, 0.5), 0.5)])
+def test_a_region_plan_regions_would_not_make_is_refused_before_any_model_work(model_cfg, region):
+    with pytest.raises(EngineError, match="character region 1"):
+        Refiner(model_cfg).refine(
+            _image(64, 64), PRESET, prompt="p", negative_prompt="", seed=1, regions=[region]
+        )

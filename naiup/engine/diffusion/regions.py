@@ -45,7 +45,6 @@ import torch
 
 from naiup.config import Preset
 from naiup.engine.diffusion.tiling import (
-    METHODS,
     TilePlan,
     batch_shape,
     blend_weights,
@@ -54,7 +53,7 @@ from naiup.engine.diffusion.tiling import (
 )
 from naiup.engine.diffusion.unet_graphs import UnetCall
 from naiup.engine.image_prompts import Region
-from naiup.errors import ConfigError, EngineError
+from naiup.errors import EngineError
 
 __all__ = [
     "RegionDenoiser",
@@ -88,15 +87,11 @@ def region_masks(
     the centre of each latent pixel, so padded columns past the image's edge continue the mask."""
     h, w = latent_hw
     img_h, img_w = image_hw
-    if img_h < 1 or img_w < 1:
-        raise EngineError(f"image size must be at least 1x1 px, got {img_w}x{img_h}")
     # fp64: the cosine's tail and the normalisation keep their digits; fp32 only at the end.
     ys = (torch.arange(h, dtype=torch.float64) + 0.5) * px_per_latent / img_h
     xs = (torch.arange(w, dtype=torch.float64) + 0.5) * px_per_latent / img_w
     chars = []
     for r in regions:
-        if not r.size > 0:
-            raise ConfigError("region_size", f"must be greater than 0, got {r.size}")
         half = r.size / 2
         chars.append(torch.outer(_profile(ys, r.center[1], half), _profile(xs, r.center[0], half)))
     fg = torch.stack(chars) if chars else torch.zeros(0, h, w, dtype=torch.float64)
@@ -180,8 +175,6 @@ def region_predictor(
     """A GuidedDenoiser for the whole canvas: every (tile, region with weight in it) through
     `denoiser` in fixed-shape batches, outputs blended with tile weight x region mask in fp32.
     fixed_batch (default: `denoiser.fixed_shapes`): see tiling.batch_shape."""
-    if batch_size < 1:
-        raise ConfigError("tile_batch_size", f"must be at least 1, got {batch_size}")
     if tuple(masks.shape[1:]) != (plan.latent_h, plan.latent_w):
         raise EngineError(
             f"region masks are {tuple(masks.shape[1:])}, the tile plan {plan.latent_h}x{plan.latent_w}"
@@ -213,7 +206,5 @@ def region_predictor_for(
 ) -> GuidedDenoiser:
     """The Refiner's default: the preset's tile grid and method. Unlike tiling.predictor_for, a
     one-tile canvas also goes through the blend, since its regions still need mixing."""
-    if preset.tile_method not in METHODS:
-        raise ConfigError("tile_method", f"must be one of {', '.join(METHODS)}, got {preset.tile_method!r}")
     plan = plan_tiles(latent_hw[0], latent_hw[1], preset.tile_size, preset.overlap)
     return region_predictor(denoiser, plan, masks, preset.tile_method, preset.tile_batch_size)
