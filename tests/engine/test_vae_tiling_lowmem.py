@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiling_models import tiny_vae
 
 from naiup.engine.vae import tiled as vt
 from naiup.engine.vae.memory import VaeMemory, VaePlan, choose_vae_plan, estimate_vae_memory
+from naiup.testing import tiny_vae
 
 H, W = 520, 776
 GIB = 1 << 30
