@@ -1,6 +1,6 @@
 """Control IPC between the daemon and its clients (CLI, tray).
 
-CONTRACT (daemon issue implements; the tray and CLI use only this module):
+CONTRACT (the daemon serves it; the tray and CLI use only this module):
     Transport: multiprocessing.connection over AF_UNIX in user_runtime_dir (dir 0700, socket 0600), a
     named pipe on Windows; authkey from a 0600 token file in the state dir; JSON via send_bytes /
     recv_bytes only (never pickle).

@@ -1,10 +1,10 @@
 """Prompt text: NovelAI syntax -> A1111/ComfyUI syntax.
 
-Rules from nai-metadata.md §8.3 ("running weight" model): the weight starts at 1.0; `{` and `]`
-multiply it by 1.05, `}` and `[` divide it by 1.05; `w::` replaces it with `w`; a bare `::` resets it
-to 1.0. Every run of text with a weight other than 1 becomes an explicit `(text:w)` so the output
-means the same in A1111 and ComfyUI (ComfyUI treats `[ ]` as plain text). NovelAI has no meaning
-for `( )`, so literal parentheses and backslashes are escaped.
+Rules (worked examples in docs/design/nai-metadata.md), a "running weight" model: the weight starts
+at 1.0; `{` and `]` multiply it by 1.05, `}` and `[` divide it by 1.05; `w::` replaces it with `w`; a
+bare `::` resets it to 1.0. Every run of text with a weight other than 1 becomes an explicit
+`(text:w)` so the output means the same in A1111 and ComfyUI (ComfyUI treats `[ ]` as plain text).
+NovelAI has no meaning for `( )`, so literal parentheses and backslashes are escaped.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Refusals and guards of the refine loop, the seams the tiling issue uses, and the seed policy."""
+"""Refusals and guards of the refine loop, the seams tiled diffusion and the tiled VAE use, the seed
+policy."""
 
 from __future__ import annotations
 

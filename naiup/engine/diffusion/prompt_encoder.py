@@ -1,4 +1,4 @@
-"""A1111-compatible prompt weighting and encoding, written from the spec in diffusers.md §6.1.
+"""A1111-compatible prompt weighting and encoding: A1111's prompt syntax and emphasis maths, our code.
 
 No PyPI package reproduces A1111's maths (compel and sd_embed differ), so we parse, chunk and weight
 ourselves: `(x:1.2)`, `(x)` = ×1.1, `[x]` = ÷1.1, nesting multiplies, `\\(` escapes, `BREAK` closes a

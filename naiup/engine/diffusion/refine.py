@@ -1,15 +1,15 @@
 """Our own img2img loop on a latent canvas, and the `Refiner` that owns the loaded models.
 
-The seam the tiling issue plugs into (keep it):
+The seam tiled diffusion (tiling.py) and the tiled VAE (vae/tiled.py) plug into (keep it):
     GuidedDenoiser = Callable[[x (B,4,h,w), t scalar tensor], model output (B,4,h,w)], CFG applied
         inside (batch 2B through the UNet only when cfg > 1); built by make_guided_denoiser().
     The loop calls `predict(x_canvas, t)` once per step on the whole canvas, then ONE sampler step on
     the whole canvas. predict = wrap_predictor(guided, preset, latent_hw); the default is
     tiling.predictor_for (tiled per the preset; `guided` itself when the latent fits one tile);
     wrap_predictor=None runs untiled.
-    VAE functions have vae_tiling's signature: encode(vae, pixels, *, mode, generator, sample,
+    VAE functions have vae/tiled.py's signature: encode(vae, pixels, *, mode, generator, sample,
     attention_window) and decode(vae, latent, *, mode, attention_window); the defaults are
-    vae_tiling.encode/decode (mode = preset.vae_tiling, attention_window = preset.vae_attention_window),
+    vae/tiled.py's encode/decode (mode = preset.vae_tiling, attention_window = preset.vae_attention_window),
     `encode_untiled`/`decode_untiled` below are plain diffusers calls (whole attention).
 """
 
