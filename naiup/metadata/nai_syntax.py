@@ -9,6 +9,7 @@ NovelAI has no meaning for `( )`, so literal parentheses and backslashes are esc
 
 from __future__ import annotations
 
+import math
 import re
 
 _STEP = 1.05
@@ -17,6 +18,18 @@ LORA_TAG = re.compile(r"<lora:([^:>]+)(?::([+-]?[\d.]+))?>")
 # A numeric opener counts only at the start of a token: `b0.5::` or `v1.2::` are text.
 _TOKEN = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?::|::|[{}\[\]]")
 _SEPARATORS = " \t\r\n,"
+# Emphasis weights are kept within 1e-4..1e4 in size (0 stays 0), in both syntaxes. No prompt means
+# more, but prompts come from any image's metadata: unclamped, ~200 nested NovelAI brackets print as
+# weight 0 (the text is dropped), and thousands of braces or A1111 parentheses overflow to inf, which
+# A1111 syntax cannot write and which turns the text embeddings into NaN (the refine then fails).
+WEIGHT_LIMIT = 1e4
+
+
+def clamp_weight(weight: float) -> float:
+    """`weight` with its size kept within [1/WEIGHT_LIMIT, WEIGHT_LIMIT]; 0 stays 0."""
+    if weight == 0:
+        return 0.0
+    return math.copysign(min(max(abs(weight), 1 / WEIGHT_LIMIT), WEIGHT_LIMIT), weight)
 
 
 def _escape(text: str) -> str:
@@ -47,13 +60,13 @@ def _runs(prompt: str) -> list[tuple[str, float]]:
         pos = match.end()
         token = match.group()
         if token == "{" or token == "]":
-            weight *= _STEP
+            weight = clamp_weight(weight * _STEP)
         elif token == "}" or token == "[":
-            weight /= _STEP
+            weight = clamp_weight(weight / _STEP)
         elif token == "::":
             weight = 1.0
         else:
-            weight = float(token[:-2])
+            weight = clamp_weight(float(token[:-2]))
     emit(prompt[pos:])
     return runs
 
