@@ -22,7 +22,7 @@ from naiup.engine.device import cap_memory, empty_cache, explicit_device, pick_d
 from naiup.engine.result import EngineResult
 from naiup.engine.upscale.upscaler import Upscaler, load_upscaler
 from naiup.errors import ConfigError, ModelLoadError
-from naiup.metadata.nai_syntax import LORA_TAG, nai_to_a1111
+from naiup.metadata.nai_syntax import image_prompts, join_prompts
 from naiup.metadata.read import ImageMetadata, ensure_rgb
 
 log = logging.getLogger(__name__)
@@ -87,11 +87,6 @@ def choose_seed(policy: str | int, meta: ImageMetadata, image: Image.Image) -> i
     raise ConfigError("presets.seed", f"must be 'image', 'random' or an integer, got {policy!r}")
 
 
-def _image_text(nai_prompt: str) -> str:
-    # An image's own text is content, not configuration: a "<lora:...>" in it must not load a LoRA.
-    return LORA_TAG.sub("", nai_to_a1111(nai_prompt))
-
-
 def build_prompts(preset: Preset, meta: ImageMetadata) -> tuple[str, str]:
     """(prompt, negative): the preset's quality tags, plus the image's own prompt when asked.
 
@@ -101,12 +96,10 @@ def build_prompts(preset: Preset, meta: ImageMetadata) -> tuple[str, str]:
     parts = [preset.prompt]
     negatives = [preset.negative_prompt]
     if preset.use_image_prompt:
-        parts.append(_image_text(meta.prompt))
-        parts.extend(_image_text(c.prompt) for c in meta.characters)
-        negatives.append(_image_text(meta.negative_prompt))
-    prompt = ", ".join(p.strip().strip(",").strip() for p in parts if p and p.strip())
-    negative = ", ".join(n.strip().strip(",").strip() for n in negatives if n and n.strip())
-    return prompt, (negative if preset.cfg > 1.0 else "")
+        own, own_negative = image_prompts(meta)
+        parts.append(own)
+        negatives.append(own_negative)
+    return join_prompts(parts), (join_prompts(negatives) if preset.cfg > 1.0 else "")
 
 
 class Engine:

@@ -11,6 +11,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from naiup.metadata.types import ImageMetadata
 
 _STEP = 1.05
 # A1111 LoRA tags; in a preset prompt they select LoRAs, in an image's own text they are inert.
@@ -87,3 +92,21 @@ def nai_to_a1111(prompt: str) -> str:
         lead, trail = text[:start], text[start + len(core) :]
         out.append(f"{lead}({_escape(core)}:{printed}){trail}")
     return "".join(out)
+
+
+def join_prompts(parts: Iterable[str]) -> str:
+    """Prompt pieces joined with ", ", each without the commas and spaces at its ends; empty ones
+    (after that trim) left out."""
+    return ", ".join(t for p in parts if (t := p.strip().strip(",").strip()))
+
+
+def image_prompts(meta: ImageMetadata) -> tuple[str, str]:
+    """The image's own (prompt with its character prompts, negative) in A1111 syntax: NovelAI's
+    converted, A1111 infotext as it is. They are content, not configuration: a `<lora:...>` in an
+    image's text is dropped, so a downloaded file can never load a LoRA."""
+
+    def own(text: str) -> str:
+        return LORA_TAG.sub("", nai_to_a1111(text) if meta.is_novelai else text)
+
+    prompt = join_prompts([own(meta.prompt), *(own(c.prompt) for c in meta.characters)])
+    return prompt, own(meta.negative_prompt)
