@@ -2,7 +2,7 @@
 
     Xvfb :57 -screen 0 560x400x24 & DISPLAY=:57 python docs/make_tray_screenshot.py docs/tray-menu.png
 
-pystray's xorg backend has no menu (research §3.4) and Xvfb has no tray host, so the entries come from
+pystray's xorg backend has no menu (its HAS_MENU is False) and Xvfb has no tray host, so the entries come from
 naiup.tray.menu.build_menu (what every backend shows) and are posted as real Tk popup menus;
 the icon beside them is naiup's own drawn icon. The root window is then grabbed with python-xlib.
 Not a test and not collected by pytest.
@@ -17,6 +17,7 @@ from pathlib import Path
 from PIL import Image, ImageTk
 from Xlib import X, display
 
+from naiup.control.protocol import Status
 from naiup.tray.icon import draw_icon
 from naiup.tray.menu import IconState, MenuEntry, TrayState, build_menu, tooltip
 
@@ -60,7 +61,7 @@ def fill(menu: tk.Menu, entries: list[MenuEntry], variables: list[tk.Variable]) 
 
 
 def main(out: Path) -> None:
-    state = TrayState(STATUS)
+    state = TrayState(Status.from_json(STATUS))
     root = tk.Tk()
     w, h = root.winfo_screenwidth(), root.winfo_screenheight()
     root.geometry(f"{w}x{h}+0+0")

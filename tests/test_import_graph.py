@@ -143,7 +143,7 @@ def test_light_packages_never_import_torch():
     # daemon's metadata reading start in well under a second only while torch stays out. naiup.testing
     # is imported by tests and bench, which must be able to use it before choosing to load torch.
     names = [m for m in MODULES if m.startswith(LIGHT_PACKAGES)] + ["naiup.testing"]
-    assert {"naiup.metadata.read", "naiup.config.load", "naiup.control.channel", "naiup.tray.app"} <= set(
+    assert {"naiup.metadata.read", "naiup.config.load", "naiup.control.client", "naiup.tray.app"} <= set(
         names
     )
     code = (
