@@ -1,6 +1,6 @@
 """Our own writer of NovelAI-format files, so tests run anywhere (no shared fixtures needed).
 
-Writes what NovelAI writes (nai-metadata.md §2, §4): PNG text chunks (Title, Description, Software,
+Writes what NovelAI writes (docs/design/nai-metadata.md): PNG text chunks (Title, Description, Software,
 Source, Generation time, Comment JSON), the `stealth_pngcomp` alpha payload (gzip JSON of the same
 fields minus Title), V4.5 character captions, and the lossless-WebP EXIF layout. Deliberately written
 independently of naiup's reader (bit loop per pixel here, vectorised reads there).

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from naiup.config import Preset
-from naiup.metadata.nai_syntax import LORA_TAG, nai_to_a1111
+from naiup.metadata.nai_syntax import LORA_TAG, image_prompts, join_prompts, nai_to_a1111
 from naiup.metadata.types import ImageMetadata
 
 __all__ = ["Region", "RegionPlan", "build_prompts", "drop_tags", "plan_regions", "region_box"]
@@ -57,10 +57,6 @@ def image_text(nai_prompt: str) -> str:
     return LORA_TAG.sub("", nai_to_a1111(nai_prompt))
 
 
-def join_prompt(parts: Iterable[str]) -> str:
-    return ", ".join(p.strip().strip(",").strip() for p in parts if p and p.strip())
-
-
 def build_prompts(preset: Preset, meta: ImageMetadata) -> tuple[str, str]:
     """(prompt, negative): the preset's quality tags, plus the image's own prompt when asked.
 
@@ -70,10 +66,10 @@ def build_prompts(preset: Preset, meta: ImageMetadata) -> tuple[str, str]:
     parts = [preset.prompt]
     negatives = [preset.negative_prompt]
     if preset.use_image_prompt:
-        parts.append(image_text(meta.prompt))
-        parts.extend(image_text(c.prompt) for c in meta.characters)
-        negatives.append(image_text(meta.negative_prompt))
-    return join_prompt(parts), (join_prompt(negatives) if preset.cfg > 1.0 else "")
+        own, own_negative = image_prompts(meta)
+        parts.append(own)
+        negatives.append(own_negative)
+    return join_prompts(parts), (join_prompts(negatives) if preset.cfg > 1.0 else "")
 
 
 def region_box(center: tuple[float, float], size: float) -> tuple[float, float, float, float]:
@@ -121,16 +117,16 @@ def plan_regions(preset: Preset, meta: ImageMetadata) -> RegionPlan:
     negative = [preset.negative_prompt, image_text(meta.negative_prompt)]
     regions = tuple(
         Region(
-            prompt=join_prompt([preset.prompt, image_text(meta.prompt), image_text(c.prompt)]),
-            negative_prompt=join_prompt([*negative, image_text(c.negative_prompt)]) if cfg else "",
+            prompt=join_prompts([preset.prompt, image_text(meta.prompt), image_text(c.prompt)]),
+            negative_prompt=join_prompts([*negative, image_text(c.negative_prompt)]) if cfg else "",
             center=c.center,  # type: ignore[arg-type]  # checked by _no_regions_reason
             size=preset.region_size,
         )
         for c in meta.characters
     )
     return RegionPlan(
-        prompt=join_prompt([preset.prompt, image_text(base)]),
-        negative_prompt=join_prompt(negative) if cfg else "",
+        prompt=join_prompts([preset.prompt, image_text(base)]),
+        negative_prompt=join_prompts(negative) if cfg else "",
         regions=regions,
         dropped=dropped,
     )

@@ -1,6 +1,6 @@
 """Our own img2img loop on a latent canvas, and the `Refiner` that owns the loaded models.
 
-The seam the tiling issue plugs into (keep it):
+The seam tiled diffusion (tiling.py) and the tiled VAE (vae/tiled.py) plug into (keep it):
     GuidedDenoiser (tiling.GuidedDenoiser) = Callable[[x (B,4,h,w), t scalar tensor], model output
         (B,4,h,w)], CFG applied inside (batch 2B through the UNet only when cfg > 1); built by
         make_guided_denoiser().
@@ -11,9 +11,9 @@ The seam the tiling issue plugs into (keep it):
     Regional prompts (NovelAI characters with positions) take the other seam: predict =
     wrap_regions(region_denoiser, masks, preset, latent_hw), default regions.region_predictor_for;
     the region denoiser is the guided one with a prompt per sample (regions.make_region_denoiser).
-    VAE functions have vae_tiling's signature: encode(vae, pixels, *, mode, generator, sample,
+    VAE functions have vae/tiled.py's signature: encode(vae, pixels, *, mode, generator, sample,
     attention_window) and decode(vae, latent, *, mode, attention_window); the defaults are
-    vae_tiling.encode/decode (mode = preset.vae_tiling, attention_window = preset.vae_attention_window).
+    vae/tiled.py's encode/decode (mode = preset.vae_tiling, attention_window = preset.vae_attention_window).
 Refiner.refine checks its inputs once (inputs.check_inputs); everything below it trusts them.
 """
 

@@ -1,4 +1,4 @@
-"""Tiled diffusion: tile grid, blend weights, tiled predictor (tiling issue).
+"""Tiled diffusion: tile grid, blend weights, tiled predictor.
 
 CONTRACT:
     plan_tiles(latent_h: int, latent_w: int, tile: int, overlap: int) -> TilePlan
@@ -13,9 +13,11 @@ CONTRACT:
         itself when the latent fits one tile (so a one-tile image runs exactly the untiled loop)
 
 The predictor blends the *model output* of every tile on the full canvas; the caller then makes ONE
-scheduler step on the whole latent, so LCM's fresh noise stays full-canvas and seeded
-(research/tiled-diffusion.md §a.2, §a.7). Tiles go through `guided` in balanced batches of one fixed
-shape (the last batch is padded), so a compiled / CUDA-graphed UNet never sees a new shape.
+scheduler step on the whole latent, so LCM's fresh noise stays full-canvas and seeded (stepping each
+tile would draw its own noise, and averaging independent noise where tiles overlap shrinks its
+variance). LCM's step is linear in the model output, so blending outputs equals blending x0
+estimates. Tiles go through `guided` in balanced batches of one fixed shape (the last batch is
+padded), so a compiled / CUDA-graphed UNet never sees a new shape.
 The UNet needs tiles that are a multiple of its downsampling (8 latent px for SD1.5): a canvas
 smaller than a tile becomes one canvas-sized tile, so the caller pads such images.
 Arguments are trusted: the config refuses tile sizes, overlaps, methods and batch sizes these
@@ -100,7 +102,8 @@ def _profile(length: int, method: str) -> torch.Tensor:
     if method == "multidiffusion":
         return torch.ones(length, dtype=torch.float64)
     # Centre at (L-1)/2 on both axes and normalise by each axis's own length: the reference code's
-    # half-pixel y offset and width-normalised y profile skew non-square tiles (§a.3 quirks).
+    # half-pixel y offset and width-normalised y profile skew non-square tiles (Mixture of
+    # Diffusers' Gaussian: sigma = 0.1 L, so tile edges sit 5 sigma from the centre).
     pos = torch.arange(length, dtype=torch.float64)
     centre = (length - 1) / 2
     return torch.exp(-((pos - centre) ** 2) / (2 * _GAUSS_VAR * length * length))
