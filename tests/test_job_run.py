@@ -160,7 +160,7 @@ class _SeedRefiner:
     def model_id_for(self, prompt, negative_prompt=""):
         return self.model_id
 
-    def refine(self, image, preset, *, prompt, negative_prompt, seed, progress=None):
+    def refine(self, image, preset, *, prompt, negative_prompt, seed, progress=None, regions=()):
         noise = np.random.default_rng(seed).integers(0, 8, (image.height, image.width, 3))
         return Image.fromarray(((np.asarray(image, dtype=np.int64) + noise) % 256).astype(np.uint8))
 
