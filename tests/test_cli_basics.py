@@ -203,3 +203,16 @@ def test_the_cli_reports_a_daemon_that_is_not_running_with_exit_3(
         "ok": False,
         "error": "the naiup daemon is not running (start it with naiup run)",
     }
+
+
+def test_a_config_file_named_with_config_must_exist(tmp_path, capsys):
+    # A typo in --config used to run on built-in defaults (watching ~/Downloads) without a word.
+    from naiup.cli.main import main
+
+    missing = tmp_path / "typo.toml"
+    assert main(["--config", str(missing), "status"]) == 1
+    assert f"--config {missing}: does not exist" in capsys.readouterr().err
+    assert main(["refine", "--config", str(tmp_path), "x.png"]) == 1
+    assert "is a folder, not a file" in capsys.readouterr().err
+    assert main(["--config", str(missing), "config", "path"]) == 0  # where it would be read from
+    assert str(missing) in capsys.readouterr().out
