@@ -230,6 +230,15 @@ class Daemon:
         old = self.config
         self._load_config()
         new = self.config
+        if old.daemon.active_preset != new.daemon.active_preset and self.runtime().active_preset is not None:
+            # The user edited active_preset after choosing one with `naiup preset`/the tray: the later
+            # choice wins, or the edit would be silently overridden by a choice they may have forgotten.
+            log.info(
+                "config active_preset=%s replaces the earlier runtime choice %s",
+                new.daemon.active_preset,
+                self.runtime().active_preset,
+            )
+            self.set_runtime(active_preset=None)
         worker_changed = old.model != new.model
         self.scheduler.wake(retry_load=True, restart_worker=worker_changed)
         if old.pause != new.pause:
