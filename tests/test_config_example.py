@@ -10,7 +10,7 @@ from pathlib import Path
 from naiup.config import BUILTIN_PRESETS, Config, LoraSpec, Preset, default_watch_folder, load_config
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config.example.toml"
-SECTIONS = [f.name for f in dataclasses.fields(Config) if f.name not in ("presets", "source")]
+SECTIONS = [f.name for f in dataclasses.fields(Config) if f.name not in ("presets", "source", "models")]
 
 
 def _names(cls: type, skip: tuple[str, ...] = ()) -> set[str]:
@@ -81,3 +81,15 @@ def test_readme_configuration_example_loads(tmp_path: Path, monkeypatch):
     config = load_config(path)
     assert config.preset("refine-4x").denoise == 0.3 and config.preset("refine-4x").steps == 8
     assert config.preset(config.daemon.active_preset).name == "soft-3x"
+
+
+def test_example_shows_a_model_set_that_fills_in_the_xl_presets(tmp_path: Path):
+    text = EXAMPLE.read_text(encoding="utf-8")
+    block = re.search(r"^# (\[models\.xl\])\n# (checkpoint = .*)$", text, re.M)
+    assert block, "config.example.toml lost its commented [models.xl] example"
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(f"{block.group(1)}\n{block.group(2)}\n", encoding="utf-8")
+    config = load_config(config_file, model_files_must_exist=False)
+    xl = config.model_for(config.preset("xl-refine-2x"))
+    assert xl.checkpoint.endswith("illustrious-xl.safetensors") and "sdxl" in xl.lcm_lora
+    assert config.model_for(config.preset("xl-refine-4x")) is xl

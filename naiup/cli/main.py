@@ -61,11 +61,12 @@ def _cmd_refine(args: argparse.Namespace) -> int:
     if args.preset is not None and args.preset not in config.presets:
         raise NaiupError(f"--preset {args.preset!r}: unknown preset ({_known(config.presets)})")
     preset = config.preset(args.preset or config.daemon.active_preset)
+    # The preset's model set; an SDXL preset whose [models.xl] is not filled in says what to add.
+    model = config.model_for(preset)
     # torch loads here, after the cheap checks, so a typo in --preset answers at once.
     from naiup.engine import Engine
     from naiup.job import run_job
 
-    model = config.model
     if model.unet_graphs == "auto":
         # Compiling the UNet's CUDA graphs costs about a minute per tile-batch shape, once per process,
         # and saves a few seconds per image: the long-running service gains, a one-shot command loses.
@@ -350,6 +351,8 @@ def _control(args: argparse.Namespace, verb: str, **request: object) -> dict:
 def _print_status(s: dict) -> None:
     # `queue` counts the files still waiting; the one being refined now has a line of its own.
     print(f"{s['state']}  preset={s['active_preset']}  queue={s['queue_length']}")
+    if s.get("model"):
+        print(f"  model set {s.get('model_set')}: {shown(s['model'])}")
     for folder in s.get("missing_folders") or ():
         print(f"  missing folder: {shown(folder)} (not watched; watched again as soon as it is back)")
     current = s.get("current")
@@ -418,8 +421,10 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 def _cmd_preset(args: argparse.Namespace) -> int:
     reply = _control(args, "preset", name=args.name) if args.name else _control(args, "status")
     if not args.json:
+        unfilled = reply.get("presets_without_model") or {}
         for name in reply["presets"]:
-            print(f"{'*' if name == reply['active_preset'] else ' '} {name}")
+            needs = f"  (needs [models.{unfilled[name]}] in the config)" if name in unfilled else ""
+            print(f"{'*' if name == reply['active_preset'] else ' '} {name}{needs}")
     return 0
 
 

@@ -112,7 +112,11 @@ class Daemon:
             raise
         old, self.config, self.config_error = self.config, new, None
         if hasattr(self, "scheduler"):
-            worker_changed = (old.model, old.daemon.engine) != (new.model, new.daemon.engine)
+            worker_changed = (old.model, old.models, old.daemon.engine) != (
+                new.model,
+                new.models,
+                new.daemon.engine,
+            )
             self.scheduler.wake(retry_load=True, restart_worker=worker_changed)
             if old.pause != new.pause:
                 self.rules.reconfigure(new.pause)
@@ -304,11 +308,13 @@ class Daemon:
             state = "working"
         else:
             state = "idle"
+        active = rs.active_preset or cfg.daemon.active_preset
         return {
             "ok": True,
             "state": state,
-            "active_preset": rs.active_preset or cfg.daemon.active_preset,
+            "active_preset": active,
             "presets": sorted(cfg.presets),
+            **_model_status(cfg, active),
             "current": sch.current,
             "queue_length": counts.get(State.QUEUED, 0),  # waiting to start: `current` is the one running
             "waiting": self.stabiliser.pending(),
@@ -330,6 +336,23 @@ class Daemon:
             "log_path": str(self.log_path),
             "pid": os.getpid(),
         }
+
+
+def _model_status(cfg: Config, active: str) -> dict:
+    """The active preset's model set and checkpoint (None when it does not refine), and the presets
+    whose model set is not filled in (the preset menu says so beside them)."""
+    preset = cfg.presets.get(active)
+    model = None
+    if preset is not None and preset.refine:
+        with contextlib.suppress(NaiupError):  # not filled in: engine_error says so
+            model = cfg.model_for(preset).checkpoint
+    unfilled = {}
+    for name, p in sorted(cfg.presets.items()):
+        try:
+            cfg.model_for(p)
+        except NaiupError:
+            unfilled[name] = p.model
+    return {"model_set": preset.model if preset else None, "model": model, "presets_without_model": unfilled}
 
 
 def _default_config_path() -> Path:

@@ -75,6 +75,7 @@ class Verbs:
         presets = self._d.config.presets
         if name not in presets:  # the name came from the command line or the tray, not the config file
             raise NaiupError(f"unknown preset {name!r} (known: {', '.join(sorted(presets))})")
+        self._d.config.model_for(presets[name])  # an SDXL preset before [models.xl] is filled in: say so
         self._d.set_runtime(active_preset=name)
         self._d.scheduler.wake(retry_load=True)
         return self._d.status()

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from naiup.config import Config, Preset
+from naiup.config import Config, ModelConfig, Preset
+from naiup.daemon.engine_slot import EngineSlot
 from naiup.daemon.logs import forward
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def engine_model_id(engine: object, config: Config, preset: Preset) -> str:
     model_id = getattr(engine, "model_id", None)
     if callable(model_id):
         return str(model_id(preset))
-    return config_model_id(config)
+    return config_model_id(config, preset)
 
 
 def engine_idle(engine: object) -> None:
@@ -63,8 +64,8 @@ def engine_idle(engine: object) -> None:
             log.exception("engine idle hook failed")
 
 
-def config_model_id(config: Config) -> str:
-    m = config.model
+def config_model_id(config: Config, preset: Preset) -> str:
+    m = config.model_for(preset)
     return "|".join((m.checkpoint, m.vae, m.lcm_lora))
 
 
@@ -101,46 +102,66 @@ def _child_main(conn: Connection, config: Config, preset: Preset | None) -> None
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     try:
-        engine = load_factory(config.daemon.engine)(config.model)
+        slot = EngineSlot(load_factory(config.daemon.engine))
         # Load now, not at the first job: a missing model is an engine error (files stay queued), not
         # a failed job, and the first file starts on a warm model.
-        load = getattr(engine, "load", None)
-        if preset is not None and callable(load):
-            load(preset)
+        if preset is not None:
+            slot.engine_for(config, preset, load=True)
     except Exception as exc:  # any load failure is reported, never a traceback-only death
         if not isinstance(exc, NaiupError):
             log.exception("engine load crashed")  # a bug: its traceback goes to the daemon log
         send({"load_error": _message(exc)})
         return
-    send({"ready": True})
+    send({"ready": True, "model_set": slot.model})
     ran = False  # a job ran since the engine last heard that the queue is idle
     while True:
         try:
             if ran and not conn.poll(IDLE_AFTER):
-                engine_idle(engine)
+                engine_idle(slot.current)
                 ran = False
             msg = conn.recv()
         except (EOFError, OSError):
             return
         if msg is None:
             return
+        config = msg.get("config", config)  # the daemon's now: a hot reload of [output] reaches us warm
+        if "load" in msg:  # the active preset is of another model set: switch now, not at its first job
+            try:
+                slot.engine_for(config, msg["load"], load=True)
+                send({"loaded": True, "model_set": slot.model})
+            except Exception as exc:
+                if not isinstance(exc, NaiupError):
+                    log.exception("engine load crashed")
+                send({"load_error": _message(exc), "model_set": slot.model})
+            continue
         if "model_id_of" in msg:
             try:
-                send({"model_id": engine_model_id(engine, config, msg["model_id_of"])})
+                engine = slot.engine_for(config, msg["model_id_of"])
+                model = engine_model_id(engine, config, msg["model_id_of"])
+                send({"model_id": model, "model_set": slot.model})
             except Exception as exc:  # e.g. a <lora:name> of the preset that is nowhere: not the file's fault
-                send({"error": _message(exc), "load_error": True, "permanent": False})
+                send(
+                    {"error": _message(exc), "load_error": True, "permanent": False, "model_set": slot.model}
+                )
             continue
         src, preset = Path(msg["src"]), msg["preset"]
-        config = msg["config"]  # the daemon's config now: a hot reload of [output] reaches a warm worker
 
         def progress(fraction: float, stage: str) -> None:
             send({"progress": float(fraction), "stage": stage})
 
         ran = True
         try:
+            engine = slot.engine_for(config, preset)
             result = run_job(src, preset, engine, config, progress)
             model = engine_model_id(engine, config, preset)
-            send({"output": str(result.output), "timings": result.timings, "model_id": model})
+            send(
+                {
+                    "output": str(result.output),
+                    "timings": result.timings,
+                    "model_id": model,
+                    "model_set": slot.model,
+                }
+            )
         except (ModelLoadError, ConfigError) as exc:  # the model or config, not this file: keep it queued
             send({"error": str(exc), "permanent": False, "load_error": True})
         except OutOfMemoryError as exc:  # another program's memory, likely: worth another try later
@@ -175,6 +196,8 @@ class Worker:
         self.config, self.preset = config, preset  # the engine loads what this preset needs at start
         self._proc: mp.process.BaseProcess | None = None
         self._conn: Connection | None = None
+        # The model set the child's engine holds, as it last said (None: none loaded yet).
+        self.model_set: ModelConfig | None = None
 
     @property
     def pid(self) -> int | None:
@@ -193,16 +216,35 @@ class Worker:
         self._proc.start()
         child.close()
         self._conn = parent
+        error = self._await_load("ready", cancelled)
+        if error is None:
+            log.info("worker ready pid=%s", self._proc.pid)
+        return error
+
+    def load(self, preset: Preset, config: Config, cancelled: Callable[[], bool]) -> str | None:
+        """Have the running child switch to the model set of `preset` (unloading the one it holds);
+        returns the load error (the worker is stopped then), or None when ready."""
+        assert self._conn is not None
+        try:
+            self._conn.send({"load": preset, "config": config})
+        except OSError:
+            self.stop()
+            return "worker exited while loading the engine"
+        return self._await_load("loaded", cancelled)
+
+    def _await_load(self, done: str, cancelled: Callable[[], bool]) -> str | None:
+        """Wait for the child's `done` reply to a load (start-up or switch); the error, else None."""
+        assert self._conn is not None
         deadline = time.monotonic() + LOAD_TIMEOUT
         while time.monotonic() < deadline and not cancelled():
             try:
-                if parent.poll(0.2):
-                    msg = parent.recv()
+                if self._conn.poll(0.2):
+                    msg = self._conn.recv()
                     if "log" in msg:
                         forward(msg)
                         continue
-                    if msg.get("ready"):
-                        log.info("worker ready pid=%s", self._proc.pid)
+                    self._note(msg)
+                    if msg.get(done):
                         return None
                     self.stop()
                     return msg.get("load_error", "engine failed to load")
@@ -211,6 +253,10 @@ class Worker:
                 return "worker exited while loading the engine"
         self.stop()
         return "cancelled" if cancelled() else "engine load timed out"
+
+    def _note(self, msg: dict) -> None:
+        if "model_set" in msg:
+            self.model_set = msg["model_set"]
 
     def run(
         self,
@@ -251,18 +297,22 @@ class Worker:
                 return Outcome(error="worker crashed", worker_lost=True)
             if "progress" in msg:
                 progress(msg["progress"], msg["stage"])
-            elif "log" in msg:
+                continue
+            if "log" in msg:
                 forward(msg)
-            elif "output" in msg:
+                continue
+            self._note(msg)
+            if "output" in msg:
                 return Outcome(output=msg["output"], model_id=msg.get("model_id"))
             else:
                 return _error_outcome(msg)
 
-    def model_id(self, preset: Preset, timeout: float = 60.0) -> str | Outcome:
-        """The engine's model id for `preset` (what the ledger's done rows are keyed by), or the failure."""
+    def model_id(self, preset: Preset, config: Config, timeout: float = LOAD_TIMEOUT) -> str | Outcome:
+        """The engine's model id for `preset` (what the ledger's done rows are keyed by), or the failure.
+        May load: a preset of another model set than the loaded one switches sets first."""
         assert self._conn is not None
         try:
-            self._conn.send({"model_id_of": preset})
+            self._conn.send({"model_id_of": preset, "config": config})
             deadline = time.monotonic() + timeout
             while True:
                 if not self._conn.poll(0.1):
@@ -277,6 +327,7 @@ class Worker:
         except (EOFError, OSError):
             self.kill()
             return Outcome(error="worker crashed", worker_lost=True)
+        self._note(msg)
         return msg["model_id"] if "model_id" in msg else _error_outcome(msg)
 
     def wait_result(self, grace: float) -> Outcome | None:

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from naiup.config import ModelConfig, Preset
-from naiup.engine.device import cap_memory, empty_cache, explicit_device, pick_device, release_cached
+from naiup.engine.device import cap_memory, explicit_device, pick_device, release_cached
 from naiup.engine.result import EngineResult
 from naiup.engine.upscale.upscaler import Upscaler, load_upscaler
 from naiup.errors import ConfigError, ModelLoadError
@@ -146,10 +146,11 @@ class Engine:
             self._get_refiner()
 
     def unload(self) -> None:
+        """Drop the models and hand their memory back (another model set loads next)."""
         self._upscalers.clear()
         self._refiner = None
         if self._device is not None:
-            empty_cache(self._device)
+            release_cached(self._device)  # collects cycles first: their tensors are the memory
 
     def idle(self) -> None:
         """The queue went idle: the models stay loaded, the memory torch caches beside them (the
