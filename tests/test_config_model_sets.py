@@ -141,7 +141,8 @@ def test_config_show_round_trips_the_sets(files: Path):
 def test_config_check_reports_per_set(files: Path, monkeypatch):
     monkeypatch.setattr("naiup.config.check._is_cached", lambda repo: False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    text = '[model]\nlcm_lora = ""\n[presets.refine-2x]\nsampler = "euler"\n[presets.refine-4x]\nsampler = "euler"\n'
+    euler = '[presets.refine-2x]\nsampler = "euler"\n[presets.refine-4x]\nsampler = "euler"\n'
+    text = '[model]\nlcm_lora = ""\n' + euler
     problems = {p.key: p for p in find_problems(_load(files, text))}
     # Not filled in: a note (only its presets cannot refine), never an error.
     assert (
@@ -166,7 +167,10 @@ def test_config_check_reports_per_set(files: Path, monkeypatch):
 
 
 def test_doctor_checks_each_set_and_fails_only_for_the_active_one(files: Path):
-    text = '[model]\ncheckpoint = "sd15.safetensors"\nlcm_lora = ""\n[models.xl]\ncheckpoint = "xl.safetensors"\nlcm_lora = ""\n'
+    text = (
+        '[model]\ncheckpoint = "sd15.safetensors"\nlcm_lora = ""\n'
+        '[models.xl]\ncheckpoint = "xl.safetensors"\nlcm_lora = ""\n'
+    )
     config = _load(files, text)
     (files / "xl.safetensors").unlink()  # gone since the config was loaded
     checks = {c.name: c for c in check_models(config)}
