@@ -185,3 +185,15 @@ def test_doctor_checks_each_set_and_fails_only_for_the_active_one(files: Path):
     assert (
         unfilled["model set xl"].status is Status.NOTE and "not filled in" in unfilled["model set xl"].detail
     )
+
+
+def test_refine_with_an_xl_preset_before_the_set_is_filled_in_says_what_to_add(files: Path, capsys):
+    from naiup.cli.main import main
+
+    config = files / "config.toml"
+    config.write_text(f'[watch]\nfolders = ["{files.as_posix()}"]\n', encoding="utf-8")
+    image = files / "a.png"
+    image.write_bytes(b"not read: the preset is refused first")
+    assert main(["--config", str(config), "refine", str(image), "--preset", "xl-refine-2x"]) == 1
+    err = capsys.readouterr().err
+    assert "[models.xl] is not filled in" in err and 'checkpoint = "<path to an SDXL' in err
