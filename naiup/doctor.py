@@ -146,8 +146,8 @@ def check_models(config: Config) -> list[Check]:
     for name, presets in users.items():
         try:
             model = config.model_set(name)
-        except ConfigError as exc:  # a built-in set not filled in: its presets wait for it
-            out.append(Check(f"model set {name}", Status.NOTE, exc.reason))
+        except ConfigError:  # a built-in set not filled in: its presets wait for it
+            out.append(Check(f"model set {name}", Status.NOTE, config.unfilled_note(name, presets)))
             continue
         checks = _check_model_set(model, name, config.model)
         if active is not None and (not active.refine or active.model != name):

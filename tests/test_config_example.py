@@ -93,3 +93,19 @@ def test_example_shows_a_model_set_that_fills_in_the_xl_presets(tmp_path: Path):
     xl = config.model_for(config.preset("xl-refine-2x"))
     assert xl.checkpoint.endswith("illustrious-xl.safetensors") and "sdxl" in xl.lcm_lora
     assert config.model_for(config.preset("xl-refine-4x")) is xl
+
+
+def test_readme_model_set_example_loads(tmp_path: Path, monkeypatch):
+    readme = (EXAMPLE.parent / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"```toml\n(\[models\.xl\].*?)```", readme, re.S)
+    assert block, "README lost its [models.xl] example"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("USERPROFILE", str(tmp_path))
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "illustrious-xl.safetensors").write_bytes(b"x")
+    path = tmp_path / "config.toml"
+    path.write_text(block.group(1), encoding="utf-8")
+    config = load_config(path)
+    active = config.preset(config.daemon.active_preset)
+    assert active.name == "xl-refine-2x"
+    assert config.model_for(active).checkpoint == str(tmp_path / "models" / "illustrious-xl.safetensors")

@@ -37,8 +37,8 @@ def find_problems(config: Config) -> list[Problem]:
     for name, users in config.model_set_users().items():
         try:
             model = config.model_set(name)
-        except ConfigError as exc:  # a built-in set not filled in: only its presets cannot refine
-            problems.append(Problem(Severity.NOTE, exc.key, exc.reason))
+        except ConfigError:  # a built-in set not filled in: only its presets cannot refine
+            problems.append(Problem(Severity.NOTE, f"models.{name}", config.unfilled_note(name, users)))
             continue
         key = set_key(name)
         # Offline, a missing model is an error for the set the active preset uses; for the others a note.

@@ -188,6 +188,15 @@ class Config:
                 users.setdefault(preset.model, []).append(preset.name)
         return dict(sorted(users.items(), key=lambda item: item[0] != DEFAULT_MODEL_SET))
 
+    def unfilled_note(self, name: str, users: list[str]) -> str:
+        """What `config check` and doctor say about a built-in set no table fills in (not an error:
+        only its presets wait for it)."""
+        wants = _WANTS.get(name, "a checkpoint")
+        return (
+            f"is not filled in: preset(s) {', '.join(users)} refine with it once it names {wants}"
+            " (config.example.toml shows how)"
+        )
+
     def model_for(self, preset: Preset) -> ModelConfig:
         """The model set `preset` refines with (ConfigError saying what to add if it is not filled in).
         A preset that does not refine loads no SD model, so an unfilled set does not stop it: it runs
