@@ -21,6 +21,7 @@ from daemon_harness import DaemonRun, wait_for
 from PIL import Image
 from tiny_engine import TinyEngine
 
+from naiup import seams
 from naiup.config import load_config
 from naiup.job import run_job
 
@@ -40,7 +41,7 @@ def write_config(run: DaemonRun, sd: tiny_sd.TinySD, xl: Path) -> None:
     # [models.xl] sets no device: it comes from [model] (a machine setting), so both run on the CPU.
     run.config_path.write_text(
         f'[watch]\nfolders = ["{run.watch.as_posix()}"]\nquiet_seconds = 0.3\n'
-        '[daemon]\nactive_preset = "xl-tiny"\nengine = "tiny_engine:TinyEngine"\n'
+        '[daemon]\nactive_preset = "xl-tiny"\n'
         "[pause]\non_battery = false\n"
         f'[model]\ncheckpoint = "{sd.folder.as_posix()}"\nlcm_lora = "{sd.lcm_lora.as_posix()}"\n'
         'device = "cpu"\n'
@@ -79,7 +80,7 @@ def test_the_daemon_refines_a_real_nai_file_with_an_sdxl_model_set_then_switches
     daemon: DaemonRun, models, tmp_path, nai_fixtures
 ):
     write_config(daemon, *models)
-    daemon.start(wait_worker=False)
+    daemon.start(extra_env={seams.ENGINE: "tiny_engine:TinyEngine"}, wait_worker=False)
     wait_for(lambda: ready(daemon), LOAD, "the SDXL set to load")
     worker = daemon.status()["worker_pid"]
 

@@ -14,6 +14,8 @@ import nai_writer
 from daemon_harness import DaemonRun, wait_for
 from set_engine import events
 
+from naiup import seams
+
 XL_SET = '[models.xl]\ncheckpoint = "{root}/xl.safetensors"\n'
 
 
@@ -23,7 +25,7 @@ def write_config(run: DaemonRun, xl: bool = True) -> None:
     root = run.root.as_posix()
     run.config_path.write_text(
         f'[watch]\nfolders = ["{run.watch.as_posix()}"]\nquiet_seconds = 0.2\n'
-        '[daemon]\nactive_preset = "a"\nengine = "set_engine:SetEngine"\n'
+        '[daemon]\nactive_preset = "a"\n'
         "[pause]\non_battery = false\n"
         f'[model]\ncheckpoint = "{root}/sd15.safetensors"\nlcm_lora = ""\n'
         + (XL_SET.format(root=root) if xl else "")
@@ -47,7 +49,7 @@ def done(run: DaemonRun, src: Path) -> dict:
 
 def test_switching_presets_reloads_across_sets_and_not_within_one(daemon: DaemonRun):
     write_config(daemon)
-    daemon.start()
+    daemon.start(extra_env={seams.ENGINE: "set_engine:SetEngine"})
     state = daemon.root / "state"
     assert events(state) == ["build sd15.safetensors", "load sd15.safetensors a"]
     worker = daemon.status()["worker_pid"]
@@ -80,7 +82,7 @@ def test_switching_presets_reloads_across_sets_and_not_within_one(daemon: Daemon
 
 def test_a_preset_whose_set_is_not_filled_in_is_refused_and_files_wait(daemon: DaemonRun):
     write_config(daemon, xl=False)
-    daemon.start()
+    daemon.start(extra_env={seams.ENGINE: "set_engine:SetEngine"})
     cli = lambda *a: daemon.cli("--config", str(daemon.config_path), *a)  # noqa: E731
     refused = cli("preset", "xl-refine-2x")
     assert refused.returncode == 1 and "[models.xl] is not filled in" in refused.stderr

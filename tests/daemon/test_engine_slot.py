@@ -45,7 +45,7 @@ class Recorder:
 
 def test_presets_of_one_set_share_the_engine_and_another_set_unloads_it_first(caplog):
     made = Recorder()
-    slot = EngineSlot(made)
+    slot = EngineSlot(factory=made)
     caplog.set_level(logging.INFO, "naiup.daemon.engine_slot")
     first = slot.engine_for(CONFIG, PRESETS["a"], load=True)
     assert slot.engine_for(CONFIG, PRESETS["b"]) is first  # same set: nothing built, nothing loaded
@@ -63,12 +63,12 @@ def test_presets_of_one_set_share_the_engine_and_another_set_unloads_it_first(ca
 
 def test_an_upscale_only_preset_runs_on_whatever_set_is_loaded():
     made = Recorder()
-    slot = EngineSlot(made)
+    slot = EngineSlot(factory=made)
     xl = slot.engine_for(CONFIG, PRESETS["x"])
     made.events.clear()
     assert slot.engine_for(CONFIG, PRESETS["up"], load=True) is xl  # no SD model needed: no switch
     assert made.events == ["load xl.safetensors up"]
-    fresh = EngineSlot(made)  # nothing loaded yet: built with [model], the SD models not loaded
+    fresh = EngineSlot(factory=made)  # nothing loaded yet: built with [model], the SD models not loaded
     made.events.clear()
     fresh.engine_for(CONFIG, PRESETS["up"])
     assert made.events == ["build sd15.safetensors"] and fresh.model == SD
@@ -76,7 +76,7 @@ def test_an_upscale_only_preset_runs_on_whatever_set_is_loaded():
 
 def test_a_changed_set_under_the_same_name_is_loaded_again():
     made = Recorder()
-    slot = EngineSlot(made)
+    slot = EngineSlot(factory=made)
     slot.engine_for(CONFIG, PRESETS["x"])
     edited = dataclasses.replace(CONFIG, models={"xl": dataclasses.replace(XL, prediction="v")})
     made.events.clear()
@@ -86,7 +86,7 @@ def test_a_changed_set_under_the_same_name_is_loaded_again():
 
 def test_a_set_not_filled_in_is_refused_and_the_loaded_one_stays():
     made = Recorder()
-    slot = EngineSlot(made)
+    slot = EngineSlot(factory=made)
     loaded = slot.engine_for(CONFIG, PRESETS["a"])
     unfilled = dataclasses.replace(CONFIG, models={})
     with pytest.raises(ConfigError, match=r"\[models\.xl\] is not filled in"):
