@@ -155,8 +155,13 @@ class Engine:
 
     def unload(self) -> None:
         """Drop the models and hand their memory back (another model set loads next)."""
+        had_refiner = self._refiner is not None
         self._upscalers.clear()
         self._refiner = None
+        if had_refiner:
+            # A UNet compiled to CUDA graphs (unet_graphs) keeps its graphs and their memory pools in
+            # torch's process-wide compiler state, not in the model: dropping the model leaves them.
+            torch.compiler.reset()
         if self._device is not None:
             release_cached(self._device)  # collects cycles first: their tensors are the memory
 
