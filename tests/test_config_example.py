@@ -68,17 +68,23 @@ def test_every_key_up_to_the_first_repeated_preset_is_explained_by_a_comment():
             assert any(x.startswith("#") for x in lines[max(0, i - 2) : i]), f"no comment above: {line}"
 
 
-def test_readme_configuration_example_loads(tmp_path: Path, monkeypatch):
+def _readme_toml(pattern: str, home: Path, monkeypatch, files: tuple[str, ...]) -> Config:
+    """The README's ```toml block matching `pattern`, loaded with `files` (under ~/models) present."""
     readme = (EXAMPLE.parent / "README.md").read_text(encoding="utf-8")
-    block = re.search(r"```toml\n(.*?)```", readme, re.S)
-    assert block, "README lost its [presets] example"
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("USERPROFILE", str(tmp_path))
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "my-4x-upscaler.safetensors").write_bytes(b"x")
-    path = tmp_path / "config.toml"
+    block = re.search(rf"```toml\n({pattern}.*?)```", readme, re.S)
+    assert block, f"README lost its toml example starting {pattern!r}"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("USERPROFILE", str(home))
+    (home / "models").mkdir()
+    for name in files:
+        (home / "models" / name).write_bytes(b"x")
+    path = home / "config.toml"
     path.write_text(block.group(1), encoding="utf-8")
-    config = load_config(path)
+    return load_config(path)
+
+
+def test_readme_configuration_example_loads(tmp_path: Path, monkeypatch):
+    config = _readme_toml("", tmp_path, monkeypatch, ("my-4x-upscaler.safetensors",))
     assert config.preset("refine-4x").denoise == 0.3 and config.preset("refine-4x").steps == 8
     assert config.preset(config.daemon.active_preset).name == "soft-3x"
 
@@ -96,16 +102,7 @@ def test_example_shows_a_model_set_that_fills_in_the_xl_presets(tmp_path: Path):
 
 
 def test_readme_model_set_example_loads(tmp_path: Path, monkeypatch):
-    readme = (EXAMPLE.parent / "README.md").read_text(encoding="utf-8")
-    block = re.search(r"```toml\n(\[models\.xl\].*?)```", readme, re.S)
-    assert block, "README lost its [models.xl] example"
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("USERPROFILE", str(tmp_path))
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "illustrious-xl.safetensors").write_bytes(b"x")
-    path = tmp_path / "config.toml"
-    path.write_text(block.group(1), encoding="utf-8")
-    config = load_config(path)
+    config = _readme_toml(r"\[models\.xl\]", tmp_path, monkeypatch, ("illustrious-xl.safetensors",))
     active = config.preset(config.daemon.active_preset)
     assert active.name == "xl-refine-2x"
     assert config.model_for(active).checkpoint == str(tmp_path / "models" / "illustrious-xl.safetensors")

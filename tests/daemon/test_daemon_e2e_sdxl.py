@@ -9,7 +9,6 @@ The worker builds tiny_engine.TinyEngine: naiup's Engine, with the tiny single f
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -52,15 +51,6 @@ def write_config(run: DaemonRun, sd: tiny_sd.TinySD, xl: Path) -> None:
     )
 
 
-def arrive(run: DaemonRun, src: Path, name: str) -> Path:
-    """A finished download: copied elsewhere, then renamed into the watched folder."""
-    staging = run.root / "staging"
-    staging.mkdir(exist_ok=True)
-    shutil.copy(src, staging / name)
-    os.replace(staging / name, run.watch / name)
-    return run.watch / name
-
-
 def ready(run: DaemonRun) -> bool:
     status = run.status()
     assert not status["engine_error"], status["engine_error"]  # fail now, not at the deadline
@@ -84,7 +74,7 @@ def test_the_daemon_refines_a_real_nai_file_with_an_sdxl_model_set_then_switches
     wait_for(lambda: ready(daemon), LOAD, "the SDXL set to load")
     worker = daemon.status()["worker_pid"]
 
-    src = arrive(daemon, nai_fixtures / FIXTURE, "nai.png")
+    src = daemon.arrive(nai_fixtures / FIXTURE, "nai.png")
     row = done(daemon, src)
     out = Path(row["output"])
     prov = provenance(out)
@@ -107,7 +97,7 @@ def test_the_daemon_refines_a_real_nai_file_with_an_sdxl_model_set_then_switches
     log = daemon.root / "log" / "daemon.log"
     wait_for(lambda: "model set loaded name=default" in log.read_text(), LOAD, "the SD1.5 set to load")
     small = nai_writer.write_nai_png(tmp_path / "small.png", (64, 64), seed=5)
-    second = done(daemon, arrive(daemon, small, "small.png"))
+    second = done(daemon, daemon.arrive(small, "small.png"))
     assert provenance(Path(second["output"]))["parameters"]["family"] == "sd15"
     assert daemon.status()["worker_pid"] == worker
     logged = log.read_text()

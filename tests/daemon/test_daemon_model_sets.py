@@ -7,7 +7,6 @@ engine with tiny models does the same in test_daemon_e2e_sdxl.py.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nai_writer
@@ -36,11 +35,8 @@ def write_config(run: DaemonRun, xl: bool = True) -> None:
 
 
 def drop(run: DaemonRun, name: str, seed: int) -> Path:
-    staging = run.root / "staging"
-    staging.mkdir(exist_ok=True)
-    tmp = nai_writer.write_nai_png(staging / name, (32, 32), seed=seed, pixel_seed=seed)
-    os.replace(tmp, run.watch / name)
-    return run.watch / name
+    made = nai_writer.write_nai_png(run.root / f"made-{name}", (32, 32), seed=seed, pixel_seed=seed)
+    return run.arrive(made, name)
 
 
 def done(run: DaemonRun, src: Path) -> dict:
