@@ -57,8 +57,10 @@ def run_checks(
         return [*checks, check_tray(tray_backend), check_autostart(), check_daemon(connect)]
     checks += check_models(config)
     checks += check_upscalers(config)
-    device = check_device(config.model.device)
-    checks += [device] if device else []
+    for key, model in [("model", config.model), *((f"models.{n}", m) for n, m in config.models.items())]:
+        if key == "model" or model.device != config.model.device:  # a set's own device, once
+            device = check_device(model.device, key)
+            checks += [device] if device else []
     checks += check_watch_folders(config)
     checks += check_pause_rules(config)
     return [*checks, check_tray(tray_backend), check_autostart(), check_daemon(connect)]
@@ -225,8 +227,9 @@ def check_upscalers(config: Config) -> list[Check]:
     return out
 
 
-def check_device(device: str) -> Check | None:
-    """A device the config names explicitly must exist; "auto" falls back to the CPU by design."""
+def check_device(device: str, key: str = "model") -> Check | None:
+    """A device the config names explicitly ([model], or the [models.NAME] table `key` names) must
+    exist; "auto" falls back to the CPU by design."""
     kind, _, index = device.partition(":")
     if kind in ("auto", "cpu"):
         return None
@@ -238,8 +241,8 @@ def check_device(device: str) -> Check | None:
         if wanted < count:
             return Check("device", Status.OK, f"{device}: {torch.cuda.get_device_name(wanted)}")
         seen = f"torch sees {count} CUDA device(s)" if count else "torch sees no CUDA device"
-        fix = 'set model.device = "auto" (falls back to the CPU) or install a CUDA build of torch'
-        return Check("device", Status.FAIL, f"model.device = {device!r} but {seen}", fix)
+        fix = f'set {key}.device = "auto" (falls back to the CPU) or install a CUDA build of torch'
+        return Check("device", Status.FAIL, f"{key}.device = {device!r} but {seen}", fix)
     if kind == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is not None and mps.is_available():
@@ -247,8 +250,8 @@ def check_device(device: str) -> Check | None:
         return Check(
             "device",
             Status.FAIL,
-            "model.device = 'mps' but MPS is not available",
-            'set model.device = "auto"',
+            f"{key}.device = 'mps' but MPS is not available",
+            f'set {key}.device = "auto"',
         )
     return None
 
