@@ -63,6 +63,9 @@ class ImageEngine(Protocol):
     def idle(self) -> None:
         """The queue went idle: give back memory held only for speed (models may stay loaded)."""
 
+    def unload(self) -> None:
+        """Drop every model and give its memory back: the daemon's worker loads another model set next."""
+
     def process(
         self, image: Image.Image, meta: ImageMetadata, preset: Preset, *, progress: Progress | None = None
     ) -> EngineResult: ...

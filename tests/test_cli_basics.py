@@ -70,7 +70,7 @@ def test_config_check_without_a_file_uses_defaults_and_succeeds(home: Path):
     run = naiup_cli(home, "config", "check")
     assert run.returncode == 0, run.stderr
     assert "no config file at" in run.stderr
-    assert "ok: built-in defaults (3 presets, active 'refine-2x')" in run.stdout
+    assert "ok: built-in defaults (5 presets, active 'refine-2x')" in run.stdout
     # Not downloaded yet is a note, not an error: the first refine downloads it.
     assert "note: built-in defaults: [model.checkpoint] hub model" in run.stderr
 
@@ -115,7 +115,7 @@ def test_config_check_passes_a_valid_file(home: Path, tmp_path: Path):
     cfg.write_text(f'[watch]\nfolders = ["{(home / "Downloads").as_posix()}"]\n[presets.mine]\nsteps = 20\n')
     run = naiup_cli(home, "--config", str(cfg), "config", "check")
     assert run.returncode == 0, run.stderr
-    assert f"ok: {cfg} (4 presets, active 'refine-2x')" in run.stdout
+    assert f"ok: {cfg} (6 presets, active 'refine-2x')" in run.stdout
 
 
 def test_config_show_prints_the_effective_config_as_toml(home: Path, tmp_path: Path):

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from naiup.config import ModelConfig, Preset
-from naiup.engine.device import cap_memory, empty_cache, explicit_device, pick_device, release_cached
+from naiup.engine.device import cap_memory, explicit_device, pick_device, release_cached
 from naiup.engine.image_prompts import Region, plan_regions
 from naiup.engine.result import EngineResult, Progress
 from naiup.engine.upscale.upscaler import Upscaler, load_upscaler
@@ -135,10 +135,16 @@ class Engine:
             self._get_refiner()
 
     def unload(self) -> None:
+        """Drop the models and hand their memory back (another model set loads next)."""
+        had_refiner = self._refiner is not None
         self._upscalers.clear()
         self._refiner = None
+        if had_refiner:
+            # A UNet compiled to CUDA graphs (unet_graphs) keeps its graphs and their memory pools in
+            # torch's process-wide compiler state, not in the model: dropping the model leaves them.
+            torch.compiler.reset()
         if self._device is not None:
-            empty_cache(self._device)
+            release_cached(self._device)  # collects cycles first: their tensors are the memory
 
     def idle(self) -> None:
         """The queue went idle: the models stay loaded, the memory torch caches beside them (the

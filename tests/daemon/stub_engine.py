@@ -66,3 +66,6 @@ class ResizeEngine:
         """The worker's "queue went idle" hook: counted in a file the test can read."""
         with (Path(os.environ.get("NAIUP_STATE_DIR", ".")) / "idle-calls").open("a") as f:
             f.write("idle\n")
+
+    def unload(self) -> None:
+        pass

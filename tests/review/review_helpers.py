@@ -33,6 +33,9 @@ class InvertEngine:
     def idle(self) -> None:
         pass
 
+    def unload(self) -> None:
+        pass
+
     def process(self, image, meta, preset, *, progress=None):  # type: ignore[no-untyped-def]
         w, h = image.size
         big = image.convert("RGB").resize((round(w * preset.scale), round(h * preset.scale)), Image.NEAREST)
