@@ -1,0 +1,92 @@
+"""ControlNet tile applied per diffusion tile: each tile's ControlNet call sees exactly its own crop.
+
+The control image of a tile ControlNet is the upscaled input itself (the pixels the img2img starts
+from), RGB in [0, 1] (ControlNets take hints unnormalised, unlike the VAE's [-1, 1]), at the size of
+the padded canvas, i.e. `factor` (the VAE's 8) times the latent. For a batch of latent tiles with
+boxes (y, x, h, w), the ControlNet runs on the same latent batch, with the same context and SDXL
+added conditioning as the UNet, and on the control image cropped at `factor` times each box; its
+residuals go into that same UNet call only. With CFG the UNet batch is [uncond tiles, cond tiles],
+so the crops are repeated in the same order. A tiled loop that gave every tile the whole control
+image (resized) would paste a shrunken copy of the picture into each tile: the crop is the point.
+
+Crops are cut per call, not cached: slicing is negligible next to the ControlNet itself, while a
+cache of every batch's crops (for CFG doubled) would hold about three times the control image.
+
+    control_scales(steps, strength, start, end) -> per-step conditioning scale (0 = ControlNet off)
+    control_image(rgb_hwc, dtype) -> (1, 3, H, W) in [0, 1]
+    TileControl(net, image, scale, factor).unet_kwargs(x, t, context, added, boxes) -> UNet kwargs
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["Box", "TileControl", "control_image", "control_scales"]
+
+Box = tuple[int, int, int, int]  # latent (y, x, h, w)
+
+
+def control_scales(steps: int, strength: float, start: float, end: float) -> list[float]:
+    """Conditioning scale at each of the `steps` UNet steps of one refine: `strength` while step i's
+    span [i/steps, (i+1)/steps] lies within [start, end], else 0 (the rule diffusers' ControlNet
+    pipelines apply to control_guidance_start/end, so our output can be checked against them)."""
+    return [
+        0.0 if strength == 0 or i / steps < start or (i + 1) / steps > end else strength
+        for i in range(steps)
+    ]
+
+
+def control_image(rgb: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 3, H, W) in [0, 1] on the same device, as the ControlNet takes it."""
+    return (rgb.to(torch.float32)[None] / 255.0).permute(0, 3, 1, 2).to(dtype)
+
+
+@dataclass(frozen=True)
+class TileControl:
+    """One ControlNet at one conditioning scale over one control image."""
+
+    net: torch.nn.Module
+    image: torch.Tensor  # (1, 3, H, W) in [0, 1], the net's device and dtype
+    scale: float
+    factor: int = 8  # image px per latent px
+
+    def crops(self, boxes: Sequence[Box], per_box: int) -> torch.Tensor:
+        """The control image at `factor` times each box, each repeated `per_box` times (the images of a
+        tile batch are tile-major: tile 0's images, then tile 1's ...)."""
+        f = self.factor
+        parts = [self.image[:, :, f * y : f * (y + h), f * x : f * (x + w)] for y, x, h, w in boxes]
+        for box, part in zip(boxes, parts, strict=True):
+            if part.shape[-2:] != (f * box[2], f * box[3]):
+                # A box past the image edge would give a smaller crop: hint and latent misaligned.
+                raise ValueError(f"tile box {box} outside the {tuple(self.image.shape[-2:])} control image")
+        return torch.cat(parts).repeat_interleave(per_box, dim=0)
+
+    def unet_kwargs(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        context: torch.Tensor,
+        added: dict[str, Any],
+        boxes: Sequence[Box],
+        halves: int = 1,
+    ) -> dict[str, Any]:
+        """Run the ControlNet on the UNet's own batch `x` (with CFG: `halves` = 2 copies of the tiles,
+        uncond first) and return the residual keywords for that UNet call."""
+        per_box = x.shape[0] // (halves * len(boxes))
+        hint = self.crops(boxes, per_box)
+        if halves > 1:
+            hint = torch.cat([hint] * halves)
+        down, mid = self.net(
+            x,
+            t,
+            encoder_hidden_states=context,
+            controlnet_cond=hint,
+            conditioning_scale=self.scale,
+            return_dict=False,
+            **added,
+        )
+        return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
