@@ -1,7 +1,7 @@
 """Random-weight models for the engine benchmark, written as the files the real pipeline loads.
 
 The SD1.5-shaped set is saved as a diffusers folder that naiup's Refiner loads like any checkpoint;
-the upscalers are saved as .safetensors files that naiup.engine.upscale loads (real weights from
+the upscalers are saved as .safetensors files that naiup.engine.upscale.upscaler loads (real weights from
 ../shared/weights when present and not --small). Built once per cache folder, then reused.
 """
 

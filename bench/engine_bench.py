@@ -4,9 +4,9 @@ VAE decode -> PNG) on SD1.5-shaped random-weight models, against the naive diffu
     W2  2x upscaler (Real-CUGAN se from ../shared/weights if present, else a random Compact 2x)
         + refine: LCM 8 steps x denoise 0.25 = 2 UNet steps, CFG 1, tile 64 / overlap 32, tiled VAE
     W4  4x upscaler (RealESRGAN x4plus anime 6B if present, else a random RRDB 6-block) + refine
-Input 832x1216 (NAI V3 portrait). The stages are naiup's own code: naiup.engine.upscale.load_upscaler,
-naiup.engine.refine.Refiner with its production defaults (tiling.predictor_for, vae_tiling), timed
-through the Refiner's seams, and naiup.provenance.encode_png. Each workload is followed, in the same
+Input 832x1216 (NAI V3 portrait). The stages are naiup's own code: engine.upscale.upscaler.load_upscaler,
+naiup.engine.diffusion.refine.Refiner with its production defaults (tiling.predictor_for, vae_tiling), timed
+through the Refiner's seams, and naiup.output.provenance.encode_png. Each workload is followed, in the same
 run, by the baseline: diffusers StableDiffusionImg2ImgPipeline on the same models and upscaled pixels,
 at full resolution with vae.enable_tiling().
 
@@ -45,12 +45,13 @@ from diffusers import LCMScheduler, StableDiffusionImg2ImgPipeline  # noqa: E402
 from diffusers.utils import logging as diffusers_logging  # noqa: E402
 
 from naiup.config import ModelConfig, Preset  # noqa: E402
-from naiup.engine import vae_attention, vae_tiling  # noqa: E402
 from naiup.engine.device import cap_memory, explicit_device  # noqa: E402
-from naiup.engine.refine import Refiner  # noqa: E402
-from naiup.engine.tiling import plan_tiles, predictor_for  # noqa: E402
-from naiup.engine.upscale import load_upscaler  # noqa: E402
-from naiup.provenance import encode_png  # noqa: E402
+from naiup.engine.diffusion.refine import Refiner  # noqa: E402
+from naiup.engine.diffusion.tiling import plan_tiles, predictor_for  # noqa: E402
+from naiup.engine.upscale.upscaler import load_upscaler  # noqa: E402
+from naiup.engine.vae import attention as vae_attention  # noqa: E402
+from naiup.engine.vae import tiled as vae_tiling  # noqa: E402
+from naiup.output.provenance import encode_png  # noqa: E402
 
 PROMPT = "(masterpiece, best quality, highres:1.2), 1girl, solo, detailed background"
 PNG_LEVEL = 1  # OutputConfig.png_compress_level default

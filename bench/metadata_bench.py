@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO / "tests"))  # reuse the test-side NovelAI writer
 
 import nai_writer  # noqa: E402
 
-from naiup.engine.metadata import read_metadata  # noqa: E402
+from naiup.metadata.read import read_metadata  # noqa: E402
 
 REAL_FIXTURE = REPO.parent / "shared" / "fixtures" / "nai" / "nai45_full_3chars_1024.png"
 

@@ -24,8 +24,8 @@ import PIL
 from PIL import Image, PngImagePlugin
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from naiup.atomic import write_new
-from naiup.png_encode import encode_rgb_png
+from naiup.output.atomic import write_new
+from naiup.output.png import encode_rgb_png
 
 DEFAULT_IMAGE = Path(__file__).resolve().parents[2] / "shared/fixtures/nai/nai3_1024_text_stealth.png"
 

@@ -36,9 +36,9 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from bench_models import SMALL, sd_folder  # noqa: E402
 
-from naiup.engine.refine import denoise, make_guided_denoiser  # noqa: E402
-from naiup.engine.samplers import Sampler  # noqa: E402
-from naiup.engine.tiling import TilePlan, plan_tiles, tiled_predictor  # noqa: E402
+from naiup.engine.diffusion.refine import denoise, make_guided_denoiser  # noqa: E402
+from naiup.engine.diffusion.samplers import Sampler  # noqa: E402
+from naiup.engine.diffusion.tiling import TilePlan, plan_tiles, tiled_predictor  # noqa: E402
 
 
 def seam_lines(starts: tuple[int, ...], tile: int, length: int) -> list[int]:

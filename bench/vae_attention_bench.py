@@ -26,9 +26,9 @@ sys.path.insert(0, str(REPO / "bench"))
 from bench_report import machine  # noqa: E402
 from diffusers import AutoencoderKL  # noqa: E402
 
-from naiup.engine import vae_attention  # noqa: E402
-from naiup.engine import vae_tiling as vt  # noqa: E402
 from naiup.engine.device import explicit_device  # noqa: E402
+from naiup.engine.vae import attention as vae_attention  # noqa: E402
+from naiup.engine.vae import tiled as vt  # noqa: E402
 
 
 def _psnr(a: torch.Tensor, ref: torch.Tensor) -> float:

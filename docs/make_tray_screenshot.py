@@ -3,7 +3,7 @@
     Xvfb :57 -screen 0 560x400x24 & DISPLAY=:57 python docs/make_tray_screenshot.py docs/tray-menu.png
 
 pystray's xorg backend has no menu (research §3.4) and Xvfb has no tray host, so the entries come from
-naiup.daemon.tray_menu.build_menu (what every backend shows) and are posted as real Tk popup menus;
+naiup.tray.menu.build_menu (what every backend shows) and are posted as real Tk popup menus;
 the icon beside them is naiup's own drawn icon. The root window is then grabbed with python-xlib.
 Not a test and not collected by pytest.
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 from PIL import Image, ImageTk
 from Xlib import X, display
 
-from naiup.daemon.tray_icon import draw_icon
-from naiup.daemon.tray_menu import IconState, MenuEntry, TrayState, build_menu, tooltip
+from naiup.tray.icon import draw_icon
+from naiup.tray.menu import IconState, MenuEntry, TrayState, build_menu, tooltip
 
 STATUS = {
     "ok": True,

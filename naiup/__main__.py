@@ -1,5 +1,5 @@
 import sys
 
-from naiup.cli import main
+from naiup.cli.main import main
 
 sys.exit(main())

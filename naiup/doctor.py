@@ -221,7 +221,7 @@ def check_pause_rules(config: Config) -> list[Check]:
 
 def check_tray(tray_backend: Callable[[], str | None] | None = None) -> Check:
     if tray_backend is None:
-        from naiup.daemon.tray_backend import backend_name
+        from naiup.tray.backend import backend_name
 
         tray_backend = backend_name
     name = tray_backend()
@@ -258,7 +258,7 @@ def check_autostart() -> Check:
 
 def check_daemon(connect: Callable[[], Any] | None = None) -> Check:
     if connect is None:
-        from naiup.daemon.control import ControlClient
+        from naiup.control.channel import ControlClient
 
         connect = ControlClient.connect
     try:

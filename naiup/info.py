@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from naiup.engine.metadata import ImageMetadata, MetadataFormat, read_metadata
-from naiup.engine.prompts import nai_to_a1111
 from naiup.errors import NaiupError
-from naiup.provenance import PROVENANCE_KEY
+from naiup.metadata.nai_syntax import nai_to_a1111
+from naiup.metadata.read import ImageMetadata, MetadataFormat, read_metadata
+from naiup.output.provenance import PROVENANCE_KEY
 
 _HUMAN_PROMPT_CHARS = 120  # the JSON form has the full text
 

@@ -24,14 +24,13 @@ from typing import Protocol
 from PIL import Image
 
 from naiup import __version__
-from naiup.atomic import write_first_free
 from naiup.config import Config, OutputConfig, Preset
-from naiup.engine.metadata import ImageMetadata, ensure_rgb, read_image, refuse_special_file
 from naiup.engine.result import EngineResult
 from naiup.errors import ConfigError, InputError, OutputError
-from naiup.pathnames import plain_text
-from naiup.png_encode import is_png_keyword
-from naiup.provenance import (
+from naiup.metadata.read import ImageMetadata, ensure_rgb, read_image, refuse_special_file
+from naiup.output.atomic import write_first_free
+from naiup.output.png import is_png_keyword
+from naiup.output.provenance import (
     PARAMETERS_KEY,
     PROVENANCE_KEY,
     a1111_parameters,
@@ -39,6 +38,7 @@ from naiup.provenance import (
     has_provenance,
     provenance_text,
 )
+from naiup.pathnames import plain_text
 
 __all__ = ["EngineResult", "ImageEngine", "JobResult", "is_naiup_output", "output_candidates", "run_job"]
 

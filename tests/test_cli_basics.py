@@ -152,7 +152,7 @@ def test_pause_for_refuses_durations_that_would_pause_forever_or_never(
     # `--for 0s` used to mean "no end" (a paused_until of None), nan/inf never ended either.
     for kind in ("STATE", "RUNTIME"):
         monkeypatch.setenv(f"NAIUP_{kind}_DIR", str(tmp_path / kind.lower()))  # never the real daemon
-    from naiup.cli import main
+    from naiup.cli.main import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["pause", f"--for={text}"])

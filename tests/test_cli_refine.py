@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from naiup.cli import main
-from naiup.progress_bar import ProgressBar
+from naiup.cli.main import main
+from naiup.cli.progress_bar import ProgressBar
 
 REPO = Path(__file__).resolve().parents[1]
 

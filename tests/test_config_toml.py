@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from naiup.config import BUILTIN_PRESETS, Config, load_config
-from naiup.config_toml import dump_config
+from naiup.config.dump import dump_config
 
 
 def _reload(tmp_path: Path, config: Config) -> Config:

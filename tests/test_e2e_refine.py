@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from naiup.cli import main
+from naiup.cli.main import main
 
 # One UNet step: int(steps * denoise) = 1. lanczos keeps the upscale out of the way of the refiner.
 PRESETS = """
@@ -71,7 +71,7 @@ def test_refine_with_a_real_tiny_model(tiny, lora_dir, tmp_path, capsys, caplog)
     config = write_config(tmp_path / "config.toml", tiny.folder, tiny, lora_dir)
     a = nai_writer.write_nai_png(work / "a.png", (64, 64), seed=4321, pixel_seed=1, stealth=True)
     original = a.read_bytes()
-    caplog.set_level(logging.INFO, logger="naiup.engine.refine")
+    caplog.set_level(logging.INFO, logger="naiup.engine.diffusion.refine")
 
     # a twice in one run: the second is "(2)", from the same warm engine, and must not drift.
     rc, shown = refine(config, a, a), capsys.readouterr()

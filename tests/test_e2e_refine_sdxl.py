@@ -9,7 +9,7 @@ import pytest
 import tiny_sdxl
 from PIL import Image
 
-from naiup.cli import main
+from naiup.cli.main import main
 
 # 128 px fixture x4 = 512 px = a 64x64 latent: 3 x 3 tiles of 32 with overlap 16, two UNet steps.
 PRESET = """

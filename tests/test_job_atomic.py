@@ -1,4 +1,4 @@
-"""Atomic, no-clobber publishing (naiup/atomic.py)."""
+"""Atomic, no-clobber publishing (naiup/output/atomic.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from naiup import atomic
-from naiup.atomic import is_temp_name, write_first_free, write_new
 from naiup.errors import OutputError
+from naiup.output import atomic
+from naiup.output.atomic import is_temp_name, write_first_free, write_new
 
 
 def _leftovers(folder):

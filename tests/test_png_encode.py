@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from naiup import png_encode
-from naiup.engine.metadata import read_metadata
-from naiup.png_encode import encode_rgb_png, is_png_keyword
+from naiup.metadata.read import read_metadata
+from naiup.output import png as png_encode
+from naiup.output.png import encode_rgb_png, is_png_keyword
 
 
 def _image(height: int, width: int, seed: int = 0) -> np.ndarray:

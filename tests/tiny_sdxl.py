@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tiny_sd import TOKENIZER_DIR, _vae_to_ldm, tiny_sd_vae, write_skeleton
 
-from naiup.engine.ldm_names import unet_ldm_name
+from naiup.engine.models.ldm_names import unet_ldm_name
 
 TE1_WIDTH, TE2_WIDTH, TIME_DIM = 32, 48, 8
 

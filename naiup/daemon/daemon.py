@@ -21,9 +21,8 @@ from pathlib import Path
 import filelock
 
 from naiup import __version__, paths
-from naiup.atomic import TEMP_SUFFIX, replace_file
 from naiup.config import Config, load_config
-from naiup.daemon import control
+from naiup.control import channel as control
 from naiup.daemon.catchup import BackfillCount, Scanner
 from naiup.daemon.ledger import Ledger, State, default_path
 from naiup.daemon.logs import setup_logging
@@ -35,6 +34,7 @@ from naiup.daemon.state import RuntimeState, load_state, save_state
 from naiup.daemon.verbs import Verbs
 from naiup.daemon.watcher import Watcher
 from naiup.errors import FatalError, NaiupError
+from naiup.output.atomic import TEMP_SUFFIX, replace_file
 
 log = logging.getLogger(__name__)
 

@@ -13,13 +13,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from naiup.atomic import TEMP_SUFFIX, temp_prefix
 from naiup.config import Config, Preset
 from naiup.daemon.ledger import Item, Ledger
 from naiup.daemon.state import RuntimeState
 from naiup.daemon.worker import Outcome, Worker
 from naiup.errors import NaiupError, plain_message
 from naiup.job import output_candidates
+from naiup.output.atomic import TEMP_SUFFIX, temp_prefix
 from naiup.pathnames import plain_text
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def _gone(src: Path) -> bool:
 def remove_job_temps(src: Path, preset: Preset, template: str) -> None:
     """A killed worker cannot clean up: drop the hidden temp of its publish for this source.
 
-    naiup.atomic names it `<temp_prefix(first output name)><random>.naiup-tmp` (whatever output.name
+    naiup.output.atomic names it `<temp_prefix(first output name)><random>.naiup-tmp` (whatever output.name
     says), so it is found from the source alone.
     """
     try:

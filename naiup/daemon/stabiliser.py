@@ -22,13 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from naiup.atomic import TEMP_SUFFIX
 from naiup.config import Config, WatchConfig
 from naiup.daemon.filetimes import arrival_time
 from naiup.daemon.ledger import OWN_OUTPUT, Item, Ledger, State
-from naiup.engine.metadata import read_metadata
 from naiup.errors import InputError, MetadataError, NaiupError, UnsafeInputError
 from naiup.job import is_naiup_output
+from naiup.metadata.read import read_metadata
+from naiup.output.atomic import TEMP_SUFFIX
 from naiup.pathnames import shown
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ import logging
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from naiup.atomic import replace_file
+from naiup.output.atomic import replace_file
 
 log = logging.getLogger(__name__)
 

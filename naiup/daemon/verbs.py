@@ -1,4 +1,4 @@
-"""The control verbs: what each request to the daemon does (protocol in naiup/daemon/control.py)."""
+"""The control verbs: what each request to the daemon does (protocol in naiup/control/channel.py)."""
 
 from __future__ import annotations
 

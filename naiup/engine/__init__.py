@@ -13,7 +13,7 @@ __all__ = ["Engine", "EngineResult"]
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy so that `import naiup.engine.metadata` (CLI info, daemon) does not load torch.
+    # Lazy so that `import naiup.metadata.read` (CLI info, daemon) does not load torch.
     if name == "Engine":
         from naiup.engine.engine import Engine
 

@@ -19,11 +19,11 @@ from PIL import Image
 
 from naiup.config import ModelConfig, Preset
 from naiup.engine.device import cap_memory, empty_cache, explicit_device, pick_device, release_cached
-from naiup.engine.metadata import ImageMetadata, ensure_rgb
-from naiup.engine.prompts import LORA_TAG, nai_to_a1111
 from naiup.engine.result import EngineResult
-from naiup.engine.upscale import Upscaler, load_upscaler
+from naiup.engine.upscale.upscaler import Upscaler, load_upscaler
 from naiup.errors import ConfigError, ModelLoadError
+from naiup.metadata.nai_syntax import LORA_TAG, nai_to_a1111
+from naiup.metadata.read import ImageMetadata, ensure_rgb
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ _SEED_LIMIT = 2**32
 
 
 class RefinerLike(Protocol):
-    """The Refiner of naiup.engine.refine, as the engine uses it. One whose class sets
+    """The Refiner of naiup.engine.diffusion.refine, as the engine uses it. One whose class sets
     `accepts_pixels = True` is also handed (H, W, 3) uint8 tensors (on the GPU), not only images."""
 
     model_id: str
@@ -58,7 +58,7 @@ RefinerFactory = Callable[[ModelConfig, torch.device], RefinerLike]
 
 def _default_refiner_factory(model: ModelConfig, device: torch.device) -> RefinerLike:
     try:
-        from naiup.engine.refine import Refiner  # diffusers is heavy: only when a preset refines
+        from naiup.engine.diffusion.refine import Refiner  # diffusers is heavy: only when a preset refines
     except ImportError as exc:
         raise ModelLoadError(
             "refiner", f"cannot import the SD refiner ({exc}); is naiup fully installed (diffusers, peft)?"

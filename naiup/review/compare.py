@@ -23,10 +23,10 @@ from typing import Any
 
 from PIL import Image
 
-from naiup.engine.meta_types import ImageMetadata, MetadataFormat, MetadataSource
 from naiup.errors import NaiupError
+from naiup.metadata.types import ImageMetadata, MetadataFormat, MetadataSource
+from naiup.output.provenance import PARAMETERS_KEY, PROVENANCE_KEY
 from naiup.pathnames import plain_text, shown
-from naiup.provenance import PARAMETERS_KEY, PROVENANCE_KEY
 from naiup.review.links import Pair
 from naiup.review.urls import file_url
 
@@ -262,8 +262,8 @@ def _prompt_texts(meta: ImageMetadata | None, params: dict) -> list[list[str]]:
 
 def _generation_metadata(pair: Pair) -> ImageMetadata | None:
     """The NovelAI data: from the result's carried text chunks (no pixels decoded), else the original."""
-    from naiup.engine.detection import detect
-    from naiup.engine.metadata import read_metadata
+    from naiup.metadata.detect import detect
+    from naiup.metadata.read import read_metadata
 
     if pair.output is not None and pair.output.is_file():
         try:

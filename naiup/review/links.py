@@ -19,7 +19,7 @@ from PIL import Image
 
 from naiup.daemon.ledger import Item, Ledger, State
 from naiup.errors import NaiupError
-from naiup.provenance import PROVENANCE_KEY
+from naiup.output.provenance import PROVENANCE_KEY
 
 _HASH_LIMIT = 256 * 1024 * 1024  # hashing the original only to warn that it changed: skip giant files
 

@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from naiup.atomic import replace_file
 from naiup.errors import NaiupError
+from naiup.output.atomic import replace_file
 from naiup.service import linux, macos, windows
 from naiup.service.command import naiup_command
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from naiup.daemon.control import ControlClient, DaemonNotRunning
+from naiup.control.channel import ControlClient, DaemonNotRunning
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent

@@ -15,8 +15,8 @@ import nai_writer
 import pytest
 from daemon_harness import DaemonRun, wait_for
 
-from naiup.cli import main
-from naiup.daemon.control import ControlClient, ControlError, address, create_token, token_path
+from naiup.cli.main import main
+from naiup.control.channel import ControlClient, ControlError, address, create_token, token_path
 
 
 def _mode(path: Path) -> int:

@@ -76,7 +76,10 @@ def test_a_dropped_nai_file_is_refined_by_the_real_engine_and_never_redone(daemo
     assert src.read_bytes() == original
     # The worker's own records reach the daemon's log: the model load and the job with its timings.
     logged = (daemon.root / "log" / "daemon.log").read_text()
-    assert "naiup.engine.refine: model loaded id=tiny-" in logged and "job done src=first.png" in logged
+    assert (
+        "naiup.engine.diffusion.refine: model loaded id=tiny-" in logged
+        and "job done src=first.png" in logged
+    )
     if sys.platform == "linux":  # torch lives only in the worker: the daemon stays small and quick
         assert not torch_mapped(daemon.proc.pid) and torch_mapped(daemon.status()["worker_pid"])
     out_bytes, attempts = out.read_bytes(), row["attempts"]

@@ -131,7 +131,7 @@ def _own_output(daemon: DaemonRun, name: str) -> Path:
     """An output naiup wrote in an earlier life of this folder (its provenance chunk says so)."""
     from PIL import Image, PngImagePlugin
 
-    from naiup.provenance import PROVENANCE_KEY
+    from naiup.output.provenance import PROVENANCE_KEY
 
     info = PngImagePlugin.PngInfo()
     info.add_text(PROVENANCE_KEY, "{}")

@@ -10,7 +10,6 @@ import nai_writer
 import pytest
 from daemon_harness import wait_for
 
-from naiup.atomic import TEMP_SUFFIX, temp_prefix
 from naiup.config import Config, Preset, WatchConfig
 from naiup.daemon.catchup import Scanner
 from naiup.daemon.ledger import Ledger, State
@@ -19,6 +18,7 @@ from naiup.daemon.stabiliser import Stabiliser, has_partial_sibling, is_candidat
 from naiup.daemon.state import RuntimeState, load_state, save_state
 from naiup.daemon.watcher import Watcher
 from naiup.errors import FatalError
+from naiup.output.atomic import TEMP_SUFFIX, temp_prefix
 
 
 @pytest.mark.parametrize(
@@ -88,7 +88,7 @@ def test_a_damaged_ledger_is_a_clear_error_naming_the_file(tmp_path: Path):
 def test_a_killed_jobs_temp_is_found_whatever_the_name(
     tmp_path: Path, src_name: str, template: str, output_name: str
 ):
-    # The temp is named after the first output name (naiup.atomic), not after the source's stem.
+    # The temp is named after the first output name (naiup.output.atomic), not after the source's stem.
     src = tmp_path / src_name
     src.write_bytes(b"x")
     temp = tmp_path / f"{temp_prefix(tmp_path / output_name)}0a1b2c3d{TEMP_SUFFIX}"
@@ -220,8 +220,8 @@ def test_only_stale_publish_temps_are_removed_so_a_concurrent_refine_keeps_its_o
     import os
     import time
 
-    from naiup.atomic import TEMP_SUFFIX
     from naiup.daemon.daemon import STALE_TEMP_SECONDS, remove_stale_temps
+    from naiup.output.atomic import TEMP_SUFFIX
 
     sub = tmp_path / "sub"
     sub.mkdir()

@@ -23,8 +23,8 @@ else:
 import daemon_harness  # noqa: E402
 from tray_standin import StandinDaemon  # noqa: E402
 
-from naiup.daemon import tray as tray_module  # noqa: E402
-from naiup.daemon.tray import TrayApp  # noqa: E402
+from naiup.tray import app as tray_module  # noqa: E402
+from naiup.tray.app import TrayApp  # noqa: E402
 
 
 class RecordingIcon(pystray.Icon):

@@ -6,8 +6,8 @@ import json
 
 from tray_standin import default_status
 
-from naiup.daemon.tray_automation import ActionsReader, write_state
-from naiup.daemon.tray_menu import TrayState
+from naiup.tray.automation import ActionsReader, write_state
+from naiup.tray.menu import TrayState
 
 
 def test_actions_are_read_once_and_only_in_whole_lines(tmp_path):

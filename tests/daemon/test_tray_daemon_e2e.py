@@ -19,7 +19,7 @@ import pytest
 from daemon_harness import DaemonRun, wait_for
 from tray_harness import read_state, tray_argv, tray_host, uncaught_traceback
 
-from naiup.daemon.control import ControlClient, DaemonNotRunning
+from naiup.control.channel import ControlClient, DaemonNotRunning
 
 UI_DEADLINE = 2.0  # issue 6: the tray reflects a CLI pause/resume within 2 s
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from naiup.daemon.notify import Notifier
-from naiup.daemon.tray_icon import COLOURS, draw_icon
-from naiup.daemon.tray_menu import IconState
+from naiup.tray.icon import COLOURS, draw_icon
+from naiup.tray.menu import IconState
+from naiup.tray.notify import Notifier
 
 
 def test_each_state_has_its_own_icon_in_its_colour():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from tray_standin import default_status
 
-from naiup.daemon.tray_menu import Action, IconState, TrayState, build_menu, command_for, icon_state, tooltip
+from naiup.tray.menu import Action, IconState, TrayState, build_menu, command_for, icon_state, tooltip
 
 
 def status(**changes):

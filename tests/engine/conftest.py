@@ -9,7 +9,7 @@ import safetensors.torch
 import torch
 from spandrel.architectures.Compact.__arch.SRVGG import SRVGGNetCompact
 
-from naiup.engine.upscale import Upscaler, load_upscaler
+from naiup.engine.upscale.upscaler import Upscaler, load_upscaler
 
 # Receptive-field radius of the tiny model in input px: (num_conv + 2) 3x3 convs -> 4 px.
 TINY_RF = 4

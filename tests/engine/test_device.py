@@ -20,8 +20,8 @@ from naiup.engine.device import (
     vae_dtype_for,
     with_index,
 )
-from naiup.engine.upscale_tiles import tile_for_memory
-from naiup.engine.vae_memory import VaeMemory, choose_vae_plan
+from naiup.engine.upscale.tiles import tile_for_memory
+from naiup.engine.vae.memory import VaeMemory, choose_vae_plan
 from naiup.errors import ConfigError
 
 GIB = 2**30
@@ -156,7 +156,7 @@ class _Recorded(torch.nn.Linear):
 
 
 def test_loading_casts_before_it_moves_so_no_fp32_model_lands_on_the_gpu():
-    from naiup.engine import models
+    from naiup.engine.models.load import load as models
 
     meta = torch.device("meta")  # stands in for the accelerator
     model = _Recorded()

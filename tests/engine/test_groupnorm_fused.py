@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from naiup.engine.groupnorm_pool import apply_group_norm, partial_stats, pool
+from naiup.engine.vae.groupnorm_pool import apply_group_norm, partial_stats, pool
 
 
 def _norm(groups: int = 8, channels: int = 32) -> torch.nn.GroupNorm:

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from naiup.engine.metadata import MetadataFormat, MetadataSource, read_image, read_metadata
 from naiup.errors import InputError
+from naiup.metadata.read import MetadataFormat, MetadataSource, read_image, read_metadata
 
 pytestmark = pytest.mark.timeout(20)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from naiup.engine.metadata import MetadataFormat, MetadataSource, Signature, read_metadata
+from naiup.metadata.read import MetadataFormat, MetadataSource, Signature, read_metadata
 
 NAI, TEXT, EXIF, STEALTH = (
     MetadataFormat.NOVELAI,

@@ -9,7 +9,7 @@ import nai_writer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from naiup.engine.metadata import CharacterPrompt, MetadataFormat, MetadataSource, read_metadata
+from naiup.metadata.read import CharacterPrompt, MetadataFormat, MetadataSource, read_metadata
 
 _text = st.text(st.characters(exclude_categories=("Cs", "Cc")), max_size=40)
 _grid = st.sampled_from([0.1, 0.3, 0.5, 0.7, 0.9])

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from naiup.engine.metadata import MetadataFormat, MetadataSource, Signature, read_image, read_metadata
+from naiup.metadata.read import MetadataFormat, MetadataSource, Signature, read_image, read_metadata
 
 A1111_INFOTEXT = (
     "a red fox\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 42, Size: 64x64"

@@ -16,9 +16,9 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from naiup.config import ModelConfig, Preset
-from naiup.engine.checkpoints import read_state_dict
-from naiup.engine.models import load_models, model_set_id
-from naiup.engine.refine import Refiner
+from naiup.engine.diffusion.refine import Refiner
+from naiup.engine.models.checkpoints import read_state_dict
+from naiup.engine.models.load import load_models, model_set_id
 from naiup.errors import ModelLoadError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,7 +46,7 @@ def test_single_file_loads_offline_with_an_empty_hf_cache_and_matches_the_folder
         from pathlib import Path
         from PIL import Image
         from naiup.config import ModelConfig, Preset
-        from naiup.engine.refine import Refiner
+        from naiup.engine.diffusion.refine import Refiner
         r = Refiner(ModelConfig(checkpoint={str(tiny.single_file)!r}, lcm_lora={str(tiny.lcm_lora)!r},
                                 device="cpu"), config_dir=Path({str(tiny.skeleton)!r}))
         img = Image.fromarray(np.random.default_rng(5).integers(0, 256, (64, 64, 3), dtype=np.uint8), "RGB")
@@ -158,6 +158,6 @@ def test_model_id_is_stable_and_names_the_model_set(tiny):
     ],
 )
 def test_hub_ids_are_told_apart_from_paths(spec, is_hub):
-    from naiup.engine.models import looks_like_hub_id
+    from naiup.engine.models.load import looks_like_hub_id
 
     assert looks_like_hub_id(spec) is is_hub

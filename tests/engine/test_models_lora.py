@@ -12,9 +12,9 @@ from diffusers import StableDiffusionPipeline
 from PIL import Image
 
 from naiup.config import LoraSpec, ModelConfig, Preset
-from naiup.engine.lora import LoraFuser, read_lora
-from naiup.engine.models import load_models
-from naiup.engine.refine import Refiner
+from naiup.engine.diffusion.refine import Refiner
+from naiup.engine.models.load import load_models
+from naiup.engine.models.lora import LoraFuser, read_lora
 from naiup.errors import ConfigError, ModelLoadError
 
 PRESET = Preset(name="t", steps=4, denoise=0.5)
@@ -145,7 +145,7 @@ def test_peft_named_lora_fuses_like_the_same_kohya_lora(tiny, tmp_path):
 
 
 def test_config_loras_may_be_bare_names_in_the_lora_folders(tiny):
-    from naiup.engine.models import resolve_lora_file
+    from naiup.engine.models.load import resolve_lora_file
 
     folder = tiny.kohya_lora.parent
     assert resolve_lora_file(tiny.kohya_lora.stem, (folder,)) == tiny.kohya_lora

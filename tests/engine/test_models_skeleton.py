@@ -6,7 +6,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from naiup.engine.models import SD15_SKELETON
+from naiup.engine.models.load import SD15_SKELETON
 
 
 def test_bundled_tokenizer_gives_clip_vit_l_ids():

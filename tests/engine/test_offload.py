@@ -15,11 +15,11 @@ from diffusers import AutoencoderKL
 from PIL import Image
 
 from naiup.config import Preset
-from naiup.engine import refine as refine_module
 from naiup.engine.device import misplaced
-from naiup.engine.models import SD15_SKELETON
-from naiup.engine.offload import needs_room, parked
-from naiup.engine.refine import Refiner
+from naiup.engine.diffusion import refine as refine_module
+from naiup.engine.diffusion.refine import Refiner
+from naiup.engine.models.load import SD15_SKELETON
+from naiup.engine.models.offload import needs_room, parked
 
 GB = 10**9
 W4 = (4864, 3328)  # 4x of 832x1216, height x width
@@ -70,7 +70,7 @@ class _NoRoomOffHost(torch.nn.Linear):
 def test_a_failed_way_back_never_hides_the_blocks_error_and_leaves_the_rest_to_the_next_job(caplog):
     meta = torch.device("meta")  # stands in for the accelerator
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), _NoRoomOffHost(2, 2))
-    caplog.set_level(logging.WARNING, logger="naiup.engine.offload")
+    caplog.set_level(logging.WARNING, logger="naiup.engine.models.offload")
     # The VAE pass failed (out of memory, say): that error reaches the retry ladder, not the one of
     # the way back, which runs while the failed pass's tensors are still alive.
     with pytest.raises(RuntimeError, match="the VAE pass"), parked([model], meta):
@@ -104,7 +104,7 @@ def test_every_job_starts_with_the_models_wholly_in_place(tmp_path_factory, capl
     m.unet.up_blocks[1].to(torch.float64)
     m.vae.decoder.to(torch.float64)  # fp64 and back is exact: the result must not change
     assert misplaced(m.unet, refiner.device, torch.float32) != (0, 0)
-    caplog.set_level(logging.WARNING, logger="naiup.engine.refine")
+    caplog.set_level(logging.WARNING, logger="naiup.engine.diffusion.refine")
     assert run() == before
     assert "was not all on cpu; moved it back" in caplog.text
     for model in (m.unet, m.text_encoder, m.vae):
@@ -141,7 +141,7 @@ def test_exact_mode_takes_the_largest_tiles_the_device_holds(sd_vae_bf16, monkey
     # W2's 208x304 latent: one tile on an 80 GB card (no halo at all), larger cores than the default
     # while they fit (estimates 24.6 / 14.3 / 10.7 GB for 304 / 192 / 128), and the default 96 once
     # the tiles must wait in host RAM.
-    from naiup.engine import vae_tiling as vt
+    from naiup.engine.vae import tiled as vt
 
     monkeypatch.setattr(vt, "free_memory_bytes", lambda device: free)
     plan = vt.plan_vae(sd_vae_bf16, "decode", *W2, "exact", vt.DEFAULT_CORE)
@@ -154,7 +154,7 @@ def test_exact_mode_takes_the_largest_tiles_the_device_holds(sd_vae_bf16, monkey
 def test_no_exact_tile_reaches_2_to_the_31_elements(sd_vae_bf16, monkeypatch):
     # 4x of 832x1216 (416x608 latent) as one tile would make a 256 x 3328 x 4864 activation (4.1e9
     # elements): cuDNN's 64-bit path, never tried on a GPU. Even a card that holds it gets a smaller core.
-    from naiup.engine import vae_tiling as vt
+    from naiup.engine.vae import tiled as vt
 
     latent = (1216 * 4 // 8, 832 * 4 // 8)
     halo = vt.st.decoder_halo(sd_vae_bf16)

@@ -7,7 +7,7 @@ import tiny_sd
 import torch
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from naiup.engine.prompt_encoder import PromptEncoder, pad_to_same_length
+from naiup.engine.diffusion.prompt_encoder import PromptEncoder, pad_to_same_length
 from naiup.errors import ConfigError
 
 BOS, EOS, COMMA = 49406, 49407, 267  # well-known CLIP ids
@@ -116,7 +116,7 @@ def test_cond_and_uncond_are_padded_to_equal_length_with_empty_chunks(clip):
 
 def test_the_embedding_cache_keeps_the_most_recently_used_few(clip, monkeypatch):
     # Each entry lives on the GPU; with use_image_prompt every image is a new prompt, for weeks.
-    from naiup.engine import prompt_encoder
+    from naiup.engine.diffusion import prompt_encoder
 
     monkeypatch.setattr(prompt_encoder, "PROMPT_CACHE_SIZE", 3)
     enc = PromptEncoder(*clip)

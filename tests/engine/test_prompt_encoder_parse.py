@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from naiup.engine.prompt_encoder import (
+from naiup.engine.diffusion.prompt_encoder import (
     BREAK,
     CHUNK_TOKENS,
     chunk_tokens,

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from naiup.config import Preset
-from naiup.engine.prompt_schedule import prompts_per_step
-from naiup.engine.refine import Refiner
+from naiup.engine.diffusion.prompt_schedule import prompts_per_step
+from naiup.engine.diffusion.refine import Refiner
 
 
 @pytest.mark.parametrize(

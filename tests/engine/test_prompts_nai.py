@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from naiup.engine.prompts import nai_to_a1111
+from naiup.metadata.nai_syntax import nai_to_a1111
 
 
 @pytest.mark.parametrize(

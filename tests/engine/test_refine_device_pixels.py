@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 
 from naiup.config import ModelConfig, Preset
+from naiup.engine.diffusion.refine import Refiner, pad_to_multiple, rgb_pixels, to_image, to_pixels
 from naiup.engine.engine import Engine
-from naiup.engine.metadata import ImageMetadata
-from naiup.engine.refine import Refiner, pad_to_multiple, rgb_pixels, to_image, to_pixels
+from naiup.metadata.read import ImageMetadata
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from naiup.config import ModelConfig, Preset
-from naiup.engine.refine import Refiner, decode_untiled, encode_untiled
-from naiup.engine.samplers import check_preset
+from naiup.engine.diffusion.refine import Refiner, decode_untiled, encode_untiled
+from naiup.engine.diffusion.samplers import check_preset
 from naiup.errors import ConfigError, EngineError
 
 

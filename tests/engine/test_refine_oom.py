@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 
 from naiup.config import Preset
-from naiup.engine import refine as refine_module
-from naiup.engine.refine import Refiner, memory_ladder
+from naiup.engine.diffusion import refine as refine_module
+from naiup.engine.diffusion.refine import Refiner, memory_ladder
 from naiup.errors import OutOfMemoryError
 
 # 96x96 px -> 12x12 latent; 8-latent tiles overlapping by 4 -> 4 tiles, 3 at a time through the UNet.
@@ -74,7 +74,7 @@ def test_running_out_of_memory_retries_with_less_and_parks_the_models(refiner, m
             yield
 
     monkeypatch.setattr(refine_module, "parked", spy)
-    caplog.set_level(logging.WARNING, logger="naiup.engine.refine")
+    caplog.set_level(logging.WARNING, logger="naiup.engine.diffusion.refine")
     with unet_fails(refiner, lambda x: x.shape[0] > 1):  # only a batch of one tile fits
         got = _refine(refiner, MULTI)
     assert "refine out of memory" in caplog.text and "tile_batch_size=1" in caplog.text

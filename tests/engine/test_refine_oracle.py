@@ -12,7 +12,7 @@ from diffusers import EulerDiscreteScheduler, LCMScheduler, StableDiffusionImg2I
 from PIL import Image
 
 from naiup.config import ModelConfig, Preset
-from naiup.engine.refine import Refiner
+from naiup.engine.diffusion.refine import Refiner
 
 PROMPT, NEGATIVE = "(masterpiece:1.2), 1girl", "(worst quality:1.4)"
 

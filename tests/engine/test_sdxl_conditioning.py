@@ -7,8 +7,8 @@ import tiny_sdxl
 import torch
 from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
 
-from naiup.engine.models import load_models
-from naiup.engine.sdxl_conditioning import SDXLPromptEncoder, time_ids
+from naiup.engine.diffusion.sdxl_conditioning import SDXLPromptEncoder, time_ids
+from naiup.engine.models.load import load_models
 
 W1, W2 = tiny_sdxl.TE1_WIDTH, tiny_sdxl.TE2_WIDTH
 WORDS = "cat dog " * 40  # 80 one-token words, no commas: a clean 75 | 5 split

@@ -18,9 +18,9 @@ from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from naiup.config import ModelConfig, Preset
-from naiup.engine.models import load_models
-from naiup.engine.refine import Refiner
-from naiup.engine.sdxl_single_file import SDXL_SKELETON, sdxl_tokenizers
+from naiup.engine.diffusion.refine import Refiner
+from naiup.engine.models.load import load_models
+from naiup.engine.models.sdxl_single_file import SDXL_SKELETON, sdxl_tokenizers
 from naiup.errors import ModelLoadError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,7 +103,7 @@ def test_single_files_load_offline_with_an_empty_hf_cache_and_match_their_folder
         from pathlib import Path
         from PIL import Image
         from naiup.config import ModelConfig, Preset
-        from naiup.engine.refine import Refiner
+        from naiup.engine.diffusion.refine import Refiner
         img = Image.fromarray(np.random.default_rng(5).integers(0, 256, (64, 96, 3), dtype=np.uint8), "RGB")
         preset = Preset(name="t", steps=4, denoise=0.5, sampler="euler", tile_size=64)
         for name, f in (("eps", {str(tiny.single_file)!r}), ("v", {str(tiny.v_single_file)!r})):

@@ -11,8 +11,8 @@ import torch
 from diffusers import UNet2DConditionModel
 from safetensors.torch import load_file, save_file
 
-from naiup.engine.lora import LoraFuser, read_lora
-from naiup.engine.models import load_models
+from naiup.engine.models.load import load_models
+from naiup.engine.models.lora import LoraFuser, read_lora
 from naiup.errors import ModelLoadError
 
 UNET = "model.diffusion_model."

@@ -10,8 +10,8 @@ from diffusers import EulerDiscreteScheduler, LCMScheduler, StableDiffusionXLImg
 from PIL import Image
 
 from naiup.config import ModelConfig, Preset
-from naiup.engine.refine import Refiner
-from naiup.engine.samplers import dmd2_timesteps
+from naiup.engine.diffusion.refine import Refiner
+from naiup.engine.diffusion.samplers import dmd2_timesteps
 
 PROMPT, NEGATIVE = "(masterpiece:1.2), 1girl", "(worst quality:1.4)"
 

@@ -14,9 +14,9 @@ import torch
 from diffusers import UNet2DConditionModel
 
 from naiup.config import Preset
-from naiup.engine.refine import denoise, make_guided_denoiser
-from naiup.engine.samplers import Sampler
-from naiup.engine.tiling import plan_tiles, tiled_predictor
+from naiup.engine.diffusion.refine import denoise, make_guided_denoiser
+from naiup.engine.diffusion.samplers import Sampler
+from naiup.engine.diffusion.tiling import plan_tiles, tiled_predictor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from seam_bench import seam_lines, seam_ratio, smooth_latent

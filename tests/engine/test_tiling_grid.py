@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from naiup.engine.tiling import blend_weights, paste_sum, plan_tiles
+from naiup.engine.diffusion.tiling import blend_weights, paste_sum, plan_tiles
 from naiup.errors import ConfigError
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from naiup.engine.tiling import plan_tiles, tiled_predictor
+from naiup.engine.diffusion.tiling import plan_tiles, tiled_predictor
 from naiup.errors import EngineError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 
 from naiup.config import ModelConfig, Preset
-from naiup.engine import vae_tiling
+from naiup.engine.diffusion.refine import Refiner, decode_untiled, encode_untiled
+from naiup.engine.diffusion.tiling import plan_tiles, predictor_for, tiled_predictor
 from naiup.engine.engine import _default_refiner_factory
-from naiup.engine.refine import Refiner, decode_untiled, encode_untiled
-from naiup.engine.tiling import plan_tiles, predictor_for, tiled_predictor
+from naiup.engine.vae import tiled as vae_tiling
 
 # 96x96 px -> 12x12 latent; 8-latent tiles overlapping by 4 -> a 2x2 grid.
 MULTI = Preset(name="t", steps=8, denoise=0.5, tile_size=8, overlap=4, tile_batch_size=3, vae_tiling="exact")

@@ -8,9 +8,9 @@ import tiny_sd
 import torch
 from diffusers import UNet2DConditionModel
 
-from naiup.engine.refine import make_guided_denoiser
-from naiup.engine.tiling import batch_for_memory, batch_shape, plan_tiles, tiled_predictor
-from naiup.engine.unet_graphs import UnetCall, use_unet_graphs
+from naiup.engine.diffusion.refine import make_guided_denoiser
+from naiup.engine.diffusion.tiling import batch_for_memory, batch_shape, plan_tiles, tiled_predictor
+from naiup.engine.diffusion.unet_graphs import UnetCall, use_unet_graphs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -14,8 +14,8 @@ from PIL import Image
 from naiup.config import ModelConfig, Preset
 from naiup.engine import Engine
 from naiup.engine.engine import choose_seed
-from naiup.engine.metadata import CharacterPrompt, ImageMetadata, MetadataFormat
 from naiup.errors import ConfigError
+from naiup.metadata.read import CharacterPrompt, ImageMetadata, MetadataFormat
 
 CPU = torch.device("cpu")
 LANCZOS_ONLY = Preset(name="lz", upscaler="lanczos", refine=False, scale=2.0)
@@ -178,7 +178,7 @@ def test_upscale_only_presets_never_import_diffusers():
         "from PIL import Image\n"
         "from naiup.config import BUILTIN_PRESETS, ModelConfig\n"
         "from naiup.engine import Engine\n"
-        "from naiup.engine.metadata import ImageMetadata\n"
+        "from naiup.metadata.read import ImageMetadata\n"
         "e = Engine(ModelConfig(device='cpu'), torch.device('cpu'))\n"
         "im = Image.new('RGBA', (40, 40), 'red')\n"
         "out = e.process(im, ImageMetadata(), BUILTIN_PRESETS['upscale-2x'])\n"

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from naiup.engine.upscale import Upscaler
-from naiup.engine.upscale_tiles import MIN_TILE, axis_weights, plan_axis
+from naiup.engine.upscale.tiles import MIN_TILE, axis_weights, plan_axis
+from naiup.engine.upscale.upscaler import Upscaler
 from naiup.errors import EngineError, OutOfMemoryError
 
 TINY_RF = 4  # receptive-field radius of the tiny conftest model, input px
@@ -135,7 +135,7 @@ def test_a_model_producing_nan_is_an_engine_error(tiny_x2: Upscaler):
 
 
 def test_tile_size_follows_free_memory():
-    from naiup.engine.upscale_tiles import MAX_TILE, tile_for_memory
+    from naiup.engine.upscale.tiles import MAX_TILE, tile_for_memory
 
     gib = 1 << 30
     # Real-CUGAN fp16 ~3500 B/px: 4 GiB free -> ~846 px -> 832 (multiple of 64).

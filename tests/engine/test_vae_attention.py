@@ -7,9 +7,9 @@ import torch
 from diffusers import AutoencoderKL
 from tiling_models import tiny_vae
 
-from naiup.engine import vae_attention as va
-from naiup.engine import vae_tiling as vt
-from naiup.engine.vae_attention import ATTENTION_MARGIN, attention_windows, is_windowed
+from naiup.engine.vae import attention as va
+from naiup.engine.vae import tiled as vt
+from naiup.engine.vae.attention import ATTENTION_MARGIN, attention_windows, is_windowed
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

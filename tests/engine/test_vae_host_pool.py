@@ -7,10 +7,10 @@ import pytest
 import torch
 from tiling_models import tiny_vae
 
-from naiup.engine import vae_stages as st
-from naiup.engine import vae_tiling as vt
-from naiup.engine.groupnorm_pool import GroupStats, run_pooled
-from naiup.engine.vae_memory import VaePlan
+from naiup.engine.vae import stages as st
+from naiup.engine.vae import tiled as vt
+from naiup.engine.vae.groupnorm_pool import GroupStats, run_pooled
+from naiup.engine.vae.memory import VaePlan
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

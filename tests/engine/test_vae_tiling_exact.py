@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st_
 from tiling_models import tiny_vae
 
-from naiup.engine import vae_stages as st
-from naiup.engine import vae_tiling as vt
-from naiup.engine.groupnorm_pool import run_pooled
+from naiup.engine.vae import stages as st
+from naiup.engine.vae import tiled as vt
+from naiup.engine.vae.groupnorm_pool import run_pooled
 from naiup.errors import EngineError
 
 H, W = 520, 776  # 65 x 97 latent: no tile size divides it

@@ -6,8 +6,8 @@ import pytest
 import torch
 from tiling_models import tiny_vae
 
-from naiup.engine import vae_tiling as vt
-from naiup.engine.vae_memory import VaeMemory, VaePlan, choose_vae_plan, estimate_vae_memory
+from naiup.engine.vae import tiled as vt
+from naiup.engine.vae.memory import VaeMemory, VaePlan, choose_vae_plan, estimate_vae_memory
 
 H, W = 520, 776
 GIB = 1 << 30

@@ -13,7 +13,7 @@ import tiny_sd
 from daemon_harness import DaemonRun, wait_for
 from PIL import Image
 
-from naiup.cli import main
+from naiup.cli.main import main
 
 LOAD = 120.0  # a cold worker imports torch + diffusers and initialises CUDA
 

@@ -14,9 +14,9 @@ from PIL import Image
 from tiling_models import tiny_vae
 
 from naiup.config import ModelConfig, Preset
-from naiup.engine import vae_tiling as vt
 from naiup.engine.device import cap_memory, misplaced
-from naiup.engine.refine import Refiner
+from naiup.engine.diffusion.refine import Refiner
+from naiup.engine.vae import tiled as vt
 
 MIB = 2**20
 # 96x96 px -> 12x12 latent; 8-latent tiles overlapping by 4 -> a 2x2 grid, 3 tiles per UNet call.
@@ -112,7 +112,7 @@ def test_the_memory_ladder_under_a_small_cap_retries_cleanly_with_the_models_bac
             failures.append(args[0].shape[0])
             torch.empty(cap, dtype=torch.uint8, device=cuda)
 
-    caplog.set_level(logging.WARNING, logger="naiup.engine.refine")
+    caplog.set_level(logging.WARNING, logger="naiup.engine.diffusion.refine")
     handle = refiner.models.unet.register_forward_pre_hook(hook)
     cap_memory(cuda, cap)
     try:

@@ -11,7 +11,7 @@ import tiny_sd
 import torch
 from diffusers import UNet2DConditionModel
 
-from naiup.engine.unet_graphs import UnetCall
+from naiup.engine.diffusion.unet_graphs import UnetCall
 
 # fp16 UNet, compiled vs eager: different kernels and fusions; the tiny UNet's outputs are O(1).
 TOL = {"rtol": 2e-2, "atol": 2e-2}

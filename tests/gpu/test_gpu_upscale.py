@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from naiup.engine.device import cap_memory, misplaced
-from naiup.engine.upscale import load_upscaler
+from naiup.engine.upscale.upscaler import load_upscaler
 
 MIB = 2**20
 

@@ -15,7 +15,7 @@ from legacy_ledger import write_original_ledger
 from PIL import Image
 from review_helpers import AWKWARD_NAME, FIXTURE, make_output, make_pair, record_done, record_failed
 
-from naiup import cli
+from naiup.cli.main import main as cli
 from naiup.daemon.ledger import Ledger, State, default_path
 from naiup.errors import NaiupError
 from naiup.review import open_compare, open_gallery, recent_outputs, review_dir

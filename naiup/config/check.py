@@ -1,0 +1,85 @@
+"""What `naiup config check` reports beyond load-time validation: things that may change after loading.
+
+load_config already refuses bad keys, values and missing model files. A watch folder may legitimately
+appear later (a USB drive), and a hub id may not be downloaded yet, so those are reported here instead.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+
+from naiup.config.model import Config
+from naiup.config.paths import HUB_ID
+
+
+class Severity(StrEnum):
+    ERROR = "error"  # the service cannot do its job as configured
+    NOTE = "note"  # works, but something the user may want to know
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    severity: Severity
+    key: str
+    message: str
+
+
+def find_problems(config: Config) -> list[Problem]:
+    problems = [
+        Problem(Severity.ERROR, f"watch.folders[{i}]", f"folder not found: {folder}")
+        for i, folder in enumerate(config.watch.folders)
+        if not folder.is_dir()
+    ]
+    if any(p.refine for p in config.presets.values()):
+        active = config.presets.get(config.daemon.active_preset)
+        # Offline, a missing model is an error for the preset in use; for the others it stays a note.
+        offline = hub_offline() and (active is None or active.refine)
+        for key in ("checkpoint", "lcm_lora"):
+            value = getattr(config.model, key)
+            # load_config made every local path absolute, so an 'owner/name' left here is a hub id.
+            if HUB_ID.fullmatch(value) and not _is_cached(value):
+                problems.append(
+                    Problem(
+                        Severity.ERROR,
+                        f"model.{key}",
+                        f"hub model {value!r} is not downloaded and HF_HUB_OFFLINE is set, so refining"
+                        f" cannot download it: unset HF_HUB_OFFLINE once, or run `hf download {value}`",
+                    )
+                    if offline
+                    else Problem(
+                        Severity.NOTE,
+                        f"model.{key}",
+                        f"hub model {value!r} is not downloaded yet; the first refine downloads it",
+                    )
+                )
+    lcm = sorted(name for name, p in config.presets.items() if p.refine and p.sampler == "lcm")
+    if lcm and not config.model.lcm_lora:
+        problems.append(
+            Problem(
+                Severity.NOTE,
+                "model.lcm_lora",
+                f"is empty but preset(s) {', '.join(lcm)} use the lcm sampler: "
+                "that only works with an LCM-distilled checkpoint",
+            )
+        )
+    return problems
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE (else TRANSFORMERS_OFFLINE) as huggingface_hub reads it: no download will happen."""
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _is_cached(repo_id: str) -> bool:
+    """True when the hub cache holds a snapshot of repo_id; never touches the network."""
+    # Imported late: only `config check` needs it, and it is slow to import.
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        return any(repo.repo_id == repo_id for repo in scan_cache_dir().repos)
+    except (CacheNotFound, OSError):  # no cache folder yet, or one we cannot read: not downloaded
+        return False

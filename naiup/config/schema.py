@@ -1,0 +1,296 @@
+"""Raw TOML table -> validated Config. Every refusal names the file, the key path and the problem.
+
+Types come from the dataclass annotations in naiup/config/model.py, so a new field is validated for type the
+moment it is added; ranges and enums live in the tables below; cross-field rules in `_check_preset`
+and `_check_config`. Paths: `~` is expanded and relative paths are taken from the config file's folder
+(the daemon's working directory is not something the user chose).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+import string
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from naiup.config.model import (
+    BUILTIN_PRESETS,
+    Config,
+    DaemonConfig,
+    LoraSpec,
+    ModelConfig,
+    OutputConfig,
+    PauseConfig,
+    Preset,
+    WatchConfig,
+)
+from naiup.config.paths import (
+    check_model,
+    default_watch_folder,
+    existing_file,
+    looks_like_path,
+    resolve,
+    watch_folders,
+)
+from naiup.errors import ConfigError
+
+SECTIONS: dict[str, type] = {
+    "watch": WatchConfig,
+    "output": OutputConfig,
+    "model": ModelConfig,
+    "daemon": DaemonConfig,
+    "pause": PauseConfig,
+}
+OUTPUT_FIELDS = ("stem", "preset", "ext")
+_PRESET_NAME = re.compile(r"[A-Za-z0-9][\w.-]*")
+_SEED_MAX = 2**32 - 1  # NovelAI seeds are 32-bit
+
+Check = Callable[[Any], str | None]  # returns the reason a value is refused, or None
+
+
+def _positive(v: float) -> str | None:
+    return None if v > 0 else f"must be greater than 0, got {v}"
+
+
+def _between(lo: float, hi: float) -> Check:
+    return lambda v: None if lo <= v <= hi else f"must be between {lo} and {hi}, got {v}"
+
+
+def _one_of(*choices: str) -> Check:
+    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}; got {v!r}"
+
+
+# Per-field rules, keyed "<dataclass>.<field>"; cross-field rules are in the functions below.
+RULES: dict[str, Check] = {
+    "WatchConfig.quiet_seconds": _positive,
+    "WatchConfig.rescan_seconds": _positive,
+    "WatchConfig.give_up_seconds": _positive,
+    "OutputConfig.max_output_megapixels": _positive,
+    "OutputConfig.png_compress_level": _between(0, 9),
+    "ModelConfig.device": _one_of("auto", "cuda", "mps", "cpu"),
+    "ModelConfig.clip_skip": _between(1, 12),  # A1111 convention: 1 = last CLIP layer, 12 layers in all
+    "ModelConfig.prediction": _one_of("auto", "epsilon", "v"),
+    "ModelConfig.max_vram_gb": lambda v: (
+        None if v == 0 or v >= 1 else f"must be 0 (no limit) or at least 1 (GiB), got {v}"
+    ),
+    "ModelConfig.unet_graphs": _one_of("auto", "on", "off"),
+    "ModelConfig.checkpoint": lambda v: None if v.strip() else "must not be empty",
+    "DaemonConfig.job_timeout_seconds": _positive,
+    "DaemonConfig.max_attempts": _between(1, 100),
+    "DaemonConfig.stop_grace_seconds": _positive,
+    "DaemonConfig.engine": lambda v: None if ":" in v else f"must be 'module:callable', got {v!r}",
+    "PauseConfig.gpu_busy_percent": _between(0, 100),
+    "PauseConfig.check_seconds": _positive,
+    "Preset.scale": lambda v: None if 1 < v <= 8 else f"must be in (1, 8], got {v}",
+    "Preset.denoise": lambda v: None if 0 < v <= 1 else f"must be in (0, 1], got {v}",
+    "Preset.steps": _between(1, 1000),
+    "Preset.cfg": lambda v: None if v >= 1 else f"must be at least 1 (below 1 has no meaning), got {v}",
+    "Preset.sampler": _one_of("lcm", "dmd2", "euler"),
+    "Preset.tile_size": lambda v: (
+        None if v >= 8 and v % 8 == 0 else f"must be a multiple of 8, >= 8; got {v}"
+    ),
+    "Preset.overlap": lambda v: None if v >= 0 else f"must not be negative, got {v}",
+    "Preset.tile_batch_size": _between(1, 256),
+    "Preset.tile_method": _one_of("mixture", "multidiffusion"),
+    "Preset.vae_tiling": _one_of("auto", "exact", "low-memory", "off"),
+    "Preset.vae_attention_window": lambda v: (
+        None if v == 0 or v >= 16 else f"must be 0 (whole attention) or at least 16 latent px, got {v}"
+    ),
+    "Preset.upscaler": lambda v: None if v.strip() else 'must not be empty (use "lanczos" for no model)',
+}
+
+
+def build_config(raw: dict[str, Any], path: Path, model_files_must_exist: bool = True) -> Config:
+    """Turn a parsed TOML document into a Config, refusing the first problem found."""
+    base = path.parent
+    _refuse_unknown(raw, [*SECTIONS, "presets"], "", path)
+    sections = {
+        name: _build(cls, _table(raw.get(name, {}), name, path), name, path) for name, cls in SECTIONS.items()
+    }
+    watch = sections["watch"]
+    if "folders" not in raw.get("watch", {}):
+        watch = dataclasses.replace(watch, folders=(default_watch_folder(),))
+    watch = dataclasses.replace(watch, folders=watch_folders(resolve(p, base) for p in watch.folders))
+    presets = dict(BUILTIN_PRESETS)
+    for name, table in _table(raw.get("presets", {}), "presets", path).items():
+        key = f"presets.{name}"
+        if not _PRESET_NAME.fullmatch(name):
+            raise ConfigError(key, "preset names may use only letters, digits, '.', '_' and '-'", path)
+        # A user table over a built-in overrides only the keys it sets; a new one starts from defaults.
+        start = presets.get(name, Preset(name=name))
+        changes = _fields(Preset, _table(table, key, path), key, path, skip=("name",))
+        preset = dataclasses.replace(start, **changes)
+        presets[name] = _check_preset(preset, key, base, path)
+    config = Config(
+        watch=watch,
+        output=sections["output"],
+        model=check_model(sections["model"], base, path, model_files_must_exist),
+        daemon=sections["daemon"],
+        pause=sections["pause"],
+        presets=presets,
+        source=path,
+    )
+    _check_config(config, path)
+    return config
+
+
+def _table(value: Any, key: str, path: Path) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(key, f"must be a table ([{key}]), got {_kind(value)}", path)
+    return value
+
+
+def _refuse_unknown(table: dict[str, Any], known: list[str], prefix: str, path: Path) -> None:
+    for key in table:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"
+            raise ConfigError(f"{prefix}{key}", f"is not a known key{hint}", path)
+
+
+def _build(cls: type, table: dict[str, Any], key: str, path: Path) -> Any:
+    return cls(**_fields(cls, table, key, path))
+
+
+def _fields(cls: type, table: dict[str, Any], key: str, path: Path, skip: tuple[str, ...] = ()) -> dict:
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in skip]
+    _refuse_unknown(table, names, f"{key}.", path)
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for name, value in table.items():
+        full = f"{key}.{name}"
+        out[name] = _convert(value, hints[name], full, path)
+        rule = RULES.get(f"{cls.__name__}.{name}")
+        reason = rule(out[name]) if rule else None
+        if reason:
+            raise ConfigError(full, reason, path)
+    return out
+
+
+def _kind(value: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "an array"}
+    return names.get(type(value), "a table" if isinstance(value, dict) else type(value).__name__)
+
+
+def _convert(value: Any, hint: Any, key: str, path: Path) -> Any:
+    """Check one value against its annotation; TOML already gave us the Python type."""
+
+    def refuse(expected: str) -> ConfigError:
+        return ConfigError(key, f"must be {expected}, got {_kind(value)} ({value!r})", path)
+
+    origin = typing.get_origin(hint)
+    if origin is tuple:  # tuple[X, ...] is a TOML array
+        if not isinstance(value, list):
+            raise refuse("an array")
+        item = typing.get_args(hint)[0]
+        return tuple(_convert(v, item, f"{key}[{i}]", path) for i, v in enumerate(value))
+    if origin in (types.UnionType, typing.Union):  # only `seed: str | int`
+        return _convert_seed(value, key, path)
+    if hint is bool:
+        # TOML's true/false only: 0/1 or "yes" in a bool field is a typo we refuse, not guess.
+        if not isinstance(value, bool):
+            raise refuse("true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise refuse("an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise refuse("a number")
+        if not math.isfinite(value):
+            raise refuse("a finite number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise refuse("a string")
+        return value
+    if hint is Path:
+        if not isinstance(value, str) or not value.strip():
+            raise refuse("a non-empty path string")
+        return Path(value).expanduser()
+    if hint is LoraSpec:
+        if not isinstance(value, dict):
+            raise refuse('a table like { path = "style.safetensors", weight = 0.8 }')
+        if "path" not in value:
+            raise ConfigError(f"{key}.path", "is required", path)
+        return _build(LoraSpec, value, key, path)
+    raise TypeError(f"config schema has no rule for {hint!r} ({key})")  # a bug in this module, not user input
+
+
+def _convert_seed(value: Any, key: str, path: Path) -> str | int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if 0 <= value <= _SEED_MAX:
+            return value
+        raise ConfigError(key, f"must be between 0 and {_SEED_MAX}, got {value}", path)
+    if value in ("image", "random"):
+        return value
+    raise ConfigError(key, f'must be "image", "random" or an integer (without quotes), got {value!r}', path)
+
+
+def _check_preset(preset: Preset, key: str, base: Path, path: Path) -> Preset:
+    """Rules that involve more than one key of a preset."""
+    if preset.overlap >= preset.tile_size:
+        raise ConfigError(
+            f"{key}.overlap",
+            f"must be smaller than tile_size ({preset.tile_size}), got {preset.overlap}",
+            path,
+        )
+    if preset.sampler in ("lcm", "dmd2") and preset.cfg >= 2:
+        raise ConfigError(
+            f"{key}.cfg",
+            f"is {preset.cfg} with the {preset.sampler} sampler: LCM burns above CFG 2 (use 1-1.8)",
+            path,
+        )
+    if preset.refine and preset.unet_steps < 1:
+        raise ConfigError(
+            f"{key}.steps",
+            f"steps x denoise = {preset.steps} x {preset.denoise} gives no UNet step; raise steps or denoise",
+            path,
+        )
+    if looks_like_path(preset.upscaler):
+        return dataclasses.replace(
+            preset, upscaler=existing_file(preset.upscaler, f"{key}.upscaler", base, path)
+        )
+    return preset
+
+
+def _check_config(config: Config, path: Path) -> None:
+    if not config.watch.folders:
+        raise ConfigError("watch.folders", "must name at least one folder", path)
+    if config.watch.give_up_seconds <= config.watch.quiet_seconds:
+        raise ConfigError("watch.give_up_seconds", "must be longer than watch.quiet_seconds", path)
+    if config.daemon.active_preset not in config.presets:
+        known = ", ".join(sorted(config.presets))
+        raise ConfigError(
+            "daemon.active_preset", f"names no preset: {config.daemon.active_preset!r} (known: {known})", path
+        )
+    reason = output_name_problem(config.output.name)
+    if reason:
+        raise ConfigError("output.name", reason, path)
+
+
+def output_name_problem(template: str) -> str | None:
+    """Why an output name template is refused, or None; the name lands beside the source image."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        return f"is not a valid template ({exc}): {template!r}"
+    unknown = [f for f in fields if f not in OUTPUT_FIELDS]
+    if unknown:
+        return (
+            f"uses unknown field {{{unknown[0]}}}; known: {', '.join('{' + f + '}' for f in OUTPUT_FIELDS)}"
+        )
+    if "stem" not in fields:
+        return f"must contain {{stem}} so each output is named after its source: {template!r}"
+    if "/" in template or "\\" in template:
+        return f"must be a file name, not a path (outputs go beside the source): {template!r}"
+    if not template.lower().endswith(".png"):
+        return f"must end in .png (outputs are PNG): {template!r}"
+    return None

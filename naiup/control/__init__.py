@@ -1,0 +1,1 @@
+"""The control protocol between the daemon and its clients (CLI, tray): framing, address, token, client."""

@@ -1,0 +1,245 @@
+"""Loading SD1.5: hub id, diffusers folder, or an A1111 single file (offline via the bundled skeleton).
+
+Single files are loaded component by component from a state dict we read ourselves
+(checkpoints.read_state_dict: no arbitrary unpickling), with configs from `naiup/data/sd15`, so no Hub
+access is ever needed for them (diffusers.md §2.2–2.4). Only a hub id may download.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from naiup.config.paths import HUB_ID
+from naiup.engine.device import place, unet_dtype, vae_dtype
+from naiup.engine.models.checkpoints import is_single_file, read_state_dict
+from naiup.engine.models.family import (
+    EPSILON_PLAIN,
+    SD15,
+    SDXL,
+    Prediction,
+    detect_family,
+    file_prediction,
+    scheduler_prediction,
+    with_prediction,
+    without_flags,
+)
+from naiup.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+SD15_SKELETON = Path(str(resources.files("naiup") / "data" / "sd15"))
+LCM_LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+_TE_PREFIXES = ("cond_stage_model.transformer.",)
+
+
+@dataclass
+class SDModels:
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    text_encoder: CLIPTextModel
+    tokenizer: Any
+    scheduler_config: dict[str, Any]
+    # SDXL only: OpenCLIP bigG and its tokenizer (pads with "!").
+    text_encoder_2: Any = None
+    tokenizer_2: Any = None
+    family: str = SD15
+    prediction: Prediction = EPSILON_PLAIN
+
+
+def looks_like_hub_id(spec: str) -> bool:
+    """`owner/name` that is not a local path (C:/x, ./x, ~/x and existing paths are paths)."""
+    return bool(HUB_ID.fullmatch(spec)) and not Path(spec).exists() and not is_single_file(spec)
+
+
+def load_models(
+    checkpoint: str,
+    vae: str,
+    device: torch.device,
+    config_dir: Path | None = None,
+    prediction: str = "auto",
+) -> SDModels:
+    """Load UNet/VAE/TE(s)/tokenizer(s) of SD1.5 or SDXL (told apart by the weights), cast (UNet+TE fp16
+    on accelerators, VAE fp32/bf16) and move to device in one step. `config_dir`: the skeleton for
+    single files (default: the bundled one of the detected family); `prediction`: [model] prediction."""
+    from naiup.engine.models.sdxl_single_file import SDXL_SKELETON, load_sdxl_single_file
+
+    _quiet_library_bars()
+    path = Path(checkpoint).expanduser()
+    if path.is_dir():
+        models = _from_pipeline(str(path), local_only=True)
+        models.prediction = scheduler_prediction(models.scheduler_config, prediction)
+    elif is_single_file(checkpoint):
+        sd = read_state_dict(path)
+        family = detect_family(sd, path)
+        if family == SDXL:
+            models = load_sdxl_single_file(path, sd, config_dir)
+        else:
+            models = _from_single_file(path, sd, config_dir or SD15_SKELETON)
+        models.prediction = file_prediction(sd, prediction)
+    elif looks_like_hub_id(checkpoint):
+        models = _from_pipeline(checkpoint, local_only=False)
+        models.prediction = scheduler_prediction(models.scheduler_config, prediction)
+    else:
+        raise ModelLoadError(
+            checkpoint, "not found: expected a diffusers folder, a .safetensors/.ckpt file or a hub id"
+        )
+    models.scheduler_config = with_prediction(models.scheduler_config, models.prediction)
+    if vae:
+        models.vae = load_vae(vae, config_dir or (SDXL_SKELETON if models.family == SDXL else SD15_SKELETON))
+    _place(models.unet, device, unet_dtype(device))
+    _place(models.text_encoder, device, unet_dtype(device))
+    if models.text_encoder_2 is not None:
+        _place(models.text_encoder_2, device, unet_dtype(device))
+    _place(models.vae, device, vae_dtype(device))
+    return models
+
+
+def _quiet_library_bars() -> None:
+    # Their per-component bars would interleave with `naiup refine`'s own bar and fill the daemon log;
+    # hub downloads keep huggingface_hub's bar, which is the one worth seeing.
+    from diffusers.utils import logging as diffusers_logging
+    from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    hub_bars = not are_progress_bars_disabled()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()  # also turns the hub's bars off: give those back
+    if hub_bars:
+        enable_progress_bars()
+
+
+def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+    place(module, device, dtype)
+    module.eval().requires_grad_(False)
+
+
+def _from_pipeline(where: str, local_only: bool) -> SDModels:
+    from naiup.engine.models.sdxl_single_file import load_sdxl_pipeline, pipeline_class
+
+    kind = pipeline_class(where, local_only)
+    if kind.startswith("StableDiffusionXL"):
+        return load_sdxl_pipeline(where, local_only)
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(
+            where, local_files_only=local_only, safety_checker=None, requires_safety_checker=False
+        )
+    except Exception as exc:  # OSError/ValueError/hub errors: a model we cannot load is a user problem
+        hint = "" if local_only else " (no internet, or HF_HUB_OFFLINE=1 and not in the HF cache?)"
+        raise ModelLoadError(where, f"cannot load this diffusers model{hint}: {exc}") from exc
+    return SDModels(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, dict(pipe.scheduler.config))
+
+
+def unet_and_vae(
+    path: Path, sd: dict[str, torch.Tensor], config_dir: Path, family: str
+) -> tuple[UNet2DConditionModel, AutoencoderKL]:
+    """UNet and VAE of a single file through diffusers' LDM converters, configs from `config_dir`."""
+    try:
+        unet = UNet2DConditionModel.from_single_file(
+            sd, config=str(config_dir), subfolder="unet", local_files_only=True
+        )
+        vae = AutoencoderKL.from_single_file(
+            sd, config=str(config_dir), subfolder="vae", local_files_only=True
+        )
+    except Exception as exc:  # shape mismatches from diffusers' converter: not this family's shape
+        raise ModelLoadError(path, f"cannot convert this checkpoint as {family}: {exc}") from exc
+    return unet, vae
+
+
+def _from_single_file(path: Path, sd: dict[str, torch.Tensor], config_dir: Path) -> SDModels:
+    sd = without_flags(sd)
+    unet, vae = unet_and_vae(path, sd, config_dir, "SD1.5")
+    text_encoder = _text_encoder_from_ldm(path, sd, config_dir)
+    tokenizer = CLIPTokenizer.from_pretrained(config_dir / "tokenizer", model_max_length=77)
+    scheduler_config = json.loads((config_dir / "scheduler" / "scheduler_config.json").read_text())
+    return SDModels(unet, vae, text_encoder, tokenizer, scheduler_config)
+
+
+def _text_encoder_from_ldm(path: Path, sd: dict[str, torch.Tensor], config_dir: Path) -> CLIPTextModel:
+    model = CLIPTextModel(CLIPTextConfig.from_pretrained(config_dir / "text_encoder"))
+    # transformers >= 5.6 has no `text_model.` level; older versions do. Map LDM keys to whichever we have.
+    wants_prefix = any(k.startswith("text_model.") for k in model.state_dict())
+    te = {}
+    for key, value in sd.items():
+        for prefix in _TE_PREFIXES:
+            if key.startswith(prefix):
+                name = key[len(prefix) :].removeprefix("text_model.")
+                te[f"text_model.{name}" if wants_prefix else name] = value
+    if not te:
+        raise ModelLoadError(
+            path, "no text encoder weights (cond_stage_model.transformer.*) in this checkpoint"
+        )
+    result = model.load_state_dict(te, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
+    if missing:
+        raise ModelLoadError(path, f"text encoder weights incomplete, e.g. missing {missing[0]!r}")
+    return model
+
+
+def load_vae(spec: str, config_dir: Path = SD15_SKELETON) -> AutoencoderKL:
+    """External VAE: a .safetensors/.pt/.ckpt file (A1111 naming or full checkpoint), a folder or a hub id."""
+    path = Path(spec).expanduser()
+    try:
+        if path.is_dir():
+            return AutoencoderKL.from_pretrained(path, local_files_only=True)
+        if is_single_file(spec):
+            return AutoencoderKL.from_single_file(
+                read_state_dict(path), config=str(config_dir), subfolder="vae", local_files_only=True
+            )
+        if looks_like_hub_id(spec):
+            return AutoencoderKL.from_pretrained(spec, local_files_only=False)
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(spec, f"cannot load this VAE: {exc}") from exc
+    raise ModelLoadError(spec, "VAE not found: expected a file, a folder or a hub id")
+
+
+def resolve_lora_file(spec: str, lora_dirs: tuple[Path, ...] = ()) -> Path:
+    """A LoRA given as a file path, a bare name found in `lora_dirs` (as A1111 names them), or a hub id
+    whose `pytorch_lora_weights.safetensors` we download."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    for folder in lora_dirs:
+        for suffix in (".safetensors", ".ckpt", ".pt"):
+            if (Path(folder) / f"{spec}{suffix}").is_file():
+                return Path(folder) / f"{spec}{suffix}"
+    if looks_like_hub_id(spec):
+        from huggingface_hub import hf_hub_download
+
+        try:
+            return Path(hf_hub_download(spec, LCM_LORA_WEIGHT_NAME))
+        except Exception as exc:  # offline, unknown repo, no such file
+            raise ModelLoadError(
+                spec, f"cannot download this LoRA (no internet, or HF_HUB_OFFLINE=1?): {exc}"
+            ) from exc
+    raise ModelLoadError(spec, "LoRA file not found")
+
+
+def file_identity(spec: str) -> str:
+    """What makes a model file "the same": path + size + mtime for files, the text for hub ids."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        st = path.stat()
+        return f"{path.resolve()}:{st.st_size}:{int(st.st_mtime)}"
+    return spec
+
+
+def model_set_id(checkpoint: str, vae: str, loras: list[tuple[str, float]]) -> str:
+    """Stable, readable id of a model set: `<checkpoint name>-<hash of everything fused in>`."""
+    parts = [file_identity(checkpoint), file_identity(vae) if vae else ""]
+    parts += [f"{file_identity(p)}@{w:g}" for p, w in sorted(loras)]
+    digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+    name = Path(checkpoint.rstrip("/")).name
+    name = name.rsplit(".", 1)[0] if is_single_file(name) else name
+    return f"{name}-{digest}"

@@ -1,0 +1,3 @@
+"""The ESRGAN-family upscaler (spandrel): loading built-in or user weights and running them in overlapping
+tiles.
+"""

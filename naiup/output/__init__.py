@@ -1,0 +1,1 @@
+"""Writing results: the PNG encoder, provenance text chunks, and atomic publishing beside the input."""
