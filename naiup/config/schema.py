@@ -102,6 +102,9 @@ RULES: dict[str, Check] = {
     "Preset.vae_attention_window": lambda v: (
         None if v == 0 or v >= 16 else f"must be 0 (whole attention) or at least 16 latent px, got {v}"
     ),
+    "Preset.control_strength": _between(0, 2),
+    "Preset.control_start": _between(0, 1),
+    "Preset.control_end": _between(0, 1),
     "Preset.upscaler": lambda v: None if v.strip() else 'must not be empty (use "lanczos" for no model)',
 }
 
@@ -254,11 +257,29 @@ def _check_preset(preset: Preset, key: str, base: Path, path: Path) -> Preset:
             f"steps x denoise = {preset.steps} x {preset.denoise} gives no UNet step; raise steps or denoise",
             path,
         )
+    _check_control(preset, key, path)
     if looks_like_path(preset.upscaler):
         return dataclasses.replace(
             preset, upscaler=existing_file(preset.upscaler, f"{key}.upscaler", base, path)
         )
     return preset
+
+
+def _check_control(preset: Preset, key: str, path: Path) -> None:
+    if preset.control_start >= preset.control_end:
+        raise ConfigError(
+            f"{key}.control_start",
+            f"must be below control_end ({preset.control_end}), got {preset.control_start}",
+            path,
+        )
+    if preset.refine and preset.control_strength > 0 and not any(preset.control_scales):
+        raise ConfigError(
+            f"{key}.control_start",
+            f"control_start..control_end = {preset.control_start}..{preset.control_end} covers none of "
+            f"the {preset.unet_steps} UNet steps (step i of n runs the ControlNet when i/n >= "
+            "control_start and (i+1)/n <= control_end); widen it or set control_strength = 0",
+            path,
+        )
 
 
 def _check_config(config: Config, path: Path) -> None:

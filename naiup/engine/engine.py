@@ -165,6 +165,9 @@ class Engine:
             negative = preset.negative_prompt if preset.cfg > 1.0 else ""
             model_id_for = getattr(refiner, "model_id_for", None)  # stand-in refiners may lack it
             ids.append(model_id_for(preset.prompt, negative) if model_id_for else refiner.model_id)
+            control = getattr(refiner, "controlnet_id", "") if preset.control_strength > 0 else ""
+            if control:  # only presets that run it: the others' outputs do not depend on it
+                ids.append(control)
         return "+".join(ids)
 
     def process(
@@ -221,6 +224,13 @@ class Engine:
                 value = getattr(refiner, key, None)  # stand-in refiners may lack them
                 if value is not None:
                     params[key] = value
+            if preset.control_strength > 0 and getattr(refiner, "controlnet_name", ""):
+                params.update(
+                    controlnet=refiner.controlnet_name,
+                    control_strength=preset.control_strength,
+                    control_start=preset.control_start,
+                    control_end=preset.control_end,
+                )
         if progress:
             progress(1.0, "done")
         return EngineResult(image=out, seed=seed, parameters=params, timings=timings)

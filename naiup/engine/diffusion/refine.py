@@ -2,7 +2,9 @@
 
 The seam the tiling issue plugs into (keep it):
     GuidedDenoiser = Callable[[x (B,4,h,w), t scalar tensor], model output (B,4,h,w)], CFG applied
-        inside (batch 2B through the UNet only when cfg > 1); built by make_guided_denoiser().
+        inside (batch 2B through the UNet only when cfg > 1); built by make_guided_denoiser(). Ours
+        also take `boxes=` (each tile's latent box, for the ControlNet's crops; default: x is the
+        whole canvas), and say so with `takes_boxes`.
     The loop calls `predict(x_canvas, t)` once per step on the whole canvas, then ONE sampler step on
     the whole canvas. predict = wrap_predictor(guided, preset, latent_hw); the default is
     tiling.predictor_for (tiled per the preset; `guided` itself when the latent fits one tile);
@@ -29,6 +31,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from naiup.config import ModelConfig, Preset
+from naiup.config.model import control_scales
 from naiup.engine.device import (
     empty_cache,
     explicit_device,
@@ -39,19 +42,21 @@ from naiup.engine.device import (
     place,
     release_cached,
 )
+from naiup.engine.diffusion.control import Box, TileControl, control_image
 from naiup.engine.diffusion.prompt_encoder import PromptEncoder, extract_lora_tags, resolve_lora_name
 from naiup.engine.diffusion.prompt_schedule import prompts_per_step
 from naiup.engine.diffusion.samplers import Sampler, check_preset
 from naiup.engine.diffusion.sdxl_conditioning import SDXLPromptEncoder, time_ids, vae_scale_factor
 from naiup.engine.diffusion.tiling import batch_for_memory, predictor_for
 from naiup.engine.diffusion.unet_graphs import UnetCall, has_triton, use_unet_graphs
+from naiup.engine.models.controlnet import TILE_MODELS
 from naiup.engine.models.family import SDXL
-from naiup.engine.models.load import SDModels, load_models, model_set_id, resolve_lora_file
+from naiup.engine.models.load import SDModels, file_id, load_models, model_set_id, resolve_lora_file
 from naiup.engine.models.lora import LoraFile, LoraFuser, read_lora
 from naiup.engine.models.offload import needs_room, parked
 from naiup.engine.vae.tiled import decode as decode_tiled
 from naiup.engine.vae.tiled import encode as encode_tiled
-from naiup.errors import EngineError, OutOfMemoryError
+from naiup.errors import ConfigError, EngineError, OutOfMemoryError
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +73,18 @@ def make_guided_denoiser(
     call: UnetCall | None = None,
     added: dict[str, torch.Tensor] | None = None,
     added_uncond: dict[str, torch.Tensor] | None = None,
+    control: TileControl | None = None,
 ) -> GuidedDenoiser:
     """UNet + CFG as one function of (x, t); fp32 in and out, the UNet's own dtype inside. `call`:
     how the UNet is run (the Refiner's UnetCall, CUDA-graphed or eager; default eager). The result
     has `fixed_shapes` set when the call wants few input shapes (tiling.tiled_predictor reads it).
 
     `added`/`added_uncond`: per-sample `added_cond_kwargs` (SDXL's pooled text embedding and size
-    ids, batch 1), repeated for every sample of a call like the context, so each tile gets them."""
+    ids, batch 1), repeated for every sample of a call like the context, so each tile gets them.
+
+    `control`: a ControlNet run on the same batch as each UNet call (same context and added
+    conditioning, the control image cropped to each sample's tile box), its residuals added to that
+    call only."""
     dtype = unet.dtype
     run = call or UnetCall(unet, graphs=False)
     cond = cond.to(unet.device, dtype)
@@ -90,16 +100,23 @@ def make_guided_denoiser(
             return {}
         return {"added_cond_kwargs": {k: v.repeat_interleave(repeats, dim=0) for k, v in extra.items()}}
 
-    def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def unet(xs: torch.Tensor, t: torch.Tensor, emb: torch.Tensor, extra: dict, boxes, halves: int):
+        if control is not None:
+            whole = [(0, 0, xs.shape[-2], xs.shape[-1])]  # untiled: x is the whole canvas
+            extra = {**extra, **control.unet_kwargs(xs, t, emb, extra, boxes or whole, halves)}
+        return run(xs, t, emb, **extra).float()
+
+    def guided(x: torch.Tensor, t: torch.Tensor, boxes: Sequence[Box] | None = None) -> torch.Tensor:
         b = x.shape[0]
         xin = x.to(dtype)
         if not guided_cfg:
-            return run(xin, t, cond.expand(b, -1, -1), **added_for(b)).float()
+            return unet(xin, t, cond.expand(b, -1, -1), added_for(b), boxes, 1)
         emb = both.repeat_interleave(b, dim=0)  # [uncond]*b then [cond]*b, matching cat([x, x])
-        eps_u, eps_c = run(torch.cat([xin, xin]), t, emb, **added_for(b)).float().chunk(2)
+        eps_u, eps_c = unet(torch.cat([xin, xin]), t, emb, added_for(b), boxes, 2).chunk(2)
         return eps_u + cfg * (eps_c - eps_u)
 
     guided.fixed_shapes = run.fixed_shapes  # type: ignore[attr-defined]
+    guided.takes_boxes = True  # type: ignore[attr-defined]
     return guided
 
 
@@ -270,7 +287,12 @@ class Refiner:
             self._loaded_key, self._placement = None, []  # no reference may keep the old set alive
             empty_cache(self.device)
         m = load_models(
-            self.model.checkpoint, self.model.vae, self.device, self.config_dir, self.model.prediction
+            self.model.checkpoint,
+            self.model.vae,
+            self.device,
+            self.config_dir,
+            self.model.prediction,
+            controlnet=self.model.controlnet,
         )
         if self.model.lcm_lora:
             # The LCM-LoRA is part of the base model: fused once, never restored.
@@ -282,7 +304,9 @@ class Refiner:
         ]
         self.models, self._loaded_key = m, key
         # Where each model belongs, as loaded: every job starts by checking it (_ensure_placed).
-        mods = [mod for mod in (m.unet, m.text_encoder, m.text_encoder_2, m.vae) if mod is not None]
+        mods = [
+            mod for mod in (m.unet, m.text_encoder, m.text_encoder_2, m.vae, m.controlnet) if mod is not None
+        ]
         self._placement = [(mod, next(mod.parameters()).dtype) for mod in mods]
         self._fuser = LoraFuser(m.unet, m.text_encoder, m.text_encoder_2)
         if m.family == SDXL:
@@ -295,10 +319,11 @@ class Refiner:
         self._lora_cache.clear()
         self._fused = ()
         log.info(
-            "model loaded id=%s family=%s prediction=%s device=%s secs=%.1f",
+            "model loaded id=%s family=%s prediction=%s controlnet=%s device=%s secs=%.1f",
             self.model_id,
             m.family,
             m.prediction.label,
+            self.controlnet_id or "none",
             self.device,
             time.perf_counter() - t0,
         )
@@ -326,6 +351,16 @@ class Refiner:
         graphs = use_unet_graphs(self.model.unet_graphs, dev.type, capability, has_triton(), memory)
         log.info("unet graphs=%s (setting %s, device %s)", graphs, self.model.unet_graphs, dev)
         return graphs
+
+    @property
+    def controlnet_id(self) -> str:
+        """Id of [model] controlnet ("" without one); part of a job's model id when its preset uses it."""
+        return file_id(self.model.controlnet) if self.model.controlnet else ""
+
+    @property
+    def controlnet_name(self) -> str:
+        """The ControlNet's file or folder name, for provenance ("" without one)."""
+        return Path(self.model.controlnet.rstrip("/\\")).name if self.model.controlnet else ""
 
     @property
     def model_id(self) -> str:
@@ -380,11 +415,13 @@ class Refiner:
         assert self._encoder
         return self._encoder.pair(prompt, negative)
 
-    def _guided(self, cond, uncond, cfg: float, latent_hw: tuple[int, int]) -> GuidedDenoiser:
+    def _guided(
+        self, cond, uncond, cfg: float, latent_hw: tuple[int, int], control: TileControl | None = None
+    ) -> GuidedDenoiser:
         assert self.models
         m = self.models
         if m.family != SDXL:
-            return make_guided_denoiser(m.unet, cond, uncond, cfg, self._unet_call)
+            return make_guided_denoiser(m.unet, cond, uncond, cfg, self._unet_call, control=control)
         ids = time_ids(latent_hw, vae_scale_factor(m.vae))  # the whole canvas, for every tile
         return make_guided_denoiser(
             m.unet,
@@ -394,6 +431,7 @@ class Refiner:
             self._unet_call,
             added=cond.added(ids),
             added_uncond=uncond.added(ids) if uncond is not None else None,
+            control=control,
         )
 
     @property
@@ -417,7 +455,8 @@ class Refiner:
         assert self.models
         m, dev = self.models, self.device
         if always or needs_room(m.vae, op, height, width, free_memory_bytes(dev)):
-            return parked([x for x in (m.unet, m.text_encoder, m.text_encoder_2) if x is not None], dev)
+            held = (m.unet, m.controlnet, m.text_encoder, m.text_encoder_2)
+            return parked([x for x in held if x is not None], dev)
         return contextlib.nullcontext()
 
     def refine(
@@ -485,6 +524,14 @@ class Refiner:
         sampler = Sampler(preset.sampler, m.scheduler_config)
         sampler.set_steps(preset.steps, preset.denoise, dev)
         n_steps = len(sampler.timesteps)
+        scales = control_scales(n_steps, preset.control_strength, preset.control_start, preset.control_end)
+        if any(scales) and m.controlnet is None:
+            raise ConfigError(
+                f"presets.{preset.name}.control_strength",
+                f"is {preset.control_strength}, but the model set has no ControlNet: set [model] controlnet "
+                f"to a tile ControlNet of the checkpoint's family ({TILE_MODELS[m.family]}), or use "
+                "control_strength = 0",
+            )
         negatives = prompts_per_step(negative_prompt, n_steps) if preset.cfg > 1.0 else [None] * n_steps
         per_step = list(zip(prompts_per_step(prompt, n_steps), negatives, strict=True))
         conds = {pair: self._conditioning(*pair) for pair in dict.fromkeys(per_step)}
@@ -503,15 +550,25 @@ class Refiner:
             )
         _check_finite(z0, "VAE encoding")
         # 3. The loop on the whole canvas, tile batches as large as the preset allows and memory holds.
+        # One predictor per (prompts, ControlNet scale) the steps use; a step at scale 0 runs no
+        # ControlNet at all (the residuals it would add are exactly zero).
         hw = tuple(z0.shape[-2:])
         tile_px = min(preset.tile_size, hw[0]) * min(preset.tile_size, hw[1])
-        batch = batch_for_memory(preset.tile_batch_size, free_memory_bytes(dev), tile_px, preset.cfg > 1.0)
+        free = free_memory_bytes(dev)
+        batch = batch_for_memory(preset.tile_batch_size, free, tile_px, preset.cfg > 1.0, any(scales))
         tiling = replace(preset, tile_batch_size=batch)
+        # The tile ControlNet's hint is the upscaled input itself: the pixels the img2img starts from.
+        hint = control_image(rgb, m.controlnet.dtype) if any(scales) else None
+        factor = vae_scale_factor(m.vae)
         predictors = {}
-        for pair, (cond, uncond) in conds.items():
-            guided = self._guided(cond, uncond, preset.cfg, hw)
-            predictors[pair] = self.wrap_predictor(guided, tiling, hw) if self.wrap_predictor else guided
-        x = denoise(z0, [predictors[pair] for pair in per_step], sampler, generator, progress)
+        steps = list(zip(per_step, scales, strict=True))
+        for pair, scale in dict.fromkeys(steps):
+            control = TileControl(m.controlnet, hint, scale, factor) if scale else None
+            guided = self._guided(*conds[pair], preset.cfg, hw, control)
+            predictors[pair, scale] = (
+                self.wrap_predictor(guided, tiling, hw) if self.wrap_predictor else guided
+            )
+        x = denoise(z0, [predictors[step] for step in steps], sampler, generator, progress)
         # 4. Decode; never hand back a black or garbage image.
         with self._room_for_vae("decode", rgb.shape[0], rgb.shape[1], park):
             pixels = self.decode(m.vae, x, mode=preset.vae_tiling, attention_window=window)

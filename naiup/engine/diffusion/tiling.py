@@ -7,7 +7,8 @@ CONTRACT:
         normalised: paste_sum(plan, weights) == 1 at every latent pixel
     tiled_predictor(guided: GuidedDenoiser, plan: TilePlan, method: str = "mixture",
                     batch_size: int = 8, fixed_batch: bool | None = None) -> GuidedDenoiser
-        (see refine.py for GuidedDenoiser; a `fixed_shapes` attribute on it asks for fixed_batch)
+        (see refine.py for GuidedDenoiser; a `fixed_shapes` attribute on it asks for fixed_batch, a
+    `takes_boxes` one for each batch's tile boxes)
     predictor_for(guided, preset, latent_hw) -> GuidedDenoiser: the Refiner's default
         `wrap_predictor`: the preset's tile_size/overlap/tile_method/tile_batch_size, and `guided`
         itself when the latent fits one tile (so a one-tile image runs exactly the untiled loop)
@@ -150,12 +151,21 @@ def batch_shape(count: int, batch_size: int, fixed: bool = False) -> int:
 UNET_BYTES_PER_LATENT_PX = 50_000
 
 
-def batch_for_memory(batch_size: int, free: int | None, tile_px: int, cfg: bool) -> int:
+# A ControlNet is a copy of the UNet's encoder and mid block, and its residuals wait for the UNet call:
+# about half the UNet's activations again (an estimate, like the figure above).
+CONTROLNET_ACTIVATION_SHARE = 0.5
+
+
+def batch_for_memory(
+    batch_size: int, free: int | None, tile_px: int, cfg: bool, control: bool = False
+) -> int:
     """The preset's tile batch size, lowered to a power of two whose activations fit in 0.8 of the
-    `free` accelerator bytes (None: no accelerator, the preset's value)."""
+    `free` accelerator bytes (None: no accelerator, the preset's value); `control`: a ControlNet runs
+    beside each UNet call."""
     if free is None:
         return batch_size
-    per_tile = UNET_BYTES_PER_LATENT_PX * tile_px * (2 if cfg else 1)
+    share = 1 + (CONTROLNET_ACTIVATION_SHARE if control else 0)
+    per_tile = int(UNET_BYTES_PER_LATENT_PX * tile_px * (2 if cfg else 1) * share)
     fit = max(1, min(batch_size, int(0.8 * free) // per_tile))
     return 1 << (fit.bit_length() - 1)
 
@@ -168,11 +178,14 @@ def tiled_predictor(
     fixed_batch: bool | None = None,
 ) -> GuidedDenoiser:
     """Wrap `guided` so it runs fixed-shape tiles in batches and blends their outputs in fp32.
-    fixed_batch (default: `guided.fixed_shapes`, set by a CUDA-graphed UNet): see batch_shape."""
+    fixed_batch (default: `guided.fixed_shapes`, set by a CUDA-graphed UNet): see batch_shape.
+    A `guided` with a true `takes_boxes` attribute is also given `boxes=`: the latent box (y, x, h, w)
+    of every tile of the batch in batch order, padding slots included."""
     if batch_size < 1:
         raise ConfigError("tile_batch_size", f"must be at least 1, got {batch_size}")
     weights_cpu = blend_weights(plan, method)
     fixed = getattr(guided, "fixed_shapes", False) if fixed_batch is None else fixed_batch
+    takes_boxes = getattr(guided, "takes_boxes", False)
     per_call = batch_shape(plan.count, batch_size, fixed)
     origins = plan.origins
     cache: dict[torch.device, torch.Tensor] = {}
@@ -194,7 +207,10 @@ def tiled_predictor(
             # which is what lets torch.compile / CUDA graphs reuse one capture.
             padded = chunk + [chunk[-1]] * (per_call - len(chunk))
             crops = torch.cat([x[:, :, y : y + th, x0 : x0 + tw] for y, x0 in (origins[k] for k in padded)])
-            out = guided(crops, t)
+            if takes_boxes:  # spatial conditions (a ControlNet's hint) are cropped with the same boxes
+                out = guided(crops, t, boxes=[(*origins[k], th, tw) for k in padded])
+            else:
+                out = guided(crops, t)
             for slot, k in enumerate(chunk):
                 y, x0 = origins[k]
                 part = out[slot * images : (slot + 1) * images].float()

@@ -1,5 +1,6 @@
 """ControlNet tile applied per diffusion tile: each tile's ControlNet call sees exactly its own crop.
 
+Which steps run it, at what scale: naiup.config.model.control_scales (preset keys control_*).
 The control image of a tile ControlNet is the upscaled input itself (the pixels the img2img starts
 from), RGB in [0, 1] (ControlNets take hints unnormalised, unlike the VAE's [-1, 1]), at the size of
 the padded canvas, i.e. `factor` (the VAE's 8) times the latent. For a batch of latent tiles with
@@ -12,7 +13,6 @@ image (resized) would paste a shrunken copy of the picture into each tile: the c
 Crops are cut per call, not cached: slicing is negligible next to the ControlNet itself, while a
 cache of every batch's crops (for CFG doubled) would hold about three times the control image.
 
-    control_scales(steps, strength, start, end) -> per-step conditioning scale (0 = ControlNet off)
     control_image(rgb_hwc, dtype) -> (1, 3, H, W) in [0, 1]
     TileControl(net, image, scale, factor).unet_kwargs(x, t, context, added, boxes) -> UNet kwargs
 """
@@ -25,19 +25,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["Box", "TileControl", "control_image", "control_scales"]
+__all__ = ["Box", "TileControl", "control_image"]
 
 Box = tuple[int, int, int, int]  # latent (y, x, h, w)
-
-
-def control_scales(steps: int, strength: float, start: float, end: float) -> list[float]:
-    """Conditioning scale at each of the `steps` UNet steps of one refine: `strength` while step i's
-    span [i/steps, (i+1)/steps] lies within [start, end], else 0 (the rule diffusers' ControlNet
-    pipelines apply to control_guidance_start/end, so our output can be checked against them)."""
-    return [
-        0.0 if strength == 0 or i / steps < start or (i + 1) / steps > end else strength
-        for i in range(steps)
-    ]
 
 
 def control_image(rgb: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

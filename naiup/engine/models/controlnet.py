@@ -27,7 +27,6 @@ must have (context width, channel counts).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
@@ -36,16 +35,15 @@ from typing import Any
 import torch
 from diffusers import ControlNetModel
 
-from naiup.engine.checkpoints import is_single_file, read_state_dict
-from naiup.engine.family import SD15, SDXL
-from naiup.engine.ldm_names import unet_ldm_name
+from naiup.engine.models.checkpoints import is_single_file, read_state_dict
+from naiup.engine.models.family import SD15, SDXL
+from naiup.engine.models.ldm_names import unet_ldm_name
 from naiup.errors import ModelLoadError
 
 __all__ = [
     "CONTROLNET_SKELETONS",
     "FAMILY_NAMES",
     "controlnet_family",
-    "controlnet_id",
     "controlnet_ldm_name",
     "load_controlnet",
 ]
@@ -59,7 +57,14 @@ _LDM_PREFIX = "control_model."
 _HINT = "controlnet_cond_embedding."
 # LDM key stems a ControlNet file holds; one of them left unmapped means the file has parts our config
 # lacks (another architecture), which a partial load would silently drop.
-_LDM_STEMS = ("input_blocks.", "middle_block", "time_embed.", "label_emb.", "input_hint_block.", "zero_convs.")
+_LDM_STEMS = (
+    "input_blocks.",
+    "middle_block",
+    "time_embed.",
+    "label_emb.",
+    "input_hint_block.",
+    "zero_convs.",
+)
 
 
 def controlnet_family(keys: Iterable[str]) -> str:
@@ -86,15 +91,6 @@ def controlnet_ldm_name(name: str, layers_per_block: int, hint_convs: int) -> st
         return f"middle_block_out.0.{rest[-1]}"
     # The encoder half is named as in a UNet; it has no up blocks, so no upsampler index is asked for.
     return unet_ldm_name(name, layers_per_block, ())
-
-
-def controlnet_id(spec: str) -> str:
-    """Readable, stable id of a ControlNet file or folder: its name and a hash of path, size, mtime."""
-    from naiup.engine.models import file_identity  # models imports the engine's loaders
-
-    digest = hashlib.sha256(file_identity(spec).encode()).hexdigest()[:12]
-    name = Path(spec.rstrip("/")).name
-    return f"{name.rsplit('.', 1)[0] if is_single_file(name) else name}-{digest}"
 
 
 def load_controlnet(
