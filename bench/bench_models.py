@@ -154,3 +154,37 @@ def input_image(shape: Shape):
     fine = torch.rand(1, 3, shape.height, shape.width, generator=g) * 0.08
     arr = ((smooth + fine).clamp(0, 1)[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
     return Image.fromarray(arr, "RGB")
+
+
+def controlnet_folder(model: Path, cache: Path) -> Path:
+    """A random-weight ControlNet shaped for the model folder's UNet (SD1.5 or SDXL: its encoder with the
+    16/32/96/256 hint encoder, as a tile ControlNet of that family is), saved as a diffusers folder.
+    The output convolutions, zero in a freshly initialised ControlNet, get small random weights so the
+    residuals are not all zero (the cost is the same either way). fp16 when the model's UNet is."""
+    folder = cache / f"controlnet-random-{model.name}"
+    if (folder / "config.json").is_file():
+        return folder
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    unet_config = UNet2DConditionModel.load_config(model / "unet")
+    with torch.device("meta"):
+        config = ControlNetModel.from_unet(
+            UNet2DConditionModel.from_config(unet_config), load_weights_from_unet=False
+        ).config
+    torch.manual_seed(1)
+    net = ControlNetModel.from_config(config)
+    with torch.no_grad():
+        for name, param in net.named_parameters():
+            if name.startswith(
+                ("controlnet_down_blocks.", "controlnet_mid_block.", "controlnet_cond_embedding.conv_out.")
+            ):
+                param.normal_(0.0, 0.01)
+    from safetensors import safe_open
+
+    with safe_open(str(model / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as f:
+        if f.get_slice(next(iter(f.keys()))).get_dtype() == "F16":
+            net = net.half()
+    tmp = folder.with_name(folder.name + ".part")
+    net.save_pretrained(tmp)
+    tmp.rename(folder)
+    return folder

@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_models import FULL, SMALL, Shape, input_image, sd_folder, upscaler_file  # noqa: E402
+from bench_models import FULL, SMALL, Shape, controlnet_folder, input_image, sd_folder, upscaler_file  # noqa: E402
 from bench_report import Log, Result, machine, print_table  # noqa: E402
 from diffusers import LCMScheduler, StableDiffusionImg2ImgPipeline  # noqa: E402
 from diffusers.utils import logging as diffusers_logging  # noqa: E402
@@ -69,6 +69,7 @@ class Stages:
         self.device, self.current = device, {}
         self.unet_calls: list[list[int]] = []
         self.batch, self.graphs = 0, False  # tile batch the Refiner ran with; UNet CUDA-graphed
+        self.control_calls = 0  # ControlNet calls (--control)
 
     def watch_unet(self, unet: torch.nn.Module) -> None:
         unet.register_forward_hook(lambda _m, a, _o: self.unet_calls.append(list(a[0].shape)))
@@ -86,15 +87,21 @@ class Stages:
         return run
 
 
-def make_refiner(folder: Path, device: torch.device, stages: Stages, shape: Shape, args) -> Refiner:
+def make_refiner(
+    folder: Path, device: torch.device, stages: Stages, shape: Shape, args, cache: Path
+) -> Refiner:
     def wrap(guided, preset, latent_hw):
         stages.batch = preset.tile_batch_size  # after the Refiner capped it by free memory
         return stages.timed("denoise", predictor_for(guided, preset, latent_hw))
 
     vae_tile = {"tile": shape.vae_core} if shape.vae_core else {}
     graphs = "on" if args.compile else args.unet_graphs
+    # --control: a random ControlNet of the model's shape beside the UNet (each tile's call on its crop).
+    control = str(controlnet_folder(folder, cache)) if args.control else ""
     refiner = Refiner(
-        ModelConfig(checkpoint=str(folder), lcm_lora="", device=device.type, unet_graphs=graphs),
+        ModelConfig(
+            checkpoint=str(folder), lcm_lora="", device=device.type, unet_graphs=graphs, controlnet=control
+        ),
         device,
         wrap_predictor=wrap,
         encode=stages.timed("encode", functools.partial(vae_tiling.encode, **vae_tile)),
@@ -103,6 +110,10 @@ def make_refiner(folder: Path, device: torch.device, stages: Stages, shape: Shap
     refiner.load()
     m = refiner.models
     stages.watch_unet(m.unet)
+    if m.controlnet is not None:
+        m.controlnet.register_forward_hook(
+            lambda *_: setattr(stages, "control_calls", stages.control_calls + 1)
+        )
     if args.channels_last:  # in place: the Refiner keeps the same module objects
         m.unet.to(memory_format=torch.channels_last)
         m.vae.to(memory_format=torch.channels_last)
@@ -136,7 +147,7 @@ def run_ours(
 ) -> tuple[Result, object]:
     device = refiner.device
     res = Result(name, f"naiup (vae {preset.vae_tiling})")
-    stages.current, stages.unet_calls = res.stages, res.unet_calls
+    stages.current, stages.unet_calls, stages.control_calls = res.stages, res.unet_calls, 0
     _reset_peak(device)
     t0 = time.perf_counter()
     # As the Engine does: the upscaled pixels stay on the device into the refine (device_pixels),
@@ -169,6 +180,8 @@ def run_ours(
         "device_pixels": not host_pixels,
         "attention_unchunked_on_cuda": vae_attention.UNCHUNKED_ON_CUDA,
     }
+    if preset.control_strength:
+        res.levers["control"] = {"strength": preset.control_strength, "calls": stages.control_calls}
     return res, big
 
 
@@ -258,6 +271,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=int, default=None, help="untimed runs first (default: 1 on CUDA)")
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument(
+        "--control",
+        type=float,
+        default=0.0,
+        help="ControlNet tile at this strength on every UNet step of our runs (random weights; 0: off)",
+    )
+    ap.add_argument(
         "--attention-window",
         type=int,
         default=None,
@@ -297,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     log = Log(args.out, args, device)
     t0 = time.perf_counter()
     stages = Stages(device)
-    refiner = make_refiner(sd_folder(s, cache), device, stages, s, args)
+    refiner = make_refiner(sd_folder(s, cache), device, stages, s, args, cache)
     setup = time.perf_counter() - t0
     image = input_image(s)
     defaults = Preset(name="bench")
@@ -305,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         name="bench", steps=8, denoise=0.25, cfg=1.0, sampler="lcm", tile_size=s.tile,
         overlap=s.overlap if args.overlap is None else args.overlap,
         tile_batch_size=defaults.tile_batch_size if args.batch is None else args.batch, tile_method="mixture",
+        control_strength=args.control,
     )  # fmt: skip
     if args.attention_window is not None:
         base = replace(base, vae_attention_window=args.attention_window)
@@ -327,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
                 res.variant += f", cap {args.vram_gb:g} GiB"
             if args.attention_window is not None:
                 res.variant += f", attn window {args.attention_window}"
+            if args.control:
+                res.variant += f", control {args.control:g}"
             results.append(res)
             log.result(res)
         cap_memory(device, 0)  # the baseline runs as its users run it

@@ -54,3 +54,23 @@ def test_engine_bench_small_runs_and_reports_every_stage(tmp_path):
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert lines[0]["kind"] == "run" and lines[0]["machine"] == data["machine"]
     assert [{k: v for k, v in r.items() if k != "kind"} for r in lines[1:]] == data["results"]
+
+
+def test_engine_bench_control_runs_the_controlnet_beside_every_unet_call(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    args = ["--small", "--workloads", "W2", "--vae-mode", "auto", "--no-baseline", "--control", "0.8"]
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "engine_bench.py"), *args, "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (report,) = (tmp_path / "out").glob("engine-*-small.json")
+    (run,) = json.loads(report.read_text())["results"]
+    assert run["variant"] == "naiup (vae auto), control 0.8"
+    # One ControlNet call per UNet call: W2 (16x24 latent, 16/8 tiles) is 2 tiles in one batch, 2 steps.
+    assert run["unet_calls"] == [[2, 4, 16, 16]] * 2
+    assert run["levers"]["control"] == {"strength": 0.8, "calls": 2}
