@@ -12,10 +12,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_engine_bench_small_runs_and_reports_every_stage(tmp_path):
+def _bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "engine_bench.py"), "--small", "--out", str(tmp_path / "out")],
+        [
+            sys.executable,
+            str(REPO / "bench" / "engine_bench.py"),
+            "--small",
+            *args,
+            "--out",
+            str(tmp_path / "out"),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -23,6 +30,11 @@ def test_engine_bench_small_runs_and_reports_every_stage(tmp_path):
         cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_engine_bench_small_runs_and_reports_every_stage(tmp_path):
+    proc = _bench(tmp_path)
     (report,) = (tmp_path / "out").glob("engine-*-small.json")
     data = json.loads(report.read_text())
     ours = [r for r in data["results"] if r["variant"].startswith("naiup")]
@@ -57,17 +69,7 @@ def test_engine_bench_small_runs_and_reports_every_stage(tmp_path):
 
 
 def test_engine_bench_control_runs_the_controlnet_beside_every_unet_call(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    args = ["--small", "--workloads", "W2", "--vae-mode", "auto", "--no-baseline", "--control", "0.8"]
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "engine_bench.py"), *args, "--out", str(tmp_path / "out")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        cwd=REPO,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _bench(tmp_path, "--workloads", "W2", "--vae-mode", "auto", "--no-baseline", "--control", "0.8")
     (report,) = (tmp_path / "out").glob("engine-*-small.json")
     (run,) = json.loads(report.read_text())["results"]
     assert run["variant"] == "naiup (vae auto), control 0.8"
