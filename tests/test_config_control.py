@@ -61,7 +61,11 @@ def test_the_strong_preset_runs_the_controlnet_on_its_first_three_of_four_steps(
     strong = BUILTIN_PRESETS["refine-2x-strong"]
     assert strong.unet_steps == 4
     assert strong.control_scales == (0.8, 0.8, 0.8, 0.0)
-    assert all(p.control_strength == 0 for name, p in BUILTIN_PRESETS.items() if name != "refine-2x-strong")
+    assert BUILTIN_PRESETS["xl-refine-2x-strong"].control_scales == strong.control_scales
+    assert {name for name, p in BUILTIN_PRESETS.items() if p.control_strength} == {
+        "refine-2x-strong",
+        "xl-refine-2x-strong",
+    }
 
 
 def test_step_window_follows_diffusers_control_guidance_rule():

@@ -137,6 +137,17 @@ BUILTIN_PRESETS: dict[str, Preset] = {
     # t=399 instead of 2 from 199; the ControlNet steers the first three, the last one only sharpens.
     # Reasons in config.example.toml.
     "refine-2x-strong": Preset(name="refine-2x-strong", denoise=0.4, control_strength=0.8, control_end=0.75),
+    # The same for SDXL (xinsir/controlnet-tile-sdxl-1.0 or compatible): SDXL's native 1024 px tile (128
+    # latent) with a quarter-tile overlap. It runs with [model], which must then be an SDXL set (LCM-LoRA
+    # SDXL, an SDXL tile ControlNet); once presets name model sets, it names the SDXL one.
+    "xl-refine-2x-strong": Preset(
+        name="xl-refine-2x-strong",
+        tile_size=128,
+        overlap=32,
+        denoise=0.4,
+        control_strength=0.8,
+        control_end=0.75,
+    ),
 }
 
 
