@@ -144,6 +144,8 @@ def check_models(config: Config) -> list[Check]:
     out = [check_model_ref("checkpoint", m.checkpoint), check_model_ref("lcm-lora", m.lcm_lora)]
     if m.vae:
         out.append(check_model_ref("vae", m.vae))
+    if m.controlnet:
+        out.append(check_model_ref("controlnet", m.controlnet))
     out += [check_model_ref(f"lora {lora.path}", lora.path) for lora in m.loras]
     active = config.presets.get(config.daemon.active_preset)
     if active is not None and not active.refine:

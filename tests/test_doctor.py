@@ -171,3 +171,12 @@ def _doctor_cli(tmp_path: Path, config: Path) -> subprocess.CompletedProcess[str
         timeout=120,
         cwd=tmp_path,
     )
+
+
+def test_a_configured_controlnet_must_exist(tmp_path):
+    presets = {"r": Preset(name="r")}
+    gone = Config(presets=presets, model=ModelConfig(controlnet=str(tmp_path / "tile")))
+    assert next(c for c in check_models(gone) if c.name == "controlnet").status is Status.FAIL
+    (tmp_path / "tile").mkdir()
+    assert next(c for c in check_models(gone) if c.name == "controlnet").status is Status.OK
+    assert not [c for c in check_models(Config(presets=presets)) if c.name == "controlnet"]

@@ -146,3 +146,14 @@ def test_bundled_configs_are_the_base_unets_encoder_with_the_standard_hint_encod
 
     assert plain(ours.config) == plain(expected.config)
     assert sum(p.numel() for p in ours.parameters()) == params
+
+
+def test_a_file_that_does_not_fit_the_bundled_layout_says_how_to_load_it(tiny, tmp_path):
+    # Without a skeleton of its own, a single file is read with the bundled (real-size) config: the
+    # tiny file does not fit it, which must be a clear refusal, not a crash or a partial load.
+    (tmp_path / "controlnet").mkdir()  # a skeleton folder without a ControlNet config: bundled one used
+    for config_dir in (None, tmp_path):
+        with pytest.raises(
+            ModelLoadError, match=r"does not fit the SD1\.5 ControlNet layout .*diffusers folder"
+        ):
+            _load(tiny.sd15.diffusers_file, "sd15", tiny.sd15, config_dir=config_dir)

@@ -238,7 +238,7 @@ def to_image(pixels: torch.Tensor, size_hw: tuple[int, int]) -> Image.Image:
 
 
 class Refiner:
-    """Loads SD1.5 (+ LCM-LoRA + LoRAs) once; refines many upscaled images.
+    """Loads SD1.5 or SDXL (+ LCM-LoRA + LoRAs + ControlNet tile) once; refines many upscaled images.
 
     Tiled by default (diffusion tiles and VAE mode from the preset); `wrap_predictor=None` with
     `encode_untiled`/`decode_untiled` gives the plain untiled loop.
@@ -360,7 +360,7 @@ class Refiner:
     @property
     def controlnet_name(self) -> str:
         """The ControlNet's file or folder name, for provenance ("" without one)."""
-        return Path(self.model.controlnet.rstrip("/\\")).name if self.model.controlnet else ""
+        return Path(self.model.controlnet).name if self.model.controlnet else ""
 
     @property
     def model_id(self) -> str:
