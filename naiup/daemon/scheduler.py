@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from naiup.config import Config, Preset
+from naiup.control.protocol import CurrentJob
 from naiup.daemon.ledger import Item, Ledger
 from naiup.daemon.state import RuntimeState
 from naiup.daemon.worker import Outcome, Worker
@@ -69,7 +70,7 @@ class Scheduler:
         self._worker: Worker | None = None
         self.loading = False
         self.engine_error: str | None = None
-        self.current: dict | None = None
+        self.current: CurrentJob | None = None
         self.last_output: str | None = None
         self.last_error: str | None = None
         self._last_error_id: int | None = None  # the ledger row last_error is about
@@ -221,13 +222,9 @@ class Scheduler:
         attempts = item.attempts + 1
 
         def progress(fraction: float, stage: str) -> None:
-            self.current = {
-                "id": item.id,
-                "path": item.path,
-                "preset": preset.name,
-                "progress": fraction,
-                "stage": stage,
-            }
+            self.current = CurrentJob(
+                id=item.id, path=item.path, preset=preset.name, progress=fraction, stage=stage
+            )
 
         progress(0.0, "starting")
         log.info("job start id=%s path=%s preset=%s attempt=%d", item.id, src, preset.name, attempts)

@@ -1,10 +1,12 @@
-"""Stand-in engines for daemon tests, imported by the spawned worker child (on its PYTHONPATH).
+"""The stand-in engine of daemon tests, imported by the spawned worker child (on its PYTHONPATH).
 
-`ResizeEngine.process` is Image.resize. NAIUP_STUB_DELAY in the daemon's environment (the worker
-inherits it) makes each job take that long. The image's prompt picks a failure: "crash" exits the worker
-mid-job; "hang" hangs the first time (marker file in the state dir), then works; "oom" runs out of GPU
-memory (worth retrying); "nan" produces garbage (not worth retrying). `idle()` appends a line to
-`idle-calls` in the state dir.
+The daemon fixture names it in NAIUP_ENGINE ("stub_engine:ResizeEngine"). `ResizeEngine.process` is
+Image.resize. NAIUP_STUB_DELAY in the daemon's environment (the worker inherits it) makes each job take
+that long. The image's prompt picks a failure: "crash" exits the worker mid-job; "hang" hangs the first
+time (marker file in the state dir), then works; "chatty" never ends but reports progress all along;
+"oom" runs out of GPU memory (worth retrying); "nan" produces garbage (not worth retrying). A [model]
+checkpoint named BROKEN cannot load (as a missing model file). `idle()` appends a line to `idle-calls`
+in the state dir.
 """
 
 from __future__ import annotations
@@ -13,13 +15,24 @@ import os
 import time
 from pathlib import Path
 
+from naiup.config import ModelConfig, Preset
 from naiup.errors import EngineError, ModelLoadError, OutOfMemoryError
 from naiup.job import EngineResult
 
+BROKEN = "stub-model.safetensors"
+
 
 class ResizeEngine:
-    def __init__(self, model: object, device: object = None) -> None:
+    def __init__(self, model: ModelConfig, device: object = None) -> None:
         self.model = model
+
+    def load(self, preset: Preset) -> None:
+        if Path(self.model.checkpoint).name == BROKEN:
+            raise ModelLoadError(self.model.checkpoint, "file not found (stand-in engine that cannot load)")
+
+    def model_id(self, preset: Preset) -> str:
+        m = self.model
+        return "|".join((m.checkpoint, m.vae, m.lcm_lora))
 
     def process(self, image, meta, preset, *, progress=None):  # type: ignore[no-untyped-def]
         prompt = meta.text_chunks.get("Description", "")
@@ -33,6 +46,10 @@ class ResizeEngine:
         if prompt == "hang" and not marker.exists():
             marker.touch()
             time.sleep(3600)
+        while prompt == "chatty":  # never done, yet never quiet
+            if progress:
+                progress(0.5, "chatting")
+            time.sleep(0.02)
         delay = float(os.environ.get("NAIUP_STUB_DELAY", "0"))
         if progress:
             progress(0.5, "resizing")
@@ -49,8 +66,3 @@ class ResizeEngine:
         """The worker's "queue went idle" hook: counted in a file the test can read."""
         with (Path(os.environ.get("NAIUP_STATE_DIR", ".")) / "idle-calls").open("a") as f:
             f.write("idle\n")
-
-
-class BrokenEngine:
-    def __init__(self, model: object, device: object = None) -> None:
-        raise ModelLoadError("stub-model.safetensors", "file not found (stand-in engine that cannot load)")

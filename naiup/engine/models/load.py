@@ -21,6 +21,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from naiup.config.paths import HUB_ID
 from naiup.engine.device import place, unet_dtype, vae_dtype
+from naiup.engine.load_errors import explain_load_errors
 from naiup.engine.models.checkpoints import is_single_file, read_state_dict
 from naiup.engine.models.controlnet import load_controlnet
 from naiup.engine.models.family import (
@@ -137,13 +138,11 @@ def _from_pipeline(where: str, local_only: bool) -> SDModels:
     kind = pipeline_class(where, local_only)
     if kind.startswith("StableDiffusionXL"):
         return load_sdxl_pipeline(where, local_only)
-    try:
+    hint = "" if local_only else " (no internet, or HF_HUB_OFFLINE=1 and not in the HF cache?)"
+    with explain_load_errors(where, f"cannot load this diffusers model{hint}: {{exc}}"):
         pipe = StableDiffusionPipeline.from_pretrained(
             where, local_files_only=local_only, safety_checker=None, requires_safety_checker=False
         )
-    except Exception as exc:  # OSError/ValueError/hub errors: a model we cannot load is a user problem
-        hint = "" if local_only else " (no internet, or HF_HUB_OFFLINE=1 and not in the HF cache?)"
-        raise ModelLoadError(where, f"cannot load this diffusers model{hint}: {exc}") from exc
     return SDModels(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, dict(pipe.scheduler.config))
 
 
@@ -151,15 +150,14 @@ def unet_and_vae(
     path: Path, sd: dict[str, torch.Tensor], config_dir: Path, family: str
 ) -> tuple[UNet2DConditionModel, AutoencoderKL]:
     """UNet and VAE of a single file through diffusers' LDM converters, configs from `config_dir`."""
-    try:
+    # Shape mismatches from diffusers' converter: the weights are not this family's shape.
+    with explain_load_errors(path, f"cannot convert this checkpoint as {family}: {{exc}}"):
         unet = UNet2DConditionModel.from_single_file(
             sd, config=str(config_dir), subfolder="unet", local_files_only=True
         )
         vae = AutoencoderKL.from_single_file(
             sd, config=str(config_dir), subfolder="vae", local_files_only=True
         )
-    except Exception as exc:  # shape mismatches from diffusers' converter: not this family's shape
-        raise ModelLoadError(path, f"cannot convert this checkpoint as {family}: {exc}") from exc
     return unet, vae
 
 
@@ -196,7 +194,7 @@ def _text_encoder_from_ldm(path: Path, sd: dict[str, torch.Tensor], config_dir: 
 def load_vae(spec: str, config_dir: Path = SD15_SKELETON) -> AutoencoderKL:
     """External VAE: a .safetensors/.pt/.ckpt file (A1111 naming or full checkpoint), a folder or a hub id."""
     path = Path(spec).expanduser()
-    try:
+    with explain_load_errors(spec, "cannot load this VAE: {exc}"):
         if path.is_dir():
             return AutoencoderKL.from_pretrained(path, local_files_only=True)
         if is_single_file(spec):
@@ -205,10 +203,6 @@ def load_vae(spec: str, config_dir: Path = SD15_SKELETON) -> AutoencoderKL:
             )
         if looks_like_hub_id(spec):
             return AutoencoderKL.from_pretrained(spec, local_files_only=False)
-    except ModelLoadError:
-        raise
-    except Exception as exc:
-        raise ModelLoadError(spec, f"cannot load this VAE: {exc}") from exc
     raise ModelLoadError(spec, "VAE not found: expected a file, a folder or a hub id")
 
 
@@ -225,12 +219,9 @@ def resolve_lora_file(spec: str, lora_dirs: tuple[Path, ...] = ()) -> Path:
     if looks_like_hub_id(spec):
         from huggingface_hub import hf_hub_download
 
-        try:
+        advice = "cannot download this LoRA (no internet, or HF_HUB_OFFLINE=1?): {exc}"
+        with explain_load_errors(spec, advice):  # offline, an unknown repo, no such file in it
             return Path(hf_hub_download(spec, LCM_LORA_WEIGHT_NAME))
-        except Exception as exc:  # offline, unknown repo, no such file
-            raise ModelLoadError(
-                spec, f"cannot download this LoRA (no internet, or HF_HUB_OFFLINE=1?): {exc}"
-            ) from exc
     raise ModelLoadError(spec, "LoRA file not found")
 
 
