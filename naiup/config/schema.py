@@ -306,19 +306,6 @@ def _preset_rules(preset: Preset, key: str, path: Path | None) -> None:
             f"steps x denoise = {preset.steps} x {preset.denoise} gives no UNet step; raise steps or denoise",
             path,
         )
-    _check_control(preset, key, path)
-
-
-def _resolve_upscaler(preset: Preset, key: str, base: Path, path: Path) -> Preset:
-    """An upscaler given as a path must exist; relative to the config file's folder."""
-    if looks_like_path(preset.upscaler):
-        return dataclasses.replace(
-            preset, upscaler=existing_file(preset.upscaler, f"{key}.upscaler", base, path)
-        )
-    return preset
-
-
-def _check_control(preset: Preset, key: str, path: Path | None) -> None:
     if preset.control_start >= preset.control_end:
         raise ConfigError(
             f"{key}.control_start",
@@ -333,6 +320,15 @@ def _check_control(preset: Preset, key: str, path: Path | None) -> None:
             "control_start and (i+1)/n <= control_end); widen it or set control_strength = 0",
             path,
         )
+
+
+def _resolve_upscaler(preset: Preset, key: str, base: Path, path: Path) -> Preset:
+    """An upscaler given as a path must exist; relative to the config file's folder."""
+    if looks_like_path(preset.upscaler):
+        return dataclasses.replace(
+            preset, upscaler=existing_file(preset.upscaler, f"{key}.upscaler", base, path)
+        )
+    return preset
 
 
 def _check_config(config: Config, path: Path) -> None:
