@@ -133,7 +133,7 @@ def test_family_is_read_from_the_size_embedding():
 
 @pytest.mark.parametrize(("family", "params"), [("sd15", 361_279_120), ("sdxl", 1_251_014_160)])
 def test_bundled_configs_are_the_base_unets_encoder_with_the_standard_hint_encoder(family, params):
-    # The published sizes: control_v11f1e_sd15_tile has 361.3 M parameters, xinsir's SDXL tile 1.25 B.
+    # About the published sizes: ~361 M for the SD1.5 ControlNet 1.1 models, ~1.25 B for xinsir's SDXL tile.
     unet_config = UNet2DConditionModel.load_config(CONTROLNET_SKELETONS[family].parent / "unet")
     with torch.device("meta"):
         expected = ControlNetModel.from_unet(
