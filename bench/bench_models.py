@@ -7,16 +7,21 @@ the upscalers are saved as .safetensors files that naiup.engine.upscale.upscaler
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from naiup.config import Preset
-
-REPO = Path(__file__).resolve().parents[1]
-SD15 = REPO / "naiup" / "data" / "sd15"
+from naiup.testing import (
+    SMALL_SD15,
+    SD15Shape,
+    compact_upscaler,
+    random_controlnet,
+    save_sd15,
+    save_weights,
+    sd15_components,
+)
 
 
 @dataclass(frozen=True)
@@ -27,64 +32,19 @@ class Shape:
     tile: int  # UNet tile / overlap, latent px
     overlap: int
     vae_core: int | None  # VAE core tile, latent px (None: vae_tiling's default)
+    model: SD15Shape | None  # the random model's widths (None: SD1.5's real configs)
 
 
 # NAI V3 portrait; SD1.5's real configs from naiup/data/sd15; the presets' tile size and overlap.
 _PRESET = Preset(name="defaults")
-FULL = Shape("full", 832, 1216, _PRESET.tile_size, _PRESET.overlap, None)
+FULL = Shape("full", 832, 1216, _PRESET.tile_size, _PRESET.overlap, None, None)
 # Same block structure with ~1/10 the channels; tiles scaled down so the canvas still splits.
-SMALL = Shape("small", 64, 96, 16, 8, 16)
+SMALL = Shape("small", 64, 96, 16, 8, 16, SMALL_SD15)
 
 _REAL_UPSCALERS = {
     2: "realcugan-se-2x/realcugan-se-up2x-conservative.safetensors",
     4: "realesrgan-x4plus-anime-6b/RealESRGAN_x4plus_anime_6B.safetensors",
 }
-
-
-def _sd_components(shape: Shape):
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    tokenizer = CLIPTokenizer.from_pretrained(SD15 / "tokenizer", model_max_length=77)
-    torch.manual_seed(0)
-    if shape.name == "full":
-        unet = UNet2DConditionModel.from_config(json.loads((SD15 / "unet" / "config.json").read_text()))
-        vae = AutoencoderKL.from_config(json.loads((SD15 / "vae" / "config.json").read_text()))
-        text = CLIPTextModel(CLIPTextConfig.from_pretrained(SD15 / "text_encoder"))
-        return unet, vae, text, tokenizer
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64, 128, 128),
-        cross_attention_dim=32,
-        attention_head_dim=8,
-        layers_per_block=2,
-        norm_num_groups=32,
-        sample_size=64,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=(16, 32, 64, 64),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=1,
-        norm_num_groups=8,
-        latent_channels=4,
-        sample_size=512,
-        scaling_factor=0.18215,
-    )
-    text = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            hidden_act="quick_gelu",
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
-    return unet, vae, text, tokenizer
 
 
 def sd_folder(shape: Shape, cache: Path) -> Path:
@@ -93,26 +53,11 @@ def sd_folder(shape: Shape, cache: Path) -> Path:
     folder = cache / f"sd15-random-{shape.name}"
     if (folder / "model_index.json").is_file():
         return folder
-    from diffusers import PNDMScheduler, StableDiffusionPipeline
-
-    unet, vae, text, tokenizer = _sd_components(shape)
-    if shape.name == "full":
+    unet, vae, text, tokenizer = sd15_components(shape.model)
+    if shape.model is None:
         unet, text = unet.half(), text.half()
-    scheduler = PNDMScheduler.from_config(
-        json.loads((SD15 / "scheduler" / "scheduler_config.json").read_text())
-    )
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
     tmp = folder.with_name(folder.name + ".part")
-    pipe.save_pretrained(tmp)
+    save_sd15(tmp, unet, vae, text, tokenizer)
     tmp.rename(folder)  # a killed build never leaves a half folder that looks complete
     return folder
 
@@ -122,15 +67,13 @@ def upscaler_file(scale: int, small: bool, weights: Path | None, cache: Path) ->
     random one of the same family (Compact for 2x, RRDB/ESRGAN for 4x) saved as .safetensors."""
     if not small and weights and (weights / _REAL_UPSCALERS[scale]).is_file():
         return weights / _REAL_UPSCALERS[scale], _REAL_UPSCALERS[scale].split("/")[0]
-    import safetensors.torch
-    from spandrel.architectures.Compact import Compact
     from spandrel.architectures.ESRGAN import ESRGAN
 
-    torch.manual_seed(0)
     if scale == 2:
         feat, convs = (16, 4) if small else (64, 16)
-        net, desc = Compact(num_feat=feat, num_conv=convs, upscale=2), f"random Compact 2x ({feat}f/{convs}c)"
+        net, desc = compact_upscaler(2, feat, convs), f"random Compact 2x ({feat}f/{convs}c)"
     else:
+        torch.manual_seed(0)
         filters, blocks = (16, 1) if small else (64, 6)
         net, desc = (
             ESRGAN(num_filters=filters, num_blocks=blocks, scale=4),
@@ -139,7 +82,7 @@ def upscaler_file(scale: int, small: bool, weights: Path | None, cache: Path) ->
     path = cache / f"upscaler-{scale}x-{'small' if small else 'full'}.safetensors"
     if not path.is_file():
         cache.mkdir(parents=True, exist_ok=True)
-        safetensors.torch.save_file({k: v.contiguous() for k, v in net.state_dict().items()}, path)
+        save_weights(net, path)
     return path, desc
 
 
@@ -159,28 +102,15 @@ def input_image(shape: Shape):
 def controlnet_folder(model: Path, cache: Path) -> Path:
     """A random-weight ControlNet shaped for the model folder's UNet (SD1.5 or SDXL: its encoder with the
     16/32/96/256 hint encoder, as a tile ControlNet of that family is), saved as a diffusers folder.
-    The output convolutions, zero in a freshly initialised ControlNet, get small random weights so the
-    residuals are not all zero (the cost is the same either way). fp16 when the model's UNet is."""
+    Its zero convolutions get small random weights (naiup.testing.random_controlnet) so the residuals
+    are not all zero (the cost is the same either way). fp16 when the model's UNet is."""
     folder = cache / f"controlnet-random-{model.name}"
     if (folder / "config.json").is_file():
         return folder
-    from diffusers import ControlNetModel, UNet2DConditionModel
-
-    unet_config = UNet2DConditionModel.load_config(model / "unet")
-    with torch.device("meta"):
-        config = ControlNetModel.from_unet(
-            UNet2DConditionModel.from_config(unet_config), load_weights_from_unet=False
-        ).config
-    torch.manual_seed(1)
-    net = ControlNetModel.from_config(config)
-    with torch.no_grad():
-        for name, param in net.named_parameters():
-            if name.startswith(
-                ("controlnet_down_blocks.", "controlnet_mid_block.", "controlnet_cond_embedding.conv_out.")
-            ):
-                param.normal_(0.0, 0.01)
+    from diffusers import UNet2DConditionModel
     from safetensors import safe_open
 
+    net = random_controlnet(UNet2DConditionModel.load_config(model / "unet"), seed=1, residual_std=0.01)
     with safe_open(str(model / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as f:
         if f.get_slice(next(iter(f.keys()))).get_dtype() == "F16":
             net = net.half()

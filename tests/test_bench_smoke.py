@@ -12,17 +12,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+def _bench_small(out: Path, *args: str) -> tuple[dict, str]:
+    """Run engine_bench.py --small with `args`; its JSON report and what it printed."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "engine_bench.py"),
-            "--small",
-            *args,
-            "--out",
-            str(tmp_path / "out"),
-        ],
+        [sys.executable, str(REPO / "bench" / "engine_bench.py"), "--small", *args, "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -30,13 +24,12 @@ def _bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
         cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+    (report,) = out.glob("engine-*-small.json")
+    return json.loads(report.read_text()), proc.stdout
 
 
 def test_engine_bench_small_runs_and_reports_every_stage(tmp_path):
-    proc = _bench(tmp_path)
-    (report,) = (tmp_path / "out").glob("engine-*-small.json")
-    data = json.loads(report.read_text())
+    data, printed = _bench_small(tmp_path / "out")
     ours = [r for r in data["results"] if r["variant"].startswith("naiup")]
     base = [r for r in data["results"] if r["variant"].startswith("diffusers")]
     assert {r["workload"] for r in ours} == {r["workload"] for r in base} == {"W2", "W4"}
@@ -56,11 +49,13 @@ def test_engine_bench_small_runs_and_reports_every_stage(tmp_path):
             "unet_graphs": False,  # auto: off on the CPU
             "device_pixels": True,
             "attention_unchunked_on_cuda": True,
+            "regions": 0,
+            "unet_samples_per_step": r["unet_tiles"],
         }
     assert {r["vae_plan"] for r in ours} <= {"off", "exact", "low-memory"}
     assert {r["variant"] for r in ours} == {f"naiup (vae {m})" for m in ("exact", "low-memory", "auto")}
     assert {r["output"] for r in ours if r["workload"] == "W4"} == {"256x384"}
-    assert "W4" in proc.stdout and "wall" in proc.stdout
+    assert "W4" in printed and "wall" in printed
     # Each result was also appended as measured, after a header line naming the machine.
     (log,) = (tmp_path / "out").glob("engine-*-small.jsonl")
     lines = [json.loads(line) for line in log.read_text().splitlines()]
@@ -69,10 +64,28 @@ def test_engine_bench_small_runs_and_reports_every_stage(tmp_path):
 
 
 def test_engine_bench_control_runs_the_controlnet_beside_every_unet_call(tmp_path):
-    _bench(tmp_path, "--workloads", "W2", "--vae-mode", "auto", "--no-baseline", "--control", "0.8")
-    (report,) = (tmp_path / "out").glob("engine-*-small.json")
-    (run,) = json.loads(report.read_text())["results"]
-    assert run["variant"] == "naiup (vae auto), control 0.8"
-    # One ControlNet call per UNet call: W2 (16x24 latent, 16/8 tiles) is 2 tiles in one batch, 2 steps.
-    assert run["unet_calls"] == [[2, 4, 16, 16]] * 2
-    assert run["levers"]["control"] == {"strength": 0.8, "calls": 2}
+    args = ("--workloads", "W2", "--vae-mode", "auto", "--no-baseline", "--control", "0.8")
+    args += ("--regions", "0,3")
+    plain, regional = _bench_small(tmp_path / "out", *args)[0]["results"]
+    assert plain["variant"] == "naiup (vae auto), control 0.8"
+    assert regional["variant"] == "naiup (vae auto), 3 regions, control 0.8"
+    # One ControlNet call per UNet call: W2 (16x24 latent, 16/8 tiles) is 2 tiles in one batch, 2 steps;
+    # with 3 characters every (tile, region) batch has its ControlNet call too.
+    assert plain["unet_calls"] == [[2, 4, 16, 16]] * 2
+    assert plain["levers"]["control"] == {"strength": 0.8, "calls": 2}
+    assert regional["levers"]["unet_samples_per_step"] > 2
+    assert regional["levers"]["control"] == {"strength": 0.8, "calls": len(regional["unet_calls"])}
+
+
+def test_engine_bench_small_measures_character_regions(tmp_path):
+    args = ("--workloads", "W4", "--vae-mode", "off", "--regions", "0,3", "--no-baseline")
+    plain, regional = _bench_small(tmp_path / "out", *args)[0]["results"]
+    assert (plain["variant"], regional["variant"]) == ("naiup (vae off)", "naiup (vae off), 3 regions")
+    assert regional["stages"]["denoise"] > 0  # timed through the regional seam too
+    # 15 tiles per step without regions; with three characters each tile runs once per region with
+    # weight in it (the background only where the characters leave it some), all in fixed batches.
+    assert plain["levers"]["unet_samples_per_step"] == 15
+    samples = regional["levers"]["unet_samples_per_step"]
+    assert 15 < samples < 4 * 15
+    assert sum(shape[0] for shape in regional["unet_calls"]) >= 2 * samples
+    assert len({tuple(shape) for shape in regional["unet_calls"]}) == 1

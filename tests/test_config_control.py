@@ -97,9 +97,9 @@ def test_a1111_infotext_names_the_controlnet_unit():
         "controlnet": "control_v11f1e_sd15_tile", "control_strength": 0.8, "control_start": 0.0,
         "control_end": 0.75,
     }  # fmt: skip
-    text = a1111_parameters(params, (128, 128))
+    text = a1111_parameters(params, (128, 128), ("", ""))
     assert (
         'ControlNet 0: "Module: tile_resample, Model: control_v11f1e_sd15_tile, Weight: 0.8, '
         'Guidance Start: 0.0, Guidance End: 0.75"'
     ) in text
-    assert "ControlNet" not in a1111_parameters({**params, "controlnet": None}, (128, 128))
+    assert "ControlNet" not in a1111_parameters({**params, "controlnet": None}, (128, 128), ("", ""))

@@ -8,7 +8,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import tiny_controlnet
-import tiny_sd
 import torch
 from diffusers import (
     EulerDiscreteScheduler,
@@ -18,7 +17,7 @@ from diffusers import (
 )
 from PIL import Image
 
-from naiup.config import ModelConfig, Preset
+from naiup.config import Preset
 from naiup.engine.diffusion.refine import Refiner
 from naiup.engine.diffusion.tiling import plan_tiles, predictor_for, tiled_predictor
 from naiup.engine.vae.tiled import decode as decode_tiled
@@ -28,26 +27,8 @@ PROMPT, NEGATIVE = "(masterpiece:1.2), 1girl", "(worst quality:1.4)"
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> tiny_controlnet.TinyControlNets:
-    return tiny_controlnet.session_tiny_controlnets(tmp_path_factory)
-
-
-def _model(tiny, family: str, tmp_path_factory, controlnet: bool = True) -> ModelConfig:
-    cn = getattr(tiny, family)
-    lcm = str(tiny_sd.session_tiny_sd(tmp_path_factory).lcm_lora) if family == "sd15" else ""
-    return ModelConfig(
-        checkpoint=str(cn.model), lcm_lora=lcm, device="cpu", controlnet=str(cn.folder) if controlnet else ""
-    )
-
-
-@pytest.fixture(scope="module")
-def refiners(tiny, tmp_path_factory) -> dict[str, Refiner]:
-    out = {}
-    for family in ("sd15", "sdxl"):
-        r = Refiner(_model(tiny, family, tmp_path_factory))
-        r.load()
-        out[family] = r
-    return out
+def refiners(tmp_path_factory) -> dict[str, Refiner]:
+    return tiny_controlnet.loaded_refiners(tmp_path_factory)
 
 
 def _image(w: int, h: int, seed: int = 0) -> Image.Image:
@@ -144,11 +125,11 @@ def test_one_tile_matches_the_diffusers_controlnet_img2img_pipeline(
 
 @pytest.mark.parametrize("family", ["sd15", "sdxl"])
 def test_strength_zero_is_byte_identical_to_no_controlnet_and_never_runs_it(
-    tiny, refiners, tmp_path_factory, family
+    refiners, tmp_path_factory, family
 ):
-    plain = Refiner(_model(tiny, family, tmp_path_factory, controlnet=False))
+    plain = Refiner(tiny_controlnet.cpu_config(tmp_path_factory, family, controlnet=False))
     controlled = refiners[family]
-    spy = _Recorder(controlled.models.controlnet)
+    spy = tiny_controlnet.ControlNetSpy(controlled.models.controlnet)
     controlled.models.controlnet = spy
     preset = Preset(name="t", steps=4, denoise=0.5, cfg=1.5, sampler="euler", tile_size=8, overlap=2)
     image = _image(72, 56)
@@ -165,51 +146,9 @@ def test_strength_zero_is_byte_identical_to_no_controlnet_and_never_runs_it(
     assert on.tobytes() != none.tobytes()  # ... and it changes the result
 
 
-class _Recorder(torch.nn.Module):
-    """Wraps the ControlNet module: records every call's latent batch, hint batch and residuals."""
-
-    def __init__(self, net: torch.nn.Module) -> None:
-        super().__init__()
-        self.net = net
-        self.calls: list[dict] = []
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.net.dtype
-
-    def forward(self, sample, timestep, **kwargs):
-        down, mid = self.net(sample, timestep, **kwargs)
-        self.calls.append(
-            {
-                "sample": sample.clone(),
-                "hint": kwargs["controlnet_cond"].clone(),
-                "context": kwargs["encoder_hidden_states"].clone(),
-                "added": {k: v.clone() for k, v in (kwargs.get("added_cond_kwargs") or {}).items()},
-                "out": (down, mid),
-            }
-        )
-        return down, mid
-
-
 @pytest.mark.parametrize("family", ["sd15", "sdxl"])
 def test_every_tiles_controlnet_call_gets_its_own_crop_and_feeds_only_its_unet_call(refiners, family):
     refiner = refiners[family]
-    spy = _Recorder(refiner.models.controlnet)
-    unet_calls: list[dict] = []
-    canvases: list[torch.Tensor] = []
-
-    def record_unet(_module, args, kwargs):
-        unet_calls.append({"sample": args[0].clone(), **kwargs})
-
-    def recording_predictor(guided, preset, latent_hw):
-        inner = predictor_for(guided, preset, latent_hw)
-
-        def predict(x, t):
-            canvases.append(x.clone())
-            return inner(x, t)
-
-        return predict
-
     # 203x141 px: padded to 208x144 (reflect), a 26x18 latent; tile 8 / overlap 3 gives 5 x 3 tiles with
     # the last row and column flush with the edges; batches of 4 tiles, the last one padded.
     image = _image(203, 141, seed=3)
@@ -217,13 +156,9 @@ def test_every_tiles_controlnet_call_gets_its_own_crop_and_feeds_only_its_unet_c
         name="t", steps=4, denoise=0.5, cfg=1.5, sampler="euler", tile_size=8, overlap=3, tile_batch_size=4,
         control_strength=0.9,
     )  # fmt: skip
-    handle = refiner.models.unet.register_forward_pre_hook(record_unet, with_kwargs=True)
-    refiner.models.controlnet, refiner.wrap_predictor = spy, recording_predictor
-    try:
+    with tiny_controlnet.spying(refiner, "wrap_predictor", predictor_for) as spies:
         refiner.refine(image, preset, prompt="a cat", negative_prompt="bad", seed=9)
-    finally:
-        handle.remove()
-        refiner.models.controlnet, refiner.wrap_predictor = spy.net, predictor_for
+    spy, unet_calls, canvases = spies.control, spies.unet_calls, spies.canvases
 
     padded = np.pad(np.asarray(image), ((0, 3), (0, 5), (0, 0)), mode="reflect")
     hint_canvas = torch.from_numpy(padded).float().permute(2, 0, 1) / 255.0
@@ -245,15 +180,7 @@ def test_every_tiles_controlnet_call_gets_its_own_crop_and_feeds_only_its_unet_c
             assert not others
             assert torch.equal(hint[slot], hint_canvas[:, 8 * y : 8 * (y + 8), 8 * x : 8 * (x + 8)])
         # Its residuals go into the UNet call on the same batch, and into no other.
-        unet = unet_calls[j]
-        assert torch.equal(unet["sample"], sample)
-        down, mid = call["out"]
-        assert unet["mid_block_additional_residual"] is mid
-        assert all(a is b for a, b in zip(unet["down_block_additional_residuals"], down, strict=True))
-        assert torch.equal(unet["encoder_hidden_states"], call["context"])
-        if family == "sdxl":
-            for key, value in call["added"].items():
-                assert torch.equal(unet["added_cond_kwargs"][key], value)
+        tiny_controlnet.assert_feeds(call, unet_calls[j])
     # Every tile got a call at every step.
     for step in range(2):
         seen = set()
@@ -267,8 +194,8 @@ def test_every_tiles_controlnet_call_gets_its_own_crop_and_feeds_only_its_unet_c
         assert seen == set(plan.origins)
 
 
-def test_a_preset_with_control_but_no_controlnet_in_the_set_is_refused(tiny, tmp_path_factory):
-    plain = Refiner(_model(tiny, "sd15", tmp_path_factory, controlnet=False))
+def test_a_preset_with_control_but_no_controlnet_in_the_set_is_refused(tmp_path_factory):
+    plain = Refiner(tiny_controlnet.cpu_config(tmp_path_factory, "sd15", controlnet=False))
     preset = Preset(name="strong", steps=4, denoise=0.5, control_strength=0.5)
     with pytest.raises(
         ConfigError, match=r"presets\.strong\.control_strength.*no ControlNet.*control_v11f1e_sd15_tile"

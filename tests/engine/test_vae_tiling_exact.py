@@ -7,12 +7,12 @@ import torch
 from diffusers import AutoencoderKL
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st_
-from tiling_models import tiny_vae
 
 from naiup.engine.vae import stages as st
 from naiup.engine.vae import tiled as vt
 from naiup.engine.vae.groupnorm_pool import run_pooled
 from naiup.errors import EngineError
+from naiup.testing import sd_vae, tiny_vae
 
 H, W = 520, 776  # 65 x 97 latent: no tile size divides it
 
@@ -91,13 +91,7 @@ def test_a_halo_below_the_receptive_field_is_not_exact(vae):
 
 def test_sd15_receptive_fields_give_the_documented_halos():
     with torch.device("meta"):
-        sd = AutoencoderKL(
-            block_out_channels=(128, 256, 512, 512),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            layers_per_block=2,
-            latent_channels=4,
-        )
+        sd = sd_vae((128, 256, 512, 512), groups=32, layers=2)  # SD1.5's VAE
     assert st.decoder_halo(sd) == 7  # 6.25 latent px after the first up block's resnets
     assert st.encoder_halo(sd) == 6  # 5.4 latent px = 43 px before the last down level
 

@@ -15,19 +15,22 @@ cache of every batch's crops (for CFG doubled) would hold about three times the 
 
     control_image(rgb_hwc, dtype) -> (1, 3, H, W) in [0, 1]
     TileControl(net, image, scale, factor).unet_kwargs(x, t, context, added, boxes) -> UNet kwargs
+    controlled(run, control) -> (x, t, context, extra, boxes, halves) -> fp32 UNet output: the one
+        UNet call of both denoisers (one prompt: refine.make_guided_denoiser; a prompt per sample:
+        regions.make_region_denoiser), the ControlNet beside it when `control` is given
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-__all__ = ["Box", "TileControl", "control_image"]
+from naiup.engine.diffusion.tiling import Box
 
-Box = tuple[int, int, int, int]  # latent (y, x, h, w)
+__all__ = ["Box", "TileControl", "control_image", "controlled"]
 
 
 def control_image(rgb: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -80,3 +83,31 @@ class TileControl:
             **added,
         )
         return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+
+
+UnetRun = Callable[..., torch.Tensor]  # (x, t, context, **unet kwargs) -> model output
+
+
+def controlled(
+    run: UnetRun, control: TileControl | None
+) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor, dict, Sequence[Box] | None, int], torch.Tensor]:
+    """`run` as (x, t, context, extra, boxes, halves) -> fp32 output, `extra` its keywords (SDXL's
+    added conditioning). With `control`, the ControlNet runs on that same batch and context first, its
+    residuals going into this call only; `boxes` None means x is the whole canvas (the untiled loop).
+    Whatever prompt each sample carries, its hint is its own tile's crop: the context is per sample,
+    the crop per box, so regional prompts and ControlNet tile compose sample by sample."""
+
+    def call(
+        x: torch.Tensor,
+        t: torch.Tensor,
+        context: torch.Tensor,
+        extra: dict,
+        boxes: Sequence[Box] | None,
+        halves: int,
+    ) -> torch.Tensor:
+        if control is not None:
+            whole = [(0, 0, x.shape[-2], x.shape[-1])]
+            extra = {**extra, **control.unet_kwargs(x, t, context, extra, boxes or whole, halves)}
+        return run(x, t, context, **extra).float()
+
+    return call

@@ -1,6 +1,6 @@
 """Our own img2img loop on a latent canvas, and the `Refiner` that owns the loaded models.
 
-The seam the tiling issue plugs into (keep it):
+The seam tiled diffusion (tiling.py) and the tiled VAE (vae/tiled.py) plug into (keep it):
     GuidedDenoiser (tiling.GuidedDenoiser) = Callable[[x (B,4,h,w), t scalar tensor], model output
         (B,4,h,w)], CFG applied inside (batch 2B through the UNet only when cfg > 1); built by
         make_guided_denoiser(). Ours also take `boxes=` (each tile's latent box, for the ControlNet's
@@ -9,9 +9,13 @@ The seam the tiling issue plugs into (keep it):
     the whole canvas. predict = wrap_predictor(guided, preset, latent_hw); the default is
     tiling.predictor_for (tiled per the preset; `guided` itself when the latent fits one tile);
     wrap_predictor=None runs untiled.
-    VAE functions have vae_tiling's signature: encode(vae, pixels, *, mode, generator, sample,
+    Regional prompts (NovelAI characters with positions) take the other seam: predict =
+    wrap_regions(region_denoiser, masks, preset, latent_hw), default regions.region_predictor_for;
+    the region denoiser is the guided one with a prompt per sample (regions.make_region_denoiser),
+    taking `boxes=` too, so with a ControlNet every (tile, region) sample gets its own tile's hint.
+    VAE functions have vae/tiled.py's signature: encode(vae, pixels, *, mode, generator, sample,
     attention_window) and decode(vae, latent, *, mode, attention_window); the defaults are
-    vae_tiling.encode/decode (mode = preset.vae_tiling, attention_window = preset.vae_attention_window).
+    vae/tiled.py's encode/decode (mode = preset.vae_tiling, attention_window = preset.vae_attention_window).
 Refiner.refine checks its inputs once (inputs.check_inputs); everything below it trusts them.
 """
 
@@ -42,14 +46,23 @@ from naiup.engine.device import (
     place,
     release_cached,
 )
-from naiup.engine.diffusion.control import Box, TileControl, control_image
+from naiup.engine.diffusion.control import Box, TileControl, control_image, controlled
 from naiup.engine.diffusion.inputs import check_inputs
 from naiup.engine.diffusion.prompt_encoder import PromptEncoder, extract_lora_tags, resolve_lora_name
 from naiup.engine.diffusion.prompt_schedule import prompts_per_step
+from naiup.engine.diffusion.regions import (
+    RegionDenoiser,
+    make_region_denoiser,
+    pad_contexts,
+    region_masks,
+    region_predictor,
+    region_predictor_for,
+)
 from naiup.engine.diffusion.samplers import Sampler
 from naiup.engine.diffusion.sdxl_conditioning import SDXLPromptEncoder, time_ids, vae_scale_factor
-from naiup.engine.diffusion.tiling import GuidedDenoiser, batch_for_memory, predictor_for
+from naiup.engine.diffusion.tiling import GuidedDenoiser, batch_for_memory, plan_tiles, predictor_for
 from naiup.engine.diffusion.unet_graphs import UnetCall, has_triton, use_unet_graphs
+from naiup.engine.image_prompts import Region
 from naiup.engine.models.family import SDXL
 from naiup.engine.models.load import SDModels, file_id, load_models, model_set_id, resolve_lora_file
 from naiup.engine.models.lora import LoraFile, LoraFuser, read_lora
@@ -62,6 +75,8 @@ from naiup.errors import EngineError, OutOfMemoryError
 log = logging.getLogger(__name__)
 
 PredictorWrapper = Callable[[GuidedDenoiser, Preset, tuple[int, int]], GuidedDenoiser]
+RegionWrapper = Callable[[RegionDenoiser, torch.Tensor, Preset, tuple[int, int]], GuidedDenoiser]
+Prompts = tuple[str, str | None]  # (prompt, negative) of one step; negative None when CFG is off
 
 
 def make_guided_denoiser(
@@ -99,11 +114,7 @@ def make_guided_denoiser(
             return {}
         return {"added_cond_kwargs": {k: v.repeat_interleave(repeats, dim=0) for k, v in extra.items()}}
 
-    def unet(xs: torch.Tensor, t: torch.Tensor, emb: torch.Tensor, extra: dict, boxes, halves: int):
-        if control is not None:
-            whole = [(0, 0, xs.shape[-2], xs.shape[-1])]  # untiled: x is the whole canvas
-            extra = {**extra, **control.unet_kwargs(xs, t, emb, extra, boxes or whole, halves)}
-        return run(xs, t, emb, **extra).float()
+    unet = controlled(run, control)
 
     def guided(x: torch.Tensor, t: torch.Tensor, boxes: Sequence[Box] | None = None) -> torch.Tensor:
         b = x.shape[0]
@@ -230,10 +241,12 @@ class Refiner:
         wrap_predictor: PredictorWrapper | None = predictor_for,
         encode: Callable[..., torch.Tensor] = encode_tiled,
         decode: Callable[..., torch.Tensor] = decode_tiled,
+        wrap_regions: RegionWrapper = region_predictor_for,
     ) -> None:
         self.model, self.config_dir = model, config_dir
         self._device = explicit_device(device) if device is not None else None
         self.wrap_predictor, self.encode, self.decode = wrap_predictor, encode, decode
+        self.wrap_regions = wrap_regions
         self.models: SDModels | None = None
         self._placement: list[tuple[torch.nn.Module, torch.dtype]] = []
         self._unet_call: UnetCall | None = None
@@ -407,6 +420,41 @@ class Refiner:
             control=control,
         )
 
+    def _region_guided(
+        self,
+        key: tuple[Prompts, ...],
+        conds: list[tuple],
+        cfg: float,
+        hw: tuple[int, int],
+        control: TileControl | None = None,
+    ) -> RegionDenoiser:
+        """One denoiser for all regions of a step (background first), a prompt per sample. Their
+        contexts are padded to one length with empty-prompt chunks so that tiles of different regions
+        share UNet calls; SDXL's empty negative is all zeros, so it is padded with zeros. `control`:
+        the ControlNet beside every call, each sample on its own tile's hint crop."""
+        assert self.models and self._encoder
+        m = self.models
+        sdxl = m.family == SDXL
+        guided_cfg = cfg > 1.0 and conds[0][1] is not None
+        empty = self._encoder.encode("")
+        empty = empty.context if sdxl else empty
+        contexts, fills = [], []
+        for half in (0, 1) if guided_cfg else (0,):
+            for (_, negative), pair in zip(key, conds, strict=True):
+                contexts.append(pair[half].context if sdxl else pair[half])
+                fills.append(torch.zeros_like(empty) if sdxl and half and negative == "" else empty)
+        padded = pad_contexts(contexts, fills)
+        n = len(key)
+        added = added_u = None
+        if sdxl:
+            ids = time_ids(hw, vae_scale_factor(m.vae))  # the whole canvas, for every tile and region
+            added = [c.added(ids) for c, _ in conds]
+            added_u = [u.added(ids) for _, u in conds] if guided_cfg else None
+        unconds = padded[n:] if guided_cfg else None
+        return make_region_denoiser(
+            m.unet, padded[:n], unconds, cfg, self._unet_call, added, added_u, control=control
+        )
+
     @property
     def family(self) -> str:
         """ "sd15" or "sdxl" and the prediction type of the loaded set, for provenance."""
@@ -441,17 +489,23 @@ class Refiner:
         negative_prompt: str,
         seed: int,
         progress: Progress | None = None,
+        regions: Sequence[Region] = (),
     ) -> Image.Image:
         """RGB in (already upscaled: a PIL image or rgb_pixels' (H, W, 3) uint8 tensor on any device),
         RGB of the same size out, downloaded once as uint8; deterministic for (image, preset, seed).
 
+        `regions`: characters with their own prompts where they stand (image_prompts.plan_regions);
+        `prompt` is then the background's. Without regions, or with the preset's regions = "off",
+        it is the single-prompt refine, unchanged.
+
         Out of accelerator memory, it tries again with less (memory_ladder), and when even the
         least fails it is an OutOfMemoryError saying so, not a crash."""
-        check_inputs(self.model, preset, image, seed)
+        check_inputs(self.model, preset, image, seed, regions)
         ladder = memory_ladder(preset)
         for i, attempt in enumerate(ladder):
             try:
-                return self._refine(image, attempt, (prompt, negative_prompt), seed, progress, park=i > 0)
+                prompts = (prompt, negative_prompt)
+                return self._refine(image, attempt, prompts, seed, progress, park=i > 0, regions=regions)
             except Exception as exc:
                 if not is_oom(exc):
                     raise
@@ -481,8 +535,10 @@ class Refiner:
         seed: int,
         progress: Progress | None,
         park: bool,
+        regions: Sequence[Region] = (),
     ) -> Image.Image:
         prompt, negative_prompt = prompts
+        regions = () if preset.regions == "off" else tuple(regions)
         self.load()
         self._ensure_placed()
         assert self.models and self._encoder
@@ -490,6 +546,11 @@ class Refiner:
         prompt, tags = extract_lora_tags(prompt)
         negative_prompt, neg_tags = extract_lora_tags(negative_prompt)
         self._use_loras(self._lora_set(tags + neg_tags))
+        # Region prompts start with the same preset prompt, so their <lora> tags are the ones just
+        # fused (fusing them again would double the LoRA): only their text goes to the encoders.
+        region_texts = [
+            (extract_lora_tags(r.prompt)[0], extract_lora_tags(r.negative_prompt)[0]) for r in regions
+        ]
 
         # 1. Schedule, then one conditioning per distinct prompt the steps see (A1111 prompt editing
         # and alternation; usually one for all). The negative only matters (and is only encoded)
@@ -498,9 +559,13 @@ class Refiner:
         sampler.set_steps(preset.steps, preset.denoise, dev)
         n_steps = len(sampler.timesteps)
         scales = control_scales(n_steps, preset.control_strength, preset.control_start, preset.control_end)
-        negatives = prompts_per_step(negative_prompt, n_steps) if preset.cfg > 1.0 else [None] * n_steps
-        per_step = list(zip(prompts_per_step(prompt, n_steps), negatives, strict=True))
-        conds = {pair: self._conditioning(*pair) for pair in dict.fromkeys(per_step)}
+        per_step: list = _per_step(prompt, negative_prompt, preset.cfg, n_steps)
+        if not regions:
+            conds = {pair: self._conditioning(*pair) for pair in dict.fromkeys(per_step)}
+        else:  # per step, the (prompt, negative) of every region: background first
+            columns = [per_step, *(_per_step(p, n, preset.cfg, n_steps) for p, n in region_texts)]
+            per_step = list(zip(*columns, strict=True))
+            conds = {key: [self._conditioning(*pair) for pair in key] for key in dict.fromkeys(per_step)}
         # 2. Pixels -> latent. NAI's alpha channel carries stealth metadata, not transparency: drop it.
         rgb, size_hw = pad_to_multiple(rgb_pixels(image).to(dev))
         generator = torch.Generator("cpu").manual_seed(int(seed))
@@ -516,8 +581,8 @@ class Refiner:
             )
         _check_finite(z0, "VAE encoding")
         # 3. The loop on the whole canvas, tile batches as large as the preset allows and memory holds.
-        # One predictor per (prompts, ControlNet scale) the steps use; a step at scale 0 runs no
-        # ControlNet at all (the residuals it would add are exactly zero).
+        # One predictor per (prompts, ControlNet scale) the steps use (with regions, the prompts of
+        # every region); a step at scale 0 runs no ControlNet at all (its residuals would be zero).
         hw = tuple(z0.shape[-2:])
         tile_px = min(preset.tile_size, hw[0]) * min(preset.tile_size, hw[1])
         free = free_memory_bytes(dev)
@@ -528,15 +593,30 @@ class Refiner:
         factor = vae_scale_factor(m.vae)
         predictors = {}
         steps = list(zip(per_step, scales, strict=True))
-        for pair, scale in dict.fromkeys(steps):
+        masks = region_masks(regions, hw, size_hw, factor) if regions else None
+        for key, scale in dict.fromkeys(steps):
             control = TileControl(m.controlnet, hint, scale, factor) if scale else None
-            guided = self._guided(*conds[pair], preset.cfg, hw, control)
-            predictors[pair, scale] = (
-                self.wrap_predictor(guided, tiling, hw) if self.wrap_predictor else guided
-            )
+            if masks is None:
+                guided = self._guided(*conds[key], preset.cfg, hw, control)
+                predict = self.wrap_predictor(guided, tiling, hw) if self.wrap_predictor else guided
+            elif self.wrap_predictor is None:  # regions, untiled: the whole canvas is one tile
+                den = self._region_guided(key, conds[key], preset.cfg, hw, control)
+                plan = plan_tiles(hw[0], hw[1], max(hw), 0)
+                predict = region_predictor(den, plan, masks, "multidiffusion", batch)
+            else:
+                den = self._region_guided(key, conds[key], preset.cfg, hw, control)
+                predict = self.wrap_regions(den, masks, tiling, hw)
+            predictors[key, scale] = predict
         x = denoise(z0, [predictors[step] for step in steps], sampler, generator, progress)
         # 4. Decode; never hand back a black or garbage image.
         with self._room_for_vae("decode", rgb.shape[0], rgb.shape[1], park):
             pixels = self.decode(m.vae, x, mode=preset.vae_tiling, attention_window=window)
         _check_finite(pixels, "VAE decoding")
         return to_image(pixels, size_hw)
+
+
+def _per_step(prompt: str, negative: str, cfg: float, steps: int) -> list[Prompts]:
+    """The (prompt, negative) each step sees (A1111 prompt editing and alternation); the negative
+    only matters (and is only encoded) when CFG > 1."""
+    negatives = prompts_per_step(negative, steps) if cfg > 1.0 else [None] * steps
+    return list(zip(prompts_per_step(prompt, steps), negatives, strict=True))

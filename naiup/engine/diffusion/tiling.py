@@ -1,4 +1,4 @@
-"""Tiled diffusion: tile grid, blend weights, tiled predictor (tiling issue).
+"""Tiled diffusion: tile grid, blend weights, tiled predictor.
 
 CONTRACT:
     plan_tiles(latent_h: int, latent_w: int, tile: int, overlap: int) -> TilePlan
@@ -14,9 +14,11 @@ CONTRACT:
         itself when the latent fits one tile (so a one-tile image runs exactly the untiled loop)
 
 The predictor blends the *model output* of every tile on the full canvas; the caller then makes ONE
-scheduler step on the whole latent, so LCM's fresh noise stays full-canvas and seeded
-(research/tiled-diffusion.md §a.2, §a.7). Tiles go through `guided` in balanced batches of one fixed
-shape (the last batch is padded), so a compiled / CUDA-graphed UNet never sees a new shape.
+scheduler step on the whole latent, so LCM's fresh noise stays full-canvas and seeded (stepping each
+tile would draw its own noise, and averaging independent noise where tiles overlap shrinks its
+variance). LCM's step is linear in the model output, so blending outputs equals blending x0
+estimates. Tiles go through `guided` in balanced batches of one fixed shape (the last batch is
+padded), so a compiled / CUDA-graphed UNet never sees a new shape.
 The UNet needs tiles that are a multiple of its downsampling (8 latent px for SD1.5): a canvas
 smaller than a tile becomes one canvas-sized tile, so the caller pads such images.
 Arguments are trusted: the config refuses tile sizes, overlaps, methods and batch sizes these
@@ -26,7 +28,7 @@ functions cannot use (at load, and at Refiner.refine for presets built in code).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +37,7 @@ from naiup.config import Preset
 from naiup.errors import EngineError
 
 __all__ = [
+    "Box",
     "GuidedDenoiser",
     "TilePlan",
     "batch_for_memory",
@@ -44,6 +47,7 @@ __all__ = [
     "plan_tiles",
     "predictor_for",
     "tiled_predictor",
+    "weighted_tiles",
 ]
 
 # The refine loop's model call: (x (B,4,h,w), t) -> model output (B,4,h,w), CFG applied inside.
@@ -100,7 +104,8 @@ def _profile(length: int, method: str) -> torch.Tensor:
     if method == "multidiffusion":
         return torch.ones(length, dtype=torch.float64)
     # Centre at (L-1)/2 on both axes and normalise by each axis's own length: the reference code's
-    # half-pixel y offset and width-normalised y profile skew non-square tiles (§a.3 quirks).
+    # half-pixel y offset and width-normalised y profile skew non-square tiles (Mixture of
+    # Diffusers' Gaussian: sigma = 0.1 L, so tile edges sit 5 sigma from the centre).
     pos = torch.arange(length, dtype=torch.float64)
     centre = (length - 1) / 2
     return torch.exp(-((pos - centre) ** 2) / (2 * _GAUSS_VAR * length * length))
@@ -164,6 +169,50 @@ def batch_for_memory(
     return 1 << (fit.bit_length() - 1)
 
 
+Box = tuple[int, int, int, int]  # a tile's latent (y, x, h, w)
+# (crops, t, tags, boxes): a padded batch of tile crops, then each slot's tag and latent box in batch
+# order; the boxes let spatial conditions (a ControlNet's hint) be cut exactly like the crops.
+TileRun = Callable[[torch.Tensor, torch.Tensor, list[int], list[Box]], torch.Tensor]
+
+
+def weighted_tiles(
+    run: TileRun, plan: TilePlan, items: Sequence[tuple[int, int]], weights: torch.Tensor, per_call: int
+) -> GuidedDenoiser:
+    """The canvas predictor both tiled paths share. Work item j is (tile k, tag): the crop of tile k
+    goes through `run(crops, t, tags, boxes)` with per_call items a call, and its output is added to
+    an fp32 canvas with weight `weights[j]` (tile_h, tile_w). The caller's weights sum to 1 at every
+    pixel."""
+    origins = plan.origins
+    th, tw = plan.tile_h, plan.tile_w
+    cache: dict[torch.device, torch.Tensor] = {}
+
+    def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) != (plan.latent_h, plan.latent_w):
+            raise EngineError(
+                f"tile plan is for a {plan.latent_h}x{plan.latent_w} latent, got {tuple(x.shape[-2:])}"
+            )
+        w = cache.get(x.device)
+        if w is None:
+            w = cache.setdefault(x.device, weights.to(x.device))
+        images = x.shape[0]
+        acc = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+        for first in range(0, len(items), per_call):
+            chunk = list(range(first, min(first + per_call, len(items))))
+            # Pad the last batch with repeats of its last item: every UNet call has the same shape,
+            # which is what lets torch.compile / CUDA graphs reuse one capture.
+            padded = chunk + [chunk[-1]] * (per_call - len(chunk))
+            tiles = [origins[items[j][0]] for j in padded]
+            crops = torch.cat([x[:, :, y : y + th, x0 : x0 + tw] for y, x0 in tiles])
+            out = run(crops, t, [items[j][1] for j in padded], [(y, x0, th, tw) for y, x0 in tiles])
+            for slot, j in enumerate(chunk):
+                y, x0 = tiles[slot]
+                part = out[slot * images : (slot + 1) * images].float()
+                acc[:, :, y : y + th, x0 : x0 + tw] += part * w[j]
+        return acc.to(x.dtype)
+
+    return predict
+
+
 def tiled_predictor(
     guided: GuidedDenoiser,
     plan: TilePlan,
@@ -175,41 +224,16 @@ def tiled_predictor(
     fixed_batch (default: `guided.fixed_shapes`, set by a CUDA-graphed UNet): see batch_shape.
     A `guided` with a true `takes_boxes` attribute is also given `boxes=`: the latent box (y, x, h, w)
     of every tile of the batch in batch order, padding slots included."""
-    weights_cpu = blend_weights(plan, method)
     fixed = getattr(guided, "fixed_shapes", False) if fixed_batch is None else fixed_batch
-    takes_boxes = getattr(guided, "takes_boxes", False)
     per_call = batch_shape(plan.count, batch_size, fixed)
-    origins = plan.origins
-    cache: dict[torch.device, torch.Tensor] = {}
+    takes_boxes = getattr(guided, "takes_boxes", False)
 
-    def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[-2:]) != (plan.latent_h, plan.latent_w):
-            raise EngineError(
-                f"tile plan is for a {plan.latent_h}x{plan.latent_w} latent, got {tuple(x.shape[-2:])}"
-            )
-        weights = cache.get(x.device)
-        if weights is None:
-            weights = cache.setdefault(x.device, weights_cpu.to(x.device))
-        images = x.shape[0]
-        acc = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
-        th, tw = plan.tile_h, plan.tile_w
-        for first in range(0, plan.count, per_call):
-            chunk = list(range(first, min(first + per_call, plan.count)))
-            # Pad the last batch with repeats of its last tile: every UNet call has the same shape,
-            # which is what lets torch.compile / CUDA graphs reuse one capture.
-            padded = chunk + [chunk[-1]] * (per_call - len(chunk))
-            crops = torch.cat([x[:, :, y : y + th, x0 : x0 + tw] for y, x0 in (origins[k] for k in padded)])
-            if takes_boxes:  # spatial conditions (a ControlNet's hint) are cropped with the same boxes
-                out = guided(crops, t, boxes=[(*origins[k], th, tw) for k in padded])
-            else:
-                out = guided(crops, t)
-            for slot, k in enumerate(chunk):
-                y, x0 = origins[k]
-                part = out[slot * images : (slot + 1) * images].float()
-                acc[:, :, y : y + th, x0 : x0 + tw] += part * weights[k]
-        return acc.to(x.dtype)
+    def run(crops: torch.Tensor, t: torch.Tensor, _: list[int], boxes: list[Box]) -> torch.Tensor:
+        # Spatial conditions (a ControlNet's hint) are cropped with the same boxes as the latent.
+        return guided(crops, t, boxes=boxes) if takes_boxes else guided(crops, t)  # type: ignore[call-arg]
 
-    return predict
+    items = [(k, 0) for k in range(plan.count)]
+    return weighted_tiles(run, plan, items, blend_weights(plan, method), per_call)
 
 
 def predictor_for(guided: GuidedDenoiser, preset: Preset, latent_hw: tuple[int, int]) -> GuidedDenoiser:

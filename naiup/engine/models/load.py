@@ -2,7 +2,8 @@
 
 Single files are loaded component by component from a state dict we read ourselves
 (checkpoints.read_state_dict: no arbitrary unpickling), with configs from `naiup/data/sd15`, so no Hub
-access is ever needed for them (diffusers.md §2.2–2.4). Only a hub id may download.
+access is ever needed for them (diffusers' from_single_file otherwise fetches the configs and the
+CLIP tokenizer from the Hub). Only a hub id may download.
 """
 
 from __future__ import annotations
