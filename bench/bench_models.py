@@ -13,7 +13,15 @@ from pathlib import Path
 import torch
 
 from naiup.config import Preset
-from naiup.testing import SMALL_SD15, SD15Shape, compact_upscaler, save_sd15, save_weights, sd15_components
+from naiup.testing import (
+    SMALL_SD15,
+    SD15Shape,
+    compact_upscaler,
+    random_controlnet,
+    save_sd15,
+    save_weights,
+    sd15_components,
+)
 
 
 @dataclass(frozen=True)
@@ -89,3 +97,24 @@ def input_image(shape: Shape):
     fine = torch.rand(1, 3, shape.height, shape.width, generator=g) * 0.08
     arr = ((smooth + fine).clamp(0, 1)[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
     return Image.fromarray(arr, "RGB")
+
+
+def controlnet_folder(model: Path, cache: Path) -> Path:
+    """A random-weight ControlNet shaped for the model folder's UNet (SD1.5 or SDXL: its encoder with the
+    16/32/96/256 hint encoder, as a tile ControlNet of that family is), saved as a diffusers folder.
+    Its zero convolutions get small random weights (naiup.testing.random_controlnet) so the residuals
+    are not all zero (the cost is the same either way). fp16 when the model's UNet is."""
+    folder = cache / f"controlnet-random-{model.name}"
+    if (folder / "config.json").is_file():
+        return folder
+    from diffusers import UNet2DConditionModel
+    from safetensors import safe_open
+
+    net = random_controlnet(UNet2DConditionModel.load_config(model / "unet"), seed=1, residual_std=0.01)
+    with safe_open(str(model / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as f:
+        if f.get_slice(next(iter(f.keys()))).get_dtype() == "F16":
+            net = net.half()
+    tmp = folder.with_name(folder.name + ".part")
+    net.save_pretrained(tmp)
+    tmp.rename(folder)
+    return folder

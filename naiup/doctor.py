@@ -178,6 +178,8 @@ def _check_model_set(m: ModelConfig, name: str, default: ModelConfig) -> list[Ch
         out.append(check_model_ref(f"{prefix}lcm-lora", m.lcm_lora))
     if m.vae:
         out.append(check_model_ref(f"{prefix}vae", m.vae))
+    if m.controlnet:
+        out.append(check_model_ref(f"{prefix}controlnet", m.controlnet))
     out += [check_model_ref(f"{prefix}lora {lora.path}", lora.path) for lora in m.loras]
     own = m is default
     if 0 < m.max_vram_gb < SD15_MIN_VRAM_GIB and (own or m.max_vram_gb != default.max_vram_gb):

@@ -63,6 +63,20 @@ def test_engine_bench_small_runs_and_reports_every_stage(tmp_path):
     assert [{k: v for k, v in r.items() if k != "kind"} for r in lines[1:]] == data["results"]
 
 
+def test_engine_bench_control_runs_the_controlnet_beside_every_unet_call(tmp_path):
+    args = ("--workloads", "W2", "--vae-mode", "auto", "--no-baseline", "--control", "0.8")
+    args += ("--regions", "0,3")
+    plain, regional = _bench_small(tmp_path / "out", *args)[0]["results"]
+    assert plain["variant"] == "naiup (vae auto), control 0.8"
+    assert regional["variant"] == "naiup (vae auto), 3 regions, control 0.8"
+    # One ControlNet call per UNet call: W2 (16x24 latent, 16/8 tiles) is 2 tiles in one batch, 2 steps;
+    # with 3 characters every (tile, region) batch has its ControlNet call too.
+    assert plain["unet_calls"] == [[2, 4, 16, 16]] * 2
+    assert plain["levers"]["control"] == {"strength": 0.8, "calls": 2}
+    assert regional["levers"]["unet_samples_per_step"] > 2
+    assert regional["levers"]["control"] == {"strength": 0.8, "calls": len(regional["unet_calls"])}
+
+
 def test_engine_bench_small_measures_character_regions(tmp_path):
     args = ("--workloads", "W4", "--vae-mode", "off", "--regions", "0,3", "--no-baseline")
     plain, regional = _bench_small(tmp_path / "out", *args)[0]["results"]

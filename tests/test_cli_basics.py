@@ -143,7 +143,10 @@ def test_config_check_notes_an_lcm_preset_without_an_lcm_lora(home: Path, tmp_pa
     cfg.write_text(f'[watch]\nfolders = ["{(home / "Downloads").as_posix()}"]\n[model]\nlcm_lora = ""\n')
     run = naiup_cli(home, "--config", str(cfg), "config", "check")
     assert run.returncode == 0, run.stderr
-    assert "[model.lcm_lora] is empty but preset(s) refine-2x, refine-4x use the lcm sampler" in run.stderr
+    assert (
+        "[model.lcm_lora] is empty but preset(s) refine-2x, refine-2x-strong, refine-4x, "
+        "xl-refine-2x-strong use the lcm sampler" in run.stderr
+    )
 
 
 @pytest.mark.parametrize("text", ["0s", "-5m", "nan", "inf", "1e400h", "m"])

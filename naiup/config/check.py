@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from enum import StrEnum
 
-from naiup.config.model import DEFAULT_MODEL_SET, Config
+from naiup.config.model import BUILTIN_PRESETS, DEFAULT_MODEL_SET, Config
 from naiup.config.paths import HUB_ID
 from naiup.errors import ConfigError
 
@@ -71,7 +71,35 @@ def find_problems(config: Config) -> list[Problem]:
                     "that only works with an LCM-distilled checkpoint",
                 )
             )
+    problems += _control_without_controlnet(config)
     return problems
+
+
+def _control_without_controlnet(config: Config) -> list[Problem]:
+    """Presets that run a ControlNet when their model set has none fail every job: an error for the
+    active preset; a note for another one the user wrote (an unchanged built-in one is not news)."""
+    out = []
+    for name, preset in sorted(config.presets.items()):
+        if not (preset.refine and preset.control_strength > 0):
+            continue
+        try:
+            if config.model_set(preset.model).controlnet:
+                continue
+        except ConfigError:  # a built-in set not filled in: find_problems notes that already
+            continue
+        key = set_key(preset.model)
+        active = name == config.daemon.active_preset
+        if not active and BUILTIN_PRESETS.get(name) == preset:
+            continue
+        out.append(
+            Problem(
+                Severity.ERROR if active else Severity.NOTE,
+                f"presets.{name}.control_strength",
+                f"is {preset.control_strength} but {key}.controlnet is empty, so its jobs fail: set "
+                f"{key}.controlnet to a tile ControlNet of the checkpoint's family, or control_strength = 0",
+            )
+        )
+    return out
 
 
 def set_key(name: str) -> str:

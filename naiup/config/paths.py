@@ -71,6 +71,22 @@ def _file_or_hub_id(value: str, key: str, base: Path, path: Path, what: str, mus
     )
 
 
+def existing_file_or_folder(value: str, key: str, base: Path, path: Path, must_exist: bool = True) -> str:
+    """The absolute path of an existing file or folder. Nothing here is downloaded: an 'owner/name'
+    that is not a local path is refused with the command that fetches it."""
+    resolved = resolve(Path(value), base)
+    if resolved.exists() or not must_exist:
+        return str(resolved)
+    if HUB_ID.fullmatch(value) and not value.lower().endswith(MODEL_SUFFIXES):
+        raise ConfigError(
+            key,
+            f"{value!r} is not a local file or folder and is not downloaded for you: fetch it once with "
+            f"`hf download {value} --local-dir DIR` and set the key to DIR",
+            path,
+        )
+    raise ConfigError(key, f"file or folder not found: {resolved}", path)
+
+
 def check_model(
     model: ModelConfig, base: Path, path: Path, must_exist: bool = True, key: str = "model"
 ) -> ModelConfig:
@@ -91,6 +107,9 @@ def check_model(
         vae=existing_file(model.vae, f"{key}.vae", base, path, must_exist) if model.vae else "",
         lcm_lora=_file_or_hub_id(model.lcm_lora, f"{key}.lcm_lora", base, path, "file", must_exist)
         if model.lcm_lora
+        else "",
+        controlnet=existing_file_or_folder(model.controlnet, f"{key}.controlnet", base, path, must_exist)
+        if model.controlnet
         else "",
         lora_dirs=tuple(resolve(d, base) for d in model.lora_dirs),
         loras=tuple(

@@ -121,6 +121,9 @@ RULES: dict[str, Check] = {
     "Preset.vae_attention_window": lambda v: (
         None if v == 0 or v >= 16 else f"must be 0 (whole attention) or at least 16 latent px, got {v}"
     ),
+    "Preset.control_strength": _between(0, 2),
+    "Preset.control_start": _between(0, 1),
+    "Preset.control_end": _between(0, 1),
     "Preset.upscaler": lambda v: None if v.strip() else 'must not be empty (use "lanczos" for no model)',
     "Preset.regions": _one_of("auto", "off"),
     "Preset.region_size": lambda v: (
@@ -338,6 +341,20 @@ def _preset_rules(preset: Preset, key: str, path: Path | None) -> None:
         raise ConfigError(
             f"{key}.steps",
             f"steps x denoise = {preset.steps} x {preset.denoise} gives no UNet step; raise steps or denoise",
+            path,
+        )
+    if preset.control_start >= preset.control_end:
+        raise ConfigError(
+            f"{key}.control_start",
+            f"must be below control_end ({preset.control_end}), got {preset.control_start}",
+            path,
+        )
+    if preset.refine and preset.control_strength > 0 and not any(preset.control_scales):
+        raise ConfigError(
+            f"{key}.control_start",
+            f"control_start..control_end = {preset.control_start}..{preset.control_end} covers none of "
+            f"the {preset.unet_steps} UNet steps (step i of n runs the ControlNet when i/n >= "
+            "control_start and (i+1)/n <= control_end); widen it or set control_strength = 0",
             path,
         )
 

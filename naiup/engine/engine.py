@@ -52,6 +52,14 @@ class RefinerLike(Protocol):
     def prediction(self) -> str:
         """What its UNet predicts (epsilon, v, v with zero terminal SNR), for provenance."""
 
+    @property
+    def controlnet_id(self) -> str:
+        """Id of its ControlNet ("" without one): part of the model id of presets that run it."""
+
+    @property
+    def controlnet_name(self) -> str:
+        """Its ControlNet's file or folder name ("" without one), for provenance."""
+
     def load(self) -> None: ...
 
     def model_id_for(self, prompt: str, negative_prompt: str = "") -> str:
@@ -159,6 +167,8 @@ class Engine:
             refiner = self._get_refiner()
             negative = preset.negative_prompt if preset.cfg > 1.0 else ""
             ids.append(refiner.model_id_for(preset.prompt, negative))
+            if preset.control_strength > 0 and refiner.controlnet_id:
+                ids.append(refiner.controlnet_id)  # only where it runs: other outputs do not depend on it
         return "+".join(ids)
 
     def process(
@@ -218,6 +228,13 @@ class Engine:
                 family=refiner.family,
                 prediction=refiner.prediction,
             )
+            if preset.control_strength > 0 and refiner.controlnet_name:
+                params.update(
+                    controlnet=refiner.controlnet_name,
+                    control_strength=preset.control_strength,
+                    control_start=preset.control_start,
+                    control_end=preset.control_end,
+                )
             if plan.regions:  # what each character region ran with; `prompt` is the background's
                 params["regions"] = [
                     {

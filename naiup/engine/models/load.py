@@ -24,6 +24,7 @@ from naiup.config.paths import HUB_ID
 from naiup.engine.device import place, unet_dtype, vae_dtype
 from naiup.engine.load_errors import explain_load_errors
 from naiup.engine.models.checkpoints import is_single_file, read_state_dict
+from naiup.engine.models.controlnet import load_controlnet
 from naiup.engine.models.family import (
     EPSILON_PLAIN,
     SD15,
@@ -56,6 +57,8 @@ class SDModels:
     tokenizer_2: Any = None
     family: str = SD15
     prediction: Prediction = EPSILON_PLAIN
+    # ControlNet tile of the same family ([model] controlnet), placed like the UNet; None without one.
+    controlnet: Any = None
 
 
 def looks_like_hub_id(spec: str) -> bool:
@@ -69,10 +72,12 @@ def load_models(
     device: torch.device,
     config_dir: Path | None = None,
     prediction: str = "auto",
+    controlnet: str = "",
 ) -> SDModels:
     """Load UNet/VAE/TE(s)/tokenizer(s) of SD1.5 or SDXL (told apart by the weights), cast (UNet+TE fp16
     on accelerators, VAE fp32/bf16) and move to device in one step. `config_dir`: the skeleton for
-    single files (default: the bundled one of the detected family); `prediction`: [model] prediction."""
+    single files (default: the bundled one of the detected family); `prediction`: [model] prediction;
+    `controlnet`: [model] controlnet, checked against the loaded UNet (family and shapes)."""
     from naiup.engine.models.sdxl_single_file import SDXL_SKELETON, load_sdxl_single_file
 
     _quiet_library_bars()
@@ -98,6 +103,9 @@ def load_models(
     models.scheduler_config = with_prediction(models.scheduler_config, models.prediction)
     if vae:
         models.vae = load_vae(vae, config_dir or (SDXL_SKELETON if models.family == SDXL else SD15_SKELETON))
+    if controlnet:
+        models.controlnet = load_controlnet(controlnet, models.family, models.unet.config, config_dir)
+        _place(models.controlnet, device, unet_dtype(device))
     _place(models.unet, device, unet_dtype(device))
     _place(models.text_encoder, device, unet_dtype(device))
     if models.text_encoder_2 is not None:
@@ -231,7 +239,16 @@ def model_set_id(checkpoint: str, vae: str, loras: list[tuple[str, float]]) -> s
     """Stable, readable id of a model set: `<checkpoint name>-<hash of everything fused in>`."""
     parts = [file_identity(checkpoint), file_identity(vae) if vae else ""]
     parts += [f"{file_identity(p)}@{w:g}" for p, w in sorted(loras)]
+    return _named_id(checkpoint, parts)
+
+
+def file_id(spec: str) -> str:
+    """Readable, stable id of one model file or folder (a ControlNet): `<name>-<hash>`."""
+    return _named_id(spec, [file_identity(spec)])
+
+
+def _named_id(spec: str, parts: list[str]) -> str:
     digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
-    name = Path(checkpoint.rstrip("/")).name
+    name = Path(spec.rstrip("/")).name
     name = name.rsplit(".", 1)[0] if is_single_file(name) else name
     return f"{name}-{digest}"
