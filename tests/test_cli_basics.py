@@ -70,7 +70,7 @@ def test_config_check_without_a_file_uses_defaults_and_succeeds(home: Path):
     run = naiup_cli(home, "config", "check")
     assert run.returncode == 0, run.stderr
     assert "no config file at" in run.stderr
-    assert "ok: built-in defaults (5 presets, active 'refine-2x')" in run.stdout
+    assert "ok: built-in defaults (7 presets, active 'refine-2x')" in run.stdout
     # Not downloaded yet is a note, not an error: the first refine downloads it.
     assert "note: built-in defaults: [model.checkpoint] hub model" in run.stderr
 
@@ -115,7 +115,7 @@ def test_config_check_passes_a_valid_file(home: Path, tmp_path: Path):
     cfg.write_text(f'[watch]\nfolders = ["{(home / "Downloads").as_posix()}"]\n[presets.mine]\nsteps = 20\n')
     run = naiup_cli(home, "--config", str(cfg), "config", "check")
     assert run.returncode == 0, run.stderr
-    assert f"ok: {cfg} (6 presets, active 'refine-2x')" in run.stdout
+    assert f"ok: {cfg} (8 presets, active 'refine-2x')" in run.stdout
 
 
 def test_config_show_prints_the_effective_config_as_toml(home: Path, tmp_path: Path):
@@ -144,8 +144,8 @@ def test_config_check_notes_an_lcm_preset_without_an_lcm_lora(home: Path, tmp_pa
     run = naiup_cli(home, "--config", str(cfg), "config", "check")
     assert run.returncode == 0, run.stderr
     assert (
-        "[model.lcm_lora] is empty but preset(s) refine-2x, refine-2x-strong, refine-4x, "
-        "xl-refine-2x-strong use the lcm sampler" in run.stderr
+        "[model.lcm_lora] is empty but preset(s) refine-2x, refine-2x-strong, refine-4x use the lcm sampler"
+        in run.stderr
     )
 
 

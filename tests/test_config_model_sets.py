@@ -103,7 +103,10 @@ def test_the_xl_presets_load_without_a_set_and_say_what_to_add_when_chosen(files
         config.model_for(config.preset("xl-refine-4x"))
     message = str(err.value)
     assert err.value.key == "models.xl" and "not filled in" in message
-    assert "xl-refine-2x, xl-refine-4x" in message and 'checkpoint = "<path to an SDXL' in message
+    assert (
+        "xl-refine-2x, xl-refine-2x-strong, xl-refine-4x" in message
+        and 'checkpoint = "<path to an SDXL' in message
+    )
     # A preset that does not refine loads no SD model: an unfilled set never stops it.
     upscale = dataclasses.replace(config.preset("xl-refine-2x"), refine=False)
     assert config.model_for(upscale) is config.model
@@ -161,7 +164,7 @@ def test_config_check_reports_per_set(files: Path, monkeypatch):
     assert "hf download latent-consistency/lcm-lora-sdxl" in problems["models.xl.lcm_lora"].message
     empty = _load(files, '[models.xl]\ncheckpoint = "xl.safetensors"\nlcm_lora = ""\n')
     assert (
-        "preset(s) xl-refine-2x, xl-refine-4x use the lcm sampler"
+        "preset(s) xl-refine-2x, xl-refine-2x-strong, xl-refine-4x use the lcm sampler"
         in {p.key: p for p in find_problems(empty)}["models.xl.lcm_lora"].message
     )
 
