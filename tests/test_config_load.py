@@ -69,7 +69,8 @@ def test_unknown_preset_lookup_names_the_known_ones(tmp_path: Path):
     config = _load(tmp_path, "")
     with pytest.raises(
         ConfigError,
-        match="known: refine-2x, refine-2x-strong, refine-4x, upscale-2x, xl-refine-2x, xl-refine-2x-strong, xl-refine-4x",
+        match="known: refine-2x, refine-2x-strong, refine-4x, upscale-2x, "
+        "xl-refine-2x, xl-refine-2x-strong, xl-refine-4x",
     ):
         config.preset("nope")
 
