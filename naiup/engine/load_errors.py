@@ -12,8 +12,13 @@ hides the traceback we need. So only errors that come from outside naiup are exp
 - OSError (files, the network, most of the Hub's errors) and the types only libraries define
   (safetensors', huggingface_hub's, spandrel's, pickle's), wherever they are raised;
 - ValueError, KeyError, IndexError, RuntimeError, EOFError (diffusers' converters, torch's shape
-  mismatches and truncated files, out of memory) only when the innermost frame of the traceback is
-  not naiup's: the same types raised by our own code are bugs.
+  mismatches and truncated files) only when the innermost frame of the traceback is not naiup's: the
+  same types raised by our own code are bugs.
+
+Running out of memory while loading (torch.OutOfMemoryError, the GPU libraries' allocation failures,
+the host allocator's RuntimeError) is neither: the file is fine and may load once other programs free
+memory, so it becomes an OutOfMemoryError, which the daemon retries instead of telling the user to
+replace the model.
 
 TypeError, AttributeError, AssertionError and the rest are never explained: raised inside a library
 they mean we called it wrong.
@@ -27,11 +32,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from naiup.errors import ModelLoadError, NaiupError
+from naiup.engine.device import first_line, is_oom
+from naiup.errors import ModelLoadError, NaiupError, OutOfMemoryError
 
 _NAIUP = Path(__file__).resolve().parents[1]  # the naiup package folder
 # Types both libraries and our own code raise: the file's fault only when a library raised them.
 _BUILTIN_FAULTS: tuple[type[BaseException], ...] = (ValueError, KeyError, IndexError, RuntimeError, EOFError)
+# torch's CPU allocator when malloc fails: "can't allocate memory" on Linux/macOS, "not enough memory"
+# on Windows. Not in device.is_oom, whose callers retry with smaller GPU batches.
+_HOST_OOM_TEXT = ("can't allocate memory", "not enough memory")
 
 
 @functools.cache
@@ -62,11 +71,15 @@ def _library_errors() -> tuple[type[BaseException], ...]:
 
 def is_foreign(exc: BaseException) -> bool:
     """Whether `exc` is a library's (or the system's) complaint about a model, not a bug of ours."""
-    if isinstance(exc, NaiupError):
+    if isinstance(exc, NaiupError) or _out_of_memory(exc):
         return False
     if isinstance(exc, _library_errors()):
         return True
     return isinstance(exc, _BUILTIN_FAULTS) and not _raised_in_naiup(exc)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    return is_oom(exc) or (isinstance(exc, RuntimeError) and any(t in str(exc) for t in _HOST_OOM_TEXT))
 
 
 def _raised_in_naiup(exc: BaseException) -> bool:
@@ -81,11 +94,17 @@ def _raised_in_naiup(exc: BaseException) -> bool:
 @contextmanager
 def explain_load_errors(what: Path | str, reason: str) -> Iterator[None]:
     """Re-raise a foreign error (see the module's docstring) of the block as ModelLoadError(what,
-    reason); `reason` may use {exc} (the error's text) and {kind} (its type's name). Everything
-    else, our NaiupErrors and our bugs, passes through untouched."""
+    reason); `reason` may use {exc} (the error's text) and {kind} (its type's name). Running out of
+    memory is an OutOfMemoryError naming `what`. Everything else, our NaiupErrors and our bugs, passes
+    through untouched."""
     try:
         yield
     except Exception as exc:
+        if _out_of_memory(exc):
+            raise OutOfMemoryError(
+                f"{what}: out of memory while loading it ({first_line(exc)}); the file itself is fine. "
+                "Close other programs using the GPU (or RAM), or use a smaller model"
+            ) from exc
         if not is_foreign(exc):
             raise
         raise ModelLoadError(what, reason.format(exc=exc, kind=type(exc).__name__)) from exc

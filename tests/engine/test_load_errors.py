@@ -14,7 +14,7 @@ from naiup.engine.models import load as load_module
 from naiup.engine.models.checkpoints import read_state_dict
 from naiup.engine.models.load import load_vae
 from naiup.engine.upscale.upscaler import Upscaler, load_upscaler
-from naiup.errors import ModelLoadError
+from naiup.errors import ModelLoadError, OutOfMemoryError
 
 
 def test_a_truncated_safetensors_file_is_advice_naming_the_file(tmp_path):
@@ -81,3 +81,23 @@ def test_which_errors_count_as_foreign():
     assert not is_foreign(raised(TypeError("called wrong")))
     assert not is_foreign(raised(AttributeError("no such attribute")))
     assert not is_foreign(raised(ModelLoadError("m", "already advice")))
+
+
+# What torch raises when the GPU, or the host's malloc, has no room: the file is fine.
+_OUT_OF_MEMORY = (
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB"),
+    RuntimeError(
+        "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+        "you tried to allocate 70368744177664 bytes. Error code 12 (Cannot allocate memory)"
+    ),
+)
+
+
+@pytest.mark.parametrize("oom", _OUT_OF_MEMORY, ids=["cuda", "host"])
+def test_running_out_of_memory_while_loading_is_not_a_bad_file(oom):
+    assert not is_foreign(oom)
+    with pytest.raises(OutOfMemoryError, match=r"big\.safetensors: out of memory while loading") as info:
+        with explain_load_errors("big.safetensors", "cannot convert this checkpoint: {exc}"):
+            raise oom  # raised outside naiup, as torch's loaders raise it
+    assert info.value.__cause__ is oom
+    assert "convert" not in str(info.value)
