@@ -157,3 +157,27 @@ def test_a_file_that_does_not_fit_the_bundled_layout_says_how_to_load_it(tiny, t
             ModelLoadError, match=r"does not fit the SD1\.5 ControlNet layout .*diffusers folder"
         ):
             _load(tiny.sd15.diffusers_file, "sd15", tiny.sd15, config_dir=config_dir)
+
+
+def test_an_unusable_controlnet_folder_is_advice_naming_it(tiny, tmp_path):
+    cn = tiny.sd15
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelLoadError, match=r"empty: is not a diffusers ControlNet folder \(config\.json"):
+        _load(empty, "sd15", cn)
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / "config.json").write_bytes((cn.folder / "config.json").read_bytes())
+    weights = next(cn.folder.glob("*.safetensors"))
+    (cut / weights.name).write_bytes(weights.read_bytes()[:-64])
+    with pytest.raises(ModelLoadError, match=r"cut: cannot load this ControlNet folder"):
+        _load(cut, "sd15", cn)
+
+
+def test_a_bug_inside_the_folder_loader_stays_a_bug(tiny, monkeypatch):
+    def called_wrong(*args, **kwargs):  # stands for naiup calling diffusers wrongly
+        raise TypeError("from_pretrained() got an unexpected keyword argument 'local_only'")
+
+    monkeypatch.setattr(ControlNetModel, "from_pretrained", called_wrong)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        _load(tiny.sd15.folder, "sd15", tiny.sd15)

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from diffusers import ControlNetModel
 
+from naiup.engine.load_errors import explain_load_errors
 from naiup.engine.models.checkpoints import is_single_file, read_state_dict
 from naiup.engine.models.family import SD15, SDXL
 from naiup.engine.models.ldm_names import unet_ldm_name
@@ -127,17 +128,15 @@ def _check_family(path: Path, family: str, model_family: str) -> None:
 
 
 def _from_folder(path: Path, model_family: str) -> ControlNetModel:
-    try:
+    # No or unreadable config.json: not a diffusers ControlNet folder.
+    with explain_load_errors(path, "is not a diffusers ControlNet folder (config.json: {exc})"):
         config = ControlNetModel.load_config(path, local_files_only=True)
-    except Exception as exc:  # no or unreadable config.json: not a diffusers ControlNet folder
-        raise ModelLoadError(path, f"is not a diffusers ControlNet folder (config.json: {exc})") from exc
     if config.get("_class_name") not in (None, "ControlNetModel"):
         raise ModelLoadError(path, f"holds a {config['_class_name']}, not a ControlNetModel")
     _check_family(path, SDXL if config.get("addition_embed_type") == "text_time" else SD15, model_family)
-    try:
+    # Missing/corrupt weights, or weights that do not fit its own config.
+    with explain_load_errors(path, "cannot load this ControlNet folder: {exc}"):
         return ControlNetModel.from_pretrained(path, local_files_only=True)
-    except Exception as exc:  # missing/corrupt weights, or weights that do not fit its own config
-        raise ModelLoadError(path, f"cannot load this ControlNet folder: {exc}") from exc
 
 
 def _from_file(path: Path, model_family: str, config_dir: Path | None) -> ControlNetModel:
