@@ -257,3 +257,28 @@ def test_pad_contexts_grows_every_context_to_the_longest_with_its_fill():
     a, b, c = pad_contexts([short, long, short], [empty, empty, zeros])
     assert a.shape == b.shape == c.shape == (1, 154, 3)
     assert a[:, 77:].eq(7).all() and b is long and c[:, 77:].eq(0).all()
+
+
+def test_each_chunks_region_index_is_made_once_for_every_step():
+    # A new index tensor per UNet call is, on a GPU, a host->device copy (a stream sync) per call.
+    latent, image = (40, 56), (320, 448)
+    spy = Recording(PixelUNet())
+    conds = [torch.full((1, 77, WIDTH), float(r)) for r in range(3)]
+    inner = make_region_denoiser(spy, conds, None, 1.0)
+    given: list[torch.Tensor] = []
+
+    def denoiser(x, t, which):
+        given.append(which)
+        return inner(x, t, which)
+
+    plan = plan_tiles(*latent, 16, 4)
+    masks = region_masks([_region(0.15, 0.15, 0.3), _region(0.85, 0.75, 0.3)], latent, image)
+    predict = region_predictor(denoiser, plan, masks, "mixture", 4, fixed_batch=True)
+    with torch.no_grad():
+        for t in (99, 50):
+            predict(_spy_canvas(*latent), torch.tensor(t))
+    calls = len(given) // 2
+    assert calls > 1
+    # The second step is handed the very tensors of the first, which still say what the spy saw.
+    assert all(a is b for a, b in zip(given[:calls], given[calls:], strict=True))
+    assert [w.tolist() for w in given[:calls]] == [[r for _, r in call] for call in spy.calls[:calls]]

@@ -206,8 +206,16 @@ def region_predictor(
     fixed = getattr(denoiser, "fixed_shapes", False) if fixed_batch is None else fixed_batch
     takes_boxes = getattr(denoiser, "takes_boxes", False)
 
+    # Each padded chunk's region index, made once per device for the whole refine: built on the host
+    # per UNet call, it would be a copy from pageable memory (a stream sync) every call.
+    indices: dict[tuple[tuple[int, ...], int, torch.device], torch.Tensor] = {}
+
     def run(crops: torch.Tensor, t: torch.Tensor, regions: list[int], boxes: list[Box]) -> torch.Tensor:
-        which = torch.tensor(regions).repeat_interleave(crops.shape[0] // len(regions))
+        key = (tuple(regions), crops.shape[0] // len(regions), crops.device)
+        which = indices.get(key)
+        if which is None:
+            made = torch.tensor(regions).repeat_interleave(key[1])
+            which = indices.setdefault(key, made.to(crops.device))
         if takes_boxes:  # each sample's ControlNet hint is cut from its own tile's box
             return denoiser(crops, t, which, boxes=boxes)  # type: ignore[call-arg]
         return denoiser(crops, t, which)
