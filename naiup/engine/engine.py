@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from naiup.config import ModelConfig, Preset
+from naiup.config.schema import check_values
 from naiup.engine.device import cap_memory, explicit_device, pick_device, release_cached
 from naiup.engine.image_prompts import Region, plan_regions
 from naiup.engine.result import EngineResult, Progress
@@ -118,7 +119,12 @@ class Engine:
         device_pixels: bool = True,
     ) -> None:
         """device_pixels: hand the upscaler's output to the refiner as a tensor where it was made (the
-        GPU) rather than as a PIL image (uint8 on the host); False is the old path, for measuring."""
+        GPU) rather than as a PIL image (uint8 on the host); False is the old path, for measuring.
+
+        ConfigError for a `model` value the config file would refuse: the device and memory cap are
+        used for the upscale, before the Refiner checks its inputs, and torch's CUDA calls do not
+        take a negative cap gracefully."""
+        check_values(model, "model")
         self._model = model
         self._device_pixels = device_pixels
         self._device = device

@@ -14,6 +14,7 @@ from PIL import Image
 from naiup.config import ModelConfig, Preset
 from naiup.engine import Engine
 from naiup.engine.engine import choose_seed
+from naiup.errors import ConfigError
 from naiup.metadata.read import CharacterPrompt, ImageMetadata, MetadataFormat
 
 CPU = torch.device("cpu")
@@ -59,6 +60,20 @@ def _engine() -> tuple[Engine, list[SeedShiftRefiner]]:
         return made[-1]
 
     return Engine(ModelConfig(device="cpu"), CPU, refiner_factory=factory), made
+
+
+@pytest.mark.parametrize(
+    ("bad", "key"),
+    [
+        ({"max_vram_gb": -2.0}, r"\[model\.max_vram_gb\] must be 0"),
+        ({"device": "cuda:0"}, r"\[model\.device\]"),
+    ],
+)
+def test_a_hand_built_model_config_is_checked_before_the_upscale_uses_it(bad, key):
+    # The upscale picks the device and caps its memory before the Refiner checks anything; a value
+    # the config file would refuse must not reach torch.cuda's memory calls.
+    with pytest.raises(ConfigError, match=key):
+        Engine(ModelConfig(**bad))
 
 
 def _rgba(seed: int = 0, alpha: int = 255) -> Image.Image:
