@@ -608,6 +608,8 @@ class Refiner:
                 predict = self.wrap_regions(den, masks, tiling, hw)
             predictors[key, scale] = predict
         x = denoise(z0, [predictors[step] for step in steps], sampler, generator, progress)
+        # The predictors hold the full-image control hint: gone before the decode, the job's peak.
+        predictors = predict = control = hint = guided = den = None  # type: ignore[assignment]
         # 4. Decode; never hand back a black or garbage image.
         with self._room_for_vae("decode", rgb.shape[0], rgb.shape[1], park):
             pixels = self.decode(m.vae, x, mode=preset.vae_tiling, attention_window=window)
