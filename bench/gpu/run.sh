@@ -22,7 +22,9 @@ step() { local limit=$1; shift; echo "=== $* (limit ${limit}s)" | tee -a "$log"
 bench() { step "$1" "$PY" bench/engine_bench.py --cache /tmp/models --out "$scratch" --jsonl "$out/engine.jsonl" "${@:2}" ${BENCH_ARGS:-}; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$log"
 "$PY" -c 'import torch, diffusers, transformers; print(torch.__version__, diffusers.__version__, transformers.__version__)' | tee -a "$log"
-step 145 "$PY" -m pytest tests/gpu -q -rs --durations=8 -p no:cacheprovider --junitxml "$out/gpu-tests.xml"
+# -v: each test's result is logged as it finishes, so a step killed by its limit still shows which
+# passed (the JUnit report and -q's summary are only written at the end).
+step 145 "$PY" -m pytest tests/gpu -v -rs --durations=8 -p no:cacheprovider --junitxml "$out/gpu-tests.xml"
 bench 150 --vae-mode exact,auto                                      # the table, beside the naive baseline; builds the models once
 bench 55 --workloads W4 --vae-mode auto --vram-gb 4 --no-baseline   # a 6 GB card's budget: the W4 peak target
 bench 50 --vae-mode exact,auto --channels-last --batch 16 --no-baseline  # levers

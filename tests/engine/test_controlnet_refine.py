@@ -217,7 +217,9 @@ def test_the_control_hint_is_freed_before_the_vae_decode(refiners, monkeypatch):
     monkeypatch.setattr(refine_module, "control_image", control_image)
     monkeypatch.setattr(refiner, "decode", decode)
     preset = Preset(name="t", steps=4, denoise=0.5, cfg=1.5, sampler="euler", tile_size=8, overlap=2)
-    refiner.refine(_image(72, 56), replace(preset, control_strength=0.8), prompt="a cat", negative_prompt="bad", seed=5)
+    refiner.refine(
+        _image(72, 56), replace(preset, control_strength=0.8), prompt="a cat", negative_prompt="bad", seed=5
+    )
     assert len(hints) == 1 and alive_at_decode == [False]
 
 

@@ -96,8 +96,11 @@ _OUT_OF_MEMORY = (
 @pytest.mark.parametrize("oom", _OUT_OF_MEMORY, ids=["cuda", "host"])
 def test_running_out_of_memory_while_loading_is_not_a_bad_file(oom):
     assert not is_foreign(oom)
-    with pytest.raises(OutOfMemoryError, match=r"big\.safetensors: out of memory while loading") as info:
-        with explain_load_errors("big.safetensors", "cannot convert this checkpoint: {exc}"):
-            raise oom  # raised outside naiup, as torch's loaders raise it
+    explained = explain_load_errors("big.safetensors", "cannot convert this checkpoint: {exc}")
+    with (
+        pytest.raises(OutOfMemoryError, match=r"big\.safetensors: out of memory while loading") as info,
+        explained,
+    ):
+        raise oom  # raised outside naiup, as torch's loaders raise it
     assert info.value.__cause__ is oom
     assert "convert" not in str(info.value)

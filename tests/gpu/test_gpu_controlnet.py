@@ -37,7 +37,8 @@ def cpu_config(tmp_path_factory) -> ModelConfig:
 
 
 def test_the_controlled_refine_on_cuda_equals_the_cpu_result(cpu_config, cuda):
-    refiner = Refiner(replace(cpu_config, device="cuda"))
+    # Graphs on: the UNet calls with and without the ControlNet's residuals are two graphs.
+    refiner = Refiner(replace(cpu_config, device="cuda", unet_graphs="on"))
     refiner.load()
     net = refiner.models.controlnet
     assert next(net.parameters()).device == refiner.device and net.dtype == torch.float16
@@ -47,5 +48,7 @@ def test_the_controlled_refine_on_cuda_equals_the_cpu_result(cpu_config, cuda):
     # The tolerance of tests/gpu/test_gpu_refine.py (fp16 UNet and ControlNet, bf16 VAE against fp32):
     # a hint crop on the wrong device or misaligned with its tile gives noise, far below it.
     assert psnr > 40, f"CUDA result drifts from the CPU one: PSNR {psnr:.1f} dB"
+    # A compiled UNet that failed on the residual keywords would have fallen back to eager silently.
+    assert refiner.unet_graphs, "the ControlNet's residuals made the compiled UNet fall back to eager"
     # Still wholly on the device after the job (the VAE passes may park it with the UNet).
     assert all(p.device == refiner.device for p in net.parameters())
