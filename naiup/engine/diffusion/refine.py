@@ -35,8 +35,8 @@ from naiup.engine.device import (
     first_line,
     free_memory_bytes,
     is_oom,
+    memory_capacity,
     pick_device,
-    place,
     release_cached,
 )
 from naiup.engine.diffusion.prompt_encoder import PromptEncoder, extract_lora_tags, resolve_lora_name
@@ -46,9 +46,12 @@ from naiup.engine.diffusion.sdxl_conditioning import SDXLPromptEncoder, time_ids
 from naiup.engine.diffusion.tiling import batch_for_memory, predictor_for
 from naiup.engine.diffusion.unet_graphs import UnetCall, has_triton, use_unet_graphs
 from naiup.engine.models.family import SDXL
+from naiup.engine.models.hub import DownloadProgress
 from naiup.engine.models.load import SDModels, load_models, model_set_id, resolve_lora_file
 from naiup.engine.models.lora import LoraFile, LoraFuser, read_lora
 from naiup.engine.models.offload import needs_room, parked
+from naiup.engine.models.placement import Placement
+from naiup.engine.models.residency import NATIVE_TILE, Residency, plan_residency, unet_working_bytes
 from naiup.engine.vae.tiled import decode as decode_tiled
 from naiup.engine.vae.tiled import encode as encode_tiled
 from naiup.errors import EngineError, OutOfMemoryError
@@ -240,12 +243,15 @@ class Refiner:
         wrap_predictor: PredictorWrapper | None = predictor_for,
         encode: Callable[..., torch.Tensor] = encode_tiled,
         decode: Callable[..., torch.Tensor] = decode_tiled,
+        on_download: DownloadProgress | None = None,
     ) -> None:
+        """on_download(bytes done, bytes total, repo id): called while a hub model downloads."""
         self.model, self.config_dir = model, config_dir
+        self.on_download = on_download
         self._device = explicit_device(device) if device is not None else None
         self.wrap_predictor, self.encode, self.decode = wrap_predictor, encode, decode
         self.models: SDModels | None = None
-        self._placement: list[tuple[torch.nn.Module, torch.dtype]] = []
+        self._placement: Placement | None = None
         self._unet_call: UnetCall | None = None
         self._loaded_key: tuple | None = None
         self._fuser: LoraFuser | None = None
@@ -267,23 +273,34 @@ class Refiner:
         t0 = time.perf_counter()
         if self.models is not None:  # a different config: free the old set before the new one lands
             self.models = self._fuser = self._encoder = self._unet_call = None
-            self._loaded_key, self._placement = None, []  # no reference may keep the old set alive
+            self._loaded_key, self._placement = None, None  # no reference may keep the old set alive
             empty_cache(self.device)
         m = load_models(
-            self.model.checkpoint, self.model.vae, self.device, self.config_dir, self.model.prediction
+            self.model.checkpoint,
+            self.model.vae,
+            self.device,
+            self.config_dir,
+            self.model.prediction,
+            on_download=self.on_download,
+            place=False,
         )
+        # Where each model lives, decided from their sizes before any moves (a set that cannot run on
+        # this card is refused here, in host RAM); every job starts by checking it (_ensure_placed).
+        placement = Placement(m, self.device)
+        tile = NATIVE_TILE.get(m.family, 64)
+        placement.settle(self._residency(placement, tile * tile, cfg=False, tile=tile))
+        placement.ensure(quiet=True)
         if self.model.lcm_lora:
             # The LCM-LoRA is part of the base model: fused once, never restored.
-            lcm = read_lora(resolve_lora_file(self.model.lcm_lora), m.unet, m.text_encoder, m.text_encoder_2)
+            lcm_file = resolve_lora_file(self.model.lcm_lora, on_download=self.on_download)
+            lcm = read_lora(lcm_file, m.unet, m.text_encoder, m.text_encoder_2)
             LoraFuser(m.unet, m.text_encoder, m.text_encoder_2).fuse([(lcm, 1.0)], keep_pristine=False)
         # Resolve config LoRAs once: a hub id must not hit the network on every image.
         self._config_loras = [
-            (str(resolve_lora_file(s.path, self.model.lora_dirs)), s.weight) for s in self.model.loras
+            (str(resolve_lora_file(s.path, self.model.lora_dirs, self.on_download)), s.weight)
+            for s in self.model.loras
         ]
-        self.models, self._loaded_key = m, key
-        # Where each model belongs, as loaded: every job starts by checking it (_ensure_placed).
-        mods = [mod for mod in (m.unet, m.text_encoder, m.text_encoder_2, m.vae) if mod is not None]
-        self._placement = [(mod, next(mod.parameters()).dtype) for mod in mods]
+        self.models, self._loaded_key, self._placement = m, key, placement
         self._fuser = LoraFuser(m.unet, m.text_encoder, m.text_encoder_2)
         if m.family == SDXL:
             self._encoder = SDXLPromptEncoder(
@@ -304,13 +321,25 @@ class Refiner:
         )
 
     def _ensure_placed(self) -> None:
-        """Every model wholly on the device in its dtype. Checked at the start of every job (a few
-        hundred tensors: well under a millisecond), not only after the last one: a parked model whose
-        way back ran out of memory (offload.parked) is left partly in host RAM, and the next job
-        would fail on mixed devices."""
-        for module, dtype in self._placement:
-            if place(module, self.device, dtype):
-                log.warning("%s was not all on %s; moved it back", type(module).__name__, self.device)
+        """Every model where it belongs (Placement.ensure), at the start of every job."""
+        assert self._placement
+        self._placement.ensure()
+
+    def _residency(self, placement: Placement, tile_px: int, cfg: bool, tile: int) -> Residency:
+        """The residency plan for UNet tiles of `tile_px` latent px (`tile` a side, for the message),
+        for what is free now plus what the set holds on the device already (plan_residency: raises
+        when even the least it needs does not fit)."""
+        free = free_memory_bytes(self.device)
+        if free is None or self.device.type == "cpu":  # the models are in host RAM already
+            return Residency()
+        return plan_residency(
+            placement.sizes,
+            unet_working_bytes(tile_px, cfg),
+            free + placement.device_bytes(),
+            memory_capacity(self.device),
+            tile,
+            self.model.checkpoint,
+        )
 
     @property
     def unet_graphs(self) -> bool:
@@ -414,10 +443,10 @@ class Refiner:
     ) -> contextlib.AbstractContextManager:
         """The UNet and text encoder wait in host RAM when the VAE pass would not fit beside them
         (`always`: after running out of memory once)."""
-        assert self.models
+        assert self.models and self._placement
         m, dev = self.models, self.device
         if always or needs_room(m.vae, op, height, width, free_memory_bytes(dev)):
-            return parked([x for x in (m.unet, m.text_encoder, m.text_encoder_2) if x is not None], dev)
+            return parked(self._placement.on_device(), dev)
         return contextlib.nullcontext()
 
     def refine(
@@ -473,11 +502,18 @@ class Refiner:
         prompt, negative_prompt = prompts
         self.load()
         self._ensure_placed()
-        assert self.models and self._encoder
+        assert self.models and self._encoder and self._placement
         m, dev = self.models, self.device
         prompt, tags = extract_lora_tags(prompt)
         negative_prompt, neg_tags = extract_lora_tags(negative_prompt)
         self._use_loras(self._lora_set(tags + neg_tags))
+        # NAI's alpha channel carries stealth metadata, not transparency: drop it.
+        rgb, size_hw = pad_to_multiple(rgb_pixels(image).to(dev))
+        # Where the text encoders wait while this job's tiles run (refused here, before any work,
+        # when even the least the set needs does not fit); after an out-of-memory, in host RAM.
+        tile_hw = (min(preset.tile_size, rgb.shape[0] // 8), min(preset.tile_size, rgb.shape[1] // 8))
+        plan = self._residency(self._placement, tile_hw[0] * tile_hw[1], preset.cfg > 1.0, preset.tile_size)
+        self._placement.settle(replace(plan, text_encoders_resident=False) if park else plan)
 
         # 1. Schedule, then one conditioning per distinct prompt the steps see (A1111 prompt editing
         # and alternation; usually one for all). The negative only matters (and is only encoded)
@@ -487,9 +523,10 @@ class Refiner:
         n_steps = len(sampler.timesteps)
         negatives = prompts_per_step(negative_prompt, n_steps) if preset.cfg > 1.0 else [None] * n_steps
         per_step = list(zip(prompts_per_step(prompt, n_steps), negatives, strict=True))
-        conds = {pair: self._conditioning(*pair) for pair in dict.fromkeys(per_step)}
-        # 2. Pixels -> latent. NAI's alpha channel carries stealth metadata, not transparency: drop it.
-        rgb, size_hw = pad_to_multiple(rgb_pixels(image).to(dev))
+        pairs = list(dict.fromkeys(per_step))
+        with self._placement.encoding(not all(self._encoder.cached(*pair) for pair in pairs)):
+            conds = {pair: self._conditioning(*pair) for pair in pairs}
+        # 2. Pixels -> latent.
         generator = torch.Generator("cpu").manual_seed(int(seed))
         window = preset.vae_attention_window
         with self._room_for_vae("encode", rgb.shape[0], rgb.shape[1], park):
