@@ -53,7 +53,7 @@ def _cmd_refine(args: argparse.Namespace) -> int:
     """One job per file, in order. Exit 0 if all succeeded, 1 if any failed."""
     import logging
 
-    from naiup.cli.progress_bar import ProgressBar
+    from naiup.cli.progress_bar import DownloadBar, ProgressBar
     from naiup.config import load_config
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -71,7 +71,8 @@ def _cmd_refine(args: argparse.Namespace) -> int:
         # and saves a few seconds per image: the long-running service gains, a one-shot command loses.
         # "on" in the config still forces it here.
         model = dataclasses.replace(model, unet_graphs="off")
-    engine = Engine(model)
+    # A hub model's first run downloads it: a bar of its own, bytes of total, before the file's bar.
+    engine = Engine(model, on_download=DownloadBar(sys.stderr))
     # The output's name as the file system has it (a script reads it back), undecodable bytes included.
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="surrogateescape")
@@ -356,6 +357,11 @@ def _print_status(s: dict) -> None:
     if current:
         with_preset = f" with {current['preset']}" if current.get("preset") else ""
         print(f"  working on {shown(Path(current['path']).name)}{with_preset} ({current['progress']:.0%})")
+    download = s.get("download")
+    if download:
+        from naiup.engine.models.hub import download_text
+
+        print(f"  downloading model {download['name']}: {download_text(download['done'], download['total'])}")
     until = _until(s.get("paused_until"))
     if s.get("pause_source") == "rule":
         print(f"  paused: {s['pause_reason']} (pause rule; `naiup resume` overrides it until it clears)")

@@ -310,6 +310,7 @@ class Daemon:
             "active_preset": rs.active_preset or cfg.daemon.active_preset,
             "presets": sorted(cfg.presets),
             "current": sch.current,
+            "download": sch.download,  # a hub model downloading: {name, done, total} bytes
             "queue_length": counts.get(State.QUEUED, 0),  # waiting to start: `current` is the one running
             "waiting": self.stabiliser.pending(),
             "existing": self.existing_count(cfg.watch.folders),  # what `backfill` would queue

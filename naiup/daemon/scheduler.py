@@ -70,6 +70,8 @@ class Scheduler:
         self.loading = False
         self.engine_error: str | None = None
         self.current: dict | None = None
+        # A hub model downloading now: {name, done, total} (bytes), for status and the tray.
+        self.download: dict | None = None
         self.last_output: str | None = None
         self.last_error: str | None = None
         self._last_error_id: int | None = None  # the ledger row last_error is about
@@ -147,6 +149,7 @@ class Scheduler:
             return
         # The engine's own id (the one in the outputs' provenance), so done rows match what made them.
         model = self._worker.model_id(preset)
+        self.download = None
         if isinstance(model, Outcome):
             if model.worker_lost:
                 self._worker = None  # restarted on the next step
@@ -190,11 +193,12 @@ class Scheduler:
             preset: Preset | None = cfg.preset(self._runtime().active_preset or cfg.daemon.active_preset)
         except NaiupError:
             preset = None
-        self._worker = Worker(cfg, preset)
+        self._worker = Worker(cfg, preset, on_download=self._downloading)
         try:
             error = self._worker.start(lambda: self._stopping)
         finally:
             self.loading = False
+            self.download = None
         if error is None:
             self.engine_error = None
             return True
@@ -204,6 +208,10 @@ class Scheduler:
             self._retry_load_at = time.monotonic() + LOAD_RETRY
             log.error("engine cannot load, files stay queued error=%s", error)
         return False
+
+    def _downloading(self, info: dict) -> None:
+        """The worker's download progress: shown while bytes are still to come."""
+        self.download = dict(info) if info.get("done", 0) < info.get("total", 0) else None
 
     def _engine_failed(self, outcome: Outcome) -> None:
         """The engine cannot load a model: stop the worker, show why, retry later (files stay queued)."""
@@ -243,7 +251,7 @@ class Scheduler:
                 self.current = None
                 return
         self._record(item, src, outcome, attempts, cfg, preset, time.monotonic() - t0)
-        self.current = None
+        self.current = self.download = None
 
     def _record(
         self, item: Item, src: Path, outcome: Outcome, attempts: int, cfg: Config, preset: Preset, secs: float

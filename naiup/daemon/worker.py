@@ -24,7 +24,9 @@ from naiup.daemon.logs import forward
 
 log = logging.getLogger(__name__)
 
-LOAD_TIMEOUT = 600.0  # a cold hub load can be slow; a hang past this counts as a load failure
+LOAD_TIMEOUT = 600.0  # a hang past this counts as a load failure (a download that moves is no hang)
+# A hub model's download reports at most this often over the pipe (and once more when complete).
+DOWNLOAD_REPORT_INTERVAL = 0.5
 # No next job this long after the last one (the scheduler sends the next at once): the queue is idle,
 # and the engine gives back the accelerator memory it caches (a game started now gets it).
 IDLE_AFTER = 2.0
@@ -68,6 +70,21 @@ def config_model_id(config: Config) -> str:
     return "|".join((m.checkpoint, m.vae, m.lcm_lora))
 
 
+def download_reporter(send: Callable[[dict], None], clock: Callable[[], float] = time.monotonic):
+    """The engine's download callback in the child: {"download": {name, done, total}} messages,
+    throttled (the hub client reports every chunk), the first and the completing one always sent."""
+    last: list[float] = []
+
+    def report(done: int, total: int, what: str) -> None:
+        now = clock()
+        if last and done < total and now - last[0] < DOWNLOAD_REPORT_INTERVAL:
+            return
+        last[:] = [now]
+        send({"download": {"name": what, "done": int(done), "total": int(total)}})
+
+    return report
+
+
 def _message(exc: BaseException) -> str:
     """Our errors are already sentences for the user; anything else gets its type (it is a bug)."""
     from naiup.errors import NaiupError
@@ -102,6 +119,9 @@ def _child_main(conn: Connection, config: Config, preset: Preset | None) -> None
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     try:
         engine = load_factory(config.daemon.engine)(config.model)
+        report_downloads = getattr(engine, "report_downloads", None)  # engines that never download lack it
+        if callable(report_downloads):
+            report_downloads(download_reporter(send))
         # Load now, not at the first job: a missing model is an engine error (files stay queued), not
         # a failed job, and the first file starts on a warm model.
         load = getattr(engine, "load", None)
@@ -171,8 +191,15 @@ def _error_outcome(msg: dict) -> Outcome:
 class Worker:
     """Owns the child. Not thread-safe: only the scheduler thread calls it."""
 
-    def __init__(self, config: Config, preset: Preset | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        preset: Preset | None = None,
+        on_download: Callable[[dict], None] | None = None,
+    ) -> None:
+        """on_download({name, done, total}): a hub model's download progress, while it lasts."""
         self.config, self.preset = config, preset  # the engine loads what this preset needs at start
+        self._on_download = on_download
         self._proc: mp.process.BaseProcess | None = None
         self._conn: Connection | None = None
 
@@ -182,6 +209,17 @@ class Worker:
 
     def alive(self) -> bool:
         return self._proc is not None and self._proc.is_alive()
+
+    def _aside(self, msg: dict) -> bool:
+        """Handle a message that is not an answer (a log record, download progress); True if it was."""
+        if "log" in msg:
+            forward(msg)
+        elif "download" in msg:
+            if self._on_download is not None:
+                self._on_download(msg["download"])
+        else:
+            return False
+        return True
 
     def start(self, cancelled: Callable[[], bool]) -> str | None:
         """Start and load; returns the load error, or None when ready."""
@@ -198,8 +236,9 @@ class Worker:
             try:
                 if parent.poll(0.2):
                     msg = parent.recv()
-                    if "log" in msg:
-                        forward(msg)
+                    if self._aside(msg):
+                        if "download" in msg:  # bytes arriving: not hung, however long it takes
+                            deadline = time.monotonic() + LOAD_TIMEOUT
                         continue
                     if msg.get("ready"):
                         log.info("worker ready pid=%s", self._proc.pid)
@@ -251,8 +290,9 @@ class Worker:
                 return Outcome(error="worker crashed", worker_lost=True)
             if "progress" in msg:
                 progress(msg["progress"], msg["stage"])
-            elif "log" in msg:
-                forward(msg)
+            elif self._aside(msg):
+                if "download" in msg:  # a model first used by this job is downloading: not hung
+                    deadline = time.monotonic() + timeout
             elif "output" in msg:
                 return Outcome(output=msg["output"], model_id=msg.get("model_id"))
             else:
@@ -271,9 +311,10 @@ class Worker:
                         return Outcome(error="worker lost while asking for the model id", worker_lost=True)
                     continue
                 msg = self._conn.recv()
-                if "log" not in msg:
+                if not self._aside(msg):
                     break
-                forward(msg)
+                if "download" in msg:  # the id needs the model loaded, and it is downloading
+                    deadline = time.monotonic() + timeout
         except (EOFError, OSError):
             self.kill()
             return Outcome(error="worker crashed", worker_lost=True)
@@ -287,8 +328,8 @@ class Worker:
             try:
                 if self._conn.poll(0.1):
                     msg = self._conn.recv()
-                    if "log" in msg:
-                        forward(msg)
+                    if self._aside(msg):
+                        pass
                     elif "output" in msg:
                         return Outcome(output=msg["output"], model_id=msg.get("model_id"))
                     elif "error" in msg:

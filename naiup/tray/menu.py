@@ -140,6 +140,12 @@ def tooltip(state: TrayState) -> str:
     queued = int(s.get("queue_length") or 0)
     # A folder that is not there is watched by nobody: say so before anything that may be clipped.
     missing = [" · folder missing"] if s.get("missing_folders") else []
+    download = s.get("download")
+    if kind is IconState.WORKING and download:  # the numbers first: _clip cuts the end
+        from naiup.engine.models.hub import download_text
+
+        where = download_text(int(download["done"]), int(download["total"]))
+        return _clip(f"naiup: downloading model {where} · {download['name']}")
     if kind is IconState.WORKING:
         pct = progress(state)
         parts = [f"{queued} queued", preset] + ([f"{pct:.0%}"] if pct is not None else [])

@@ -54,3 +54,21 @@ class ResizeEngine:
 class BrokenEngine:
     def __init__(self, model: object, device: object = None) -> None:
         raise ModelLoadError("stub-model.safetensors", "file not found (stand-in engine that cannot load)")
+
+
+class DownloadingEngine(ResizeEngine):
+    """Loads by downloading one file of the hub repo NAIUP_STUB_HUB_REPO through naiup's own hub client
+    (the test serves it: HF_ENDPOINT), reporting the bytes to whoever asked with report_downloads, as
+    the real Engine does with a hub model's first run."""
+
+    def __init__(self, model: object, device: object = None) -> None:
+        super().__init__(model, device)
+        self._on_download = None
+
+    def report_downloads(self, callback) -> None:  # type: ignore[no-untyped-def]
+        self._on_download = callback
+
+    def load(self, preset: object) -> None:
+        from naiup.engine.models.hub import fetch_file
+
+        fetch_file(os.environ["NAIUP_STUB_HUB_REPO"], "pytorch_lora_weights.safetensors", self._on_download)

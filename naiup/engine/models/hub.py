@@ -5,6 +5,7 @@ fetch_folder(repo_id, half, on_progress) -> Path              a one-model repo (
 fetch_file(repo_id, filename, on_progress) -> Path            one file (a LoRA)
 select_files(files, components, half, cached) -> Selection    the choice itself, a pure function
 DownloadProgress = Callable[[int, int, str], None]            (bytes done, bytes total, repo id)
+download_text(done, total) -> str                             "1.2 of 4.0 GB (30%)", for status lines
 
 A diffusers repo holds far more than naiup runs. stable-diffusion-v1-5 has each weight four or five
 times (fp32 and fp16, safetensors and pickled .bin, an EMA-free UNet), the original single-file
@@ -44,6 +45,7 @@ __all__ = [
     "DownloadProgress",
     "HubSnapshot",
     "Selection",
+    "download_text",
     "fetch_file",
     "fetch_folder",
     "fetch_pipeline",
@@ -90,6 +92,14 @@ class HubSnapshot:
     folder: Path  # the snapshot in the local HF cache, laid out as the repo
     family: str  # "sd15" | "sdxl"
     variants: dict[str, str | None]  # weight component -> variant to load
+
+
+def download_text(done: int, total: int) -> str:
+    """How far a download is, for `naiup status`, the tray and the refine bar: "1.2 of 4.0 GB (30%)"."""
+    unit, scale = ("GB", 1e9) if total >= 1e9 else ("MB", 1e6)
+    digits = 1 if unit == "GB" else 0
+    pct = done / total if total else 1.0
+    return f"{done / scale:.{digits}f} of {total / scale:.{digits}f} {unit} ({pct:.0%})"
 
 
 class MissingFiles(Exception):
