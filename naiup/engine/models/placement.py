@@ -55,7 +55,7 @@ class Placement:
 
     def on_device(self) -> list[nn.Module]:
         """The SD models that belong on the device (the UNet, and the text encoders when resident)."""
-        return [m for m in (self.unet, *self.text_encoders) if self._home(m) == self.device]
+        return [self.unet, *(self.text_encoders if self.residency.text_encoders_resident else ())]
 
     def device_bytes(self) -> int:
         """Bytes the set holds on the device now (what a new plan may count as its own)."""
