@@ -76,8 +76,8 @@ def load_models(
     """Load UNet/VAE/TE(s)/tokenizer(s) of SD1.5 or SDXL (told apart by the weights), cast (UNet+TE fp16
     on accelerators, VAE fp32/bf16) and move to device in one step. `config_dir`: the skeleton for
     single files (default: the bundled one of the detected family); `prediction`: [model] prediction;
-    `on_download(done, total, repo)`: progress of a hub download; `place=False`: leave the models in
-    host RAM (the Refiner decides from their sizes what goes to the device)."""
+    `on_download(done, total, repo)`: progress of a hub download; `place=False`: cast them but leave
+    them in host RAM (the Refiner decides from their sizes what goes to the device)."""
     from naiup.engine.models.sdxl_single_file import SDXL_SKELETON, load_sdxl_single_file
 
     _quiet_library_bars()
@@ -107,12 +107,12 @@ def load_models(
     for module in (models.unet, models.text_encoder, models.text_encoder_2, models.vae):
         if module is not None:
             module.eval().requires_grad_(False)
-    if place:
-        half = unet_dtype(device)
-        for module in (models.unet, models.text_encoder, models.text_encoder_2):
-            if module is not None:
-                _place(module, device, half)
-        _place(models.vae, device, vae_dtype(device))
+    where = device if place else torch.device("cpu")
+    half = unet_dtype(device)
+    for module in (models.unet, models.text_encoder, models.text_encoder_2):
+        if module is not None:
+            _place(module, where, half)
+    _place(models.vae, where, vae_dtype(device))
     return models
 
 

@@ -21,9 +21,9 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from naiup.engine.device import empty_cache, place, same_device, unet_dtype, vae_dtype
+from naiup.engine.device import empty_cache, place, same_device
 from naiup.engine.models.offload import parked
-from naiup.engine.models.residency import Residency, model_sizes, module_bytes
+from naiup.engine.models.residency import Residency, dtype_of, model_sizes, module_bytes
 
 __all__ = ["Placement"]
 
@@ -35,15 +35,14 @@ class Placement:
     def __init__(self, models, device: torch.device) -> None:
         """`models`: a models.load.SDModels, wherever its modules are now."""
         self.device = device
-        self.sizes = model_sizes(models, device)
+        self.sizes = model_sizes(models)
         self.residency = Residency()
         self.unet, self.vae = models.unet, models.vae
         self.text_encoders: list[nn.Module] = [
             te for te in (models.text_encoder, models.text_encoder_2) if te is not None
         ]
-        half = unet_dtype(device)
-        self._dtype = {id(models.unet): half, id(models.vae): vae_dtype(device)}
-        self._dtype.update({id(te): half for te in self.text_encoders})
+        # The dtypes they were loaded in (load_models casts them for the device): kept on every move.
+        self._dtype = {id(m): dtype_of(m) for m in self.modules()}
 
     def _home(self, module: nn.Module) -> torch.device:
         if module in self.text_encoders and not self.residency.text_encoders_resident:

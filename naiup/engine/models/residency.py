@@ -1,6 +1,6 @@
 """Which SD models stay on the accelerator, decided from their sizes before anything moves.
 
-model_sizes(models, device) -> ModelSizes    bytes each model takes on `device` in the dtype it runs in
+model_sizes(models) -> ModelSizes             bytes each model takes in the dtype it is in (runs in)
 unet_working_bytes(tile_px, cfg) -> int       estimated UNet activations of one tile
 plan_residency(sizes, working, available, capacity, tile) -> Residency
                                               raises ModelLoadError (card too small) / OutOfMemoryError
@@ -27,7 +27,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from naiup.engine.device import unet_dtype, vae_dtype
 from naiup.engine.diffusion.tiling import UNET_BYTES_PER_LATENT_PX
 from naiup.errors import ModelLoadError, OutOfMemoryError
 
@@ -36,6 +35,7 @@ __all__ = [
     "RESERVE",
     "ModelSizes",
     "Residency",
+    "dtype_of",
     "model_sizes",
     "module_bytes",
     "plan_residency",
@@ -83,14 +83,18 @@ def module_bytes(module: nn.Module, dtype: torch.dtype) -> int:
     return total
 
 
-def model_sizes(models, device: torch.device) -> ModelSizes:
-    """ModelSizes of a models.load.SDModels as the engine places it on `device`."""
-    half = unet_dtype(device)
+def dtype_of(module: nn.Module) -> torch.dtype:
+    """The dtype of a module's floating parameters (models are cast whole: one dtype each)."""
+    return next(p.dtype for p in module.parameters() if p.is_floating_point())
+
+
+def model_sizes(models) -> ModelSizes:
+    """ModelSizes of a models.load.SDModels, cast to the dtypes it runs in (load_models does that)."""
     encoders = [te for te in (models.text_encoder, models.text_encoder_2) if te is not None]
     return ModelSizes(
-        unet=module_bytes(models.unet, half),
-        text_encoders=sum(module_bytes(te, half) for te in encoders),
-        vae=module_bytes(models.vae, vae_dtype(device)),
+        unet=module_bytes(models.unet, dtype_of(models.unet)),
+        text_encoders=sum(module_bytes(te, dtype_of(te)) for te in encoders),
+        vae=module_bytes(models.vae, dtype_of(models.vae)),
         family=models.family,
     )
 
