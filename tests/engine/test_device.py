@@ -156,7 +156,7 @@ class _Recorded(torch.nn.Linear):
 
 
 def test_loading_casts_before_it_moves_so_no_fp32_model_lands_on_the_gpu():
-    from naiup.engine.models.load import load as models
+    from naiup.engine.models import load as models
 
     meta = torch.device("meta")  # stands in for the accelerator
     model = _Recorded()

@@ -12,7 +12,7 @@ from PIL import Image
 
 from naiup.config import ModelConfig, Preset
 from naiup.engine.diffusion.refine import Refiner
-from naiup.engine.models.load import load as models
+from naiup.engine.models import load as models
 
 # 96x96 px -> 12x12 latent; 8-latent tiles overlapping by 4 -> a 2x2 grid; exact tiled VAE.
 TILED = Preset(name="t", steps=8, denoise=0.5, tile_size=8, overlap=4, tile_batch_size=3, vae_tiling="exact")
