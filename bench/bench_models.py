@@ -1,6 +1,7 @@
 """Random-weight models for the engine benchmark, written as the files the real pipeline loads.
 
-The SD1.5-shaped set is saved as a diffusers folder that naiup's Refiner loads like any checkpoint;
+The SD1.5- and SDXL-shaped sets are saved as diffusers folders that naiup's Refiner loads like any
+checkpoint (full size: the real configs from naiup/data/sd15 and naiup/data/sdxl);
 the upscalers are saved as .safetensors files that naiup.engine.upscale.upscaler loads (real weights from
 ../shared/weights when present and not --small). Built once per cache folder, then reused.
 """
@@ -17,6 +18,7 @@ from naiup.config import Preset
 
 REPO = Path(__file__).resolve().parents[1]
 SD15 = REPO / "naiup" / "data" / "sd15"
+SDXL = REPO / "naiup" / "data" / "sdxl"
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,11 @@ _PRESET = Preset(name="defaults")
 FULL = Shape("full", 832, 1216, _PRESET.tile_size, _PRESET.overlap, None)
 # Same block structure with ~1/10 the channels; tiles scaled down so the canvas still splits.
 SMALL = Shape("small", 64, 96, 16, 8, 16)
+# W2-XL: SDXL's native 1024 px tiles (128 latent), overlap 16: 2x of 832x1216 is a 208x304 latent,
+# 2 x 3 = 6 tiles per step. Small: SDXL's block structure (text_time embedding, two encoders of
+# different widths) at toy widths, with the same toy tiles as SMALL.
+FULL_XL = Shape("full-xl", 832, 1216, 128, 16, None)
+SMALL_XL = Shape("small-xl", 64, 96, 16, 8, 16)
 
 _REAL_UPSCALERS = {
     2: "realcugan-se-2x/realcugan-se-up2x-conservative.safetensors",
@@ -114,6 +121,81 @@ def sd_folder(shape: Shape, cache: Path) -> Path:
     tmp = folder.with_name(folder.name + ".part")
     pipe.save_pretrained(tmp)
     tmp.rename(folder)  # a killed build never leaves a half folder that looks complete
+    return folder
+
+
+def _sdxl_components(shape: Shape):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from naiup.engine.models.sdxl_single_file import sdxl_tokenizers
+
+    tok1, tok2 = sdxl_tokenizers()
+    torch.manual_seed(0)
+    if shape.name == "full-xl":
+
+        def config(part: str) -> dict:
+            return json.loads((SDXL / part / "config.json").read_text())
+
+        # Random init of 3.5 G parameters takes minutes on a CPU and seconds on a GPU.
+        with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+            unet = UNet2DConditionModel.from_config(config("unet")).half()
+            vae = AutoencoderKL.from_config(config("vae"))
+            te1 = CLIPTextModel(CLIPTextConfig.from_pretrained(SDXL / "text_encoder")).half()
+            te2 = CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(SDXL / "text_encoder_2")).half()
+        return unet, vae, te1, te2, tok1, tok2
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64, 128),
+        layers_per_block=2,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4, 8),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1, 2),
+        projection_class_embeddings_input_dim=6 * 8 + 48,
+        cross_attention_dim=32 + 48,
+        norm_num_groups=16,
+        sample_size=64,
+    )
+    vae_config = json.loads((SDXL / "vae" / "config.json").read_text())
+    vae = AutoencoderKL.from_config(
+        {**vae_config, "block_out_channels": (16, 32, 64, 64), "layers_per_block": 1, "norm_num_groups": 8}
+    )
+
+    def text(width: int) -> CLIPTextConfig:
+        return CLIPTextConfig(
+            vocab_size=len(tok1), hidden_size=width, intermediate_size=37, num_hidden_layers=3,
+            num_attention_heads=4, max_position_embeddings=77, hidden_act="gelu", projection_dim=width,
+            bos_token_id=tok1.bos_token_id, eos_token_id=tok1.eos_token_id, pad_token_id=1,
+        )  # fmt: skip
+
+    return unet, vae, CLIPTextModel(text(32)), CLIPTextModelWithProjection(text(48)), tok1, tok2
+
+
+def sdxl_folder(shape: Shape, cache: Path) -> Path:
+    """A diffusers SDXL-shaped folder with random weights (UNet and text encoders fp16 at full size:
+    7 GB to write instead of 14; the loader casts per device anyway)."""
+    folder = cache / f"sdxl-random-{shape.name}"
+    if (folder / "model_index.json").is_file():
+        return folder
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+
+    unet, vae, te1, te2, tok1, tok2 = _sdxl_components(shape)
+    scheduler = EulerDiscreteScheduler.from_config(
+        json.loads((SDXL / "scheduler" / "scheduler_config.json").read_text())
+    )
+    pipe = StableDiffusionXLPipeline(
+        vae=vae, text_encoder=te1, text_encoder_2=te2, tokenizer=tok1, tokenizer_2=tok2, unet=unet,
+        scheduler=scheduler, force_zeros_for_empty_prompt=True, add_watermarker=False,
+    )  # fmt: skip
+    tmp = folder.with_name(folder.name + ".part")
+    pipe.save_pretrained(tmp)
+    tmp.rename(folder)
+    del pipe, unet, vae, te1, te2
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the Refiner loads its own copy from the folder
     return folder
 
 

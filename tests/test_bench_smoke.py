@@ -40,6 +40,7 @@ def test_engine_bench_small_runs_and_reports_every_stage(tmp_path):
             assert r["unet_calls"] == [[15, 4, 16, 16]] * 2
         assert r["levers"] == {
             "overlap": 8,
+            "text_encoders_resident": True,  # no accelerator: nothing waits in host RAM
             "tile_batch": 16,
             "unet_graphs": False,  # auto: off on the CPU
             "device_pixels": True,
@@ -54,3 +55,29 @@ def test_engine_bench_small_runs_and_reports_every_stage(tmp_path):
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert lines[0]["kind"] == "run" and lines[0]["machine"] == data["machine"]
     assert [{k: v for k, v in r.items() if k != "kind"} for r in lines[1:]] == data["results"]
+
+
+def test_engine_bench_sdxl_small_runs_w2_xl_against_the_sdxl_img2img_baseline(tmp_path):
+    """--family sdxl on SDXL's block structure at toy widths: the same stages through the same Refiner
+    (SDXL conditioning, two text encoders), and diffusers' SDXL img2img as the baseline."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    args = ["--small", "--family", "sdxl", "--vae-mode", "exact", "--out", str(tmp_path / "out")]
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "engine_bench.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (report,) = (tmp_path / "out").glob("engine-*-sdxl-small.json")
+    data = json.loads(report.read_text())
+    assert data["levers"]["family"] == "sdxl"
+    ours, base = data["results"]
+    assert (ours["workload"], ours["variant"]) == ("W2-XL", "naiup (vae exact)")
+    assert set(ours["stages"]) == {"upscale", "encode", "denoise", "decode", "other", "png"}
+    # 16x24 latent, 16/8 tiles: 2 tiles per step in one batch, for LCM 8 x 0.25 = 2 steps.
+    assert ours["unet_calls"] == [[2, 4, 16, 16]] * 2
+    assert (base["workload"], base["variant"]) == ("W2-XL", "diffusers img2img + enable_tiling")
+    assert base["output"] == ours["output"] == "128x192" and base["stages"]["img2img"] > 0

@@ -342,6 +342,11 @@ class Refiner:
         )
 
     @property
+    def residency(self) -> Residency:
+        """Where the loaded set's text encoders wait now (all resident before a load, and on CPU)."""
+        return self._placement.residency if self._placement else Residency()
+
+    @property
     def unet_graphs(self) -> bool:
         """Whether the loaded UNet runs as CUDA graphs (model.unet_graphs resolved for this device)."""
         return bool(self._unet_call and self._unet_call.fixed_shapes)
