@@ -515,10 +515,10 @@ class Refiner:
         # NAI's alpha channel carries stealth metadata, not transparency: drop it.
         rgb, size_hw = pad_to_multiple(rgb_pixels(image).to(dev))
         # Where the text encoders wait while this job's tiles run (refused here, before any work,
-        # when even the least the set needs does not fit); after an out-of-memory, in host RAM.
+        # when even the least the set needs does not fit).
         tile_hw = (min(preset.tile_size, rgb.shape[0] // 8), min(preset.tile_size, rgb.shape[1] // 8))
         plan = self._residency(self._placement, tile_hw[0] * tile_hw[1], preset.cfg > 1.0, preset.tile_size)
-        self._placement.settle(replace(plan, text_encoders_resident=False) if park else plan)
+        self._placement.settle(plan)
 
         # 1. Schedule, then one conditioning per distinct prompt the steps see (A1111 prompt editing
         # and alternation; usually one for all). The negative only matters (and is only encoded)

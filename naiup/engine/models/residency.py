@@ -44,8 +44,9 @@ __all__ = [
 
 GB = 1e9
 # Beside our tensors: cuBLAS/cuDNN workspaces, the caching allocator's rounding and fragmentation, the
-# upscaler's weights, the prompt embeddings. An estimate; the bench's peak numbers check it.
-RESERVE = 512 * 2**20
+# upscaler's weights (17 MB for RealESRGAN 6B), the prompt embeddings. An estimate, kept small: too
+# large and a set that would run is refused; the bench's peak numbers under --vram-gb check it.
+RESERVE = 256 * 2**20
 # Tiles the families are trained around (latent px): a model set is only refused if it cannot run one
 # of these (the preset's own tile decides per job).
 NATIVE_TILE = {"sd15": 64, "sdxl": 128}
