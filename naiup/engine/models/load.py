@@ -117,8 +117,9 @@ def load_models(
 
 
 def _quiet_library_bars() -> None:
-    # Their per-component bars would interleave with `naiup refine`'s own bar and fill the daemon log;
-    # hub downloads keep huggingface_hub's bar, which is the one worth seeing.
+    # Their per-component bars would interleave with `naiup refine`'s own bar and fill the daemon log.
+    # Our hub downloads report through hub.py's own counter (the refine bar, `naiup status`); the hub's
+    # bars stay as they were for anything else that downloads.
     from diffusers.utils import logging as diffusers_logging
     from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
     from transformers.utils import logging as transformers_logging
