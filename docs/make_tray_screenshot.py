@@ -17,6 +17,7 @@ from pathlib import Path
 from PIL import Image, ImageTk
 from Xlib import X, display
 
+from naiup.control.protocol import Status
 from naiup.tray.icon import draw_icon
 from naiup.tray.menu import IconState, MenuEntry, TrayState, build_menu, tooltip
 
@@ -60,7 +61,7 @@ def fill(menu: tk.Menu, entries: list[MenuEntry], variables: list[tk.Variable]) 
 
 
 def main(out: Path) -> None:
-    state = TrayState(STATUS)
+    state = TrayState(Status.from_json(STATUS))
     root = tk.Tk()
     w, h = root.winfo_screenwidth(), root.winfo_screenheight()
     root.geometry(f"{w}x{h}+0+0")

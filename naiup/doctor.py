@@ -55,6 +55,9 @@ def run_checks(
         checks.append(Check("config", Status.FAIL, str(exc), "fix the file, then run `naiup config check`"))
         return [*checks, check_tray(tray_backend), check_autostart(), check_daemon(connect)]
     checks += check_models(config)
+    checks += check_upscalers(config)
+    device = check_device(config.model.device)
+    checks += [device] if device else []
     checks += check_watch_folders(config)
     checks += check_pause_rules(config)
     return [*checks, check_tray(tray_backend), check_autostart(), check_daemon(connect)]
@@ -176,6 +179,57 @@ def check_models(config: Config) -> list[Check]:
     return out
 
 
+def check_upscalers(config: Config) -> list[Check]:
+    """Every preset's upscaler must be findable; a missing one blocks only if the active preset uses it
+    (the built-in 4x weights are not shipped, so `refine-4x` needs a download the user may not know of)."""
+    from naiup.engine.upscale.upscaler import find_upscaler
+    from naiup.errors import ModelLoadError
+
+    users: dict[str, list[str]] = {}
+    for name, preset in sorted(config.presets.items()):
+        users.setdefault(preset.upscaler, []).append(name)
+    out = []
+    for spec, presets in users.items():
+        try:
+            where = find_upscaler(spec)
+        except ModelLoadError as exc:
+            active = config.daemon.active_preset in presets
+            detail = f"{exc} (used by {', '.join(presets)})"
+            out.append(Check(f"upscaler {spec}", Status.FAIL if active else Status.NOTE, detail))
+            continue
+        found = "no weights needed" if where is None else f"found {where}"
+        out.append(Check(f"upscaler {spec}", Status.OK, found))
+    return out
+
+
+def check_device(device: str) -> Check | None:
+    """A device the config names explicitly must exist; "auto" falls back to the CPU by design."""
+    kind, _, index = device.partition(":")
+    if kind in ("auto", "cpu"):
+        return None
+    import torch
+
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        wanted = int(index) if index.isdigit() else 0
+        if wanted < count:
+            return Check("device", Status.OK, f"{device}: {torch.cuda.get_device_name(wanted)}")
+        seen = f"torch sees {count} CUDA device(s)" if count else "torch sees no CUDA device"
+        fix = 'set model.device = "auto" (falls back to the CPU) or install a CUDA build of torch'
+        return Check("device", Status.FAIL, f"model.device = {device!r} but {seen}", fix)
+    if kind == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return Check("device", Status.OK, "mps")
+        return Check(
+            "device",
+            Status.FAIL,
+            "model.device = 'mps' but MPS is not available",
+            'set model.device = "auto"',
+        )
+    return None
+
+
 def check_watch_folders(config: Config) -> list[Check]:
     if not config.watch.folders:
         return [Check("watch folders", Status.FAIL, "none configured", "add watch.folders to your config")]
@@ -257,8 +311,10 @@ def check_autostart() -> Check:
 
 
 def check_daemon(connect: Callable[[], Any] | None = None) -> Check:
+    from naiup.control.protocol import Status as DaemonStatus  # doctor's own Status is a check's
+
     if connect is None:
-        from naiup.control.channel import ControlClient
+        from naiup.control.client import ControlClient
 
         connect = ControlClient.connect
     try:
@@ -267,15 +323,15 @@ def check_daemon(connect: Callable[[], Any] | None = None) -> Check:
         return Check("daemon", Status.WARN, f"not running ({exc})", "naiup run  (or: naiup service install)")
     try:
         reply = client.request("ping")
-        status = client.request("status")
+        status = DaemonStatus.from_json(client.request("status"))
     except (NaiupError, OSError, EOFError) as exc:
         return Check("daemon", Status.WARN, f"not answering ({exc})", "naiup stop; naiup run")
     finally:
         client.close()
-    detail = f"running, pid {reply.get('pid')} version {reply.get('version')}, {status.get('state')}"
-    if status.get("pause_reason"):
-        detail += f" ({status['pause_reason']})"
-    problem = status.get("engine_error") or status.get("config_error")
+    detail = f"running, pid {reply.get('pid')} version {reply.get('version')}, {status.state}"
+    if status.pause_reason:
+        detail += f" ({status.pause_reason})"
+    problem = status.engine_error or status.config_error
     if problem:
         return Check("daemon", Status.WARN, f"{detail}: {problem}", "see `naiup status` and the daemon log")
     return Check("daemon", Status.OK, detail)

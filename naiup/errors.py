@@ -6,10 +6,9 @@ NaiupError                 str(exc) is the whole user-facing message
 │   ├── MetadataError      its metadata is malformed (bombs, bad lengths, bad JSON)
 │   └── UnsafeInputError   a decompression bomb (pixels or text): waiting will not fix it
 ├── ModelLoadError         a model file or hub id cannot be loaded (names the file)
-├── EngineError            the pipeline produced something unusable (NaN/Inf)
+├── EngineError            refine was handed unusable input, or produced NaN/Inf
 │   └── OutOfMemoryError   out of GPU memory even at the least it can do: may pass once others free it
 ├── OutputError            an output cannot be written (no space, permission, would clobber)
-├── TransientError         try again later (file still downloading, sharing violation)
 └── FatalError             the service cannot go on (lost lock, bad state dir)
 """
 
@@ -95,10 +94,6 @@ class OutputError(NaiupError):
     def __init__(self, message: str, transient: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
-
-
-class TransientError(NaiupError):
-    pass
 
 
 class FatalError(NaiupError):

@@ -25,7 +25,7 @@ from PIL import Image
 
 from naiup import __version__
 from naiup.config import Config, OutputConfig, Preset
-from naiup.engine.result import EngineResult
+from naiup.engine.result import EngineResult, Progress
 from naiup.errors import ConfigError, InputError, OutputError
 from naiup.metadata.read import ImageMetadata, ensure_rgb, read_image, refuse_special_file
 from naiup.output.atomic import write_first_free
@@ -44,11 +44,28 @@ __all__ = ["EngineResult", "ImageEngine", "JobResult", "is_naiup_output", "outpu
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[float, str], None]
 _MAX_COLLISIONS = 10_000  # a folder with this many copies is a loop somewhere, not a user
 
 
 class ImageEngine(Protocol):
+    """What runs the model work of a job: naiup.engine.Engine, or a test's stand-in (which must
+    implement all of it: callers never probe for a method)."""
+
+    def load(self, preset: Preset) -> None:
+        """Load what `preset` needs now (the daemon's worker does at start: a missing model shows as
+        an engine error while files stay queued, and the first job starts on a warm model)."""
+
+    def model_id(self, preset: Preset) -> str:
+        """Id of the model set `preset` uses: provenance records it and the daemon's ledger keys done
+        files on it. Known before a job (it may load models to tell)."""
+
+    def idle(self) -> None:
+        """The queue went idle: give back memory held only for speed (models may stay loaded)."""
+
+    def report_downloads(self, callback: Callable[[int, int, str], None] | None) -> None:
+        """From now on, a model download (a hub id's first run) reports callback(bytes done, bytes
+        total, repo id) as it goes; an engine that never downloads keeps it and never calls it."""
+
     def process(
         self, image: Image.Image, meta: ImageMetadata, preset: Preset, *, progress: Progress | None = None
     ) -> EngineResult: ...
@@ -59,6 +76,7 @@ class JobResult:
     src: Path
     output: Path
     seed: int | None
+    model_id: str  # the engine's id of the model set that made the output, as its provenance says
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -191,14 +209,14 @@ def run_job(
     ours = (PROVENANCE_KEY, PARAMETERS_KEY)
     text = {k: v for k, v in carried.items() if k not in ours and is_png_keyword(k)}
     text[PARAMETERS_KEY] = a1111_parameters(result.parameters, result.image.size)
-    model_id = getattr(engine, "model_id", None)
+    model_id = engine.model_id(preset)
     text[PROVENANCE_KEY] = provenance_text(
         version=__version__,
         preset=asdict(preset),
         seed=result.seed,
         source_sha256=source_sha256,
         source_name=plain_text(src.name),  # PNG text is UTF-8: undecodable bytes are shown as \\xNN
-        model_id=model_id(preset) if callable(model_id) else str(result.parameters.get("upscaler_id", "")),
+        model_id=model_id,
         parameters=result.parameters,
     )
     data = encode_png(result.image, text, config.output.png_compress_level)
@@ -210,4 +228,4 @@ def run_job(
     log.info(
         "job done src=%s out=%s preset=%s secs=%.2f", src.name, output.name, preset.name, timings["total"]
     )
-    return JobResult(src=src, output=output, seed=result.seed, timings=timings)
+    return JobResult(src=src, output=output, seed=result.seed, model_id=model_id, timings=timings)

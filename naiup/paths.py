@@ -34,6 +34,12 @@ def log_dir() -> Path:
     return _dir("NAIUP_LOG_DIR", platformdirs.user_log_dir)
 
 
+def daemon_log_path(folder: Path | None = None) -> Path:
+    """The daemon's log in `folder` (default: log_dir()). Only the daemon writes it; the tray, which has
+    a log of its own, opens it from its menu, also while no daemon runs to name it in its status."""
+    return (folder or log_dir()) / "daemon.log"
+
+
 def runtime_dir() -> Path:
     # macOS and Windows have no per-user runtime dir; platformdirs falls back to a cache/temp path.
     return _dir("NAIUP_RUNTIME_DIR", platformdirs.user_runtime_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -158,3 +159,47 @@ def test_pause_for_refuses_durations_that_would_pause_forever_or_never(
         main(["pause", f"--for={text}"])
     assert exit_info.value.code == 2
     assert "not a duration" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["retry", "twelve"], "expected an id or `all`, got 'twelve'"),
+        (["gallery", "--limit", "0"], "must be a whole number of at least 1, got '0'"),
+    ],
+)
+def test_bad_arguments_are_usage_errors_before_anything_runs(
+    argv: list[str],
+    says: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+):
+    for kind in ("STATE", "RUNTIME", "CACHE"):
+        monkeypatch.setenv(f"NAIUP_{kind}_DIR", str(tmp_path / kind.lower()))
+    from naiup.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert says in capsys.readouterr().err
+
+
+def test_the_cli_reports_a_daemon_that_is_not_running_with_exit_3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    for kind in ("STATE", "RUNTIME"):
+        monkeypatch.setenv(f"NAIUP_{kind}_DIR", str(tmp_path / kind.lower()))
+    from naiup.cli.main import main
+
+    for argv in (["status"], ["pause"], ["queue", "--failed"], ["retry", "all"], ["stop"]):
+        assert main(argv) == 3, argv
+        assert (
+            capsys.readouterr().err.strip()
+            == "naiup: the naiup daemon is not running (start it with naiup run)"
+        )
+    assert main(["status", "--json"]) == 3
+    assert json.loads(capsys.readouterr().out) == {
+        "ok": False,
+        "error": "the naiup daemon is not running (start it with naiup run)",
+    }

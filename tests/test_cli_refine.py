@@ -124,7 +124,7 @@ def test_an_error_on_one_file_is_one_line_and_the_next_file_still_runs(tmp_path,
     def run_job(src, preset, engine, config, progress=None):  # an OS error that no NaiupError wraps
         if src == first:
             raise OSError(errno.ENAMETOOLONG, "File name too long", str(src))
-        return JobResult(src=src, output=src.with_name("second.out.png"), seed=None)
+        return JobResult(src=src, output=src.with_name("second.out.png"), seed=None, model_id="m")
 
     monkeypatch.setattr(naiup.job, "run_job", run_job)
     assert main(["refine", str(first), str(second), "--preset", "upscale-2x"]) == 1
@@ -162,6 +162,7 @@ def test_refine_compiles_no_unet_graphs_unless_the_config_forces_it(tmp_path, mo
     monkeypatch.setenv("NAIUP_CONFIG_DIR", str(tmp_path))
     seen = []
     monkeypatch.setattr(naiup.engine, "Engine", lambda model, **_: seen.append(model.unet_graphs))
-    monkeypatch.setattr(naiup.job, "run_job", lambda src, *a, **k: JobResult(src=src, output=src, seed=None))
+    done = lambda src, *a, **k: JobResult(src=src, output=src, seed=None, model_id="m")  # noqa: E731
+    monkeypatch.setattr(naiup.job, "run_job", done)
     assert main(["refine", str(tmp_path / "a.png"), "--preset", "upscale-2x"]) == 0
     assert seen == [expected]

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from naiup.config import load_config
+from naiup.config import BUILTIN_PRESETS, Config, ModelConfig, Preset, load_config
+from naiup.config.schema import check_values
 from naiup.errors import ConfigError
 
 CASES = [
@@ -19,6 +20,7 @@ CASES = [
     ("[presets.refine-2x]\nsteps = 10.5", "presets.refine-2x.steps", "must be an integer, got a float"),
     ("[presets.refine-2x]\nsteps = true", "presets.refine-2x.steps", "must be an integer, got a boolean"),
     ("[presets.x]\nprompt = 3", "presets.x.prompt", "must be a string"),
+    ("[presets.refine-2x]\nsteps = 0", "presets.refine-2x.steps", "between 1 and 1000"),
     ("[presets.refine-4x]\ndenoise = 0", "presets.refine-4x.denoise", "must be in (0, 1]"),
     ("[presets.refine-4x]\ndenoise = 1.5", "presets.refine-4x.denoise", "must be in (0, 1]"),
     ("[presets.x]\nsteps = 4\ndenoise = 0.2", "presets.x.steps", "gives no UNet step"),
@@ -28,7 +30,12 @@ CASES = [
     ("[presets.x]\ntile_size = 32\noverlap = 32", "presets.x.overlap", "smaller than tile_size (32)"),
     ("[presets.x]\ntile_size = 60", "presets.x.tile_size", "multiple of 8"),
     ("[presets.x]\ntile_size = 0\noverlap = 0", "presets.x.tile_size", "multiple of 8, >= 8"),
+    ("[presets.x]\noverlap = -1", "presets.x.overlap", "must not be negative"),
     ("[presets.x]\ntile_batch_size = 0", "presets.x.tile_batch_size", "between 1 and 256"),
+    ('[presets.x]\ntile_method = "box"', "presets.x.tile_method", "one of mixture, multidiffusion"),
+    ('[presets.x]\nvae_tiling = "fast"', "presets.x.vae_tiling", "one of auto, exact, low-memory, off"),
+    ("[presets.x]\nvae_attention_window = 8", "presets.x.vae_attention_window", "at least 16 latent px"),
+    ('[presets.x]\nupscaler = " "', "presets.x.upscaler", "must not be empty"),
     ("[presets.x]\nscale = 1", "presets.x.scale", "must be in (1, 8]"),
     ("[presets.x]\nscale = 9.0", "presets.x.scale", "must be in (1, 8]"),
     ('[presets.x]\nseed = "1234"', "presets.x.seed", "an integer (without quotes)"),
@@ -44,6 +51,7 @@ CASES = [
     ('[output]\nname = "sub/{stem}.png"', "output.name", "not a path"),
     ('[output]\nname = "{stem.png"', "output.name", "not a valid template"),
     ("[output]\npng_compress_level = 10", "output.png_compress_level", "between 0 and 9"),
+    ("[output]\nmax_output_megapixels = 0", "output.max_output_megapixels", "greater than 0"),
     ('[model]\nvae = "missing.safetensors"', "model.vae", "file not found"),
     ('[model]\ncheckpoint = "mymodel.safetensors"', "model.checkpoint", "neither an existing"),
     ('[model]\ncheckpoint = "just-a-name"', "model.checkpoint", "hub id like 'owner/name'"),
@@ -54,14 +62,25 @@ CASES = [
     ('[model]\nloras = ["x.safetensors"]', "model.loras[0]", "must be a table"),
     ('[model]\ndevice = "gpu"', "model.device", "must be one of auto, cuda, mps, cpu"),
     ("[model]\nclip_skip = 0", "model.clip_skip", "between 1 and 12"),
+    ('[model]\nprediction = "x0"', "model.prediction", "one of auto, epsilon, v"),
+    ('[model]\nunet_graphs = "yes"', "model.unet_graphs", "one of auto, on, off"),
+    ("[model]\nmax_vram_gb = -1", "model.max_vram_gb", "0 (no limit) or at least 1 (GiB)"),
+    ("[model]\nmax_vram_gb = 0.5", "model.max_vram_gb", "0 (no limit) or at least 1 (GiB)"),
+    ('[model]\ncheckpoint = " "', "model.checkpoint", "must not be empty"),
+    ("[daemon]\njob_timeout_seconds = 0", "daemon.job_timeout_seconds", "greater than 0"),
+    ("[daemon]\nstop_grace_seconds = -1", "daemon.stop_grace_seconds", "greater than 0"),
     ("watch = 3", "watch", "must be a table"),
     ('[watch]\nfolders = "~/Downloads"', "watch.folders", "must be an array, got a string"),
     ("[watch]\nfolders = []", "watch.folders", "at least one folder"),
     ("[watch]\nfolders = [3]", "watch.folders[0]", "must be a non-empty path string"),
     ("[watch]\nquiet_seconds = nan", "watch.quiet_seconds", "finite"),
+    ("[watch]\nquiet_seconds = 0", "watch.quiet_seconds", "greater than 0"),
+    ("[watch]\nrescan_seconds = 0", "watch.rescan_seconds", "greater than 0"),
+    ("[watch]\ngive_up_seconds = -5", "watch.give_up_seconds", "greater than 0"),
     ("[watch]\ngive_up_seconds = 0.5", "watch.give_up_seconds", "longer than watch.quiet_seconds"),
     ("[pause]\ngpu_busy_percent = 101", "pause.gpu_busy_percent", "between 0 and 100"),
     ("[pause]\nprocesses = [1]", "pause.processes[0]", "must be a string"),
+    ("[pause]\ncheck_seconds = 0", "pause.check_seconds", "greater than 0"),
     ("[watch\nrecursive = true", "toml", "is not valid TOML"),
 ]
 
@@ -83,3 +102,42 @@ def test_unreadable_bytes_are_refused_with_the_file_named(tmp_path: Path):
     path.write_bytes(b"[watch]\nrecursive = \xff\n")
     with pytest.raises(ConfigError, match=r"config\.toml: \[file\] cannot be read: .utf-8. codec"):
         load_config(path)
+
+
+# The engine used as a library checks the Preset and ModelConfig it is handed with check_values: the
+# same rules as load_config, so the same refusal, only without a file to name.
+BUILT_IN_CODE = [
+    ("[presets.x]\ntile_size = 32\noverlap = 32", Preset(name="x", tile_size=32, overlap=32)),
+    ("[presets.x]\nsteps = 4\ndenoise = 0.2", Preset(name="x", steps=4, denoise=0.2)),
+    ('[presets.x]\nsampler = "ddim"', Preset(name="x", sampler="ddim")),
+    ("[presets.x]\nseed = -1", Preset(name="x", seed=-1)),
+    ('[presets.x]\nseed = "1234"', Preset(name="x", seed="1234")),
+    ("[presets.x]\ncfg = 2.5", Preset(name="x", cfg=2.5)),
+    ('[model]\ndevice = "gpu"', ModelConfig(device="gpu")),
+    ("[model]\nmax_vram_gb = 0.5", ModelConfig(max_vram_gb=0.5)),
+]
+
+
+@pytest.mark.parametrize(("text", "built"), BUILT_IN_CODE, ids=[c[0] for c in BUILT_IN_CODE])
+def test_a_value_built_in_code_is_refused_as_at_load(tmp_path: Path, text: str, built):
+    path = tmp_path / "config.toml"
+    path.write_text(text + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as at_load:
+        load_config(path)
+    key = at_load.value.key.rsplit(".", 1)[0]
+    with pytest.raises(ConfigError) as in_code:
+        check_values(built, key)
+    assert (in_code.value.key, in_code.value.reason) == (at_load.value.key, at_load.value.reason)
+    assert str(in_code.value) == f"[{at_load.value.key}] {at_load.value.reason}"
+
+
+def test_a_wrong_type_built_in_code_is_refused_not_a_type_error():
+    with pytest.raises(ConfigError, match=r"\[presets.x.denoise\] must be float, got a string \('0.5'\)"):
+        check_values(Preset(name="x", denoise="0.5"), "presets.x")  # type: ignore[arg-type]
+
+
+def test_the_defaults_pass_the_rules():
+    for name, preset in BUILTIN_PRESETS.items():
+        check_values(preset, f"presets.{name}")
+    for section in ("watch", "output", "model", "daemon", "pause"):
+        check_values(getattr(Config(), section), section)

@@ -171,3 +171,30 @@ def _doctor_cli(tmp_path: Path, config: Path) -> subprocess.CompletedProcess[str
         timeout=120,
         cwd=tmp_path,
     )
+
+
+def test_a_missing_built_in_upscaler_blocks_only_the_preset_that_uses_it(tmp_path, monkeypatch):
+    # refine-4x's RealESRGAN weights are not shipped; a user on it must learn that before an image fails.
+    monkeypatch.setenv("NAIUP_MODELS_DIR", str(tmp_path / "no-models"))
+    from naiup.config import DaemonConfig
+
+    on_2x = doctor.check_upscalers(Config(daemon=DaemonConfig(active_preset="refine-2x")))
+    on_4x = doctor.check_upscalers(Config(daemon=DaemonConfig(active_preset="refine-4x")))
+    assert next(c for c in on_2x if c.name == "upscaler realcugan-2x").status is Status.OK
+    missing = next(c for c in on_4x if c.name == "upscaler realesrgan-x4-anime")
+    assert missing.status is Status.FAIL and "RealESRGAN_x4plus_anime_6B" in missing.detail
+    assert next(c for c in on_2x if c.name == "upscaler realesrgan-x4-anime").status is Status.NOTE
+
+
+def test_an_explicit_device_torch_cannot_see_is_a_blocker():
+    import torch
+
+    assert doctor.check_device("auto") is None and doctor.check_device("cpu") is None
+    cuda = doctor.check_device("cuda")
+    expected = Status.OK if torch.cuda.is_available() else Status.FAIL
+    assert cuda.status is expected
+    if expected is Status.FAIL:
+        assert "no CUDA device" in cuda.detail and "auto" in cuda.fix
+    assert doctor.check_device("cuda:7").status is (
+        Status.OK if torch.cuda.device_count() > 7 else Status.FAIL
+    )

@@ -102,8 +102,10 @@ def test_output_has_no_alpha_so_no_stealth_payload(tmp_path, engine):
 
 
 class _FailIfCalled:
-    def process(self, *args, **kwargs):
+    def _fail(self, *args, **kwargs):
         raise AssertionError("model work started for an input that should have been refused")
+
+    load = model_id = idle = process = _fail
 
 
 def test_too_large_output_is_refused_before_any_model_work(tmp_path):
@@ -147,13 +149,16 @@ def test_missing_input_is_an_input_error(tmp_path):
 
 
 class _SeedRefiner:
-    model_id = "seed-noise"
+    model_id, family, prediction, accepts_pixels = "seed-noise", "sd15", "epsilon", False
 
     def __init__(self, model, device):
         pass
 
     def load(self):
         pass
+
+    def model_id_for(self, prompt, negative_prompt=""):
+        return self.model_id
 
     def refine(self, image, preset, *, prompt, negative_prompt, seed, progress=None):
         noise = np.random.default_rng(seed).integers(0, 8, (image.height, image.width, 3))

@@ -56,6 +56,13 @@ class ModelConfig:
     unet_graphs: str = "auto"  # auto | on | off: CUDA graphs (torch.compile) for the UNet tiles
 
 
+def unet_steps(steps: int, denoise: float) -> int:
+    """UNet steps an img2img refine runs: the tail int(steps x denoise) of a `steps`-step schedule,
+    counted as diffusers' img2img pipeline and A1111 count them (the one formula: the config refuses
+    a preset that would run none, and the sampler keeps this many timesteps)."""
+    return min(int(steps * denoise), steps)
+
+
 @dataclass(frozen=True, slots=True)
 class Preset:
     name: str
@@ -84,7 +91,7 @@ class Preset:
 
     @property
     def unet_steps(self) -> int:
-        return int(self.steps * self.denoise) if self.refine else 0
+        return unet_steps(self.steps, self.denoise) if self.refine else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +101,6 @@ class DaemonConfig:
     job_timeout_seconds: float = 600.0
     max_attempts: int = 3
     stop_grace_seconds: float = 10.0  # at SIGTERM the current job may finish within this, else requeued
-    engine: str = "naiup.engine:Engine"  # "module:callable" the worker child calls with the ModelConfig
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,13 @@
 """Raw TOML table -> validated Config. Every refusal names the file, the key path and the problem.
 
-Types come from the dataclass annotations in naiup/config/model.py, so a new field is validated for type the
-moment it is added; ranges and enums live in the tables below; cross-field rules in `_check_preset`
-and `_check_config`. Paths: `~` is expanded and relative paths are taken from the config file's folder
-(the daemon's working directory is not something the user chose).
+This is the one place the config's rules live. Types come from the dataclass annotations in
+naiup/config/model.py, so a new field is validated for type the moment it is added; ranges and enums
+live in RULES below; cross-field rules in `_preset_rules` and `_check_config`. Paths: `~` is expanded
+and relative paths are taken from the config file's folder (the daemon's working directory is not
+something the user chose).
+
+check_values(obj, key) applies the same value rules to a dataclass built in code (the engine used as
+a library checks its Preset and ModelConfig with it), so a rule is written, and tested, once.
 """
 
 from __future__ import annotations
@@ -66,6 +70,14 @@ def _one_of(*choices: str) -> Check:
     return lambda v: None if v in choices else f"must be one of {', '.join(choices)}; got {v!r}"
 
 
+def _seed(v: str | int) -> str | None:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return None if 0 <= v <= _SEED_MAX else f"must be between 0 and {_SEED_MAX}, got {v}"
+    if v in ("image", "random"):
+        return None
+    return f'must be "image", "random" or an integer (without quotes), got {v!r}'
+
+
 # Per-field rules, keyed "<dataclass>.<field>"; cross-field rules are in the functions below.
 RULES: dict[str, Check] = {
     "WatchConfig.quiet_seconds": _positive,
@@ -84,7 +96,6 @@ RULES: dict[str, Check] = {
     "DaemonConfig.job_timeout_seconds": _positive,
     "DaemonConfig.max_attempts": _between(1, 100),
     "DaemonConfig.stop_grace_seconds": _positive,
-    "DaemonConfig.engine": lambda v: None if ":" in v else f"must be 'module:callable', got {v!r}",
     "PauseConfig.gpu_busy_percent": _between(0, 100),
     "PauseConfig.check_seconds": _positive,
     "Preset.scale": lambda v: None if 1 < v <= 8 else f"must be in (1, 8], got {v}",
@@ -103,12 +114,14 @@ RULES: dict[str, Check] = {
         None if v == 0 or v >= 16 else f"must be 0 (whole attention) or at least 16 latent px, got {v}"
     ),
     "Preset.upscaler": lambda v: None if v.strip() else 'must not be empty (use "lanczos" for no model)',
+    "Preset.seed": _seed,
 }
 
 
 def build_config(raw: dict[str, Any], path: Path, model_files_must_exist: bool = True) -> Config:
     """Turn a parsed TOML document into a Config, refusing the first problem found."""
     base = path.parent
+    raw = _without_retired(raw, path)
     _refuse_unknown(raw, [*SECTIONS, "presets"], "", path)
     sections = {
         name: _build(cls, _table(raw.get(name, {}), name, path), name, path) for name, cls in SECTIONS.items()
@@ -126,7 +139,8 @@ def build_config(raw: dict[str, Any], path: Path, model_files_must_exist: bool =
         start = presets.get(name, Preset(name=name))
         changes = _fields(Preset, _table(table, key, path), key, path, skip=("name",))
         preset = dataclasses.replace(start, **changes)
-        presets[name] = _check_preset(preset, key, base, path)
+        _preset_rules(preset, key, path)
+        presets[name] = _resolve_upscaler(preset, key, base, path)
     config = Config(
         watch=watch,
         output=sections["output"],
@@ -138,6 +152,25 @@ def build_config(raw: dict[str, Any], path: Path, model_files_must_exist: bool =
     )
     _check_config(config, path)
     return config
+
+
+def _without_retired(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    """`raw` less the keys older versions read and this one ignores.
+
+    [daemon] engine named the engine the worker builds; config.example.toml wrote the default into
+    every copy of it. That default is dropped (the file keeps loading); another engine is refused,
+    since it would silently no longer be used."""
+    daemon = raw.get("daemon")
+    if not isinstance(daemon, dict) or "engine" not in daemon:
+        return raw
+    if daemon["engine"] != "naiup.engine:Engine":
+        raise ConfigError(
+            "daemon.engine",
+            "is no longer a config key: remove it (a stand-in engine for tests is named by the "
+            "NAIUP_ENGINE environment variable)",
+            path,
+        )
+    return {**raw, "daemon": {k: v for k, v in daemon.items() if k != "engine"}}
 
 
 def _table(value: Any, key: str, path: Path) -> dict[str, Any]:
@@ -166,11 +199,35 @@ def _fields(cls: type, table: dict[str, Any], key: str, path: Path, skip: tuple[
     for name, value in table.items():
         full = f"{key}.{name}"
         out[name] = _convert(value, hints[name], full, path)
-        rule = RULES.get(f"{cls.__name__}.{name}")
-        reason = rule(out[name]) if rule else None
+        reason = _rule_reason(cls, name, out[name])
         if reason:
             raise ConfigError(full, reason, path)
     return out
+
+
+def _rule_reason(cls: type, name: str, value: Any) -> str | None:
+    rule = RULES.get(f"{cls.__name__}.{name}")
+    return rule(value) if rule else None
+
+
+def check_values(obj: Any, key: str, path: Path | None = None) -> None:
+    """Refuse, as load_config would, the first value of a config dataclass built in code: the rules
+    of each of its keys (RULES), then those across a preset's keys. ConfigError names `key`.<field>.
+    Not the file checks (paths exist, relative paths): those belong to reading a file. Types are
+    the caller's to get right (the annotations); a value a rule cannot compare is refused too."""
+    cls = type(obj)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        try:
+            reason = _rule_reason(cls, f.name, value)
+        except (TypeError, AttributeError):  # e.g. "1.5" where a number belongs
+            hint = hints[f.name]
+            reason = f"must be {getattr(hint, '__name__', hint)}, got {_kind(value)} ({value!r})"
+        if reason:
+            raise ConfigError(f"{key}.{f.name}", reason, path)
+    if isinstance(obj, Preset):
+        _preset_rules(obj, key, path)
 
 
 def _kind(value: Any) -> str:
@@ -190,8 +247,10 @@ def _convert(value: Any, hint: Any, key: str, path: Path) -> Any:
             raise refuse("an array")
         item = typing.get_args(hint)[0]
         return tuple(_convert(v, item, f"{key}[{i}]", path) for i, v in enumerate(value))
-    if origin in (types.UnionType, typing.Union):  # only `seed: str | int`
-        return _convert_seed(value, key, path)
+    if origin in (types.UnionType, typing.Union):  # only `seed: str | int`; its values: RULES
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise refuse('"image", "random" or an integer')
+        return value
     if hint is bool:
         # TOML's true/false only: 0/1 or "yes" in a bool field is a typo we refuse, not guess.
         if not isinstance(value, bool):
@@ -224,17 +283,7 @@ def _convert(value: Any, hint: Any, key: str, path: Path) -> Any:
     raise TypeError(f"config schema has no rule for {hint!r} ({key})")  # a bug in this module, not user input
 
 
-def _convert_seed(value: Any, key: str, path: Path) -> str | int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        if 0 <= value <= _SEED_MAX:
-            return value
-        raise ConfigError(key, f"must be between 0 and {_SEED_MAX}, got {value}", path)
-    if value in ("image", "random"):
-        return value
-    raise ConfigError(key, f'must be "image", "random" or an integer (without quotes), got {value!r}', path)
-
-
-def _check_preset(preset: Preset, key: str, base: Path, path: Path) -> Preset:
+def _preset_rules(preset: Preset, key: str, path: Path | None) -> None:
     """Rules that involve more than one key of a preset."""
     if preset.overlap >= preset.tile_size:
         raise ConfigError(
@@ -254,6 +303,10 @@ def _check_preset(preset: Preset, key: str, base: Path, path: Path) -> Preset:
             f"steps x denoise = {preset.steps} x {preset.denoise} gives no UNet step; raise steps or denoise",
             path,
         )
+
+
+def _resolve_upscaler(preset: Preset, key: str, base: Path, path: Path) -> Preset:
+    """An upscaler given as a path must exist; relative to the config file's folder."""
     if looks_like_path(preset.upscaler):
         return dataclasses.replace(
             preset, upscaler=existing_file(preset.upscaler, f"{key}.upscaler", base, path)

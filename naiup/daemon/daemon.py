@@ -1,8 +1,8 @@
 """`naiup run`: the composition of watcher, stabiliser, ledger, scheduler and control server.
 
-Start order: instance lock -> logging -> config -> ledger (crash recovery) -> temp cleanup -> threads ->
-control socket -> observer -> catch-up scan (the observer starts first so nothing lands unseen; a
-folder seen for the first time is baselined instead, see catchup.py).
+Start order: instance lock -> logging -> config -> ledger (crash recovery) -> temp cleanup -> control
+socket bound -> threads -> control socket served -> observer -> catch-up scan (the observer starts first
+so nothing lands unseen; a folder seen for the first time is baselined instead, see catchup.py).
 Stop (SIGTERM/SIGINT/`stop`): the main thread only sets an event; the loop then tears down in reverse,
 writing each folder's "last ran" mark once the observer is stopped.
 """
@@ -22,19 +22,21 @@ import filelock
 
 from naiup import __version__, paths
 from naiup.config import Config, load_config
-from naiup.control import channel as control
-from naiup.daemon.catchup import BackfillCount, Scanner
-from naiup.daemon.ledger import Ledger, State, default_path
+from naiup.control.protocol import CurrentJob, DaemonState, PauseSource, Status, ensure_private_dir
+from naiup.daemon import verbs
+from naiup.daemon.catchup import BackfillCount, Scanner, backfill_candidates
+from naiup.daemon.ledger import OWN_OUTPUT, Item, Ledger, State, default_path
 from naiup.daemon.logs import setup_logging
 from naiup.daemon.pause_gate import RuleGate, sensors_from_env
 from naiup.daemon.pause_rules import Sensors
 from naiup.daemon.scheduler import Scheduler
+from naiup.daemon.server import ControlServer
 from naiup.daemon.stabiliser import Stabiliser
 from naiup.daemon.state import RuntimeState, load_state, save_state
-from naiup.daemon.verbs import Verbs
 from naiup.daemon.watcher import Watcher
 from naiup.errors import FatalError, NaiupError
 from naiup.output.atomic import TEMP_SUFFIX, replace_file
+from naiup.pathnames import shown
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,19 @@ def remove_stale_temps(folders: tuple[Path, ...], recursive: bool = False, now: 
 
 
 class Daemon:
+    """The service. `run()` holds the instance lock, reads the config, then `start()` builds the
+    collaborators and starts their threads; the control verbs (verbs.py) call the public methods below."""
+
+    # Built by start(): they need the instance lock held (the ledger's crash recovery) and the config.
+    rules: RuleGate
+    ledger: Ledger
+    scheduler: Scheduler
+    stabiliser: Stabiliser
+    scanner: Scanner
+    existing_count: BackfillCount
+    watcher: Watcher
+    server: ControlServer
+
     def __init__(self, config_path: Path | None = None, sensors: Sensors | None = None) -> None:
         self.config_path = config_path
         self._sensors = sensors  # None: the real ones (or NAIUP_PAUSE_SENSORS, see pause_gate)
@@ -79,6 +94,7 @@ class Daemon:
         self._state_path = paths.state_dir() / "runtime.json"
         self._runtime_lock = threading.Lock()
         self._runtime = RuntimeState()
+        self._rescan_now = threading.Event()
         self.stop_event = threading.Event()
         self.log_path: Path | None = None
 
@@ -99,8 +115,137 @@ class Daemon:
             save_state(self._state_path, self._runtime)
             return self._runtime
 
+    # --- what the control verbs ask (verbs.py maps each verb to one of these) ---
+    def status(self) -> Status:
+        user, rs, sch, cfg = self.runtime(), self.effective_runtime(), self.scheduler, self.config
+        counts = self.ledger.counts()
+        if rs.paused:
+            state = DaemonState.PAUSED
+        elif sch.loading:
+            state = DaemonState.LOADING
+        elif sch.engine_error:  # a rejected config edit is no error state: the previous config runs on
+            state = DaemonState.ERROR
+        elif sch.current is not None:
+            state = DaemonState.WORKING
+        else:
+            state = DaemonState.IDLE
+        rules = self.rules.status()
+        return Status(
+            state=state,
+            active_preset=rs.active_preset or cfg.daemon.active_preset,
+            presets=tuple(sorted(cfg.presets)),
+            current=sch.current,
+            download=sch.download,
+            queue_length=counts.get(State.QUEUED, 0),  # waiting to start: `current` is the one running
+            waiting=self.stabiliser.pending(),
+            existing=self.existing_count(cfg.watch.folders),  # what `backfill` would queue
+            counts=counts,
+            last_error=sch.last_error,
+            pause_reason=rs.pause_reason if rs.paused else None,
+            paused_until=rs.paused_until if rs.paused else None,
+            pause_source=(PauseSource.USER if user.paused else PauseSource.RULE) if rs.paused else None,
+            pause_rule=rules.holding,
+            pause_rule_overridden=rules.overridden,
+            pause_rules_unavailable=rules.unavailable,
+            last_output=sch.last_output,
+            engine_error=sch.engine_error,
+            config_error=self.config_error,
+            worker_pid=sch.worker_pid,
+            watch_folders=tuple(str(f) for f in cfg.watch.folders),
+            missing_folders=tuple(self.watcher.missing),
+            event_overflows=self.watcher.overflows,
+            config_path=str(self.config_path) if self.config_path else None,
+            log_path=str(self.log_path) if self.log_path else None,
+            pid=os.getpid(),
+        )
+
+    def queue(self, failed: bool = False, limit: int = 1000) -> list[Item]:
+        """Files waiting or queued or being refined; with `failed`, failed and skipped ones instead."""
+        if not failed:
+            return self.ledger.items((State.WAITING, State.QUEUED, State.PROCESSING), limit)
+        # Our own outputs are skipped on purpose, not a problem to list (status counts them apart).
+        return self.ledger.items((State.FAILED, State.SKIPPED), limit, except_error=OWN_OUTPUT)
+
+    def pause(self, free_gpu: bool = False, until: float | None = None, reason: str | None = None) -> Status:
+        """`until`: the wall-clock time the pause ends by itself (None: when the user resumes)."""
+        self.set_runtime(
+            paused=True,
+            free_gpu=free_gpu,
+            paused_until=until,
+            pause_reason=reason or "by you",  # reads right in `paused: …` and the tray's "paused (…)"
+        )
+        self.scheduler.wake()
+        return self.status()
+
+    def resume(self) -> Status:
+        self.rules.override()  # the user's resume wins over rules holding now (README: Pause rules)
+        self.set_runtime(paused=False, free_gpu=False, paused_until=None, pause_reason=None)
+        self.scheduler.wake(retry_load=True)
+        return self.status()
+
+    def use_preset(self, name: str) -> Status:
+        presets = self.config.presets
+        if name not in presets:  # the name came from the command line or the tray, not the config file
+            raise NaiupError(f"unknown preset {name!r} (known: {', '.join(sorted(presets))})")
+        self.set_runtime(active_preset=name)
+        self.scheduler.wake(retry_load=True)
+        return self.status()
+
+    def retry(self, item_id: int | None = None) -> int:
+        """Queue failed files again: the one with this ledger id, or all (None). Returns how many."""
+        if item_id is not None:
+            item = self.ledger.get(item_id)
+            if item is None:
+                raise NaiupError(f"no file with id {item_id} (`naiup queue --failed` lists the ids)")
+            if item.state is not State.FAILED:
+                where = shown(item.path)
+                raise NaiupError(f"id {item_id} is {item.state}, not failed: nothing to retry ({where})")
+        n = self.ledger.retry(item_id)
+        self.scheduler.wake()
+        return n
+
+    def backfill(
+        self, since: float | None = None, folder: Path | None = None, dry_run: bool = False
+    ) -> list[Item]:
+        """Send `existing` images (oldest first) through the stabiliser's full check, like new files.
+        Returns the images chosen (all of them, queued unless `dry_run`)."""
+        watched = self.config.watch.folders
+        if folder is not None and not any(
+            folder.is_relative_to(r) or r.is_relative_to(folder) for r in watched
+        ):
+            names = ", ".join(map(shown, watched))
+            raise NaiupError(f"{shown(folder)} is not a watched folder or inside one (watched: {names})")
+        chosen = backfill_candidates(self.ledger, watched, since, folder)
+        if not dry_run and chosen:
+            self.ledger.reconsider([i.id for i in chosen])
+            for item in chosen:
+                self.stabiliser.hint(Path(item.path))
+            log.info("backfill count=%d since=%s folder=%s", len(chosen), since, folder)
+        return chosen
+
+    def request_rescan(self) -> None:
+        self._rescan_now.set()
+
     def reload(self) -> None:
         """Re-read the config; an invalid one keeps the old config and shows the error in status."""
+        old = self.config
+        self._load_config()
+        new = self.config
+        worker_changed = old.model != new.model
+        self.scheduler.wake(retry_load=True, restart_worker=worker_changed)
+        if old.pause != new.pause:
+            self.rules.reconfigure(new.pause)
+        if (old.watch.folders, old.watch.recursive) != (new.watch.folders, new.watch.recursive):
+            self.watcher.retarget(new.watch.folders, new.watch.recursive)
+            self.request_rescan()  # files already waiting in a newly watched folder
+
+    def request_stop(self) -> CurrentJob | None:
+        """Stop soon (the loop tears down); returns the job that may still finish meanwhile."""
+        self.stop_event.set()
+        return self.scheduler.current
+
+    # --- life cycle ---
+    def _load_config(self) -> None:
         path = self.config_path
         try:
             self._config_mtime = path.stat().st_mtime if path and path.exists() else None
@@ -110,19 +255,7 @@ class Daemon:
             self.config_error = str(exc)
             log.error("config reload failed, keeping the previous config error=%s", exc)
             raise
-        old, self.config, self.config_error = self.config, new, None
-        if hasattr(self, "scheduler"):
-            worker_changed = (old.model, old.daemon.engine) != (new.model, new.daemon.engine)
-            self.scheduler.wake(retry_load=True, restart_worker=worker_changed)
-            if old.pause != new.pause:
-                self.rules.reconfigure(new.pause)
-            watcher = getattr(self, "watcher", None)
-            if watcher is not None and (old.watch.folders, old.watch.recursive) != (
-                new.watch.folders,
-                new.watch.recursive,
-            ):
-                watcher.retarget(new.watch.folders, new.watch.recursive)
-                self.request_rescan()  # files already waiting in a newly watched folder
+        self.config, self.config_error = new, None
         log.info("config loaded path=%s", path)
 
     def _poll_config(self) -> None:
@@ -135,9 +268,8 @@ class Daemon:
             with contextlib.suppress(NaiupError, OSError):  # logged, and kept in status
                 self.reload()
 
-    # --- life cycle ---
     def run(self) -> int:
-        state_dir = control.ensure_private_dir(paths.state_dir())
+        state_dir = ensure_private_dir(paths.state_dir())
         lock = filelock.FileLock(
             state_dir / "daemon.lock", timeout=0, thread_local=False, fallback_to_soft=False
         )  # a soft lock would outlive a crash
@@ -151,8 +283,17 @@ class Daemon:
         try:
             self.log_path, handlers = setup_logging(paths.log_dir())
             self.config_path = self.config_path or _default_config_path()
-            self.reload()
-            return self._serve()
+            self._load_config()
+            self.start()
+            try:
+                self._install_signals()
+                log.info("naiup daemon started pid=%d version=%s", os.getpid(), __version__)
+                self.request_rescan()
+                self._loop()
+            finally:
+                self._shutdown()
+            log.info("stopped")
+            return 0
         except NaiupError:
             raise  # a sentence for the user (bad config, ledger): the CLI prints it
         except BaseException as exc:
@@ -168,56 +309,61 @@ class Daemon:
                 logging.getLogger().removeHandler(h)
                 h.close()
 
-    def _serve(self) -> int:
+    def start(self) -> None:
+        """Build the collaborators and start their threads, the control socket and the observer.
+        Called by run() with the instance lock held and the config read."""
         cfg = self.config
         # Our own processes never count as "another process using the GPU"; the worker pid changes.
         own_pids = lambda: {os.getpid(), self.scheduler.worker_pid} - {None}  # noqa: E731
         self.rules = RuleGate(cfg.pause, self._sensors or sensors_from_env(own_pids))
         self._runtime = load_state(self._state_path)
         self.ledger = Ledger(default_path())
-        requeued, poisoned = self.ledger.recover(cfg.daemon.max_attempts)
-        if requeued:
-            log.info("requeued jobs interrupted by a crash count=%d", requeued)
-        remove_stale_temps(cfg.watch.folders, cfg.watch.recursive)
-        self.server: control.ControlServer | None = None
-        self.scheduler = Scheduler(self.ledger, lambda: self.config, self.effective_runtime, self._publish)
-        self.stabiliser = Stabiliser(
-            self.ledger, lambda: self.config, self.scheduler.wake, on_failed=self.scheduler.note_failure
-        )
+        try:
+            requeued, poisoned = self.ledger.recover(cfg.daemon.max_attempts)
+            if requeued:
+                log.info("requeued jobs interrupted by a crash count=%d", requeued)
+            remove_stale_temps(cfg.watch.folders, cfg.watch.recursive)
+            self.scheduler = Scheduler(
+                self.ledger, lambda: self.config, self.effective_runtime, self._publish
+            )
+            self.stabiliser = Stabiliser(
+                self.ledger, lambda: self.config, self.scheduler.wake, on_failed=self.scheduler.note_failure
+            )
+            self.scanner = Scanner(self.ledger, lambda: self.config, self.stabiliser)
+            self.existing_count = BackfillCount(self.ledger)
+            self.watcher = Watcher(
+                cfg.watch.folders,
+                cfg.watch.recursive,
+                self.stabiliser.hint,
+                self.request_rescan,
+                self.stabiliser.moved,
+            )
+            # Bound now, served once the threads run: a socket that cannot open stops us before any.
+            self.server = ControlServer(lambda verb, args: verbs.handle(self, verb, args))
+        except BaseException:
+            self.ledger.close()
+            raise
         for item in poisoned:  # failed by the recovery above: as much news as a job failing now
             self.scheduler.note_failure(item, item.error or "")
-        self.scanner = Scanner(self.ledger, lambda: self.config, self.stabiliser)
-        self.existing_count = BackfillCount(self.ledger)
-        self.watcher = Watcher(
-            cfg.watch.folders,
-            cfg.watch.recursive,
-            self.stabiliser.hint,
-            self.request_rescan,
-            self.stabiliser.moved,
-        )
-        self._rescan_now = threading.Event()
-        self.stabiliser.start()
-        self.scheduler.start()
         try:
-            self.server = control.ControlServer(Verbs(self).handle)
+            self.stabiliser.start()
+            self.scheduler.start()
             self.server.start()
-            _write_info({"pid": os.getpid(), "address": control.address(), "version": __version__})
+            _write_info({"pid": os.getpid(), "address": self.server.address, "version": __version__})
             self.watcher.start()
-            self._install_signals()
-            log.info("naiup daemon started pid=%d version=%s", os.getpid(), __version__)
-            self.request_rescan()
-            self._loop()
-        finally:
-            log.info("stopping")
-            self.watcher.stop()
-            self._mark_folders()
-            self.stabiliser.stop()
-            self.scheduler.stop()
-            if self.server is not None:
-                self.server.stop()
-            self.ledger.close()
-        log.info("stopped")
-        return 0
+        except BaseException:
+            self._shutdown()
+            raise
+
+    def _shutdown(self) -> None:
+        """Tear down in reverse: each folder's "last ran" mark is written once the observer is stopped."""
+        log.info("stopping")
+        self.watcher.stop()
+        self._mark_folders()
+        self.stabiliser.stop()
+        self.scheduler.stop()
+        self.server.stop()
+        self.ledger.close()
 
     def _mark_folders(self) -> None:
         """At stop: each folder's "last ran" mark, so the next start catches up from here."""
@@ -239,13 +385,10 @@ class Daemon:
     def _poll_config_forced(self) -> None:
         self._config_mtime = -1.0
 
-    def request_rescan(self) -> None:
-        self._rescan_now.set()
-
     def _loop(self) -> None:
         next_rescan = next_config = next_watch_check = next_watch_restart = time.monotonic()
         next_temp_sweep = next_rescan + STALE_TEMP_SECONDS  # start-up swept already
-        last_status: dict | None = None
+        last_status: Status | None = None
         rule = None
         while not self.stop_event.wait(TICK):
             now = time.monotonic()
@@ -283,54 +426,12 @@ class Daemon:
                     self.watcher.restart()
                     self.request_rescan()
             status = self.status()
-            if status != last_status and self.server is not None:
-                self.server.publish({"event": "status", "status": status})
+            if status != last_status:
+                self.server.publish({"event": "status", "status": status.to_json()})
                 last_status = status
 
     def _publish(self, event: dict) -> None:
-        if getattr(self, "server", None) is not None:
-            self.server.publish(event)
-
-    def status(self) -> dict:
-        user, rs, sch, cfg = self.runtime(), self.effective_runtime(), self.scheduler, self.config
-        counts = self.ledger.counts()
-        if rs.paused:
-            state = "paused"
-        elif sch.loading:
-            state = "loading"
-        elif sch.engine_error:  # a rejected config edit is no error state: the previous config runs on
-            state = "error"
-        elif sch.current is not None:
-            state = "working"
-        else:
-            state = "idle"
-        return {
-            "ok": True,
-            "state": state,
-            "active_preset": rs.active_preset or cfg.daemon.active_preset,
-            "presets": sorted(cfg.presets),
-            "current": sch.current,
-            "download": sch.download,  # a hub model downloading: {name, done, total} bytes
-            "queue_length": counts.get(State.QUEUED, 0),  # waiting to start: `current` is the one running
-            "waiting": self.stabiliser.pending(),
-            "existing": self.existing_count(cfg.watch.folders),  # what `backfill` would queue
-            "counts": counts,
-            "last_error": sch.last_error,
-            "pause_reason": rs.pause_reason if rs.paused else None,
-            "paused_until": rs.paused_until if rs.paused else None,
-            "pause_source": ("user" if user.paused else "rule") if rs.paused else None,
-            **self.rules.status(),
-            "last_output": sch.last_output,
-            "engine_error": sch.engine_error,
-            "config_error": self.config_error,
-            "worker_pid": sch.worker_pid,
-            "watch_folders": [str(f) for f in cfg.watch.folders],
-            "missing_folders": self.watcher.missing,
-            "event_overflows": self.watcher.overflows,
-            "config_path": str(self.config_path) if self.config_path else None,
-            "log_path": str(self.log_path),
-            "pid": os.getpid(),
-        }
+        self.server.publish(event)  # the scheduler's thread starts after the server is built
 
 
 def _default_config_path() -> Path:

@@ -14,13 +14,11 @@ from collections.abc import Callable
 from pathlib import Path, PurePath
 from typing import Any
 
+from naiup.daemon.worker_messages import Log
 from naiup.pathnames import plain_text
+from naiup.paths import daemon_log_path
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def daemon_log_path(log_dir: Path) -> Path:
-    return log_dir / "daemon.log"  # only the daemon writes this file; the tray has its own
 
 
 class PlainArgs(logging.Filter):
@@ -64,7 +62,7 @@ def setup_logging(log_dir: Path, level: int = logging.INFO) -> tuple[Path, list[
 
 
 class PipeLogHandler(logging.Handler):
-    """In the worker child: each record becomes a {"log": [level, logger, text]} message to the daemon."""
+    """In the worker child: each record becomes a Log message to the daemon."""
 
     def __init__(self, send: Callable[[Any], None]) -> None:
         super().__init__(logging.INFO)
@@ -74,7 +72,7 @@ class PipeLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         with contextlib.suppress(Exception):  # the pipe is gone: the daemon is going away
-            self._send({"log": [record.levelno, record.name, self.format(record)]})
+            self._send(Log(record.levelno, record.name, self.format(record)))
 
 
 def child_logging(send: Callable[[Any], None]) -> None:
@@ -84,10 +82,9 @@ def child_logging(send: Callable[[Any], None]) -> None:
     logging.getLogger("naiup").setLevel(logging.INFO)
 
 
-def forward(msg: dict) -> None:
+def forward(record: Log) -> None:
     """In the daemon: write a record the worker sent."""
-    level, name, text = msg["log"]
-    logging.getLogger(name).log(level, "%s", _Verbatim(text))
+    logging.getLogger(record.logger).log(record.level, "%s", _Verbatim(record.text))
 
 
 class _Verbatim(str):

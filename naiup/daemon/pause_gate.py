@@ -10,37 +10,36 @@ lives only in memory; the runtime state file keeps only the user's own choices. 
 wins: every rule holding at that moment is overridden until it clears (after its hysteresis) and
 triggers again. A rule that was not holding at the resume still pauses when it triggers.
 
-`sensors_from_env` is the test seam for a daemon in its own process: NAIUP_PAUSE_SENSORS="module:name"
+`sensors_from_env` is the test seam for a daemon in its own process: NAIUP_PAUSE_SENSORS (naiup.seams)
 names a callable taking the own-pids callable and returning a Sensors.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
+from naiup import seams
 from naiup.config import PauseConfig
 from naiup.daemon.pause_rules import PauseRules, Sensors, SystemSensors
-from naiup.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-SENSORS_ENV = "NAIUP_PAUSE_SENSORS"
+
+@dataclass(frozen=True, slots=True)
+class RulesStatus:
+    """What the rules add to the daemon's status."""
+
+    holding: str | None  # the reason of a rule pausing now
+    overridden: str | None  # a rule holding that the user resumed over
+    unavailable: dict[str, str]  # rule -> why it cannot be checked here
 
 
 def sensors_from_env(own_pids: Callable[[], Iterable[int]]) -> Sensors:
-    spec = os.environ.get(SENSORS_ENV)
-    if not spec:
-        return SystemSensors(own_pids=own_pids)
-    module, _, attr = spec.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError(SENSORS_ENV, f"cannot load sensors {spec!r} ({exc})") from exc
-    return factory(own_pids)
+    factory = seams.optional_factory(seams.PAUSE_SENSORS)
+    return SystemSensors(own_pids=own_pids) if factory is None else factory(own_pids)
 
 
 class RuleGate:
@@ -92,12 +91,10 @@ class RuleGate:
     def _reason_locked(self) -> str | None:
         return next((r for n, r in self._engaged.items() if n not in self._overridden), None)
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> RulesStatus:
         with self._lock:
-            return {
-                "pause_rule": self._reason_locked(),
-                "pause_rule_overridden": next(
-                    (r for n, r in self._engaged.items() if n in self._overridden), None
-                ),
-                "pause_rules_unavailable": dict(self._unavailable),
-            }
+            return RulesStatus(
+                holding=self._reason_locked(),
+                overridden=next((r for n, r in self._engaged.items() if n in self._overridden), None),
+                unavailable=dict(self._unavailable),
+            )

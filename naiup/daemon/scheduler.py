@@ -14,9 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from naiup.config import Config, Preset
+from naiup.control.protocol import CurrentJob, ModelDownload
 from naiup.daemon.ledger import Item, Ledger
 from naiup.daemon.state import RuntimeState
 from naiup.daemon.worker import Outcome, Worker
+from naiup.daemon.worker_messages import Download
 from naiup.errors import NaiupError, plain_message
 from naiup.job import output_candidates
 from naiup.output.atomic import TEMP_SUFFIX, temp_prefix
@@ -69,9 +71,8 @@ class Scheduler:
         self._worker: Worker | None = None
         self.loading = False
         self.engine_error: str | None = None
-        self.current: dict | None = None
-        # A hub model downloading now: {name, done, total} (bytes), for status and the tray.
-        self.download: dict | None = None
+        self.current: CurrentJob | None = None
+        self.download: ModelDownload | None = None  # a hub model downloading now, for status and the tray
         self.last_output: str | None = None
         self.last_error: str | None = None
         self._last_error_id: int | None = None  # the ledger row last_error is about
@@ -209,9 +210,11 @@ class Scheduler:
             log.error("engine cannot load, files stay queued error=%s", error)
         return False
 
-    def _downloading(self, info: dict) -> None:
+    def _downloading(self, msg: Download) -> None:
         """The worker's download progress: shown while bytes are still to come."""
-        self.download = dict(info) if info.get("done", 0) < info.get("total", 0) else None
+        self.download = (
+            ModelDownload(name=msg.name, done=msg.done, total=msg.total) if msg.done < msg.total else None
+        )
 
     def _engine_failed(self, outcome: Outcome) -> None:
         """The engine cannot load a model: stop the worker, show why, retry later (files stay queued)."""
@@ -229,13 +232,9 @@ class Scheduler:
         attempts = item.attempts + 1
 
         def progress(fraction: float, stage: str) -> None:
-            self.current = {
-                "id": item.id,
-                "path": item.path,
-                "preset": preset.name,
-                "progress": fraction,
-                "stage": stage,
-            }
+            self.current = CurrentJob(
+                id=item.id, path=item.path, preset=preset.name, progress=fraction, stage=stage
+            )
 
         progress(0.0, "starting")
         log.info("job start id=%s path=%s preset=%s attempt=%d", item.id, src, preset.name, attempts)

@@ -50,10 +50,6 @@ JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini", ".ds_store"})
 MAX_BACKOFF = 30.0
 
 
-def is_partial_download(path: Path) -> bool:
-    return path.name.lower().endswith(PARTIAL_SUFFIXES) or in_download_bundle(path.parent)
-
-
 def in_download_bundle(folder: Path) -> bool:
     """Safari writes inside a `name.download` folder: nothing in one is finished."""
     return any(p.endswith(".download") for p in folder.parts)

@@ -2,12 +2,12 @@
 
 Spawn, never fork: CUDA does not survive a fork. "Pause and free GPU" is stopping this child, since a
 CUDA context only goes away with its process. The pipe to the child is private (never a socket), so
-plain multiprocessing messages are safe on it.
+pickled messages are safe on it; what goes over it is the dataclasses of worker_messages.py, and
+Worker._receive is the one place that reads them on the daemon's side.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import multiprocessing as mp
 import os
@@ -19,24 +19,37 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from naiup import seams
 from naiup.config import Config, Preset
-from naiup.daemon.logs import forward
+from naiup.daemon.logs import child_logging, forward
+from naiup.daemon.worker_messages import (
+    Done,
+    Download,
+    Failed,
+    Job,
+    LoadFailed,
+    Log,
+    ModelId,
+    ModelIdOf,
+    Notice,
+    Progress,
+    Ready,
+    Reply,
+    Stop,
+)
+from naiup.errors import ConfigError, ModelLoadError, NaiupError, OutOfMemoryError, OutputError
+from naiup.job import ImageEngine, run_job
 
 log = logging.getLogger(__name__)
 
 LOAD_TIMEOUT = 600.0  # a hang past this counts as a load failure (a download that moves is no hang)
 # A hub model's download reports at most this often over the pipe (and once more when complete).
 DOWNLOAD_REPORT_INTERVAL = 0.5
+MODEL_ID_TIMEOUT = 60.0
 # No next job this long after the last one (the scheduler sends the next at once): the queue is idle,
 # and the engine gives back the accelerator memory it caches (a game started now gets it).
 IDLE_AFTER = 2.0
-
-
-def load_factory(spec: str) -> Callable:
-    module, _, attr = spec.partition(":")
-    if not module or not attr:
-        raise ValueError(f"engine factory must be 'module:callable', got {spec!r}")
-    return getattr(importlib.import_module(module), attr)
+_POLL = 0.1  # how often a wait looks at `cancelled` and at whether the child still lives
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -47,32 +60,9 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(3)
 
 
-def engine_model_id(engine: object, config: Config, preset: Preset) -> str:
-    """The engine's id of the model set a preset uses (what provenance records), else the config's."""
-    model_id = getattr(engine, "model_id", None)
-    if callable(model_id):
-        return str(model_id(preset))
-    return config_model_id(config)
-
-
-def engine_idle(engine: object) -> None:
-    """Tell the engine the queue went idle (engines without an `idle` method have nothing to free)."""
-    idle = getattr(engine, "idle", None)
-    if callable(idle):
-        try:
-            idle()
-        except Exception:  # freeing a cache must never cost the worker
-            log.exception("engine idle hook failed")
-
-
-def config_model_id(config: Config) -> str:
-    m = config.model
-    return "|".join((m.checkpoint, m.vae, m.lcm_lora))
-
-
-def download_reporter(send: Callable[[dict], None], clock: Callable[[], float] = time.monotonic):
-    """The engine's download callback in the child: {"download": {name, done, total}} messages,
-    throttled (the hub client reports every chunk), the first and the completing one always sent."""
+def download_reporter(send: Callable[[Download], None], clock: Callable[[], float] = time.monotonic):
+    """The engine's download callback in the child: Download notices, throttled (the hub client
+    reports every chunk), the first and the completing one always sent."""
     last: list[float] = []
 
     def report(done: int, total: int, what: str) -> None:
@@ -80,35 +70,23 @@ def download_reporter(send: Callable[[dict], None], clock: Callable[[], float] =
         if last and done < total and now - last[0] < DOWNLOAD_REPORT_INTERVAL:
             return
         last[:] = [now]
-        send({"download": {"name": what, "done": int(done), "total": int(total)}})
+        send(Download(what, int(done), int(total)))
 
     return report
 
 
 def _message(exc: BaseException) -> str:
     """Our errors are already sentences for the user; anything else gets its type (it is a bug)."""
-    from naiup.errors import NaiupError
-
     return str(exc) if isinstance(exc, NaiupError) else f"{type(exc).__name__}: {exc}"
 
 
 def _child_main(conn: Connection, config: Config, preset: Preset | None) -> None:
     """Runs in the child: load, report, then serve jobs until told to stop or the pipe closes."""
-    from naiup.daemon.logs import child_logging
-    from naiup.errors import (  # child: a bare interpreter
-        ConfigError,
-        ModelLoadError,
-        NaiupError,
-        OutOfMemoryError,
-        OutputError,
-    )
-    from naiup.job import run_job
-
     lock = threading.Lock()  # log records may come from any thread: one message at a time on the pipe
 
-    def send(obj: object) -> None:
+    def send(msg: Notice | Reply) -> None:
         with lock:
-            conn.send(obj)
+            conn.send(msg)
 
     child_logging(send)
     # Ctrl+C in a terminal, and `systemctl stop` with the default KillMode=control-group, signal the
@@ -118,60 +96,75 @@ def _child_main(conn: Connection, config: Config, preset: Preset | None) -> None
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     try:
-        engine = load_factory(config.daemon.engine)(config.model)
-        report_downloads = getattr(engine, "report_downloads", None)  # engines that never download lack it
-        if callable(report_downloads):
-            report_downloads(download_reporter(send))
+        engine: ImageEngine = seams.factory(seams.ENGINE, seams.DEFAULT_ENGINE)(config.model)
+        engine.report_downloads(download_reporter(send))
         # Load now, not at the first job: a missing model is an engine error (files stay queued), not
         # a failed job, and the first file starts on a warm model.
-        load = getattr(engine, "load", None)
-        if preset is not None and callable(load):
-            load(preset)
+        if preset is not None:
+            engine.load(preset)
     except Exception as exc:  # any load failure is reported, never a traceback-only death
         if not isinstance(exc, NaiupError):
             log.exception("engine load crashed")  # a bug: its traceback goes to the daemon log
-        send({"load_error": _message(exc)})
+        send(LoadFailed(_message(exc)))
         return
-    send({"ready": True})
+    send(Ready())
     ran = False  # a job ran since the engine last heard that the queue is idle
     while True:
         try:
             if ran and not conn.poll(IDLE_AFTER):
-                engine_idle(engine)
+                _idle(engine)
                 ran = False
             msg = conn.recv()
         except (EOFError, OSError):
             return
-        if msg is None:
-            return
-        if "model_id_of" in msg:
-            try:
-                send({"model_id": engine_model_id(engine, config, msg["model_id_of"])})
-            except Exception as exc:  # e.g. a <lora:name> of the preset that is nowhere: not the file's fault
-                send({"error": _message(exc), "load_error": True, "permanent": False})
-            continue
-        src, preset = Path(msg["src"]), msg["preset"]
-        config = msg["config"]  # the daemon's config now: a hot reload of [output] reaches a warm worker
+        match msg:
+            case Stop():
+                return
+            case ModelIdOf(preset=asked):
+                send(_model_id(engine, asked))
+            case Job():
+                ran = True
+                send(_run(engine, msg, send))
+            case _:  # a daemon newer than this child's code, or a bug: say so, serve the next message
+                log.error("worker: ignored an unknown message %s", type(msg).__name__)
 
-        def progress(fraction: float, stage: str) -> None:
-            send({"progress": float(fraction), "stage": stage})
 
-        ran = True
-        try:
-            result = run_job(src, preset, engine, config, progress)
-            model = engine_model_id(engine, config, preset)
-            send({"output": str(result.output), "timings": result.timings, "model_id": model})
-        except (ModelLoadError, ConfigError) as exc:  # the model or config, not this file: keep it queued
-            send({"error": str(exc), "permanent": False, "load_error": True})
-        except OutOfMemoryError as exc:  # another program's memory, likely: worth another try later
-            send({"error": str(exc), "permanent": False})
-        except OutputError as exc:  # a full disk may have room later; a read-only folder will not
-            send({"error": str(exc), "permanent": not exc.transient})
-        except NaiupError as exc:
-            send({"error": str(exc), "permanent": True})
-        except Exception as exc:  # a bug in a job: report it, keep the worker for the next job
-            log.exception("job crashed src=%s", src)
-            send({"error": _message(exc), "permanent": False})
+def _idle(engine: ImageEngine) -> None:
+    try:
+        engine.idle()
+    except Exception:  # freeing a cache must never cost the worker
+        log.exception("engine idle hook failed")
+
+
+def _model_id(engine: ImageEngine, preset: Preset) -> ModelId | LoadFailed:
+    try:
+        return ModelId(engine.model_id(preset))
+    except Exception as exc:  # e.g. a <lora:name> of the preset that is nowhere: not the file's fault
+        if not isinstance(exc, NaiupError):
+            log.exception("engine model id crashed")
+        return LoadFailed(_message(exc))
+
+
+def _run(engine: ImageEngine, job: Job, send: Callable[[Notice | Reply], None]) -> Reply:
+    """One job, as the reply that reports it."""
+
+    def progress(fraction: float, stage: str) -> None:
+        send(Progress(float(fraction), stage))
+
+    try:
+        result = run_job(Path(job.src), job.preset, engine, job.config, progress)
+    except (ModelLoadError, ConfigError) as exc:  # the model or config, not this file: keep it queued
+        return LoadFailed(str(exc))
+    except OutOfMemoryError as exc:  # another program's memory, likely: worth another try later
+        return Failed(str(exc), permanent=False)
+    except OutputError as exc:  # a full disk may have room later; a read-only folder will not
+        return Failed(str(exc), permanent=not exc.transient)
+    except NaiupError as exc:
+        return Failed(str(exc), permanent=True)
+    except Exception as exc:  # a bug in a job: report it, keep the worker for the next job
+        log.exception("job crashed src=%s", job.src)
+        return Failed(_message(exc), permanent=False)
+    return Done(output=str(result.output), model_id=result.model_id, timings=result.timings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,8 +177,20 @@ class Outcome:
     model_id: str | None = None  # the engine's id of the model set that made the output
 
 
-def _error_outcome(msg: dict) -> Outcome:
-    return Outcome(error=msg["error"], permanent=msg["permanent"], load_error=msg.get("load_error", False))
+# How a wait ends without a reply. Not messages: no one sends them, Worker._receive makes them up.
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class TimedOut:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Exited:
+    exitcode: int | None  # None: gone from the pipe, not (yet) reaped
 
 
 class Worker:
@@ -195,9 +200,9 @@ class Worker:
         self,
         config: Config,
         preset: Preset | None = None,
-        on_download: Callable[[dict], None] | None = None,
+        on_download: Callable[[Download], None] | None = None,
     ) -> None:
-        """on_download({name, done, total}): a hub model's download progress, while it lasts."""
+        """on_download(Download): a hub model's download progress, while it lasts."""
         self.config, self.preset = config, preset  # the engine loads what this preset needs at start
         self._on_download = on_download
         self._proc: mp.process.BaseProcess | None = None
@@ -210,17 +215,6 @@ class Worker:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.is_alive()
 
-    def _aside(self, msg: dict) -> bool:
-        """Handle a message that is not an answer (a log record, download progress); True if it was."""
-        if "log" in msg:
-            forward(msg)
-        elif "download" in msg:
-            if self._on_download is not None:
-                self._on_download(msg["download"])
-        else:
-            return False
-        return True
-
     def start(self, cancelled: Callable[[], bool]) -> str | None:
         """Start and load; returns the load error, or None when ready."""
         ctx = mp.get_context("spawn")
@@ -231,25 +225,22 @@ class Worker:
         self._proc.start()
         child.close()
         self._conn = parent
-        deadline = time.monotonic() + LOAD_TIMEOUT
-        while time.monotonic() < deadline and not cancelled():
-            try:
-                if parent.poll(0.2):
-                    msg = parent.recv()
-                    if self._aside(msg):
-                        if "download" in msg:  # bytes arriving: not hung, however long it takes
-                            deadline = time.monotonic() + LOAD_TIMEOUT
-                        continue
-                    if msg.get("ready"):
-                        log.info("worker ready pid=%s", self._proc.pid)
-                        return None
-                    self.stop()
-                    return msg.get("load_error", "engine failed to load")
-            except (EOFError, OSError):
-                self.stop()
-                return "worker exited while loading the engine"
+        match self._receive(LOAD_TIMEOUT, cancelled):
+            case Ready():
+                log.info("worker ready pid=%s", self._proc.pid)
+                return None
+            case LoadFailed(error=error):
+                pass
+            case Cancelled():
+                error = "cancelled"
+            case TimedOut():
+                error = "engine load timed out"
+            case Exited():
+                error = "worker exited while loading the engine"
+            case other:
+                error = self._unexpected(other, "while loading the engine")
         self.stop()
-        return "cancelled" if cancelled() else "engine load timed out"
+        return error
 
     def run(
         self,
@@ -261,91 +252,122 @@ class Worker:
     ) -> Outcome | None:
         """Run one job under `config` (the current one, which may be newer than the worker's start);
         None if cancelled (the caller decides whether to wait or kill)."""
-        assert self._conn is not None
         timeout = config.daemon.job_timeout_seconds
-        try:
-            self._conn.send({"src": str(src), "preset": preset, "config": config})
-        except OSError:
-            self.kill()
+        if not self._send(Job(str(src), preset, config)):
             return Outcome(error="worker crashed", worker_lost=True)
-        deadline = time.monotonic() + timeout
-        while True:
-            if cancelled():
+        match self._receive(timeout, cancelled, progress):
+            case Cancelled():
                 return None
-            try:
-                if not self._conn.poll(0.1):
-                    if not self.alive():
-                        self.kill()
-                        return Outcome(
-                            error=f"worker crashed (exit code {self._proc.exitcode if self._proc else '?'})",
-                            worker_lost=True,
-                        )
-                    if time.monotonic() > deadline:
-                        self.kill()
-                        return Outcome(error=f"job timed out after {timeout:.0f} s", worker_lost=True)
-                    continue
-                msg = self._conn.recv()
-            except (EOFError, OSError):
+            case TimedOut():
                 self.kill()
-                return Outcome(error="worker crashed", worker_lost=True)
-            if "progress" in msg:
-                progress(msg["progress"], msg["stage"])
-            elif self._aside(msg):
-                if "download" in msg:  # a model first used by this job is downloading: not hung
-                    deadline = time.monotonic() + timeout
-            elif "output" in msg:
-                return Outcome(output=msg["output"], model_id=msg.get("model_id"))
-            else:
-                return _error_outcome(msg)
+                return Outcome(error=f"job timed out after {timeout:.0f} s", worker_lost=True)
+            case Exited(exitcode=code):
+                self.kill()
+                crashed = "worker crashed" if code is None else f"worker crashed (exit code {code})"
+                return Outcome(error=crashed, worker_lost=True)
+            case reply:
+                return self._job_outcome(reply)
 
-    def model_id(self, preset: Preset, timeout: float = 60.0) -> str | Outcome:
+    def model_id(self, preset: Preset, timeout: float = MODEL_ID_TIMEOUT) -> str | Outcome:
         """The engine's model id for `preset` (what the ledger's done rows are keyed by), or the failure."""
-        assert self._conn is not None
-        try:
-            self._conn.send({"model_id_of": preset})
-            deadline = time.monotonic() + timeout
-            while True:
-                if not self._conn.poll(0.1):
-                    if not self.alive() or time.monotonic() > deadline:
-                        self.kill()
-                        return Outcome(error="worker lost while asking for the model id", worker_lost=True)
-                    continue
-                msg = self._conn.recv()
-                if not self._aside(msg):
-                    break
-                if "download" in msg:  # the id needs the model loaded, and it is downloading
-                    deadline = time.monotonic() + timeout
-        except (EOFError, OSError):
-            self.kill()
+        if not self._send(ModelIdOf(preset)):
             return Outcome(error="worker crashed", worker_lost=True)
-        return msg["model_id"] if "model_id" in msg else _error_outcome(msg)
+        match self._receive(timeout):
+            case ModelId(model_id=model_id):
+                return model_id
+            case LoadFailed(error=error):
+                return Outcome(error=error, load_error=True)
+            case Cancelled() | TimedOut() | Exited():
+                error = "worker lost while asking for the model id"
+            case other:
+                error = self._unexpected(other, "when asked for the model id")
+        self.kill()
+        return Outcome(error=error, worker_lost=True)
 
     def wait_result(self, grace: float) -> Outcome | None:
         """During shutdown: give the current job `grace` seconds to finish."""
-        assert self._conn is not None
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            try:
-                if self._conn.poll(0.1):
-                    msg = self._conn.recv()
-                    if self._aside(msg):
-                        pass
-                    elif "output" in msg:
-                        return Outcome(output=msg["output"], model_id=msg.get("model_id"))
-                    elif "error" in msg:
-                        return _error_outcome(msg)
-                elif not self.alive():
-                    return None
-            except (EOFError, OSError):
+        match self._receive(grace):
+            case Done() | Failed() | LoadFailed() as reply:
+                return self._job_outcome(reply)
+            case _:
                 return None
-        return None
+
+    def _job_outcome(self, reply: object) -> Outcome:
+        match reply:
+            case Done(output=output, model_id=model_id):
+                return Outcome(output=output, model_id=model_id)
+            case Failed(error=error, permanent=permanent):
+                return Outcome(error=error, permanent=permanent)
+            case LoadFailed(error=error):
+                return Outcome(error=error, load_error=True)
+        error = self._unexpected(reply, "for a job")
+        self.kill()
+        return Outcome(error=error, worker_lost=True)
+
+    def _send(self, msg: Job | ModelIdOf | Stop) -> bool:
+        """False (and the child killed) when the pipe is gone: the child died since the last reply."""
+        assert self._conn is not None
+        try:
+            self._conn.send(msg)
+        except OSError:
+            self.kill()
+            return False
+        return True
+
+    def _receive(
+        self,
+        timeout: float,
+        cancelled: Callable[[], bool] = lambda: False,
+        progress: Callable[[float, str], None] | None = None,
+    ) -> Reply | Cancelled | TimedOut | Exited:
+        """The one loop that reads the pipe: notices are handled on the way, and it returns the next
+        reply, or how the wait ended without one (asked to stop, past `timeout`, the child gone)."""
+        assert self._conn is not None and self._proc is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            if cancelled():
+                return Cancelled()
+            try:
+                ready = self._conn.poll(_POLL)
+                msg = self._conn.recv() if ready else None
+            except (EOFError, OSError):  # the child closed its end: it is exiting, or gone
+                self._proc.join(1.0)  # reaped, for its exit code
+                return Exited(self._proc.exitcode)
+            if ready and not isinstance(msg, Notice):
+                return msg
+            if ready:
+                self._notice(msg, progress)
+                if isinstance(msg, Download):  # bytes arriving: not hung, however long it takes
+                    deadline = time.monotonic() + timeout
+            elif not self._proc.is_alive():
+                return Exited(self._proc.exitcode)
+            # Checked after every message too: a job that keeps reporting progress is still timed.
+            if time.monotonic() > deadline:
+                return TimedOut()
+
+    def _notice(self, msg: Notice, progress: Callable[[float, str], None] | None) -> None:
+        match msg:
+            case Log():
+                forward(msg)
+            case Progress(fraction=fraction, stage=stage):
+                if progress is not None:
+                    progress(fraction, stage)
+            case Download():
+                if self._on_download is not None:
+                    self._on_download(msg)
+
+    @staticmethod
+    def _unexpected(msg: object, when: str) -> str:
+        # Both ends ship in one package, so this is a bug: the worker is restarted, the file retried.
+        log.error("worker sent %s %s", type(msg).__name__, when)
+        return f"worker sent an unexpected {type(msg).__name__} {when}"
 
     def stop(self, grace: float = 5.0) -> None:
         if self._proc is None:
             return
         try:
             if self._conn is not None:
-                self._conn.send(None)  # sentinel: exit after the current job
+                self._conn.send(Stop())
         except OSError:
             pass
         self._proc.join(grace)

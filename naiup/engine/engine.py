@@ -20,27 +20,41 @@ from PIL import Image
 from naiup.config import ModelConfig, Preset
 from naiup.engine.device import cap_memory, empty_cache, explicit_device, pick_device, release_cached
 from naiup.engine.models.hub import DownloadProgress
-from naiup.engine.result import EngineResult
+from naiup.engine.result import EngineResult, Progress
 from naiup.engine.upscale.upscaler import Upscaler, load_upscaler
-from naiup.errors import ConfigError, ModelLoadError
+from naiup.errors import ModelLoadError
 from naiup.metadata.nai_syntax import LORA_TAG, nai_to_a1111
 from naiup.metadata.read import ImageMetadata, ensure_rgb
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[float, str], None]
 # Share of the progress bar given to the upscale stage when a refine follows it.
 _UPSCALE_SHARE = 0.2
 _SEED_LIMIT = 2**32
 
 
 class RefinerLike(Protocol):
-    """The Refiner of naiup.engine.diffusion.refine, as the engine uses it. One whose class sets
-    `accepts_pixels = True` is also handed (H, W, 3) uint8 tensors (on the GPU), not only images."""
+    """The Refiner of naiup.engine.diffusion.refine, as the engine uses it (a test's stand-in
+    implements all of it). One with `accepts_pixels` true is also handed (H, W, 3) uint8 tensors (on
+    the GPU), not only images."""
 
-    model_id: str
+    accepts_pixels: bool
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def family(self) -> str:
+        """Which kind of model refines ("sd15", "sdxl"), for provenance."""
+
+    @property
+    def prediction(self) -> str:
+        """What its UNet predicts (epsilon, v, v with zero terminal SNR), for provenance."""
 
     def load(self) -> None: ...
+
+    def model_id_for(self, prompt: str, negative_prompt: str = "") -> str:
+        """The id `model_id` will have once a refine with these prompts has fused their <lora> tags."""
 
     def refine(
         self,
@@ -72,23 +86,17 @@ def _default_refiner_factory(
 
 
 def choose_seed(policy: str | int, meta: ImageMetadata, image: Image.Image) -> int:
-    """'image': the NAI seed, else one derived from the pixels; 'random': fresh; an int: itself."""
-    if isinstance(policy, bool):
-        raise ConfigError("presets.seed", f"must be 'image', 'random' or an integer, got {policy!r}")
+    """'image': the NAI seed, else one derived from the pixels; 'random': fresh; an int: itself.
+    The policy is preset.seed, validated by the config (Refiner.refine checks one built in code)."""
     if isinstance(policy, int):
         return policy
-    text = str(policy).strip().lower()
-    if text == "image":
-        # NAI seeds are 32-bit; a file claiming more is not a seed torch can use (manual_seed overflows).
-        if meta.seed is not None and 0 <= meta.seed < _SEED_LIMIT:
-            return int(meta.seed)
-        # Same pixels -> same seed, so re-running an image without a seed is reproducible.
-        return int.from_bytes(hashlib.sha256(image.tobytes()).digest()[:4], "big")
-    if text == "random":
+    if policy == "random":
         return secrets.randbits(32)
-    if text.lstrip("-").isdigit():
-        return int(text)
-    raise ConfigError("presets.seed", f"must be 'image', 'random' or an integer, got {policy!r}")
+    # NAI seeds are 32-bit; a file claiming more is not a seed torch can use (manual_seed overflows).
+    if meta.seed is not None and 0 <= meta.seed < _SEED_LIMIT:
+        return int(meta.seed)
+    # Same pixels -> same seed, so re-running an image without a seed is reproducible.
+    return int.from_bytes(hashlib.sha256(image.tobytes()).digest()[:4], "big")
 
 
 def _image_text(nai_prompt: str) -> str:
@@ -181,8 +189,7 @@ class Engine:
         if preset.refine:
             refiner = self._get_refiner()
             negative = preset.negative_prompt if preset.cfg > 1.0 else ""
-            model_id_for = getattr(refiner, "model_id_for", None)  # stand-in refiners may lack it
-            ids.append(model_id_for(preset.prompt, negative) if model_id_for else refiner.model_id)
+            ids.append(refiner.model_id_for(preset.prompt, negative))
         return "+".join(ids)
 
     def process(
@@ -194,11 +201,7 @@ class Engine:
         share = _UPSCALE_SHARE if preset.refine else 1.0
         up_progress = (lambda f, label: progress(f * share, label)) if progress else None
         refiner = self._timed(timings, "load_refiner", self._get_refiner) if preset.refine else None
-        on_device = (
-            self._device_pixels
-            and isinstance(upscaler, Upscaler)
-            and getattr(refiner, "accepts_pixels", False)
-        )
+        on_device = self._device_pixels and refiner is not None and refiner.accepts_pixels
         t0 = time.perf_counter()
         if on_device:  # stays on the GPU into the VAE; the refine downloads its output once
             pixels = upscaler.upscale_pixels(image, preset.scale, up_progress)
@@ -233,12 +236,10 @@ class Engine:
                 denoise=preset.denoise,
                 seed=seed,
                 refiner_id=refiner.model_id,
+                # Which kind of model refined it: SD1.5 or SDXL, epsilon or v(+zero-SNR) prediction.
+                family=refiner.family,
+                prediction=refiner.prediction,
             )
-            # Which kind of model refined it: SD1.5 or SDXL, epsilon or v(+zero-SNR) prediction.
-            for key in ("family", "prediction"):
-                value = getattr(refiner, key, None)  # stand-in refiners may lack them
-                if value is not None:
-                    params[key] = value
         if progress:
             progress(1.0, "done")
         return EngineResult(image=out, seed=seed, parameters=params, timings=timings)

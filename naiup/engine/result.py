@@ -1,11 +1,16 @@
-"""What the engine returns for one image. Kept free of torch so job.py and the daemon import it cheaply."""
+"""What the engine reports for one image: progress on the way, the result at the end. Kept free of
+torch so job.py and the daemon import it cheaply."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
+
+# progress(fraction of the job done, 0..1, stage label): every stage of the engine takes one.
+Progress = Callable[[float, str], None]
 
 
 @dataclass(frozen=True, slots=True)

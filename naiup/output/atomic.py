@@ -60,11 +60,6 @@ _REASONS = {
 _sleep = time.sleep  # tests replace it: the backoff is the behaviour, not the waiting
 
 
-def is_temp_name(path: Path) -> bool:
-    """True for our own in-progress files, so scanners can ignore them."""
-    return path.name.startswith(".") and path.name.endswith(TEMP_SUFFIX)
-
-
 def write_new(final: Path, data: bytes) -> Path:
     """Write `data` to `final`, which must not exist (FileExistsError otherwise)."""
     return write_first_free([final], data, raise_if_taken=True)

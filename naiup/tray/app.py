@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from naiup.control.protocol import STATUS_REPLIES, Status
 from naiup.errors import NaiupError
 from naiup.tray import automation as tray_automation
 from naiup.tray import host as tray_host
@@ -47,7 +48,8 @@ NUDGE_SECONDS = 0.25
 
 
 class Client(Protocol):
-    """The part of naiup.control.channel.ControlClient the tray uses."""
+    """The part of naiup.control.client.ControlClient the tray uses. It speaks JSON: the tray reads
+    status replies and events with Status.from_json, so a test's stand-in daemon is plain data."""
 
     def request(self, verb: str, **args: Any) -> dict[str, Any]: ...
 
@@ -243,7 +245,7 @@ class TrayApp:
         with self._lock:
             return self._state
 
-    def apply_status(self, status: dict[str, Any] | None) -> None:
+    def apply_status(self, status: Status | None) -> None:
         """Show a new daemon status (None: no daemon). Called from worker threads."""
         # One lock from state to screen and file: two threads publishing at once must not leave the
         # older status showing.
@@ -300,8 +302,8 @@ class TrayApp:
                 self._in_background(action, self._open_gallery)
             elif cmd.verb is not None:
                 reply = self._request(cmd.verb, **cmd.args)
-                if reply is not None and "state" in reply:
-                    self.apply_status(reply)
+                if reply is not None and cmd.verb in STATUS_REPLIES:
+                    self.apply_status(Status.from_json(reply))
             elif cmd.open_path:
                 self._opener(cmd.open_path)
         except (NaiupError, OSError, EOFError) as exc:
@@ -353,7 +355,7 @@ class TrayApp:
                     return
                 self._client = client
             try:
-                self.apply_status(client.request("status"))
+                self.apply_status(Status.from_json(client.request("status")))
                 self.refresh_recent()  # jobs may have finished while we were away
                 for event in client.subscribe():
                     if self._stop.is_set():
@@ -371,8 +373,11 @@ class TrayApp:
                 self._stop.wait(RECONNECT_SECONDS)
 
     def _on_event(self, event: dict[str, Any]) -> None:
-        if event.get("event") == "status" and isinstance(event.get("status"), dict):
-            self.apply_status(event["status"])
+        if event.get("event") == "status":
+            try:
+                self.apply_status(Status.from_json(event.get("status")))
+            except NaiupError as exc:  # one bad event is no reason to drop the connection
+                log.warning("unreadable status event err=%s", exc)
         else:
             if event.get("event") == "job_done":
                 self.refresh_recent()
@@ -461,11 +466,10 @@ class TrayApp:
     def _poll_status(self) -> None:
         try:
             reply = self._request("status")
+            if reply is not None:
+                self.apply_status(Status.from_json(reply))
         except (NaiupError, OSError, EOFError) as exc:
             log.debug("status poll failed err=%s", exc)
-            return
-        if reply is not None:
-            self.apply_status(reply)
 
     def _read_actions(self) -> None:
         if self._actions is None:

@@ -1,7 +1,8 @@
 """Hooks that let a script or an end-to-end test drive `naiup tray` without clicking.
 
---state-file PATH    the tray writes its state as JSON (atomically) after every change
---actions-file PATH  the tray reads appended lines ("toggle-pause", "preset refine-4x") as clicks
+Set by environment (naiup.seams), never on the command line:
+NAIUP_TRAY_STATE_FILE    the tray writes its state as JSON (atomically) after every change
+NAIUP_TRAY_ACTIONS_FILE  the tray reads appended lines ("toggle-pause", "preset refine-4x") as clicks
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from pathlib import PurePath
 from typing import Any
 
 from naiup import paths
-from naiup.daemon.logs import daemon_log_path
+from naiup.control.protocol import DaemonState, Status
 from naiup.pathnames import plain_text, shown
 
 
@@ -48,7 +48,7 @@ class Action(enum.StrEnum):
 class TrayState:
     """What the tray knows: the last status reply, or None while no daemon answers."""
 
-    status: dict[str, Any] | None = None
+    status: Status | None = None
     recent: tuple[str, ...] = ()  # newest results first, read from the ledger (works offline too)
 
     @property
@@ -57,21 +57,20 @@ class TrayState:
 
     @property
     def paused(self) -> bool:
-        return bool(self.status) and self.status.get("state") == "paused"
+        return self.status is not None and self.status.state is DaemonState.PAUSED
 
     @property
     def failed_count(self) -> int:
-        counts = (self.status or {}).get("counts") or {}
-        return int(counts.get("failed", 0))
+        return self.status.failed if self.status is not None else 0
 
     @property
     def existing_count(self) -> int:
         """Images left alone because they were there before naiup watched their folder."""
-        return int((self.status or {}).get("existing") or 0)
+        return self.status.existing if self.status is not None else 0
 
     @property
     def active_preset(self) -> str | None:
-        return (self.status or {}).get("active_preset")
+        return self.status.active_preset if self.status is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,51 +100,49 @@ class Command:
 
 
 def icon_state(state: TrayState) -> IconState:
-    if not state.connected:
+    s = state.status
+    if s is None:
         return IconState.OFFLINE
-    s = state.status or {}
-    if s.get("state") == "error" or s.get("engine_error"):
+    if s.state is DaemonState.ERROR or s.engine_error:
         return IconState.ERROR
-    if s.get("state") == "paused":
+    if s.state is DaemonState.PAUSED:
         return IconState.PAUSED
-    if s.get("config_error"):  # the daemon runs on with the previous config: not an error state
+    if s.config_error:  # the daemon runs on with the previous config: not an error state
         return IconState.WARNING
-    if s.get("state") in ("working", "loading") or s.get("current"):
+    if s.state in (DaemonState.WORKING, DaemonState.LOADING) or s.current:
         return IconState.WORKING
     return IconState.IDLE
 
 
 def progress(state: TrayState) -> float | None:
-    current = (state.status or {}).get("current") or {}
-    value = current.get("progress")
+    value = state.status.current.progress if state.status and state.status.current else None
     return None if value is None else max(0.0, min(1.0, float(value)))
 
 
 def tooltip(state: TrayState) -> str:
     """Short on purpose: the Windows tooltip holds 128 characters."""
-    if not state.connected:
+    s = state.status
+    if s is None:
         return "naiup: service not running"
-    s = state.status or {}
     kind = icon_state(state)
-    preset = s.get("active_preset") or "?"
+    preset = s.active_preset or "?"
     if kind is IconState.PAUSED:
-        reason = s.get("pause_reason") or "by you"
+        reason = s.pause_reason or "by you"
         return _clip(f"naiup: paused ({reason}) · {preset}")
     if kind is IconState.ERROR:
-        return _clip(plain_text(f"naiup: error: {s.get('engine_error') or s.get('last_error') or 'see log'}"))
+        return _clip(plain_text(f"naiup: error: {s.engine_error or s.last_error or 'see log'}"))
     if kind is IconState.WARNING:
         # The daemon's own words, less the config path it starts with (Open config shows the file).
-        error = str(s.get("config_error")).removeprefix(f"{s.get('config_path')}: ")
+        error = str(s.config_error).removeprefix(f"{s.config_path}: ")
         return _clip(plain_text(f"naiup: config edit not applied (previous config in use): {error}"))
-    queued = int(s.get("queue_length") or 0)
+    queued = s.queue_length
     # A folder that is not there is watched by nobody: say so before anything that may be clipped.
-    missing = [" · folder missing"] if s.get("missing_folders") else []
-    download = s.get("download")
-    if kind is IconState.WORKING and download:  # the numbers first: _clip cuts the end
+    missing = [" · folder missing"] if s.missing_folders else []
+    if kind is IconState.WORKING and s.download:  # the numbers first: _clip cuts the end
         from naiup.engine.models.hub import download_text
 
-        where = download_text(int(download["done"]), int(download["total"]))
-        return _clip(f"naiup: downloading model {where} · {download['name']}")
+        where = download_text(s.download.done, s.download.total)
+        return _clip(f"naiup: downloading model {where} · {s.download.name}")
     if kind is IconState.WORKING:
         pct = progress(state)
         parts = [f"{queued} queued", preset] + ([f"{pct:.0%}"] if pct is not None else [])
@@ -155,7 +152,7 @@ def tooltip(state: TrayState) -> str:
 
 def missing_folders(state: TrayState) -> list[str]:
     """Watch folders that are not there (moved, unmounted): nothing in them is seen until they return."""
-    return [shown(f) for f in (state.status or {}).get("missing_folders") or ()]
+    return [shown(f) for f in state.status.missing_folders] if state.status else []
 
 
 def _clip(text: str, limit: int = 127) -> str:
@@ -186,7 +183,8 @@ def _middle_clip(name: str, limit: int = 60) -> str:
 
 
 def build_menu(state: TrayState) -> list[MenuEntry]:
-    if not state.connected:
+    s = state.status
+    if s is None:
         return [
             MenuEntry("naiup service is not running", enabled=False),
             MenuEntry("Start service", Action.START_SERVICE, default=True),
@@ -198,13 +196,12 @@ def build_menu(state: TrayState) -> list[MenuEntry]:
             SEPARATOR,
             MenuEntry("Quit tray", Action.QUIT),
         ]
-    s = state.status or {}
     presets = tuple(
         MenuEntry(name, Action.PRESET, arg=name, checked=name == state.active_preset, radio=True)
-        for name in s.get("presets") or ()
+        for name in s.presets
     )
     failed = state.failed_count
-    folders = s.get("watch_folders") or []
+    folders = s.watch_folders
     status_line = tooltip(state).removeprefix("naiup: ")
     n = state.existing_count
     older = [MenuEntry(f"Process {n} older image{'s' if n != 1 else ''}", Action.BACKFILL)] if n else []
@@ -217,14 +214,14 @@ def build_menu(state: TrayState) -> list[MenuEntry]:
         MenuEntry("Pause and free GPU", Action.PAUSE_FREE_GPU),
         MenuEntry("Presets", submenu=presets, enabled=bool(presets)),
         SEPARATOR,
-        MenuEntry("Open last result", Action.OPEN_LAST, enabled=bool(s.get("last_output"))),
+        MenuEntry("Open last result", Action.OPEN_LAST, enabled=bool(s.last_output)),
         *recent_menu(state),
         MenuEntry("Open watched folder", Action.OPEN_FOLDER, enabled=bool(folders)),
         MenuEntry(f"Retry failed ({failed})", Action.RETRY_FAILED, enabled=failed > 0),
         *older,
         SEPARATOR,
         MenuEntry("Open config", Action.OPEN_CONFIG),
-        MenuEntry("Open log", Action.OPEN_LOG, enabled=bool(s.get("log_path"))),
+        MenuEntry("Open log", Action.OPEN_LOG, enabled=bool(s.log_path)),
         SEPARATOR,
         MenuEntry("Quit tray", Action.QUIT),
         MenuEntry("Stop service", Action.STOP_SERVICE),
@@ -233,7 +230,7 @@ def build_menu(state: TrayState) -> list[MenuEntry]:
 
 def command_for(action: Action, state: TrayState, arg: str | None = None, config_path: str = "") -> Command:
     """Translate a click into what to do. `config_path` is the tray's own guess when the daemon is away."""
-    s = state.status or {}
+    s = state.status or Status()  # offline: the empty status, and the tray's own guesses below
     if action is Action.TOGGLE_PAUSE:
         return Command("resume") if state.paused else Command("pause", {"free_gpu": False})
     if action is Action.PAUSE_15M:
@@ -251,18 +248,17 @@ def command_for(action: Action, state: TrayState, arg: str | None = None, config
     if action is Action.STOP_SERVICE:
         return Command("stop")
     if action is Action.OPEN_LAST:
-        return Command(open_path=s.get("last_output"))
+        return Command(open_path=s.last_output)
     if action is Action.OPEN_COMPARE:
         return Command(local="compare", args={"image": arg})
     if action is Action.OPEN_GALLERY:
         return Command(local="gallery")
     if action is Action.OPEN_FOLDER:
-        folders = s.get("watch_folders") or []
-        return Command(open_path=folders[0] if folders else None)
+        return Command(open_path=s.watch_folders[0] if s.watch_folders else None)
     if action is Action.OPEN_CONFIG:
-        return Command(open_path=s.get("config_path") or config_path)
+        return Command(open_path=s.config_path or config_path)
     if action is Action.OPEN_LOG:  # offered offline too: why the service is not running is in its log
-        return Command(open_path=s.get("log_path") or str(daemon_log_path(paths.log_dir())))
+        return Command(open_path=s.log_path or str(paths.daemon_log_path()))
     if action is Action.QUIT:
         return Command(local="quit")
     if action is Action.START_SERVICE:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from naiup import paths
+from naiup import paths, seams
 from naiup.config import default_config_path, load_config
-from naiup.errors import NaiupError
+from naiup.control.client import ControlClient
 from naiup.tray import host as tray_host
 from naiup.tray.app import TrayApp
 from naiup.tray.backend import TrayUnavailableError, load_pystray, spawn_daemon
@@ -19,20 +16,14 @@ from naiup.tray.backend import TrayUnavailableError, load_pystray, spawn_daemon
 log = logging.getLogger(__name__)
 
 
-def run_tray(
-    config_path: Path | None = None,
-    backend: str | None = None,
-    state_file: Path | None = None,
-    actions_file: Path | None = None,
-    exit_after: float | None = None,
-    client_factory: str | None = None,
-    host_wait: float | None = None,
-) -> int:
+def run_tray(config_path: Path | None = None, backend: str | None = None) -> int:
+    """Show the tray icon until Quit. Tests and scripts drive it through the NAIUP_TRAY_* seams."""
     _configure_logging()
     # Models are the daemon's business (it runs without them and says why in status, shown here).
     config = load_config(config_path, model_files_must_exist=False)
     # The backend first: "no display" is the likeliest failure and must be one clear line.
     pystray = load_pystray(backend)
+    host_wait = seams.seconds(seams.TRAY_HOST_WAIT)
     host_wait = tray_host.WAIT_SECONDS if host_wait is None else host_wait
     host = tray_host.HostWatch.for_backend(pystray.Icon.__module__.rsplit("._", 1)[-1])
     if host is not None and host.present() is False:
@@ -44,7 +35,7 @@ def run_tray(
             "AppIndicator extension; elsewhere, a panel with a notification area). "
             "The service itself does not need the tray."
         )
-    factory = _resolve_factory(client_factory)
+    factory = seams.optional_factory(seams.TRAY_CLIENT) or ControlClient.connect
     log.info("tray starting backend=%s", pystray.Icon.__module__)
     app = TrayApp(
         client_factory=factory,
@@ -53,26 +44,13 @@ def run_tray(
         notifications=config.daemon.notifications,
         # "Start service" must start a daemon on the file this tray was given, not the default one.
         start_daemon=lambda: spawn_daemon(str(Path(config_path).absolute()) if config_path else None),
-        state_file=state_file,
-        actions_file=actions_file,
-        exit_after=exit_after,
+        state_file=seams.path(seams.TRAY_STATE_FILE),
+        actions_file=seams.path(seams.TRAY_ACTIONS_FILE),
+        exit_after=seams.seconds(seams.TRAY_EXIT_AFTER),
         host=host,
         host_wait=host_wait,
     )
     return app.run()
-
-
-def _resolve_factory(spec: str | None) -> Callable[[], Any]:
-    """`module:function` (tests pass a stand-in daemon), else the real control client."""
-    if spec:
-        module, _, attr = spec.partition(":")
-        try:
-            return getattr(importlib.import_module(module), attr or "connect")
-        except (ImportError, AttributeError) as exc:
-            raise NaiupError(f"tray: cannot load client factory {spec!r} ({exc})") from exc
-    from naiup.control.channel import ControlClient
-
-    return ControlClient.connect
 
 
 def _configure_logging() -> None:

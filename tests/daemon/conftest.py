@@ -13,6 +13,8 @@ import pytest
 from daemon_harness import HERE, REPO, DaemonRun
 from tray_harness import TrayHost, tray_host, xvfb_display
 
+from naiup import seams
+
 
 @pytest.fixture
 def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DaemonRun]:
@@ -23,6 +25,7 @@ def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DaemonRu
         **os.environ,
         **dirs,
         "HF_HUB_OFFLINE": "1",
+        seams.ENGINE: "stub_engine:ResizeEngine",  # a test that wants the real one: use_real_engine()
         "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE), str(REPO / "tests")]),
     }
     run = DaemonRun(tmp_path, env)

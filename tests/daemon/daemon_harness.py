@@ -12,7 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from naiup.control.channel import ControlClient, DaemonNotRunning
+from naiup import seams
+from naiup.control.client import ControlClient
+from naiup.control.protocol import DaemonNotRunning
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -45,14 +47,18 @@ class DaemonRun:
         self,
         watch: str = "",
         daemon: str = "",
-        engine: str = "stub_engine:ResizeEngine",
+        model: str = "",
         pause: str = "on_battery = false",  # a laptop on battery must not pause every daemon test
     ) -> None:
         self.config_path.write_text(
             f'[watch]\nfolders = ["{self.watch.as_posix()}"]\n{watch}\n'
-            f'[daemon]\nactive_preset = "upscale-2x"\nengine = "{engine}"\n{daemon}\n'
-            f"[pause]\n{pause}\n"
+            f'[daemon]\nactive_preset = "upscale-2x"\n{daemon}\n'
+            f"[model]\n{model}\n[pause]\n{pause}\n"
         )
+
+    def use_real_engine(self) -> None:
+        """The worker builds naiup's own engine, not the stand-in (stub_engine.py) the fixture sets."""
+        self.env.pop(seams.ENGINE, None)
 
     def start(
         self, extra_env: dict[str, str] | None = None, wait_worker: bool = True, own_group: bool = False

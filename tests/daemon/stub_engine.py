@@ -1,10 +1,14 @@
-"""Stand-in engines for daemon tests, imported by the spawned worker child (on its PYTHONPATH).
+"""The stand-in engine of daemon tests, imported by the spawned worker child (on its PYTHONPATH).
 
-`ResizeEngine.process` is Image.resize. NAIUP_STUB_DELAY in the daemon's environment (the worker
-inherits it) makes each job take that long. The image's prompt picks a failure: "crash" exits the worker
-mid-job; "hang" hangs the first time (marker file in the state dir), then works; "oom" runs out of GPU
-memory (worth retrying); "nan" produces garbage (not worth retrying). `idle()` appends a line to
-`idle-calls` in the state dir.
+The daemon fixture names it in NAIUP_ENGINE ("stub_engine:ResizeEngine"). `ResizeEngine.process` is
+Image.resize. NAIUP_STUB_DELAY in the daemon's environment (the worker inherits it) makes each job take
+that long. The image's prompt picks a failure: "crash" exits the worker mid-job; "hang" hangs the first
+time (marker file in the state dir), then works; "chatty" never ends but reports progress all along;
+"oom" runs out of GPU memory (worth retrying); "nan" produces garbage (not worth retrying). A [model]
+checkpoint named BROKEN cannot load (as a missing model file). `idle()` appends a line to `idle-calls`
+in the state dir. NAIUP_STUB_HUB_REPO makes `load()` download that hub repo's
+pytorch_lora_weights.safetensors through naiup's own hub client (the test serves it at HF_ENDPOINT),
+reporting the bytes to `report_downloads`' callback, as the real Engine does on a hub model's first run.
 """
 
 from __future__ import annotations
@@ -13,13 +17,33 @@ import os
 import time
 from pathlib import Path
 
+from naiup.config import ModelConfig, Preset
 from naiup.errors import EngineError, ModelLoadError, OutOfMemoryError
 from naiup.job import EngineResult
 
+BROKEN = "stub-model.safetensors"
+
 
 class ResizeEngine:
-    def __init__(self, model: object, device: object = None) -> None:
+    def __init__(self, model: ModelConfig, device: object = None) -> None:
         self.model = model
+        self._on_download = None
+
+    def report_downloads(self, callback) -> None:  # type: ignore[no-untyped-def]
+        self._on_download = callback
+
+    def load(self, preset: Preset) -> None:
+        if Path(self.model.checkpoint).name == BROKEN:
+            raise ModelLoadError(self.model.checkpoint, "file not found (stand-in engine that cannot load)")
+        repo = os.environ.get("NAIUP_STUB_HUB_REPO")
+        if repo:
+            from naiup.engine.models.hub import fetch_file
+
+            fetch_file(repo, "pytorch_lora_weights.safetensors", self._on_download)
+
+    def model_id(self, preset: Preset) -> str:
+        m = self.model
+        return "|".join((m.checkpoint, m.vae, m.lcm_lora))
 
     def process(self, image, meta, preset, *, progress=None):  # type: ignore[no-untyped-def]
         prompt = meta.text_chunks.get("Description", "")
@@ -33,6 +57,10 @@ class ResizeEngine:
         if prompt == "hang" and not marker.exists():
             marker.touch()
             time.sleep(3600)
+        while prompt == "chatty":  # never done, yet never quiet
+            if progress:
+                progress(0.5, "chatting")
+            time.sleep(0.02)
         delay = float(os.environ.get("NAIUP_STUB_DELAY", "0"))
         if progress:
             progress(0.5, "resizing")
@@ -49,26 +77,3 @@ class ResizeEngine:
         """The worker's "queue went idle" hook: counted in a file the test can read."""
         with (Path(os.environ.get("NAIUP_STATE_DIR", ".")) / "idle-calls").open("a") as f:
             f.write("idle\n")
-
-
-class BrokenEngine:
-    def __init__(self, model: object, device: object = None) -> None:
-        raise ModelLoadError("stub-model.safetensors", "file not found (stand-in engine that cannot load)")
-
-
-class DownloadingEngine(ResizeEngine):
-    """Loads by downloading one file of the hub repo NAIUP_STUB_HUB_REPO through naiup's own hub client
-    (the test serves it: HF_ENDPOINT), reporting the bytes to whoever asked with report_downloads, as
-    the real Engine does with a hub model's first run."""
-
-    def __init__(self, model: object, device: object = None) -> None:
-        super().__init__(model, device)
-        self._on_download = None
-
-    def report_downloads(self, callback) -> None:  # type: ignore[no-untyped-def]
-        self._on_download = callback
-
-    def load(self, preset: object) -> None:
-        from naiup.engine.models.hub import fetch_file
-
-        fetch_file(os.environ["NAIUP_STUB_HUB_REPO"], "pytorch_lora_weights.safetensors", self._on_download)

@@ -130,7 +130,7 @@ class _FakeWorker:
 
     pid = 4242
 
-    def __init__(self, config: Config, preset: object = None) -> None:
+    def __init__(self, config: Config, preset: object = None, on_download: object = None) -> None:
         pass
 
     def start(self, cancelled: object) -> None:
@@ -187,10 +187,10 @@ def test_a_crash_that_ends_the_daemon_is_written_to_its_log_first(
     for key in ("STATE", "LOG", "RUNTIME", "CONFIG"):
         monkeypatch.setenv(f"NAIUP_{key}_DIR", str(tmp_path / key.lower()))
 
-    def serve(self: Daemon) -> int:
+    def start(self: Daemon) -> None:
         raise RuntimeError("a bug in the daemon loop")
 
-    monkeypatch.setattr(Daemon, "_serve", serve)
+    monkeypatch.setattr(Daemon, "start", start)
     config = tmp_path / "config.toml"
     config.write_text(f'[watch]\nfolders = ["{tmp_path.as_posix()}"]\n')
     root = logging.getLogger()

@@ -16,7 +16,8 @@ import pytest
 from daemon_harness import DaemonRun, wait_for
 
 from naiup.cli.main import main
-from naiup.control.channel import ControlClient, ControlError, address, create_token, token_path
+from naiup.control.client import ControlClient
+from naiup.control.protocol import ControlError, address, create_token, token_path
 
 
 def _mode(path: Path) -> int:

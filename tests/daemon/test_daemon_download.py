@@ -7,6 +7,7 @@ from daemon_harness import DaemonRun, wait_for
 from hub_server import FakeHub
 
 from naiup.daemon.worker import download_reporter
+from naiup.daemon.worker_messages import Download
 
 REPO_ID = "someone/big-model"
 
@@ -15,7 +16,6 @@ def test_status_shows_the_download_while_the_worker_loads_and_clears_it_after(da
     data = bytes(range(256)) * (128 * 1024)  # 32 MiB: hub chunks of 10 MB, so it reports mid-way
     # A slow link (≈ 2 s for the file), so that the download is there to be seen.
     with FakeHub({REPO_ID: {"pytorch_lora_weights.safetensors": data}}, chunk=2**20, delay=0.06) as hub:
-        daemon.write_config(engine="stub_engine:DownloadingEngine")
         env = {"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_HUB_CACHE": str(tmp_path / "hf"),
                "NAIUP_STUB_HUB_REPO": REPO_ID}  # fmt: skip
         daemon.start(extra_env=env, wait_worker=False)
@@ -32,29 +32,30 @@ def test_status_shows_the_download_while_the_worker_loads_and_clears_it_after(da
 
 
 def test_the_worker_reports_downloads_at_most_twice_a_second_and_always_the_end():
-    sent: list[dict] = []
+    sent: list[Download] = []
     now = [0.0]
     report = download_reporter(sent.append, clock=lambda: now[0])
     for done, t in ((0, 0.0), (10, 0.1), (20, 0.2), (30, 0.6), (40, 0.7), (100, 0.75)):
         now[0] = t
         report(done, 100, "r")
-    assert [m["download"]["done"] for m in sent] == [0, 30, 100]
-    assert sent[0] == {"download": {"name": "r", "done": 0, "total": 100}}
+    assert [m.done for m in sent] == [0, 30, 100]
+    assert sent[0] == Download("r", 0, 100)
 
 
 def test_naiup_status_and_the_tray_tooltip_show_the_download_in_bytes_of_total(capsys):
     from tray_standin import default_status
 
-    from naiup.cli.main import _print_status
+    from naiup.cli.daemon_cmds import print_status
+    from naiup.control.protocol import Status
     from naiup.tray.menu import IconState, TrayState, icon_state, tooltip
 
     download = {"name": REPO_ID, "done": 1_234_000_000, "total": 6_940_000_000}
-    s = {**default_status(), "state": "loading", "download": download}
-    _print_status(s)
+    s = Status.from_json({**default_status(), "state": "loading", "download": download})
+    print_status(s)
     assert f"  downloading model {REPO_ID}: 1.2 of 6.9 GB (18%)\n" in capsys.readouterr().out
     assert tooltip(TrayState(s)) == f"naiup: downloading model 1.2 of 6.9 GB (18%) · {REPO_ID}"
     assert icon_state(TrayState(s)) is IconState.WORKING
-    _print_status({**s, "download": None})
+    print_status(Status.from_json({**default_status(), "state": "loading"}))
     assert "downloading" not in capsys.readouterr().out
 
 

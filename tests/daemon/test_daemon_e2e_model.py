@@ -27,7 +27,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tiny_sd.TinySD:
 
 
 def write_config(run: DaemonRun, checkpoint: Path, tiny: tiny_sd.TinySD) -> None:
-    # No `engine` key: the default, naiup.engine:Engine. One UNet step per 64x64 image.
+    # The default engine, naiup.engine:Engine, not the stand-in. One UNet step per 64x64 image.
+    run.use_real_engine()
     run.config_path.write_text(
         f'[watch]\nfolders = ["{run.watch.as_posix()}"]\nquiet_seconds = 0.3\n'
         '[daemon]\nactive_preset = "tiny"\n'

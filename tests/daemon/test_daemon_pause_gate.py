@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from naiup.config import PauseConfig
-from naiup.daemon.pause_gate import RuleGate, sensors_from_env
+from naiup.daemon.pause_gate import RuleGate, RulesStatus, sensors_from_env
 from naiup.daemon.pause_rules import SystemSensors
 from naiup.errors import ConfigError
 
@@ -47,11 +47,11 @@ def test_resume_overrides_a_holding_rule_until_it_clears_and_triggers_again():
     assert step(gate, [0, 1]) == "on battery"
     gate.override()
     assert gate.reason() is None
-    assert gate.status()["pause_rule_overridden"] == "on battery"
+    assert gate.status().overridden == "on battery"
     assert step(gate, [2, 3]) is None  # still on battery: the override holds
     s.battery = False
     assert step(gate, [4, 5, 6, 7]) is None
-    assert gate.status()["pause_rule_overridden"] is None  # released after 3 s clear: override spent
+    assert gate.status().overridden is None  # released after 3 s clear: override spent
     s.battery = True
     assert step(gate, [8, 9]) == "on battery"
 
@@ -63,11 +63,7 @@ def test_override_covers_only_rules_holding_at_the_resume():
     gate.override()
     s.processes = ["game"]
     assert step(gate, [2, 3]) == "game is running"
-    assert gate.status() == {
-        "pause_rule": "game is running",
-        "pause_rule_overridden": "on battery",
-        "pause_rules_unavailable": {},
-    }
+    assert gate.status() == RulesStatus(holding="game is running", overridden="on battery", unavailable={})
 
 
 def test_resume_with_no_rule_holding_does_not_pre_empt_a_later_rule():

@@ -10,6 +10,7 @@ from pathlib import Path
 import nai_writer
 import psutil
 import pytest
+import stub_engine
 from daemon_harness import DaemonRun, wait_for
 
 from naiup.daemon.ledger import Ledger, State
@@ -77,7 +78,8 @@ def test_crashed_and_hung_workers_are_restarted_and_poison_files_fail_after_3_at
     nai_writer.write_nai_png(w / "crash.png", (16, 16), prompt="crash")
     wait_for(lambda: _state(daemon, w / "crash.png") == "failed", 40, "the crashing job to fail")
     row = daemon.row(w / "crash.png")
-    assert row["attempts"] == 3 and "worker crashed" in row["error"] and "3 times" in row["error"]
+    assert row["attempts"] == 3 and "3 times" in row["error"]
+    assert "worker crashed (exit code 7)" in row["error"]  # the stand-in's os._exit(7)
 
     nai_writer.write_nai_png(w / "fine.png", (16, 16))  # the queue goes on
     wait_for(lambda: _state(daemon, w / "fine.png") == "done", 20, "the next file")
@@ -86,8 +88,18 @@ def test_crashed_and_hung_workers_are_restarted_and_poison_files_fail_after_3_at
     assert daemon.stop() == 0
 
 
+def test_a_job_that_keeps_reporting_progress_is_still_timed_out(daemon: DaemonRun):
+    # One deadline for the whole wait: the progress the job reports all along does not extend it.
+    daemon.write_config(watch="quiet_seconds = 0.2", daemon="job_timeout_seconds = 1\nmax_attempts = 1")
+    daemon.start()
+    src = nai_writer.write_nai_png(daemon.watch / "chatty.png", (16, 16), prompt="chatty")
+    wait_for(lambda: _state(daemon, src) == "failed", 30, "the chatty job to time out")
+    assert "job timed out after 1 s" in daemon.row(src)["error"]
+    assert daemon.stop() == 0
+
+
 def test_an_engine_that_cannot_load_keeps_files_queued_until_the_config_is_fixed(daemon: DaemonRun):
-    daemon.write_config(watch="quiet_seconds = 0.2", engine="stub_engine:BrokenEngine")
+    daemon.write_config(watch="quiet_seconds = 0.2", model=f'checkpoint = "{stub_engine.BROKEN}"')
     daemon.start(wait_worker=False)
     status = wait_for(lambda: (s := daemon.status())["engine_error"] and s, 20, "the engine error")
     assert status["state"] == "error" and "stub-model.safetensors" in status["engine_error"]

@@ -6,6 +6,7 @@ import json
 
 from tray_standin import default_status
 
+from naiup.control.protocol import Status
 from naiup.tray.automation import ActionsReader, write_state
 from naiup.tray.menu import TrayState
 
@@ -24,7 +25,11 @@ def test_actions_are_read_once_and_only_in_whole_lines(tmp_path):
 
 def test_state_file_describes_what_the_tray_shows(tmp_path):
     path = tmp_path / "tray.json"
-    write_state(path, TrayState({**default_status(), "state": "paused", "pause_reason": "on battery"}), "x")
+    write_state(
+        path,
+        TrayState(Status.from_json({**default_status(), "state": "paused", "pause_reason": "on battery"})),
+        "x",
+    )
     data = json.loads(path.read_text())
     assert (data["connected"], data["icon"], data["paused"]) == (True, "paused", True)
     assert data["tooltip"] == "naiup: paused (on battery) · refine-2x"

@@ -17,9 +17,10 @@ import nai_writer
 import psutil
 import pytest
 from daemon_harness import DaemonRun, wait_for
-from tray_harness import read_state, tray_argv, tray_host, uncaught_traceback
+from tray_harness import read_state, tray_argv, tray_host, tray_seams, uncaught_traceback
 
-from naiup.control.channel import ControlClient, DaemonNotRunning
+from naiup.control.client import ControlClient
+from naiup.control.protocol import DaemonNotRunning
 
 UI_DEADLINE = 2.0  # issue 6: the tray reflects a CLI pause/resume within 2 s
 
@@ -46,11 +47,8 @@ def tray_process(daemon: DaemonRun, display: str) -> Iterator[Tray]:
     env = {k: v for k, v in daemon.env.items() if k not in ("WAYLAND_DISPLAY", "PYSTRAY_BACKEND")}
     env["DISPLAY"] = display
     root = daemon.root
-    argv = tray_argv(
-        "--config", str(daemon.config_path), "tray", "--backend", "xorg",
-        "--state-file", str(root / "tray.json"), "--actions-file", str(root / "actions.txt"),
-        "--exit-after", "60",
-    )  # fmt: skip
+    env.update(tray_seams(root / "tray.json", root / "actions.txt", exit_after=60))
+    argv = tray_argv("--config", str(daemon.config_path), "tray", "--backend", "xorg")
     with tray_host(display, root):  # a panel to dock in: without one the tray exits 1
         proc = subprocess.Popen(
             argv, env=env, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 from tray_standin import default_status
 
+from naiup.control.protocol import Status
 from naiup.tray.menu import Action, IconState, TrayState, build_menu, command_for, icon_state, tooltip
 
 
 def status(**changes):
-    return TrayState({**default_status(), **changes})
+    return TrayState(Status.from_json({**default_status(), **changes}))
 
 
 def entry(menu, text):

@@ -13,18 +13,26 @@ from pathlib import Path
 
 import pytest
 from daemon_harness import wait_for
-from tray_harness import read_state, tray_env, uncaught_traceback
+from tray_harness import read_state, tray_env, tray_seams, uncaught_traceback
 from tray_standin import StandinDaemon
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 
 
-def _xorg_tray(cwd: Path, env: dict[str, str], state_file: Path, *extra: str) -> subprocess.Popen:
+def _xorg_tray(
+    cwd: Path,
+    env: dict[str, str],
+    state_file: Path,
+    actions: Path | None = None,
+    host_wait: float | None = None,
+) -> subprocess.Popen:
     """`naiup tray` on pystray's xorg backend, talking to the stand-in daemon, gone after 120 s."""
     argv = [sys.executable, "-m", "naiup", "tray", "--backend", "xorg"]
-    argv += ["--client-factory", "tray_standin:connect", "--state-file", str(state_file)]
-    argv += [*extra, "--exit-after", "120"]
+    env = {
+        **env,
+        **tray_seams(state_file, actions, exit_after=120, client="tray_standin:connect", host_wait=host_wait),
+    }
     return subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -46,7 +54,7 @@ def test_tray_on_xvfb_follows_the_daemon_and_toggles_pause_from_its_menu(tmp_pat
     daemon = StandinDaemon(tmp_path / "daemon.json").start()
     state_file, actions = tmp_path / "tray.json", tmp_path / "actions.txt"
     env = tray_env(tmp_path, DISPLAY=xvfb, NAIUP_STANDIN_STATE=str(daemon.path))
-    proc = _xorg_tray(tmp_path, env, state_file, "--actions-file", str(actions))
+    proc = _xorg_tray(tmp_path, env, state_file, actions)
     try:
         first = wait_for(lambda: (s := read_state(state_file)) and s["connected"] and s, timeout=30)
         assert first["backend"] == "pystray._xorg"
@@ -139,9 +147,9 @@ def test_sigterm_stops_the_tray_cleanly(tmp_path, xvfb, panel):
 
 
 def test_no_tray_host_is_one_clear_line_and_exit_1(tmp_path, xvfb):
-    env = tray_env(tmp_path, DISPLAY=xvfb)  # a bare X server: nothing owns the system tray
+    env = tray_env(tmp_path, DISPLAY=xvfb, **tray_seams(host_wait=1))  # a bare X server: no system tray
     proc = subprocess.run(
-        [sys.executable, "-m", "naiup", "tray", "--backend", "xorg", "--host-wait", "1"],
+        [sys.executable, "-m", "naiup", "tray", "--backend", "xorg"],
         env=env,
         cwd=tmp_path,
         capture_output=True,
@@ -157,7 +165,7 @@ def test_the_tray_docks_again_when_the_panel_restarts(tmp_path, xvfb, panel):
     daemon = StandinDaemon(tmp_path / "daemon.json").start()
     state_file, actions = tmp_path / "tray.json", tmp_path / "actions.txt"
     env = tray_env(tmp_path, DISPLAY=xvfb, NAIUP_STANDIN_STATE=str(daemon.path))
-    proc = _xorg_tray(tmp_path, env, state_file, "--actions-file", str(actions), "--host-wait", "30")
+    proc = _xorg_tray(tmp_path, env, state_file, actions, host_wait=30)
     try:
         wait_for(lambda: panel.docked() >= 1, 30, "the icon to dock")
         panel.crash()  # the panel restarts: its window, and the icon embedded in it, are gone
@@ -178,7 +186,7 @@ def test_a_panel_that_never_comes_back_ends_the_tray_with_status_1(tmp_path, xvf
     daemon = StandinDaemon(tmp_path / "daemon.json").start()
     state_file = tmp_path / "tray.json"
     env = tray_env(tmp_path, DISPLAY=xvfb, NAIUP_STANDIN_STATE=str(daemon.path))
-    proc = _xorg_tray(tmp_path, env, state_file, "--host-wait", "2")
+    proc = _xorg_tray(tmp_path, env, state_file, host_wait=2)
     try:
         wait_for(lambda: panel.docked() >= 1, 30, "the icon to dock")
         panel.crash()

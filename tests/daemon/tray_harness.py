@@ -1,4 +1,4 @@
-"""`naiup tray` as a real process in tests: its environment, Xvfb, and reading its --state-file."""
+"""`naiup tray` as a real process in tests: its environment, Xvfb, and reading its state file."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from naiup import seams
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -70,6 +72,24 @@ def read_state(path: Path) -> dict | None:
 
 def tray_argv(*extra: str) -> list[str]:
     return [sys.executable, "-m", "naiup", *extra]
+
+
+def tray_seams(
+    state_file: Path | None = None,
+    actions_file: Path | None = None,
+    exit_after: float | None = None,
+    client: str | None = None,
+    host_wait: float | None = None,
+) -> dict[str, str]:
+    """The environment that drives a `naiup tray` process without clicks (naiup.seams)."""
+    values = {
+        seams.TRAY_STATE_FILE: state_file,
+        seams.TRAY_ACTIONS_FILE: actions_file,
+        seams.TRAY_EXIT_AFTER: exit_after,
+        seams.TRAY_CLIENT: client,
+        seams.TRAY_HOST_WAIT: host_wait,
+    }
+    return {var: str(value) for var, value in values.items() if value is not None}
 
 
 class TrayHost:

@@ -1,8 +1,9 @@
 """A stand-in daemon for tray tests: its whole state is one JSON file, so a test process and a tray in
 another process share it. It speaks the control contract's client side (request/subscribe/close).
 
-`connect()` (module level) reads the file from $NAIUP_STANDIN_STATE: `naiup tray --client-factory
-tray_standin:connect` uses it. The real daemon replaces all of this in the lead's end-to-end test.
+`connect()` (module level) reads the file from $NAIUP_STANDIN_STATE: a `naiup tray` with
+NAIUP_TRAY_CLIENT=tray_standin:connect in its environment uses it. The real daemon replaces all of
+this in the lead's end-to-end test.
 """
 
 from __future__ import annotations

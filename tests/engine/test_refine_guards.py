@@ -1,4 +1,4 @@
-"""Refusals and guards of the refine loop, the seams the tiling issue uses, and the seed policy."""
+"""Refusals and guards of the refine loop (its one entry check, NaN), and the seams the tiling uses."""
 
 from __future__ import annotations
 
@@ -7,11 +7,16 @@ import pytest
 import tiny_sd
 import torch
 from PIL import Image
+from plain_vae import decode_untiled, encode_untiled
 
 from naiup.config import ModelConfig, Preset
-from naiup.engine.diffusion.refine import Refiner, decode_untiled, encode_untiled
-from naiup.engine.diffusion.samplers import check_preset
+from naiup.config.schema import RULES
+from naiup.engine.diffusion.inputs import check_inputs
+from naiup.engine.diffusion.refine import Refiner
+from naiup.engine.diffusion.samplers import SAMPLERS
 from naiup.errors import ConfigError, EngineError
+
+NOWHERE = ModelConfig(checkpoint="does/not-exist-anywhere.safetensors", lcm_lora="", device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -23,25 +28,54 @@ def _image() -> Image.Image:
     return Image.fromarray(np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8), "RGB")
 
 
+# Each rule itself is tested once, where it lives (tests/test_config_errors.py); these check that a
+# Preset or ModelConfig built in code, which never went through load_config, meets the same rules at
+# Refiner.refine, before any model work (the checkpoint below does not exist).
 @pytest.mark.parametrize(
-    ("preset", "key"),
+    ("model", "preset", "key"),
     [
-        (Preset(name="p", steps=4, denoise=0.2), "presets.p.denoise"),  # int(4 x 0.2) = 0 steps
-        (Preset(name="p", steps=0), "presets.p.steps"),
-        (Preset(name="p", sampler="dpm"), "presets.p.sampler"),
-        (Preset(name="p", denoise=0.0), "presets.p.denoise"),
+        (NOWHERE, Preset(name="p", steps=4, denoise=0.2), "presets.p.steps"),  # int(4 x 0.2) = 0 steps
+        (NOWHERE, Preset(name="p", sampler="dpm"), "presets.p.sampler"),
+        (NOWHERE, Preset(name="p", tile_size=32, overlap=32), "presets.p.overlap"),
+        (NOWHERE, Preset(name="p", vae_tiling="fast"), "presets.p.vae_tiling"),
+        (NOWHERE, Preset(name="p", seed="7"), "presets.p.seed"),
+        (NOWHERE, Preset(name="p", steps="10"), "presets.p.steps"),  # type: ignore[arg-type]
+        # `refine` is the Engine's switch: a preset that only upscales still needs a UNet step here.
+        (NOWHERE, Preset(name="p", refine=False, steps=1, denoise=0.5), "presets.p.steps"),
+        (ModelConfig(device="gpu"), Preset(name="p"), "model.device"),
+        (ModelConfig(clip_skip=0), Preset(name="p"), "model.clip_skip"),
     ],
 )
-def test_presets_that_cannot_run_are_refused_naming_the_key(preset, key):
+def test_values_the_config_would_refuse_are_refused_at_refine_naming_the_key(model, preset, key):
     with pytest.raises(ConfigError) as err:
-        check_preset(preset)
-    assert err.value.key == key
+        Refiner(model).refine(_image(), preset, prompt="", negative_prompt="", seed=0)
+    assert err.value.key == key and err.value.path is None
 
 
-def test_zero_steps_are_refused_before_any_model_work(tiny):
-    r = Refiner(ModelConfig(checkpoint="does/not-exist-anywhere.safetensors", lcm_lora="", device="cpu"))
-    with pytest.raises(ConfigError, match="0 refine steps"):
-        r.refine(_image(), Preset(name="p", steps=4, denoise=0.2), prompt="", negative_prompt="", seed=0)
+@pytest.mark.parametrize(
+    ("image", "seed", "match"),
+    [
+        (Image.new("RGB", (0, 8)), 0, "non-empty image, got 0x8"),
+        (torch.zeros(0, 8, 3, dtype=torch.uint8), 0, "non-empty image, got 8x0"),
+        (torch.zeros(8, 8, 3), 0, r"uint8 pixels, got \(8, 8, 3\) torch.float32"),
+        (torch.zeros(8, 8, 4, dtype=torch.uint8), 0, r"\(H, W, 3\) uint8 pixels, got \(8, 8, 4\)"),
+        (np.zeros((8, 8, 3), dtype=np.uint8), 0, "PIL image or .* got ndarray"),
+        (Image.new("RGB", (8, 8)), 2**64, "seed must be an integer"),
+        (Image.new("RGB", (8, 8)), 1.0, "seed must be an integer"),
+    ],
+)
+def test_what_the_config_cannot_know_is_checked_at_refine(image, seed, match):
+    with pytest.raises(EngineError, match=match):
+        check_inputs(NOWHERE, Preset(name="p"), image, seed)
+
+
+def test_valid_inputs_pass_including_an_image_smaller_than_a_tile():
+    for image in (Image.new("RGBA", (1, 1)), torch.zeros(3, 5, 3, dtype=torch.uint8)):
+        check_inputs(NOWHERE, Preset(name="p"), image, -(2**63))
+
+
+def test_the_config_allows_exactly_the_samplers_the_loop_has():
+    assert RULES["Preset.sampler"]("nope") == f"must be one of {', '.join(SAMPLERS)}; got 'nope'"
 
 
 def test_nan_in_the_model_fails_with_an_engine_error_not_a_black_image(tiny):

@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from naiup.engine.diffusion.tiling import blend_weights, paste_sum, plan_tiles
-from naiup.errors import ConfigError
 
 
 def _check_plan(h: int, w: int, tile: int, overlap: int) -> None:
@@ -100,16 +99,3 @@ def test_gaussian_weights_are_mirror_symmetric_across_the_grid():
     w = blend_weights(plan, "mixture")
     assert torch.allclose(w[0].flip(0).flip(1), w[3], atol=1e-6)
     assert torch.allclose(w[1].flip(0).flip(1), w[2], atol=1e-6)
-
-
-@pytest.mark.parametrize(
-    ("tile", "overlap", "key"), [(64, 64, "overlap"), (64, -1, "overlap"), (0, 0, "tile_size")]
-)
-def test_bad_tile_settings_are_refused_naming_the_key(tile, overlap, key):
-    with pytest.raises(ConfigError, match=key):
-        plan_tiles(100, 100, tile, overlap)
-
-
-def test_unknown_blend_method_is_refused():
-    with pytest.raises(ConfigError, match="tile_method"):
-        blend_weights(plan_tiles(64, 64, 32, 8), "box")

@@ -9,9 +9,10 @@ import pytest
 import tiny_sd
 import torch
 from PIL import Image
+from plain_vae import decode_untiled, encode_untiled
 
 from naiup.config import ModelConfig, Preset
-from naiup.engine.diffusion.refine import Refiner, decode_untiled, encode_untiled
+from naiup.engine.diffusion.refine import Refiner
 from naiup.engine.diffusion.tiling import plan_tiles, predictor_for, tiled_predictor
 from naiup.engine.engine import _default_refiner_factory
 from naiup.engine.vae import tiled as vae_tiling

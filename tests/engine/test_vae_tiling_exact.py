@@ -143,11 +143,6 @@ def test_fp16_vae_is_refused(family):
         vt.decode(half, torch.zeros(1, 4, 8, 8, dtype=torch.float16), mode="exact")
 
 
-def test_unknown_mode_is_refused_naming_the_key(vae):
-    with pytest.raises(Exception, match="vae_tiling"):
-        vt.decode(vae, torch.zeros(1, 4, 8, 8), mode="fast")
-
-
 def test_input_not_a_multiple_of_eight_is_refused(vae):
     with pytest.raises(EngineError, match="multiple of 8"):
         vt.encode(vae, torch.zeros(1, 3, 100, 101), mode="exact")

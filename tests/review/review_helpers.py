@@ -24,6 +24,18 @@ FIXTURE = "nai3_640_text_stealth.png"  # 640x640 NovelAI V3, text chunks + steal
 
 
 class InvertEngine:
+    def load(self, preset) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+    def model_id(self, preset) -> str:  # type: ignore[no-untyped-def]
+        return "realcugan-2x-conservative"
+
+    def idle(self) -> None:
+        pass
+
+    def report_downloads(self, callback) -> None:  # type: ignore[no-untyped-def]
+        pass  # it never downloads
+
     def process(self, image, meta, preset, *, progress=None):  # type: ignore[no-untyped-def]
         w, h = image.size
         big = image.convert("RGB").resize((round(w * preset.scale), round(h * preset.scale)), Image.NEAREST)

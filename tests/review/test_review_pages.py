@@ -15,7 +15,7 @@ from legacy_ledger import write_original_ledger
 from PIL import Image
 from review_helpers import AWKWARD_NAME, FIXTURE, make_output, make_pair, record_done, record_failed
 
-from naiup.cli.main import main as cli
+from naiup.cli.main import main as naiup_main
 from naiup.daemon.ledger import Ledger, State, default_path
 from naiup.errors import NaiupError
 from naiup.review import open_compare, open_gallery, recent_outputs, review_dir
@@ -248,7 +248,7 @@ def test_recent_outputs_are_newest_first_and_skip_deleted_files(tmp_path, nai_fi
 
 
 def test_cli_compare_prints_the_page_and_exits_0(made, capsys):
-    assert cli.main(["compare", "--no-open", str(made.source)]) == 0
+    assert naiup_main(["compare", "--no-open", str(made.source)]) == 0
     page = Path(capsys.readouterr().out.strip())
     assert page.is_file() and page_data(page)["result"]["path"] == str(made.output)
 
@@ -256,12 +256,12 @@ def test_cli_compare_prints_the_page_and_exits_0(made, capsys):
 def test_cli_compare_of_an_unknown_image_exits_1_with_the_reason(tmp_path, nai_fixtures, capsys):
     lone = tmp_path / "lone.png"
     shutil.copyfile(nai_fixtures / FIXTURE, lone)
-    assert cli.main(["compare", "--no-open", str(lone)]) == 1
+    assert naiup_main(["compare", "--no-open", str(lone)]) == 1
     assert "no naiup result found" in capsys.readouterr().err
 
 
 def test_cli_gallery_writes_the_page(made, capsys):
-    assert cli.main(["gallery", "--no-open", "--since", "1h", "--folder", str(made.source.parent)]) == 0
+    assert naiup_main(["gallery", "--no-open", "--since", "1h", "--folder", str(made.source.parent)]) == 0
     page = Path(capsys.readouterr().out.strip())
     assert page.name == "gallery.html" and made.output.name in page.read_text("utf-8")
 
@@ -269,7 +269,7 @@ def test_cli_gallery_writes_the_page(made, capsys):
 def test_cli_compare_opens_the_browser_unless_told_not_to(made, monkeypatch, capsys):
     opened = []
     monkeypatch.setattr("webbrowser.open", lambda url: opened.append(url) or True)
-    assert cli.main(["compare", str(made.output)]) == 0
+    assert naiup_main(["compare", str(made.output)]) == 0
     page = Path(capsys.readouterr().out.strip())
     assert opened == [file_url(page)]
 

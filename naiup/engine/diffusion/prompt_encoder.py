@@ -180,8 +180,6 @@ class PromptEncoder:
     """Encodes A1111-syntax prompts to (1, 77·k, width) embeddings; caches per prompt text."""
 
     def __init__(self, tokenizer, text_encoder: torch.nn.Module, clip_skip: int = 1) -> None:
-        if clip_skip < 1:
-            raise ConfigError("model.clip_skip", f"must be >= 1 (1 = last layer), got {clip_skip}")
         self.tokenizer, self.text_encoder, self.clip_skip = tokenizer, text_encoder, clip_skip
         self.bos, self.eos = tokenizer.bos_token_id, tokenizer.eos_token_id
         comma = tokenizer(",", add_special_tokens=False).input_ids

@@ -1,16 +1,17 @@
 """Our own img2img loop on a latent canvas, and the `Refiner` that owns the loaded models.
 
 The seam the tiling issue plugs into (keep it):
-    GuidedDenoiser = Callable[[x (B,4,h,w), t scalar tensor], model output (B,4,h,w)], CFG applied
-        inside (batch 2B through the UNet only when cfg > 1); built by make_guided_denoiser().
+    GuidedDenoiser (tiling.GuidedDenoiser) = Callable[[x (B,4,h,w), t scalar tensor], model output
+        (B,4,h,w)], CFG applied inside (batch 2B through the UNet only when cfg > 1); built by
+        make_guided_denoiser().
     The loop calls `predict(x_canvas, t)` once per step on the whole canvas, then ONE sampler step on
     the whole canvas. predict = wrap_predictor(guided, preset, latent_hw); the default is
     tiling.predictor_for (tiled per the preset; `guided` itself when the latent fits one tile);
     wrap_predictor=None runs untiled.
     VAE functions have vae_tiling's signature: encode(vae, pixels, *, mode, generator, sample,
     attention_window) and decode(vae, latent, *, mode, attention_window); the defaults are
-    vae_tiling.encode/decode (mode = preset.vae_tiling, attention_window = preset.vae_attention_window),
-    `encode_untiled`/`decode_untiled` below are plain diffusers calls (whole attention).
+    vae_tiling.encode/decode (mode = preset.vae_tiling, attention_window = preset.vae_attention_window).
+Refiner.refine checks its inputs once (inputs.check_inputs); everything below it trusts them.
 """
 
 from __future__ import annotations
@@ -39,11 +40,12 @@ from naiup.engine.device import (
     pick_device,
     release_cached,
 )
+from naiup.engine.diffusion.inputs import check_inputs
 from naiup.engine.diffusion.prompt_encoder import PromptEncoder, extract_lora_tags, resolve_lora_name
 from naiup.engine.diffusion.prompt_schedule import prompts_per_step
-from naiup.engine.diffusion.samplers import Sampler, check_preset
+from naiup.engine.diffusion.samplers import Sampler
 from naiup.engine.diffusion.sdxl_conditioning import SDXLPromptEncoder, time_ids, vae_scale_factor
-from naiup.engine.diffusion.tiling import batch_for_memory, predictor_for
+from naiup.engine.diffusion.tiling import GuidedDenoiser, batch_for_memory, predictor_for
 from naiup.engine.diffusion.unet_graphs import UnetCall, has_triton, use_unet_graphs
 from naiup.engine.models.family import SDXL
 from naiup.engine.models.hub import DownloadProgress
@@ -52,15 +54,14 @@ from naiup.engine.models.lora import LoraFile, LoraFuser, read_lora
 from naiup.engine.models.offload import needs_room, parked
 from naiup.engine.models.placement import Placement
 from naiup.engine.models.residency import NATIVE_TILE, Residency, plan_residency, unet_working_bytes
+from naiup.engine.result import Progress
 from naiup.engine.vae.tiled import decode as decode_tiled
 from naiup.engine.vae.tiled import encode as encode_tiled
 from naiup.errors import EngineError, OutOfMemoryError
 
 log = logging.getLogger(__name__)
 
-GuidedDenoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 PredictorWrapper = Callable[[GuidedDenoiser, Preset, tuple[int, int]], GuidedDenoiser]
-Progress = Callable[[float, str], None]
 
 
 def make_guided_denoiser(
@@ -104,30 +105,6 @@ def make_guided_denoiser(
 
     guided.fixed_shapes = run.fixed_shapes  # type: ignore[attr-defined]
     return guided
-
-
-@torch.no_grad()
-def encode_untiled(
-    vae,
-    pixels: torch.Tensor,
-    *,
-    mode: str = "off",
-    generator: torch.Generator | None = None,
-    sample: bool = False,
-    attention_window: int = 0,
-) -> torch.Tensor:
-    """pixels (1,3,H,W) in [-1,1] -> scaled latent (fp32); `mode` and `attention_window` are for the
-    tiled version."""
-    dist = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist
-    z = dist.sample(generator) if sample else dist.mode()
-    return z.float() * vae.config.scaling_factor
-
-
-@torch.no_grad()
-def decode_untiled(
-    vae, latent: torch.Tensor, *, mode: str = "off", attention_window: int = 0
-) -> torch.Tensor:
-    return vae.decode((latent / vae.config.scaling_factor).to(vae.device, vae.dtype)).sample.float()
 
 
 # Parsed LoRA files kept in host RAM (10-150 MB each), most recently used first.
@@ -180,8 +157,6 @@ def rgb_pixels(image: Image.Image | torch.Tensor) -> torch.Tensor:
     it is, on whatever device it is (the upscaler's output stays on the GPU)."""
     if isinstance(image, Image.Image):
         return torch.from_numpy(np.array(image.convert("RGB"), dtype=np.uint8))
-    if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[-1] != 3:
-        raise EngineError(f"refine wants (H, W, 3) uint8 pixels, got {tuple(image.shape)} {image.dtype}")
     return image
 
 
@@ -227,7 +202,7 @@ class Refiner:
     """Loads SD1.5 (+ LCM-LoRA + LoRAs) once; refines many upscaled images.
 
     Tiled by default (diffusion tiles and VAE mode from the preset); `wrap_predictor=None` with
-    `encode_untiled`/`decode_untiled` gives the plain untiled loop.
+    plain diffusers encode/decode functions gives the untiled loop (the tests' reference).
     """
 
     # refine() takes (H, W, 3) uint8 tensors on any device as well as PIL images (Engine: the
@@ -469,7 +444,7 @@ class Refiner:
 
         Out of accelerator memory, it tries again with less (memory_ladder), and when even the
         least fails it is an OutOfMemoryError saying so, not a crash."""
-        check_preset(preset)
+        check_inputs(self.model, preset, image, seed)
         ladder = memory_ladder(preset)
         for i, attempt in enumerate(ladder):
             try:

@@ -30,7 +30,6 @@ from naiup.engine.diffusion.prompt_encoder import (
     emphasize,
     pad_to_same_length,
 )
-from naiup.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +60,6 @@ class SDXLPromptEncoder:
     """Encodes A1111-syntax prompts for SDXL; caches per prompt text (clear after a TE LoRA change)."""
 
     def __init__(self, tokenizer, text_encoder, tokenizer_2, text_encoder_2, clip_skip: int = 1) -> None:
-        if clip_skip < 1:
-            raise ConfigError("model.clip_skip", f"must be >= 1 (1 = last layer), got {clip_skip}")
         # The SD1.5 encoder does the parsing and chunking; its own encode() is not used.
         self._chunker = PromptEncoder(tokenizer, text_encoder, clip_skip)
         self.text_encoder, self.text_encoder_2 = text_encoder, text_encoder_2

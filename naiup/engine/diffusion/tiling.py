@@ -7,7 +7,7 @@ CONTRACT:
         normalised: paste_sum(plan, weights) == 1 at every latent pixel
     tiled_predictor(guided: GuidedDenoiser, plan: TilePlan, method: str = "mixture",
                     batch_size: int = 8, fixed_batch: bool | None = None) -> GuidedDenoiser
-        (see refine.py for GuidedDenoiser; a `fixed_shapes` attribute on it asks for fixed_batch)
+        (GuidedDenoiser: below; a `fixed_shapes` attribute on it asks for fixed_batch)
     predictor_for(guided, preset, latent_hw) -> GuidedDenoiser: the Refiner's default
         `wrap_predictor`: the preset's tile_size/overlap/tile_method/tile_batch_size, and `guided`
         itself when the latent fits one tile (so a one-tile image runs exactly the untiled loop)
@@ -18,6 +18,8 @@ scheduler step on the whole latent, so LCM's fresh noise stays full-canvas and s
 shape (the last batch is padded), so a compiled / CUDA-graphed UNet never sees a new shape.
 The UNet needs tiles that are a multiple of its downsampling (8 latent px for SD1.5): a canvas
 smaller than a tile becomes one canvas-sized tile, so the caller pads such images.
+Arguments are trusted: the config refuses tile sizes, overlaps, methods and batch sizes these
+functions cannot use (at load, and at Refiner.refine for presets built in code).
 """
 
 from __future__ import annotations
@@ -29,10 +31,10 @@ from dataclasses import dataclass
 import torch
 
 from naiup.config import Preset
-from naiup.errors import ConfigError, EngineError
+from naiup.errors import EngineError
 
 __all__ = [
-    "METHODS",
+    "GuidedDenoiser",
     "TilePlan",
     "batch_for_memory",
     "batch_shape",
@@ -43,8 +45,8 @@ __all__ = [
     "tiled_predictor",
 ]
 
+# The refine loop's model call: (x (B,4,h,w), t) -> model output (B,4,h,w), CFG applied inside.
 GuidedDenoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-METHODS = ("mixture", "multidiffusion")
 # Mixture of Diffusers' Gaussian: sigma = 0.1 * tile length, so tile edges sit 5 sigma from the centre.
 _GAUSS_VAR = 0.01
 
@@ -80,14 +82,8 @@ def _axis_starts(length: int, tile: int, overlap: int) -> tuple[int, ...]:
 
 
 def plan_tiles(latent_h: int, latent_w: int, tile: int, overlap: int) -> TilePlan:
-    """Grid of `tile`² latent tiles overlapping by at least `overlap`; a canvas smaller than a tile
-    gets one tile clamped to the canvas on that axis."""
-    if latent_h < 1 or latent_w < 1:
-        raise EngineError(f"latent canvas must be at least 1x1, got {latent_h}x{latent_w}")
-    if tile < 1:
-        raise ConfigError("tile_size", f"must be at least 1 latent px, got {tile}")
-    if not 0 <= overlap < tile:
-        raise ConfigError("overlap", f"must be in [0, tile_size={tile}), got {overlap}")
+    """Grid of `tile`² latent tiles overlapping by at least `overlap` (0 <= overlap < tile); a canvas
+    smaller than a tile gets one tile clamped to the canvas on that axis."""
     tile_h, tile_w = min(tile, latent_h), min(tile, latent_w)
     return TilePlan(
         latent_h=latent_h,
@@ -119,9 +115,7 @@ def paste_sum(plan: TilePlan, tiles: torch.Tensor) -> torch.Tensor:
 
 def blend_weights(plan: TilePlan, method: str = "mixture") -> torch.Tensor:
     """Per-tile weights (T, tile_h, tile_w), fp32, already divided by their canvas sum, so pasting
-    them with `paste_sum` gives 1 at every latent pixel."""
-    if method not in METHODS:
-        raise ConfigError("tile_method", f"must be one of {', '.join(METHODS)}, got {method!r}")
+    them with `paste_sum` gives 1 at every latent pixel. method: "mixture" | "multidiffusion"."""
     # Built and normalised in fp64: Gaussian corner weights (~1e-10 of the centre) underflow in fp16
     # and lose digits in fp32 sums, which gives 0/0 at image corners.
     one = torch.outer(_profile(plan.tile_h, method), _profile(plan.tile_w, method))
@@ -169,8 +163,6 @@ def tiled_predictor(
 ) -> GuidedDenoiser:
     """Wrap `guided` so it runs fixed-shape tiles in batches and blends their outputs in fp32.
     fixed_batch (default: `guided.fixed_shapes`, set by a CUDA-graphed UNet): see batch_shape."""
-    if batch_size < 1:
-        raise ConfigError("tile_batch_size", f"must be at least 1, got {batch_size}")
     weights_cpu = blend_weights(plan, method)
     fixed = getattr(guided, "fixed_shapes", False) if fixed_batch is None else fixed_batch
     per_call = batch_shape(plan.count, batch_size, fixed)
@@ -208,11 +200,6 @@ def predictor_for(guided: GuidedDenoiser, preset: Preset, latent_hw: tuple[int, 
     """The predictor the Refiner uses for one image: tiled per the preset, or `guided` itself when
     the whole latent fits one tile (no crop/blend round trip, so it is the untiled loop bit for bit)."""
     plan = plan_tiles(latent_hw[0], latent_hw[1], preset.tile_size, preset.overlap)
-    # Refuse a bad preset on small images too, not only once an image is large enough to tile.
-    if preset.tile_method not in METHODS:
-        raise ConfigError("tile_method", f"must be one of {', '.join(METHODS)}, got {preset.tile_method!r}")
-    if preset.tile_batch_size < 1:
-        raise ConfigError("tile_batch_size", f"must be at least 1, got {preset.tile_batch_size}")
     if plan.count == 1:
         return guided
     return tiled_predictor(guided, plan, method=preset.tile_method, batch_size=preset.tile_batch_size)

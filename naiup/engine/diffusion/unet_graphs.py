@@ -29,11 +29,10 @@ import torch
 
 from naiup.engine.device import first_line, is_oom
 
-__all__ = ["SETTINGS", "UnetCall", "has_triton", "use_unet_graphs"]
+__all__ = ["UnetCall", "has_triton", "use_unet_graphs"]
 
 log = logging.getLogger(__name__)
 
-SETTINGS = ("auto", "on", "off")
 MIN_CAPABILITY = (7, 0)
 MIN_MEMORY_GIB = 16.0
 
@@ -46,9 +45,8 @@ def use_unet_graphs(
     memory_gib: float | None = None,
 ) -> bool:
     """Whether to compile the UNet for this device (see the module docstring). memory_gib: what naiup
-    may use on it (the cap, else the card's total); None: unknown, taken as enough."""
-    if setting not in SETTINGS:
-        raise ValueError(f"unet_graphs must be one of {', '.join(SETTINGS)}, got {setting!r}")
+    may use on it (the cap, else the card's total); None: unknown, taken as enough. setting:
+    "auto" | "on" | "off" (model.unet_graphs, validated by the config)."""
     if setting != "auto":
         return setting == "on"
     enough = memory_gib is None or memory_gib >= MIN_MEMORY_GIB

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from naiup.engine.load_errors import explain_load_errors
 from naiup.errors import ModelLoadError
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -22,20 +23,17 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ModelLoadError(path, "file not found")
     if path.suffix.lower() == ".safetensors":
-        try:
+        with explain_load_errors(path, "not a readable .safetensors file ({exc})"):
             return load_file(path, device="cpu")
-        except Exception as exc:  # safetensors raises its own SafetensorError/OSError kinds
-            raise ModelLoadError(path, f"not a readable .safetensors file ({exc})") from exc
     if path.suffix.lower() not in PICKLE_SUFFIXES:
         raise ModelLoadError(path, "expected a .safetensors, .ckpt or .pt file")
-    try:
+    # UnpicklingError for non-tensor objects, or a corrupt zip.
+    with explain_load_errors(
+        path,
+        "holds pickled objects other than tensors, which we refuse to unpickle (they can run code); "
+        "convert it once to .safetensors with a tool you trust",
+    ):
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # UnpicklingError for non-tensor objects, or a corrupt zip
-        raise ModelLoadError(
-            path,
-            "holds pickled objects other than tensors, which we refuse to unpickle (they can run code); "
-            "convert it once to .safetensors with a tool you trust",
-        ) from exc
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):

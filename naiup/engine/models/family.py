@@ -21,11 +21,10 @@ from typing import Any
 
 import torch
 
-from naiup.errors import ConfigError, ModelLoadError
+from naiup.errors import ModelLoadError
 
 SD15, SDXL = "sd15", "sdxl"
 EPSILON, V = "epsilon", "v"
-PREDICTIONS = ("auto", EPSILON, V)
 FLAG_KEYS = ("v_pred", "ztsnr")
 _UNET = "model.diffusion_model."
 
@@ -79,23 +78,17 @@ def file_prediction(sd: dict[str, Any], setting: str) -> Prediction:
     """From the `v_pred`/`ztsnr` flags, unless `setting` ([model] prediction) says otherwise.
 
     v-prediction always runs with zero-terminal-SNR betas: the v-pred anime models (NoobAI) were
-    trained that way, and v-pred is what makes the pure-noise end of that schedule well-defined."""
-    check_setting(setting)
+    trained that way, and v-pred is what makes the pure-noise end of that schedule well-defined.
+    setting: "auto" | "epsilon" | "v" (model.prediction, validated by the config)."""
     kind = setting if setting != "auto" else (V if "v_pred" in sd else EPSILON)
     return Prediction(kind, kind == V)
 
 
 def scheduler_prediction(config: dict[str, Any], setting: str) -> Prediction:
     """For a diffusers folder: its scheduler config decides, unless `setting` says otherwise."""
-    check_setting(setting)
     from_config = V if config.get("prediction_type") == "v_prediction" else EPSILON
     kind = setting if setting != "auto" else from_config
     return Prediction(kind, kind == V)
-
-
-def check_setting(setting: str) -> None:
-    if setting not in PREDICTIONS:
-        raise ConfigError("model.prediction", f"must be one of {', '.join(PREDICTIONS)}, got {setting!r}")
 
 
 def with_prediction(config: dict[str, Any], prediction: Prediction) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from naiup.engine.load_errors import is_foreign
 from naiup.errors import ModelLoadError
 
 __all__ = [
@@ -270,6 +271,8 @@ def _listing(repo_id: str) -> tuple[str, dict[str, int]] | None:
             repo_id, "no such model on the Hugging Face Hub (or it is private: log in with `hf auth login`)"
         ) from exc
     except Exception as exc:  # offline mode, connection/timeout errors, Hub errors: try the cache
+        if not is_foreign(exc):  # our own bug is not "offline"
+            raise
         log.info("hub %s: cannot list the repo (%s); looking in the local cache", repo_id, type(exc).__name__)
         return None
     files = {s.rfilename: int((s.lfs.size if s.lfs else s.size) or 0) for s in info.siblings or ()}
@@ -317,6 +320,8 @@ def _download(repo_id: str, commit: str, sel: Selection, on_progress: DownloadPr
         try:
             local = hub.hf_hub_download(repo_id, path, revision=commit, tqdm_class=bar)
         except Exception as exc:  # connection lost, disk full...: say which file, in plain words
+            if not is_foreign(exc):
+                raise
             raise ModelLoadError(
                 repo_id, f"download of {path} failed ({type(exc).__name__}: {exc}); the next try resumes it"
             ) from exc

@@ -22,6 +22,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from naiup.config.paths import HUB_ID
 from naiup.engine.device import place, unet_dtype, vae_dtype
+from naiup.engine.load_errors import explain_load_errors
 from naiup.engine.models.checkpoints import is_single_file, read_state_dict
 from naiup.engine.models.family import (
     EPSILON_PLAIN,
@@ -104,9 +105,6 @@ def load_models(
     if vae:
         skeleton = config_dir or (SDXL_SKELETON if models.family == SDXL else SD15_SKELETON)
         models.vae = load_vae(vae, skeleton, on_download)
-    for module in (models.unet, models.text_encoder, models.text_encoder_2, models.vae):
-        if module is not None:
-            module.eval().requires_grad_(False)
     where = device if place else torch.device("cpu")
     half = unet_dtype(device)
     for module in (models.unet, models.text_encoder, models.text_encoder_2):
@@ -133,6 +131,7 @@ def _quiet_library_bars() -> None:
 
 def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
     place(module, device, dtype)
+    module.eval().requires_grad_(False)
 
 
 def _from_hub(repo_id: str, device: torch.device, on_download: DownloadProgress | None) -> SDModels:
@@ -145,7 +144,8 @@ def _from_hub(repo_id: str, device: torch.device, on_download: DownloadProgress 
     snap = fetch_pipeline(repo_id, half=half == torch.float16, on_progress=on_download)
     folder, v = str(snap.folder), snap.variants
     common = {"use_safetensors": True, "local_files_only": True}
-    try:
+    # A repo whose files do not fit its own configs: say which repo.
+    with explain_load_errors(repo_id, "cannot load the downloaded model: {exc}"):
         unet = UNet2DConditionModel.from_pretrained(
             folder, subfolder="unet", variant=v["unet"], torch_dtype=half, **common
         )
@@ -163,8 +163,6 @@ def _from_hub(repo_id: str, device: torch.device, on_download: DownloadProgress 
             )
             tokenizer_2 = CLIPTokenizer.from_pretrained(snap.folder / "tokenizer_2")
         scheduler = json.loads((snap.folder / "scheduler" / "scheduler_config.json").read_text())
-    except Exception as exc:  # a repo whose files do not fit its own configs: say which repo
-        raise ModelLoadError(repo_id, f"cannot load the downloaded model: {exc}") from exc
     return SDModels(unet, vae, te, tokenizer, scheduler, te2, tokenizer_2, family=snap.family)
 
 
@@ -174,13 +172,11 @@ def _from_pipeline(where: str, local_only: bool) -> SDModels:
     kind = pipeline_class(where, local_only)
     if kind.startswith("StableDiffusionXL"):
         return load_sdxl_pipeline(where, local_only)
-    try:
+    hint = "" if local_only else " (no internet, or HF_HUB_OFFLINE=1 and not in the HF cache?)"
+    with explain_load_errors(where, f"cannot load this diffusers model{hint}: {{exc}}"):
         pipe = StableDiffusionPipeline.from_pretrained(
             where, local_files_only=local_only, safety_checker=None, requires_safety_checker=False
         )
-    except Exception as exc:  # OSError/ValueError/hub errors: a model we cannot load is a user problem
-        hint = "" if local_only else " (no internet, or HF_HUB_OFFLINE=1 and not in the HF cache?)"
-        raise ModelLoadError(where, f"cannot load this diffusers model{hint}: {exc}") from exc
     return SDModels(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, dict(pipe.scheduler.config))
 
 
@@ -188,15 +184,14 @@ def unet_and_vae(
     path: Path, sd: dict[str, torch.Tensor], config_dir: Path, family: str
 ) -> tuple[UNet2DConditionModel, AutoencoderKL]:
     """UNet and VAE of a single file through diffusers' LDM converters, configs from `config_dir`."""
-    try:
+    # Shape mismatches from diffusers' converter: the weights are not this family's shape.
+    with explain_load_errors(path, f"cannot convert this checkpoint as {family}: {{exc}}"):
         unet = UNet2DConditionModel.from_single_file(
             sd, config=str(config_dir), subfolder="unet", local_files_only=True
         )
         vae = AutoencoderKL.from_single_file(
             sd, config=str(config_dir), subfolder="vae", local_files_only=True
         )
-    except Exception as exc:  # shape mismatches from diffusers' converter: not this family's shape
-        raise ModelLoadError(path, f"cannot convert this checkpoint as {family}: {exc}") from exc
     return unet, vae
 
 
@@ -236,7 +231,7 @@ def load_vae(
     """External VAE: a .safetensors/.pt/.ckpt file (A1111 naming or full checkpoint), a folder or a hub
     id (its plain weights: the VAE never runs in fp16)."""
     path = Path(spec).expanduser()
-    try:
+    with explain_load_errors(spec, "cannot load this VAE: {exc}"):
         if path.is_dir():
             return AutoencoderKL.from_pretrained(path, local_files_only=True)
         if is_single_file(spec):
@@ -248,10 +243,6 @@ def load_vae(
             return AutoencoderKL.from_pretrained(
                 folder, variant=variant, use_safetensors=True, local_files_only=True
             )
-    except ModelLoadError:
-        raise
-    except Exception as exc:
-        raise ModelLoadError(spec, f"cannot load this VAE: {exc}") from exc
     raise ModelLoadError(spec, "VAE not found: expected a file, a folder or a hub id")
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+from naiup.engine.load_errors import explain_load_errors, is_foreign
 from naiup.engine.models.family import SDXL, without_flags
 from naiup.errors import ModelLoadError
 
@@ -122,11 +123,9 @@ def load_sdxl_pipeline(where: str, local_only: bool):
 
     from naiup.engine.models.load import SDModels
 
-    try:
+    hint = "" if local_only else " (no internet, or HF_HUB_OFFLINE=1 and not in the HF cache?)"
+    with explain_load_errors(where, f"cannot load this SDXL diffusers model{hint}: {{exc}}"):
         pipe = StableDiffusionXLPipeline.from_pretrained(where, local_files_only=local_only)
-    except Exception as exc:  # OSError/ValueError/hub errors: a model we cannot load is a user problem
-        hint = "" if local_only else " (no internet, or HF_HUB_OFFLINE=1 and not in the HF cache?)"
-        raise ModelLoadError(where, f"cannot load this SDXL diffusers model{hint}: {exc}") from exc
     if pipe.text_encoder is None:
         raise ModelLoadError(where, "is an SDXL refiner (no CLIP-L text encoder); use an SDXL base model")
     return SDModels(
@@ -147,5 +146,7 @@ def pipeline_class(where: str, local_only: bool) -> str:
 
     try:
         return str(DiffusionPipeline.load_config(where, local_files_only=local_only).get("_class_name", ""))
-    except Exception:  # missing or unreadable: the loader that runs next reports it properly
-        return ""
+    except Exception as exc:
+        if not is_foreign(exc):
+            raise  # a bug of ours, not an unreadable model
+        return ""  # missing or unreadable: the loader that runs next reports it properly

@@ -15,9 +15,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
+from importlib.resources import abc as resources_abc
 from pathlib import Path
 from typing import Protocol
 
@@ -27,12 +27,13 @@ import torch
 from PIL import Image
 
 from naiup.engine.device import explicit_device, first_line, is_oom
+from naiup.engine.load_errors import explain_load_errors
+from naiup.engine.result import Progress
 from naiup.engine.upscale.tiles import TileRunner, default_overlap, initial_tile
 from naiup.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[float, str], None]
 
 LANCZOS = "lanczos"
 _CPU = torch.device("cpu")
@@ -45,6 +46,7 @@ BUILTIN_UPSCALERS: dict[str, str] = {
 }
 _SHIPPED = {"realcugan-2x"}
 _MODEL_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt")
+_UNSUPPORTED = "not a supported upscaler model ({kind}: {exc})"
 
 
 class UpscaleNet(Protocol):
@@ -175,11 +177,22 @@ def _sub_progress(progress: Progress | None, start: float, end: float, label: st
 def load_upscaler(spec: str, device: torch.device | None = None) -> Upscaler:
     """Resolve `spec` and load it on `device` (CPU when None). Raises ModelLoadError naming the file."""
     device = explicit_device(device) if device is not None else torch.device("cpu")
-    if spec.strip().lower() == LANCZOS:
+    where = find_upscaler(spec)
+    if where is None:
         return Upscaler(name=LANCZOS, scale=1)
     if spec in _SHIPPED:
-        data = (resources.files("naiup") / "data" / "upscalers" / BUILTIN_UPSCALERS[spec]).read_bytes()
-        return _from_bytes(spec, data, device)
+        return _from_bytes(spec, where.read_bytes(), device)
+    return _from_file(spec if spec in BUILTIN_UPSCALERS else where.name, Path(str(where)), device)
+
+
+def find_upscaler(spec: str) -> Path | resources_abc.Traversable | None:
+    """Where `spec`'s weights are (None: Lanczos needs none), without loading them; ModelLoadError says
+    what is missing and where to put it. `naiup doctor` calls this too, so a preset whose upscaler is
+    absent is reported before the first image fails on it."""
+    if spec.strip().lower() == LANCZOS:
+        return None
+    if spec in _SHIPPED:
+        return resources.files("naiup") / "data" / "upscalers" / BUILTIN_UPSCALERS[spec]
     if spec in BUILTIN_UPSCALERS:
         path = user_models_dir() / BUILTIN_UPSCALERS[spec]
         if not path.is_file():
@@ -188,14 +201,14 @@ def load_upscaler(spec: str, device: torch.device | None = None) -> Upscaler:
                 f"built-in upscaler is not shipped; put {BUILTIN_UPSCALERS[spec]} in {path.parent} "
                 f"(or set the preset's upscaler to a file path, 'realcugan-2x' or 'lanczos')",
             )
-        return _from_file(spec, path, device)
+        return path
     path = Path(spec).expanduser()
     if not path.is_file():
         known = ", ".join([*BUILTIN_UPSCALERS, LANCZOS])
         raise ModelLoadError(spec, f"no such upscaler file (built-in names: {known})")
     if path.suffix.lower() not in _MODEL_SUFFIXES:
         raise ModelLoadError(path, f"not a model file (expected one of {', '.join(_MODEL_SUFFIXES)})")
-    return _from_file(path.name, path, device)
+    return path
 
 
 def _from_file(name: str, path: Path, device: torch.device) -> Upscaler:
@@ -207,10 +220,8 @@ def _from_file(name: str, path: Path, device: torch.device) -> Upscaler:
         return _from_bytes(name, data, device, where=path)
     import spandrel
 
-    try:
+    with explain_load_errors(path, _UNSUPPORTED):  # spandrel and torch raise many types for bad files
         descriptor = spandrel.ModelLoader().load_from_file(path)
-    except Exception as exc:  # spandrel/torch raise many types for bad files; all mean "unusable file"
-        raise ModelLoadError(path, f"not a supported upscaler model ({type(exc).__name__}: {exc})") from exc
     return _wrap(name, descriptor, hashlib.sha256(data).hexdigest(), device, path)
 
 
@@ -219,11 +230,9 @@ def _from_bytes(name: str, data: bytes, device: torch.device, where: Path | str 
     import spandrel
 
     where = where or name
-    try:
+    with explain_load_errors(where, _UNSUPPORTED):
         state = safetensors.torch.load(data)
         descriptor = spandrel.ModelLoader().load_from_state_dict(state)
-    except Exception as exc:  # see _from_file
-        raise ModelLoadError(where, f"not a supported upscaler model ({type(exc).__name__}: {exc})") from exc
     return _wrap(name, descriptor, hashlib.sha256(data).hexdigest(), device, where)
 
 

@@ -17,11 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from naiup.errors import ConfigError
+__all__ = ["VaeMemory", "VaePlan", "choose_vae_plan", "estimate_vae_memory"]
 
-__all__ = ["MODES", "VaeMemory", "VaePlan", "choose_vae_plan", "estimate_vae_memory"]
-
-MODES = ("auto", "exact", "low-memory", "off")
 # Share of the free memory we let ourselves plan for: allocator fragmentation and the UNet/upscaler
 # caches left by earlier stages make the rest unusable in practice.
 HEADROOM = 0.8
@@ -87,9 +84,8 @@ def choose_vae_plan(
     mem: VaeMemory, device_free: int | None, host_free: int, requested: str = "auto"
 ) -> VaePlan:
     """untiled when it fits; exact with tiles waiting on the device, else in host RAM; low-memory
-    when even host RAM cannot hold the pooled activations. device_free None means we run on the CPU."""
-    if requested not in MODES:
-        raise ConfigError("vae_tiling", f"must be one of {', '.join(MODES)}, got {requested!r}")
+    when even host RAM cannot hold the pooled activations. device_free None means we run on the CPU.
+    requested: "auto" | "exact" | "low-memory" | "off" (preset.vae_tiling, validated by the config)."""
     host = host_free * HEADROOM
     device = host if device_free is None else device_free * HEADROOM
     if requested == "off":

@@ -10,7 +10,8 @@ CONTRACT:
     Both also take tile: int | None (core size in latent px; None = exact mode's largest core that
     fits on the device, else DEFAULT_CORE; LOW_MEMORY_CORE in low-memory mode), low_memory_sample: int
     (tiles whose statistics low-memory mode pools) and attention_window: int (vae_attention).
-    Raises EngineError for an fp16 VAE, NaN/Inf output, or pixels not a multiple of 8.
+    Raises EngineError for an fp16 VAE, NaN/Inf output, or pixels not a multiple of 8. `mode` is
+    trusted: the config refuses any other (at load, and at Refiner.refine for presets built in code).
 
 Modes (see vae_stages.py for the split, groupnorm_pool.py for the statistics):
     exact       latent-resolution stage whole; high-resolution stage in tiles with a halo >= its
@@ -27,7 +28,6 @@ Modes (see vae_stages.py for the split, groupnorm_pool.py for the statistics):
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 
 import psutil
@@ -38,8 +38,8 @@ from naiup.engine.device import free_memory_bytes
 from naiup.engine.vae import stages as st
 from naiup.engine.vae.attention import is_windowed
 from naiup.engine.vae.groupnorm_pool import GroupStats, TileRun, run_frozen, run_pooled
-from naiup.engine.vae.memory import MODES, VaePlan, choose_vae_plan, estimate_vae_memory
-from naiup.errors import ConfigError, EngineError
+from naiup.engine.vae.memory import VaePlan, choose_vae_plan, estimate_vae_memory
+from naiup.errors import EngineError
 
 __all__ = [
     "DEFAULT_CORE",
@@ -48,7 +48,6 @@ __all__ = [
     "decode",
     "encode",
     "plan_vae",
-    "tile_count",
 ]
 
 log = logging.getLogger(__name__)
@@ -61,9 +60,7 @@ LOW_MEMORY_CORE = 64  # smaller cores: one tile in flight is the whole device wo
 LOW_MEMORY_SAMPLE = 12
 
 
-def _check(vae: torch.nn.Module, mode: str) -> None:
-    if mode not in MODES:
-        raise ConfigError("vae_tiling", f"must be one of {', '.join(MODES)}, got {mode!r}")
+def _check(vae: torch.nn.Module) -> None:
     if vae.dtype == torch.float16:
         # fp16 VAE activations overflow to NaN (NAI-derived VAEs especially): fp32 or bf16 only.
         raise EngineError("the VAE must run in fp32 or bf16, not fp16")
@@ -199,7 +196,7 @@ def encode(
 ) -> torch.Tensor:
     """Pixels in [-1, 1] -> scaled latent. `tile`: core size in latent px (None: see _core_for).
     `attention_window`: the mid block's attention in windows of this many latent px (vae_attention)."""
-    _check(vae, mode)
+    _check(vae)
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     _, _, height, width = pixels.shape
     if height % factor or width % factor:
@@ -243,7 +240,7 @@ def decode(
 ) -> torch.Tensor:
     """Scaled latent -> pixels in [-1, 1] (not clamped). `tile`: core size in latent px.
     `attention_window`: the mid block's attention in windows of this many latent px (vae_attention)."""
-    _check(vae, mode)
+    _check(vae)
     latent = latent.to(vae.dtype)
     scale = 2 ** (len(vae.config.block_out_channels) - 1)
     lh, lw = latent.shape[-2:]
@@ -270,8 +267,3 @@ def decode(
         image[:, :, y0 * s : y1 * s, x0 * s : x1 * s] = out.to(latent.device)
     log.debug("tiled decode tiles=%d mode=%s", len(tiles), plan.mode)
     return _finite(image.float(), "decode")
-
-
-def tile_count(latent_h: int, latent_w: int, core: int = DEFAULT_CORE) -> int:
-    """How many tiles a latent of this size splits into (for logs and the benchmark)."""
-    return math.ceil(latent_h / core) * math.ceil(latent_w / core)
