@@ -58,6 +58,7 @@ def _levers(args: argparse.Namespace) -> dict:
         "chunk_attention": args.chunk_attention,
         "vram_gb": args.vram_gb,
         "attention_window": args.attention_window,
+        "regions": getattr(args, "regions", "0"),
     }
 
 
@@ -104,7 +105,7 @@ class Log:
 def print_table(results: list[Result]) -> None:
     cols = ["upscale", "encode", "denoise", "decode", "other", "img2img", "png"]
     head = f"{'workload':8} {'variant':48} {'output':>10} " + " ".join(f"{c:>8}" for c in cols)
-    # engine = wall - png: the targets are engine time (decoded input -> output pixels).
+    # engine = wall - png: bench/README.md's targets are engine time (decoded input -> output pixels).
     print(
         head
         + f" {'engine':>8} {'wall':>8} {'peakGPU':>8} {'ov':>3} {'batch':>5} {'graphs':>6} {'dpix':>4}  notes"

@@ -2,7 +2,7 @@
 VAE decode -> PNG) on SD1.5- or SDXL-shaped random-weight models, against the naive diffusers baseline.
 
     W2  2x upscaler (Real-CUGAN se from ../shared/weights if present, else a random Compact 2x)
-        + refine: LCM 8 steps x denoise 0.25 = 2 UNet steps, CFG 1, tile 64 / overlap 16, tiled VAE
+        + refine: LCM 8 steps x denoise 0.25 = 2 UNet steps, CFG 1, tile 64 / overlap 32, tiled VAE
     W4  4x upscaler (RealESRGAN x4plus anime 6B if present, else a random RRDB 6-block) + refine
     --family sdxl: the same on SDXL shapes (UNet 2.6 G parameters, CLIP-L + bigG), tile 128 / overlap
         16 (SDXL's 1024 px); W2-XL is the default workload there (W4-XL on request)
@@ -10,11 +10,13 @@ Input 832x1216 (NAI V3 portrait). The stages are naiup's own code: engine.upscal
 naiup.engine.diffusion.refine.Refiner with its production defaults (tiling.predictor_for, vae_tiling), timed
 through the Refiner's seams, and naiup.output.provenance.encode_png. Each workload is followed, in the same
 run, by the baseline: diffusers StableDiffusionImg2ImgPipeline (StableDiffusionXLImg2ImgPipeline for
-SDXL) on the same models and upscaled pixels, at full resolution with vae.enable_tiling().
+SDXL) on the same models and upscaled pixels,
+at full resolution with vae.enable_tiling().
 
     python bench/engine_bench.py                 # full size, needs a GPU to finish in reasonable time
     python bench/engine_bench.py --small         # tiny shapes on CPU, under a minute (CI smoke test)
-    python bench/engine_bench.py --family sdxl --vram-gb 7   # W2-XL under an 8 GB card's budget
+    python bench/engine_bench.py --regions 0,3   # each configuration without and with 3 NovelAI
+                                                 # character regions: the cost of regional prompts
 
 Appends bench/out/engine-<timestamp>.jsonl as it goes (a header line, then one line per result the
 moment it is measured), writes engine-<timestamp>.json (machine, versions, every number) at the end
@@ -60,7 +62,9 @@ from diffusers.utils import logging as diffusers_logging  # noqa: E402
 from naiup.config import ModelConfig, Preset  # noqa: E402
 from naiup.engine.device import cap_memory, explicit_device  # noqa: E402
 from naiup.engine.diffusion.refine import Refiner  # noqa: E402
+from naiup.engine.diffusion.regions import region_predictor_for  # noqa: E402
 from naiup.engine.diffusion.tiling import plan_tiles, predictor_for  # noqa: E402
+from naiup.engine.image_prompts import Region  # noqa: E402
 from naiup.engine.upscale.upscaler import load_upscaler  # noqa: E402
 from naiup.engine.vae import attention as vae_attention  # noqa: E402
 from naiup.engine.vae import tiled as vae_tiling  # noqa: E402
@@ -68,6 +72,20 @@ from naiup.output.provenance import encode_png  # noqa: E402
 
 PROMPT = "(masterpiece, best quality, highres:1.2), 1girl, solo, detailed background"
 PNG_LEVEL = 1  # OutputConfig.png_compress_level default
+# Where --regions N puts its characters: NovelAI's 5x5 grid (at most 6 characters), the first three as
+# in the three-character fixture (one above, two below), then the upper corners and the bottom middle.
+CHARACTER_CENTRES = ((0.5, 0.3), (0.7, 0.7), (0.3, 0.7), (0.1, 0.3), (0.9, 0.3), (0.5, 0.9))
+
+
+def bench_regions(n: int) -> tuple[Region, ...]:
+    """n character regions of the presets' default size, each with its own prompt."""
+    if not 0 <= n <= len(CHARACTER_CENTRES):
+        raise SystemExit(f"--regions: 0 to {len(CHARACTER_CENTRES)} characters (NovelAI's limit), got {n}")
+    size = Preset(name="bench").region_size
+    return tuple(
+        Region(f"{PROMPT}, character {k}, red hair, school uniform", "", centre, size)
+        for k, centre in enumerate(CHARACTER_CENTRES[:n])
+    )
 
 
 def _sync(device: torch.device) -> None:
@@ -82,6 +100,7 @@ class Stages:
         self.device, self.current = device, {}
         self.unet_calls: list[list[int]] = []
         self.batch, self.graphs = 0, False  # tile batch the Refiner ran with; UNet CUDA-graphed
+        self.samples = 0  # UNet tile samples per step of the last regional run (tile x region)
 
     def watch_unet(self, unet: torch.nn.Module) -> None:
         unet.register_forward_hook(lambda _m, a, _o: self.unet_calls.append(list(a[0].shape)))
@@ -104,12 +123,19 @@ def make_refiner(folder: Path, device: torch.device, stages: Stages, shape: Shap
         stages.batch = preset.tile_batch_size  # after the Refiner capped it by free memory
         return stages.timed("denoise", predictor_for(guided, preset, latent_hw))
 
+    def wrap_regions(denoiser, masks, preset, latent_hw):
+        stages.batch = preset.tile_batch_size
+        predict = region_predictor_for(denoiser, masks, preset, latent_hw)
+        stages.samples = len(predict.work)
+        return stages.timed("denoise", predict)
+
     vae_tile = {"tile": shape.vae_core} if shape.vae_core else {}
     graphs = "on" if args.compile else args.unet_graphs
     refiner = Refiner(
         ModelConfig(checkpoint=str(folder), lcm_lora="", device=device.type, unet_graphs=graphs),
         device,
         wrap_predictor=wrap,
+        wrap_regions=wrap_regions,
         encode=stages.timed("encode", functools.partial(vae_tiling.encode, **vae_tile)),
         decode=stages.timed("decode", functools.partial(vae_tiling.decode, **vae_tile)),
     )
@@ -146,9 +172,12 @@ def run_ours(
     image,
     vae_core: int | None,
     host_pixels: bool = False,
+    characters: int = 0,
 ) -> tuple[Result, object]:
     device = refiner.device
-    res = Result(name, f"naiup (vae {preset.vae_tiling})")
+    res = Result(name, f"naiup (vae {preset.vae_tiling})" + (f", {characters} regions" if characters else ""))
+    regions = bench_regions(characters)
+    extra = {"regions": regions} if regions else {}
     stages.current, stages.unet_calls = res.stages, res.unet_calls
     _reset_peak(device)
     t0 = time.perf_counter()
@@ -157,7 +186,7 @@ def run_ours(
     upscale = upscaler.upscale if host_pixels else upscaler.upscale_pixels
     big = stages.timed("upscale", upscale)(image, preset.scale)
     refine = stages.timed("refine", refiner.refine)
-    out = refine(big, preset, prompt=PROMPT, negative_prompt="", seed=1234)
+    out = refine(big, preset, prompt=PROMPT, negative_prompt="", seed=1234, **extra)
     stages.timed("png", encode_png)(out, {"parameters": PROMPT}, PNG_LEVEL)
     res.wall = time.perf_counter() - t0
     res.peak_gpu_gib = _peak(device)
@@ -175,13 +204,17 @@ def run_ours(
         refiner.models.vae, "decode", lh * 8, lw * 8, preset.vae_tiling, vae_core or vae_tiling.DEFAULT_CORE
     ).mode
     res.notes = f"{res.unet_tiles} UNet tiles/step; VAE decode plan {res.vae_plan}"
+    if regions:  # each tile runs once per region with weight in it
+        res.notes += f"; {len(regions)} regions: {stages.samples} UNet tile samples/step"
     res.levers = {
-        "overlap": preset.overlap,
         "text_encoders_resident": refiner.residency.text_encoders_resident,
+        "overlap": preset.overlap,
         "tile_batch": stages.batch,
         "unet_graphs": stages.graphs,
         "device_pixels": not host_pixels,
         "attention_unchunked_on_cuda": vae_attention.UNCHUNKED_ON_CUDA,
+        "regions": len(regions),
+        "unet_samples_per_step": stages.samples if regions else res.unet_tiles,
     }
     return res, big
 
@@ -277,6 +310,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=int, default=None, help="untimed runs first (default: 1 on CUDA)")
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument(
+        "--regions",
+        default="0",
+        help="comma list of NovelAI character counts to run each configuration with (0: no regions)",
+    )
+    ap.add_argument(
         "--attention-window",
         type=int,
         default=None,
@@ -341,17 +379,18 @@ def main(argv: list[str] | None = None) -> int:
         cap_memory(device, int(args.vram_gb * 2**30))  # the Engine does this from model.max_vram_gb
         for mode in args.vae_mode.split(","):
             preset = replace(base, scale=float(scale), vae_tiling=mode)
-            for _ in range(warmup + 1):  # the last run counts
-                res, big = run_ours(
-                    wl, upscaler, refiner, stages, preset, image, s.vae_core, args.host_pixels
-                )
-            res.notes = f"upscaler: {desc}; {res.notes}"
-            if args.vram_gb:
-                res.variant += f", cap {args.vram_gb:g} GiB"
-            if args.attention_window is not None:
-                res.variant += f", attn window {args.attention_window}"
-            results.append(res)
-            log.result(res)
+            for characters in (int(n) for n in args.regions.split(",")):
+                for _ in range(warmup + 1):  # the last run counts
+                    res, big = run_ours(
+                        wl, upscaler, refiner, stages, preset, image, s.vae_core, args.host_pixels, characters
+                    )
+                res.notes = f"upscaler: {desc}; {res.notes}"
+                if args.vram_gb:
+                    res.variant += f", cap {args.vram_gb:g} GiB"
+                if args.attention_window is not None:
+                    res.variant += f", attn window {args.attention_window}"
+                results.append(res)
+                log.result(res)
         cap_memory(device, 0)  # the baseline runs as its users run it
         if not args.no_baseline and big is not None:
             for _ in range(warmup + 1):

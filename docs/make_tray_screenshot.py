@@ -2,7 +2,7 @@
 
     Xvfb :57 -screen 0 560x400x24 & DISPLAY=:57 python docs/make_tray_screenshot.py docs/tray-menu.png
 
-pystray's xorg backend has no menu (research §3.4) and Xvfb has no tray host, so the entries come from
+pystray's xorg backend has no menu (its HAS_MENU is False) and Xvfb has no tray host, so the entries come from
 naiup.tray.menu.build_menu (what every backend shows) and are posted as real Tk popup menus;
 the icon beside them is naiup's own drawn icon. The root window is then grabbed with python-xlib.
 Not a test and not collected by pytest.

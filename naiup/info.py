@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from naiup.config import Preset
+from naiup.engine.image_prompts import plan_regions, region_box
 from naiup.errors import NaiupError
 from naiup.metadata.nai_syntax import nai_to_a1111
 from naiup.metadata.read import ImageMetadata, MetadataFormat, read_metadata
@@ -19,8 +21,11 @@ def _converted(meta: ImageMetadata, text: str) -> str:
     return nai_to_a1111(text) if meta.is_novelai else text
 
 
-def describe(path: Path) -> dict[str, Any]:
-    """Everything `naiup info --json` prints for one file; `error` is set when it cannot be read."""
+def describe(path: Path, preset: Preset | None = None) -> dict[str, Any]:
+    """Everything `naiup info --json` prints for one file; `error` is set when it cannot be read.
+
+    With a `preset`, also what a refine with it does with the image's characters: `regions`, and a
+    `region` per character (None when they are not used as regions; `regions.reason` says why)."""
     record: dict[str, Any] = {"path": str(path)}
     try:
         meta = read_metadata(path)
@@ -58,7 +63,28 @@ def describe(path: Path) -> dict[str, Any]:
         naiup_output=_naiup_output(meta),
         error=None,
     )
+    if preset is not None:
+        _add_regions(record, meta, preset)
     return record
+
+
+def _add_regions(record: dict[str, Any], meta: ImageMetadata, preset: Preset) -> None:
+    plan = plan_regions(preset, meta)
+    record["regions"] = {
+        "preset": preset.name,
+        "active": bool(plan.regions),
+        "reason": plan.reason or None,
+        "size": preset.region_size if plan.regions else None,
+        "background_prompt": plan.prompt if plan.regions else None,
+        "dropped": list(plan.dropped),
+    }
+    regions = plan.regions or (None,) * len(record["characters"])
+    for char, region in zip(record["characters"], regions, strict=True):
+        char["region"] = None
+        if region is not None:
+            # Fractions of the image, rounded: 0.30000000000000004 says nothing more than 0.3.
+            box = [round(v, 4) for v in region_box(region.center, region.size)]
+            char["region"] = {"center": list(region.center), "size": region.size, "box": box}
 
 
 def _naiup_output(meta: ImageMetadata) -> dict[str, Any] | None:
@@ -85,6 +111,17 @@ def _naiup_output(meta: ImageMetadata) -> dict[str, Any] | None:
         "seed": data.get("seed"),
         "version": data.get("version"),
     }
+
+
+def _regions_line(regions: dict[str, Any], count: int) -> str:
+    head = f"  regions with preset {regions['preset']}: "
+    if not regions["active"]:
+        return head + f"none, one prompt for the whole image; {regions['reason']}"
+    plural = "s" if count > 1 else ""
+    text = f"{count} character region{plural}, each {regions['size']:g} of the image wide and high"
+    if regions["dropped"]:
+        text += f"; background prompt without {', '.join(regions['dropped'])}"
+    return head + text
 
 
 def _short(text: str) -> str:
@@ -131,7 +168,13 @@ def format_human(record: dict[str, Any]) -> str:
             lines.append(f"  negative: {_short(record['negative_prompt'])}")
         for i, char in enumerate(record["characters"], 1):
             where = f" at {char['center'][0]:g},{char['center'][1]:g}" if char["center"] else ""
+            if char.get("region"):
+                x0, y0, x1, y1 = char["region"]["box"]
+                where += f", region x {x0:.2f}-{x1:.2f} y {y0:.2f}-{y1:.2f}"
             lines.append(f"  character {i}{where}: {_short(char['prompt'])}")
+        regions = record.get("regions")
+        if regions and record["characters"]:
+            lines.append(_regions_line(regions, len(record["characters"])))
     if record.get("copies_disagree"):
         lines.append("  note: the file copy and the stealth copy of the metadata differ")
     lines.extend(f"  note: {problem}" for problem in record.get("problems", []))

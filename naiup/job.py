@@ -27,6 +27,7 @@ from naiup import __version__
 from naiup.config import Config, OutputConfig, Preset
 from naiup.engine.result import EngineResult, Progress
 from naiup.errors import ConfigError, InputError, OutputError
+from naiup.metadata.nai_syntax import image_prompts
 from naiup.metadata.read import ImageMetadata, ensure_rgb, read_image, refuse_special_file
 from naiup.output.atomic import write_first_free
 from naiup.output.png import is_png_keyword
@@ -208,7 +209,7 @@ def run_job(
     # A source may carry keys no PNG can hold (too long, not Latin-1): those stay behind, not fatal.
     ours = (PROVENANCE_KEY, PARAMETERS_KEY)
     text = {k: v for k, v in carried.items() if k not in ours and is_png_keyword(k)}
-    text[PARAMETERS_KEY] = a1111_parameters(result.parameters, result.image.size)
+    text[PARAMETERS_KEY] = a1111_parameters(result.parameters, result.image.size, image_prompts(meta))
     model_id = engine.model_id(preset)
     text[PROVENANCE_KEY] = provenance_text(
         version=__version__,

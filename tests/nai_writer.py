@@ -1,6 +1,6 @@
 """Our own writer of NovelAI-format files, so tests run anywhere (no shared fixtures needed).
 
-Writes what NovelAI writes (nai-metadata.md §2, §4): PNG text chunks (Title, Description, Software,
+Writes what NovelAI writes (docs/design/nai-metadata.md): PNG text chunks (Title, Description, Software,
 Source, Generation time, Comment JSON), the `stealth_pngcomp` alpha payload (gzip JSON of the same
 fields minus Title), V4.5 character captions, and the lossless-WebP EXIF layout. Deliberately written
 independently of naiup's reader (bit loop per pixel here, vectorised reads there).
@@ -27,9 +27,11 @@ def nai_comment(
     width: int = 64,
     height: int = 64,
     characters: Sequence[tuple[str, str, tuple[float, float]]] = (),
+    use_coords: bool = True,
     **extra: Any,
 ) -> dict[str, Any]:
-    """A Comment object; `characters` = (prompt, negative, (x, y)) adds V4.5 v4_prompt captions."""
+    """A Comment object; `characters` = (prompt, negative, (x, y)) adds V4.5 v4_prompt captions, placed
+    at those positions when `use_coords` (NovelAI stores centres either way)."""
     comment: dict[str, Any] = {
         "prompt": prompt,
         "steps": 28,
@@ -51,7 +53,7 @@ def nai_comment(
                     {"char_caption": p, "centers": [{"x": c[0], "y": c[1]}]} for p, _, c in characters
                 ],
             },
-            "use_coords": True,
+            "use_coords": use_coords,
             "use_order": True,
         }
         comment["v4_negative_prompt"] = {

@@ -12,10 +12,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_engine_bench_small_runs_and_reports_every_stage(tmp_path):
+def _bench_small(out: Path, *args: str) -> tuple[dict, str]:
+    """Run engine_bench.py --small with `args`; its JSON report and what it printed."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "engine_bench.py"), "--small", "--out", str(tmp_path / "out")],
+        [sys.executable, str(REPO / "bench" / "engine_bench.py"), "--small", *args, "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -23,8 +24,12 @@ def test_engine_bench_small_runs_and_reports_every_stage(tmp_path):
         cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (report,) = (tmp_path / "out").glob("engine-*-small.json")
-    data = json.loads(report.read_text())
+    (report,) = out.glob("engine-*-small.json")
+    return json.loads(report.read_text()), proc.stdout
+
+
+def test_engine_bench_small_runs_and_reports_every_stage(tmp_path):
+    data, printed = _bench_small(tmp_path / "out")
     ours = [r for r in data["results"] if r["variant"].startswith("naiup")]
     base = [r for r in data["results"] if r["variant"].startswith("diffusers")]
     assert {r["workload"] for r in ours} == {r["workload"] for r in base} == {"W2", "W4"}
@@ -39,17 +44,19 @@ def test_engine_bench_small_runs_and_reports_every_stage(tmp_path):
             assert r["unet_tiles"] == 15
             assert r["unet_calls"] == [[15, 4, 16, 16]] * 2
         assert r["levers"] == {
-            "overlap": 8,
             "text_encoders_resident": True,  # no accelerator: nothing waits in host RAM
+            "overlap": 8,
             "tile_batch": 16,
             "unet_graphs": False,  # auto: off on the CPU
             "device_pixels": True,
             "attention_unchunked_on_cuda": True,
+            "regions": 0,
+            "unet_samples_per_step": r["unet_tiles"],
         }
     assert {r["vae_plan"] for r in ours} <= {"off", "exact", "low-memory"}
     assert {r["variant"] for r in ours} == {f"naiup (vae {m})" for m in ("exact", "low-memory", "auto")}
     assert {r["output"] for r in ours if r["workload"] == "W4"} == {"256x384"}
-    assert "W4" in proc.stdout and "wall" in proc.stdout
+    assert "W4" in printed and "wall" in printed
     # Each result was also appended as measured, after a header line naming the machine.
     (log,) = (tmp_path / "out").glob("engine-*-small.jsonl")
     lines = [json.loads(line) for line in log.read_text().splitlines()]
@@ -57,22 +64,24 @@ def test_engine_bench_small_runs_and_reports_every_stage(tmp_path):
     assert [{k: v for k, v in r.items() if k != "kind"} for r in lines[1:]] == data["results"]
 
 
+def test_engine_bench_small_measures_character_regions(tmp_path):
+    args = ("--workloads", "W4", "--vae-mode", "off", "--regions", "0,3", "--no-baseline")
+    plain, regional = _bench_small(tmp_path / "out", *args)[0]["results"]
+    assert (plain["variant"], regional["variant"]) == ("naiup (vae off)", "naiup (vae off), 3 regions")
+    assert regional["stages"]["denoise"] > 0  # timed through the regional seam too
+    # 15 tiles per step without regions; with three characters each tile runs once per region with
+    # weight in it (the background only where the characters leave it some), all in fixed batches.
+    assert plain["levers"]["unet_samples_per_step"] == 15
+    samples = regional["levers"]["unet_samples_per_step"]
+    assert 15 < samples < 4 * 15
+    assert sum(shape[0] for shape in regional["unet_calls"]) >= 2 * samples
+    assert len({tuple(shape) for shape in regional["unet_calls"]}) == 1
+
+
 def test_engine_bench_sdxl_small_runs_w2_xl_against_the_sdxl_img2img_baseline(tmp_path):
     """--family sdxl on SDXL's block structure at toy widths: the same stages through the same Refiner
     (SDXL conditioning, two text encoders), and diffusers' SDXL img2img as the baseline."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    args = ["--small", "--family", "sdxl", "--vae-mode", "exact", "--out", str(tmp_path / "out")]
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "engine_bench.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        cwd=REPO,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (report,) = (tmp_path / "out").glob("engine-*-sdxl-small.json")
-    data = json.loads(report.read_text())
+    data, _ = _bench_small(tmp_path / "out", "--family", "sdxl", "--vae-mode", "exact")
     assert data["levers"]["family"] == "sdxl"
     ours, base = data["results"]
     assert (ours["workload"], ours["variant"]) == ("W2-XL", "naiup (vae exact)")

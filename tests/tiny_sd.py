@@ -1,8 +1,9 @@
-"""Tiny random-weight SD1.5-shaped models for tests, built at test time, fully offline.
+"""Tiny random-weight SD1.5-shaped model files for tests, built at test time, fully offline.
 
-API (other areas' tests import this; `import tiny_sd` works from any test):
-    build_tiny_sd(folder) -> Path              diffusers folder: 4-block UNet (32 ch), 4-block VAE, 4-layer
-                                                32-wide CLIP with the real CLIP tokenizer from naiup/data/sd15
+The models themselves come from naiup.testing (shared with bench/); this module writes them in the
+forms a user's files take. API (other areas' tests import this; `import tiny_sd` works from any test):
+    build_tiny_sd(folder) -> Path              naiup.testing's: diffusers folder, 4-block UNet (32 ch),
+                                                4-block VAE, 4-layer 32-wide CLIP, SD1.5's tokenizer
     write_skeleton(folder, out) -> Path         the folder's json/txt only: a config dir for single files
     write_single_file(folder, out) -> Path      A1111/LDM-named .safetensors of the same weights
     write_kohya_lora(folder, out, ...) -> Path  Kohya LoRA/LoCon (UNet and optionally text encoder)
@@ -16,100 +17,22 @@ The LDM key mapping is written here from the SD1.5 layout (4 blocks, 2 layers pe
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-import naiup
+from naiup.testing import build_tiny_sd, save_weights
 
-TOKENIZER_DIR = Path(naiup.__file__).parent / "data" / "sd15" / "tokenizer"
+# The modules LCM-LoRA SD1.5 trains (the LCM distillation script's default targets): rank 64 over
+# exactly these gives LCM-LoRA's 67.3 M parameters.
 LCM_TARGETS = (
     "to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
     "conv1", "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj",
 )  # fmt: skip
 TE_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
-
-
-def tiny_sd_vae(**family: object) -> torch.nn.Module:
-    """SD's VAE architecture (four levels, 8x down) at 32 channels; `family`: the keys SD1.5 and SDXL
-    differ in (scaling_factor, force_upcast). Built from the caller's seeded RNG state."""
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(
-        block_out_channels=(32, 32, 32, 32),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=32,
-        sample_size=64,
-        **family,
-    )
-
-
-def build_tiny_sd(folder: Path, seed: int = 0) -> Path:
-    """Save a tiny SD1.5-shaped StableDiffusionPipeline to `folder` (about 8 MB) and return it."""
-    from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 32, 32, 32),
-        layers_per_block=2,
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        cross_attention_dim=32,
-        attention_head_dim=8,
-        norm_num_groups=8,  # 32 groups of 1 channel fail GroupNorm at the 1x1 bottom of an 8x8 latent
-    )
-    vae = tiny_sd_vae(scaling_factor=0.18215)
-    tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER_DIR, model_max_length=77)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            hidden_act="quick_gelu",
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
-    with torch.no_grad():  # trained CLIP has non-zero LayerNorm biases; zero ones make chunk means 0
-        for mod in text_encoder.modules():
-            if isinstance(mod, torch.nn.LayerNorm):
-                mod.bias.normal_(0.0, 0.1)
-    scheduler = PNDMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        num_train_timesteps=1000,
-        set_alpha_to_one=False,
-        skip_prk_steps=True,
-        steps_offset=1,
-    )
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(folder)
-    return Path(folder)
 
 
 def write_skeleton(folder: Path, out: Path) -> Path:
@@ -183,19 +106,26 @@ def _vae_to_ldm(name: str, value: torch.Tensor) -> tuple[str, torch.Tensor]:
     return name, value
 
 
-def write_single_file(folder: Path, out: Path) -> Path:
-    """Write the diffusers folder as one A1111/LDM-named checkpoint (.safetensors)."""
+def single_file_weights(
+    folder: Path, unet_name: Callable[[str], str], te_prefix: str
+) -> dict[str, torch.Tensor]:
+    """The folder's UNet, VAE and (first) text encoder weights under single-file names: `unet_name`
+    maps a diffusers UNet key, `te_prefix` is where the file keeps CLIP-L's transformers keys."""
     folder = Path(folder)
     sd: dict[str, torch.Tensor] = {}
     for k, v in load_file(folder / "unet" / "diffusion_pytorch_model.safetensors").items():
-        sd[f"model.diffusion_model.{_unet_to_ldm(k)}"] = v
+        sd[f"model.diffusion_model.{unet_name(k)}"] = v
     for k, v in load_file(folder / "vae" / "diffusion_pytorch_model.safetensors").items():
         name, value = _vae_to_ldm(k, v)
         sd[f"first_stage_model.{name}"] = value
     for k, v in load_file(folder / "text_encoder" / "model.safetensors").items():
-        sd[f"cond_stage_model.transformer.text_model.{k.removeprefix('text_model.')}"] = v
-    save_file({k: v.contiguous() for k, v in sd.items()}, out)
-    return Path(out)
+        sd[f"{te_prefix}text_model.{k.removeprefix('text_model.')}"] = v
+    return sd
+
+
+def write_single_file(folder: Path, out: Path) -> Path:
+    """Write the diffusers folder as one A1111/LDM-named checkpoint (.safetensors)."""
+    return save_weights(single_file_weights(folder, _unet_to_ldm, "cond_stage_model.transformer."), out)
 
 
 def _modules(folder: Path, sub: str) -> dict[str, tuple[int, ...]]:
@@ -241,7 +171,7 @@ def write_kohya_lora(
 
 
 def write_lcm_lora(folder: Path, out: Path, seed: int = 2) -> Path:
-    """UNet-only, LCM-LoRA's layout (diffusers.md §4.4)."""
+    """UNet-only over LCM_TARGETS, like LCM-LoRA (which is rank 64; rank 8 keeps it small)."""
     return write_kohya_lora(folder, out, te_targets=(), rank=8, alpha=8.0, scale=0.1, seed=seed)
 
 

@@ -2,9 +2,9 @@
 # Run THERE, on the lent GPU machine (after bench/gpu/prepare.sh here), one device call per part:
 #   run(command="bash bench/gpu/run.sh sd15", carry=[".whl", ".gpu"], timeout_s=540)
 #   run(command="bash bench/gpu/run.sh sdxl", carry=[".whl", ".gpu"], timeout_s=480)
-# `all` (the default) runs both in one call: 885 s of limits, more than one call may take (600 s).
+# `all` (the default) runs both in one call: 915 s of limits, more than one call may take (600 s).
 # sd15: the GPU test suite first (tests/gpu, SDXL memory tests aside), then the SD1.5 benchmark; its
-#   steps' limits add up to 465 s (the pip install 15 more), within 8 minutes on an H200.
+#   steps' limits add up to 495 s (the pip install 15 more), within its 540 s on an H200.
 # sdxl: W2-XL (832x1216 -> 2x -> SDXL refine, tile 128) beside the naive SDXL img2img baseline, then
 #   under --vram-gb 7 (an 8 GB card), then tests/gpu/test_gpu_sdxl_memory.py on the same 7 GB random
 #   model (built once into /tmp/models by the first step: ≈ 1 min); limits add up to 420 s (+15).
@@ -37,6 +37,9 @@ if [ "$part" != sdxl ]; then
   bench 150 --vae-mode exact,auto                                      # the table, beside the naive baseline; builds the models once
   bench 60 --workloads W4 --vae-mode auto --vram-gb 4 --no-baseline   # a 6 GB card's budget: the W4 peak target
   bench 55 --vae-mode exact,auto --channels-last --batch 16 --no-baseline  # levers
+  # NovelAI character regions: W2 without and with 3 characters, eager UNet (a new process would pay
+  # the graphs' compile again); the ratio is the regional prompts' cost.
+  bench 30 --workloads W2 --vae-mode auto --regions 0,3 --unet-graphs off --no-baseline
   step 30 "$PY" bench/vae_attention_bench.py --latent 416x608 --windows 128,256 --out "$scratch"
   step 20 "$PY" bench/png_bench.py --image "$NAIUP_SHARED/fixtures/nai/nai3_1024_text_stealth.png" --out "$out/png_bench.json"
 fi

@@ -6,14 +6,22 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from naiup.cli.command import AddCommand
+from naiup.pathnames import plain_text
+
+if TYPE_CHECKING:
+    from naiup.config import Preset
 
 
 def register(add: AddCommand) -> None:
     p = add("info", _cmd_info, "show the generation metadata of images")
     p.add_argument("files", nargs="+", type=Path, metavar="FILE")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument(
+        "--preset", default=None, help="show character regions as this preset runs them (default: active)"
+    )
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -22,9 +30,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
     # Prompts hold any script; a legacy console encoding must not crash the summary.
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="backslashreplace")
+    preset = _preset(args)
     failed = False
     for i, path in enumerate(args.files):
-        record = describe(path)
+        record = describe(path, preset)
         failed = failed or record["error"] is not None
         if args.json:
             print(json.dumps(record), flush=True)
@@ -33,3 +42,19 @@ def _cmd_info(args: argparse.Namespace) -> int:
         else:
             print(("\n" if i else "") + format_human(record), flush=True)
     return 1 if failed else 0
+
+
+def _preset(args: argparse.Namespace) -> Preset | None:
+    """The preset whose character regions `info` shows: --preset, else the active one. info reads
+    images, not the config: a config that does not load only costs the regions, with a note why."""
+    from naiup.config import load_config
+    from naiup.errors import ConfigError
+
+    try:
+        config = load_config(args.config, model_files_must_exist=False)
+    except ConfigError as exc:
+        if args.preset is not None:
+            raise
+        print(f"note: character regions not shown: {plain_text(str(exc))}", file=sys.stderr)
+        return None
+    return config.preset(args.preset or config.daemon.active_preset)  # names the known ones if unknown

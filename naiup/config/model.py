@@ -56,6 +56,17 @@ class ModelConfig:
     unet_graphs: str = "auto"  # auto | on | off: CUDA graphs (torch.compile) for the UNet tiles
 
 
+# Danbooru's tags for how many characters a picture has. In a background tile they ask the model for
+# a person where there is none (the "1girl in the sky" of tiled refines), while the characters they
+# count already have regions of their own. Only counts: "no humans" is a background's truth and stays.
+DROP_COUNT_TAGS: tuple[str, ...] = (
+    "1girl", "2girls", "3girls", "4girls", "5girls", "6+girls", "multiple girls",
+    "1boy", "2boys", "3boys", "4boys", "5boys", "6+boys", "multiple boys",
+    "1other", "2others", "3others", "4others", "5others", "6+others", "multiple others",
+    "solo", "solo focus",
+)  # fmt: skip
+
+
 def unet_steps(steps: int, denoise: float) -> int:
     """UNet steps an img2img refine runs: the tail int(steps x denoise) of a `steps`-step schedule,
     counted as diffusers' img2img pipeline and A1111 count them (the one formula: the config refuses
@@ -88,6 +99,12 @@ class Preset:
     negative_prompt: str = "(worst quality, low quality:1.4)"
     seed: str | int = "image"  # image | random | int
     use_image_prompt: bool = False
+    # NovelAI V4/V4.5 character positions as regional prompts (needs use_image_prompt): auto | off.
+    regions: str = "auto"
+    # Fraction of the image's width and height a character's region spans, centred on its position.
+    region_size: float = 0.5
+    # Tags dropped from the background region's prompt (they ask for a number of people).
+    background_drop_tags: tuple[str, ...] = DROP_COUNT_TAGS
 
     @property
     def unet_steps(self) -> int:

@@ -70,6 +70,11 @@ def _one_of(*choices: str) -> Check:
     return lambda v: None if v in choices else f"must be one of {', '.join(choices)}; got {v!r}"
 
 
+def _one_tag_each(tags: tuple[str, ...]) -> str | None:
+    bad = next((t for t in tags if not t.strip() or "," in t), None)
+    return None if bad is None else f"holds {bad!r}: each entry is one tag, not empty and without commas"
+
+
 def _seed(v: str | int) -> str | None:
     if isinstance(v, int) and not isinstance(v, bool):
         return None if 0 <= v <= _SEED_MAX else f"must be between 0 and {_SEED_MAX}, got {v}"
@@ -114,6 +119,11 @@ RULES: dict[str, Check] = {
         None if v == 0 or v >= 16 else f"must be 0 (whole attention) or at least 16 latent px, got {v}"
     ),
     "Preset.upscaler": lambda v: None if v.strip() else 'must not be empty (use "lanczos" for no model)',
+    "Preset.regions": _one_of("auto", "off"),
+    "Preset.region_size": lambda v: (
+        None if 0 < v <= 1 else f"must be in (0, 1] (a fraction of the image), got {v}"
+    ),
+    "Preset.background_drop_tags": _one_tag_each,
     "Preset.seed": _seed,
 }
 

@@ -11,7 +11,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -19,11 +19,11 @@ from PIL import Image
 
 from naiup.config import ModelConfig, Preset
 from naiup.engine.device import cap_memory, empty_cache, explicit_device, pick_device, release_cached
+from naiup.engine.image_prompts import Region, plan_regions
 from naiup.engine.models.hub import DownloadProgress
 from naiup.engine.result import EngineResult, Progress
 from naiup.engine.upscale.upscaler import Upscaler, load_upscaler
 from naiup.errors import ModelLoadError
-from naiup.metadata.nai_syntax import LORA_TAG, nai_to_a1111
 from naiup.metadata.read import ImageMetadata, ensure_rgb
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,9 @@ _SEED_LIMIT = 2**32
 class RefinerLike(Protocol):
     """The Refiner of naiup.engine.diffusion.refine, as the engine uses it (a test's stand-in
     implements all of it). One with `accepts_pixels` true is also handed (H, W, 3) uint8 tensors (on
-    the GPU), not only images."""
+    the GPU), not only images. `regions` (NovelAI characters with positions; `prompt` is then the
+    background's) is passed only when there are some, so a refiner without regional prompts keeps
+    working for every other image."""
 
     accepts_pixels: bool
 
@@ -65,6 +67,7 @@ class RefinerLike(Protocol):
         negative_prompt: str,
         seed: int,
         progress: Progress | None = None,
+        regions: Sequence[Region] = (),
     ) -> Image.Image: ...
 
 
@@ -97,28 +100,6 @@ def choose_seed(policy: str | int, meta: ImageMetadata, image: Image.Image) -> i
         return int(meta.seed)
     # Same pixels -> same seed, so re-running an image without a seed is reproducible.
     return int.from_bytes(hashlib.sha256(image.tobytes()).digest()[:4], "big")
-
-
-def _image_text(nai_prompt: str) -> str:
-    # An image's own text is content, not configuration: a "<lora:...>" in it must not load a LoRA.
-    return LORA_TAG.sub("", nai_to_a1111(nai_prompt))
-
-
-def build_prompts(preset: Preset, meta: ImageMetadata) -> tuple[str, str]:
-    """(prompt, negative): the preset's quality tags, plus the image's own prompt when asked.
-
-    The negative prompt only matters with CFG > 1 (at CFG 1 the unconditional pass is skipped), so
-    it is empty otherwise and the provenance does not claim a negative that had no effect.
-    """
-    parts = [preset.prompt]
-    negatives = [preset.negative_prompt]
-    if preset.use_image_prompt:
-        parts.append(_image_text(meta.prompt))
-        parts.extend(_image_text(c.prompt) for c in meta.characters)
-        negatives.append(_image_text(meta.negative_prompt))
-    prompt = ", ".join(p.strip().strip(",").strip() for p in parts if p and p.strip())
-    negative = ", ".join(n.strip().strip(",").strip() for n in negatives if n and n.strip())
-    return prompt, (negative if preset.cfg > 1.0 else "")
 
 
 class Engine:
@@ -220,11 +201,20 @@ class Engine:
         seed: int | None = None
         if refiner is not None:
             seed = choose_seed(preset.seed, meta, image)
-            prompt, negative = build_prompts(preset, meta)
+            plan = plan_regions(preset, meta)
+            prompt, negative = plan.prompt, plan.negative_prompt
             ref_progress = (lambda f, label: progress(share + f * (1 - share), label)) if progress else None
+            # Only with regions: a refiner that does not take them is then never asked to.
+            extra = {"regions": plan.regions} if plan.regions else {}
             t0 = time.perf_counter()
             out = refiner.refine(
-                out, preset, prompt=prompt, negative_prompt=negative, seed=seed, progress=ref_progress
+                out,
+                preset,
+                prompt=prompt,
+                negative_prompt=negative,
+                seed=seed,
+                progress=ref_progress,
+                **extra,
             )
             timings["refine"] = time.perf_counter() - t0
             params.update(
@@ -240,6 +230,16 @@ class Engine:
                 family=refiner.family,
                 prediction=refiner.prediction,
             )
+            if plan.regions:  # what each character region ran with; `prompt` is the background's
+                params["regions"] = [
+                    {
+                        "prompt": r.prompt,
+                        "negative_prompt": r.negative_prompt,
+                        "center": list(r.center),
+                        "size": r.size,
+                    }
+                    for r in plan.regions
+                ]
         if progress:
             progress(1.0, "done")
         return EngineResult(image=out, seed=seed, parameters=params, timings=timings)

@@ -1,4 +1,4 @@
-"""Which generator wrote an image, and its parameters (decision procedure of nai-metadata.md §7).
+"""Which generator wrote an image, and its parameters (the procedure: docs/design/nai-metadata.md).
 
 Conservative on purpose: NovelAI needs `Software: NovelAI`, a stealth JSON payload with a Comment, or
 a Comment JSON with NovelAI-only keys and no other generator's chunks. A `Comment` alone (GIMP) is
@@ -29,7 +29,7 @@ _NAI_ONLY_KEYS = ("uc", "v4_prompt", "noise_schedule", "signed_hash")
 
 
 def json_object(text: object) -> dict[str, Any] | None:
-    """`text` parsed as a JSON object, else None. Also used for EXIF fields (exif_meta.py)."""
+    """`text` parsed as a JSON object, else None. Also used for EXIF fields (exif.py)."""
     if isinstance(text, dict):
         return text
     if not isinstance(text, str):

@@ -1,4 +1,4 @@
-"""Generation metadata in EXIF/XMP (JPEG, WebP), mapped to PNG text-chunk names (nai-metadata.md §2.2).
+"""Generation metadata in EXIF/XMP (JPEG, WebP), mapped to PNG text-chunk names.
 
 NovelAI WebP: Software = the Source string, ImageDescription = 4 NULs + UTF-8 prompt,
 UserComment = `ASCII\\0\\0\\0` + `{"Comment": "...", ...}`. Converted JPEGs hold the bare Comment

@@ -11,8 +11,8 @@ CONTRACT (other modules code against these names):
     ImageMetadata.is_novelai -> bool
     ensure_rgb(image, source) -> RGB image    # alpha/palette dropped; InputError naming `source`
 
-Where things live: meta_types.py (result types), detection.py (classification), stealth.py (alpha
-LSB payload), exif_meta.py (EXIF/XMP), nai_signature.py (ed25519 check).
+Where things live: types.py (result types), detect.py (classification), stealth.py (alpha LSB
+payload), exif.py (EXIF/XMP), signature.py (ed25519 check); the format: docs/design/nai-metadata.md.
 A malformed metadata copy never makes the image unreadable: it is recorded in `problems` and the
 other copies are used. Only an image that cannot be decoded raises (InputError, naming the reason).
 """

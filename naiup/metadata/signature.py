@@ -1,4 +1,4 @@
-"""NovelAI's ed25519 `signed_hash` check (nai-metadata.md §6).
+"""NovelAI's ed25519 `signed_hash` check (format: docs/design/nai-metadata.md, "The signature").
 
 Message = 8-bit RGB pixels (row-major) + UTF-8 of the Comment JSON without `signed_hash`,
 re-serialised the way Python's json.dumps does by default (key order kept, ASCII escapes).

@@ -1,4 +1,4 @@
-"""Stealth metadata in the alpha channel's least significant bits (nai-metadata.md §4).
+"""Stealth metadata in the alpha channel's least significant bits (docs/design/nai-metadata.md).
 
 Bits are read column-major (down the first column, then the next), MSB first: a 15-byte signature,
 a 32-bit big-endian payload length in *bits*, then the payload (gzip for `*comp`, raw UTF-8 for

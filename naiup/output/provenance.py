@@ -2,7 +2,7 @@
 
 encode_png(image, text, level) -> bytes
 provenance_text(...) -> str            # JSON for the `naiup` chunk
-a1111_parameters(parameters, size) -> str
+a1111_parameters(parameters, size, source_prompts) -> str
 has_provenance(path) -> bool           # reads chunk headers only, never decodes pixels
 """
 
@@ -56,10 +56,19 @@ def provenance_text(
     return json.dumps(record, ensure_ascii=False, sort_keys=True, default=str)
 
 
-def a1111_parameters(parameters: dict[str, Any], size: tuple[int, int]) -> str:
-    """A1111 infotext, so web UIs and metadata viewers show how the output was made."""
-    lines = [str(parameters.get("prompt", ""))]
-    negative = parameters.get("negative_prompt")
+def a1111_parameters(
+    parameters: dict[str, Any], size: tuple[int, int], source_prompts: tuple[str, str]
+) -> str:
+    """A1111 infotext, so web UIs and metadata viewers show how the output was made. A refine shows
+    the prompts it used; an upscale used none, so it shows `source_prompts`, the source image's own
+    (prompt, negative) in A1111 syntax: viewers (and "send to img2img") still see what the picture
+    is, where an empty first line would say it has no prompt."""
+    prompt, negative = (
+        (parameters.get("prompt", ""), parameters.get("negative_prompt"))
+        if parameters.get("refine")
+        else source_prompts
+    )
+    lines = [str(prompt)]
     if negative:
         lines.append(f"Negative prompt: {negative}")
     fields: list[tuple[str, Any]] = []

@@ -1,5 +1,6 @@
-"""TrayApp end to end in-process: pystray's dummy backend with recording hooks (research §3.5) and the
-stand-in daemon. Covers menu callbacks, radio presets, state refresh from events, notifications."""
+"""TrayApp end to end in-process: pystray's dummy backend (its no-display test seam) with recording
+hooks, and the stand-in daemon. Covers menu callbacks, radio presets, state refresh from events,
+notifications."""
 
 from __future__ import annotations
 

@@ -5,21 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import safetensors.torch
 import torch
-from spandrel.architectures.Compact.__arch.SRVGG import SRVGGNetCompact
 
 from naiup.engine.upscale.upscaler import Upscaler, load_upscaler
+from naiup.testing import compact_upscaler, save_weights
 
 # Receptive-field radius of the tiny model in input px: (num_conv + 2) 3x3 convs -> 4 px.
 TINY_RF = 4
 
 
 def _save_tiny(path: Path, scale: int) -> Path:
-    torch.manual_seed(0)
-    net = SRVGGNetCompact(num_feat=8, num_conv=2, upscale=scale)
-    safetensors.torch.save_file({k: v.contiguous() for k, v in net.state_dict().items()}, path)
-    return path
+    return save_weights(compact_upscaler(scale, num_feat=8, num_conv=2), path)
 
 
 @pytest.fixture(scope="session")

@@ -1,16 +1,17 @@
-"""Bad input: each gives a specific InputError or "no metadata" quickly; nothing hangs or crashes."""
+"""Bad input: each gives a specific InputError or "no metadata"; nothing hangs or crashes.
+
+The module timeout only catches a hang: how fast each is refused is measured by bench/metadata_bench.py."""
 
 from __future__ import annotations
 
 import gzip
 import io
 import os
-import random
 import struct
-import time
 import zlib
 from pathlib import Path
 
+import hostile_files
 import nai_writer
 import numpy as np
 import pytest
@@ -22,24 +23,9 @@ from naiup.metadata.read import MetadataFormat, MetadataSource, read_image, read
 pytestmark = pytest.mark.timeout(20)
 
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def _png_header_only(path: Path, width: int, height: int) -> Path:
-    """A PNG whose IHDR claims a huge size; the pixel data is a few bytes (a pixel bomb)."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 64)
-    chunks = _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunks)
-    return path
-
-
 def _expect_input_error(path: Path, reason: str) -> None:
-    start = time.perf_counter()
     with pytest.raises(InputError) as info:
         read_image(path)
-    assert time.perf_counter() - start < 1.0
     assert str(path) in str(info.value) and reason in info.value.reason
 
 
@@ -78,30 +64,17 @@ def test_truncated_header(tmp_path: Path) -> None:
 @pytest.mark.parametrize("size", [(12_000, 10_000), (100_000, 100_000)])
 def test_pixel_bomb(tmp_path: Path, size: tuple[int, int]) -> None:
     # 120 MP is over our cap but under PIL's own error threshold; 10 GP trips PIL's too.
-    _expect_input_error(_png_header_only(tmp_path / "bomb.png", *size), "pixel bomb")
-
-
-def _stealth_png(tmp_path: Path, payload: bytes, size: tuple[int, int] = (64, 64), **kw: object) -> Path:
-    w, h = size
-    pixels = nai_writer.noise_pixels(size)
-    pixels[..., 3] = nai_writer.stealth_alpha(h, w, payload, **kw)  # type: ignore[arg-type]
-    path = tmp_path / "stealth.png"
-    Image.fromarray(pixels, "RGBA").save(path)
-    return path
+    _expect_input_error(hostile_files.pixel_bomb_png(tmp_path / "bomb.png", *size), "pixel bomb")
 
 
 def _no_metadata_with_problem(path: Path, problem: str) -> None:
-    start = time.perf_counter()
     meta = read_metadata(path)
-    assert time.perf_counter() - start < 1.0
     assert meta.format is MetadataFormat.NONE and meta.source is MetadataSource.NONE
     assert any(problem in p for p in meta.problems), meta.problems
 
 
 def test_gzip_bomb_in_stealth_payload(tmp_path: Path) -> None:
-    bomb = gzip.compress(b"\x00" * (64 << 20), compresslevel=9)  # 64 MiB inflated, ~64 KiB stored
-    side = int(np.ceil(np.sqrt(len(bomb) * 8 + 200)))
-    _no_metadata_with_problem(_stealth_png(tmp_path, bomb, (side, side)), "gzip bomb")
+    _no_metadata_with_problem(hostile_files.gzip_bomb_stealth_png(tmp_path), "gzip bomb")
 
 
 def test_stealth_length_points_past_the_image(tmp_path: Path) -> None:
@@ -118,15 +91,21 @@ def test_stealth_length_points_past_the_image(tmp_path: Path) -> None:
 
 
 def test_truncated_gzip_payload(tmp_path: Path) -> None:
-    _no_metadata_with_problem(_stealth_png(tmp_path, gzip.compress(b'{"a": 1}' * 50)[:-20]), "truncated")
+    _no_metadata_with_problem(
+        hostile_files.stealth_png(tmp_path, gzip.compress(b'{"a": 1}' * 50)[:-20]), "truncated"
+    )
 
 
 def test_invalid_utf8_in_stealth_payload(tmp_path: Path) -> None:
-    _no_metadata_with_problem(_stealth_png(tmp_path, gzip.compress(b"\xff\xfe\xfd not utf-8")), "UTF-8")
+    _no_metadata_with_problem(
+        hostile_files.stealth_png(tmp_path, gzip.compress(b"\xff\xfe\xfd not utf-8")), "UTF-8"
+    )
 
 
 def test_stealth_json_that_is_not_an_object(tmp_path: Path) -> None:
-    _no_metadata_with_problem(_stealth_png(tmp_path, gzip.compress(b'["Comment", 1]')), "not an object")
+    _no_metadata_with_problem(
+        hostile_files.stealth_png(tmp_path, gzip.compress(b'["Comment", 1]')), "not an object"
+    )
 
 
 def test_text_comment_that_is_not_an_object_falls_back_to_stealth(tmp_path: Path) -> None:
@@ -173,23 +152,12 @@ def test_ztxt_bomb_in_text_chunk(tmp_path: Path) -> None:
     path = tmp_path / "ztxt.png"
     path.write_bytes(
         b"\x89PNG\r\n\x1a\n"
-        + _chunk(b"IHDR", ihdr)
-        + _chunk(b"zTXt", data)
-        + _chunk(b"IDAT", zlib.compress(b"\x00\x00"))
-        + _chunk(b"IEND", b"")
+        + hostile_files.png_chunk(b"IHDR", ihdr)
+        + hostile_files.png_chunk(b"zTXt", data)
+        + hostile_files.png_chunk(b"IDAT", zlib.compress(b"\x00\x00"))
+        + hostile_files.png_chunk(b"IEND", b"")
     )
     _expect_input_error(path, "gzip bomb")
-
-
-def _mutants(data: bytes, seed: int, count: int) -> list[bytes]:
-    rng = random.Random(seed)
-    out = []
-    for _ in range(count):
-        mutant = bytearray(data)
-        for _ in range(rng.randint(1, 8)):
-            mutant[rng.randrange(len(mutant))] = rng.randrange(256)
-        out.append(bytes(mutant[: rng.randrange(len(mutant))] if rng.random() < 0.2 else mutant))
-    return out
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # PIL warns about the corrupt EXIF it skips
@@ -206,14 +174,12 @@ def test_corrupted_files_only_ever_raise_input_error(tmp_path: Path) -> None:
     ]
     for n, src in enumerate(sources):
         target = tmp_path / f"mutant{src.suffix}"
-        for data in _mutants(src.read_bytes(), seed=n, count=60):
+        for data in hostile_files.mutants(src.read_bytes(), seed=n, count=60):
             target.write_bytes(data)
-            start = time.perf_counter()
             try:
                 read_image(target)
             except InputError as exc:
                 assert str(target) in str(exc)
-            assert time.perf_counter() - start < 1.0
 
 
 def test_deeply_nested_json_is_a_problem_not_a_crash(tmp_path: Path) -> None:
@@ -226,7 +192,9 @@ def test_deeply_nested_json_is_a_problem_not_a_crash(tmp_path: Path) -> None:
     info.add_text("Comment", nested)
     Image.new("RGB", (8, 8)).save(png, pnginfo=info)
     assert any("not a JSON object" in p for p in read_metadata(png).problems)
-    _no_metadata_with_problem(_stealth_png(tmp_path, gzip.compress(nested.encode()), (256, 256)), "JSON")
+    _no_metadata_with_problem(
+        hostile_files.stealth_png(tmp_path, gzip.compress(nested.encode()), (256, 256)), "JSON"
+    )
     exif = Image.Exif()
     exif.get_ifd(0x8769)[0x9286] = b"ASCII\x00\x00\x00" + nested[:20_000].encode()  # EXIF < 64 KiB
     jpeg = tmp_path / "nested.jpg"

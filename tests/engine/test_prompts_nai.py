@@ -1,4 +1,4 @@
-"""NAI -> A1111 prompt conversion: the worked examples of nai-metadata.md §8.3 and a few more."""
+"""NAI -> A1111 prompt conversion: the worked examples of docs/design/nai-metadata.md and a few more."""
 
 from __future__ import annotations
 

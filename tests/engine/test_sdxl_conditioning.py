@@ -9,8 +9,9 @@ from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
 
 from naiup.engine.diffusion.sdxl_conditioning import SDXLPromptEncoder, time_ids
 from naiup.engine.models.load import load_models
+from naiup.testing import SDXL_TE1_WIDTH as W1
+from naiup.testing import SDXL_TE2_WIDTH as W2
 
-W1, W2 = tiny_sdxl.TE1_WIDTH, tiny_sdxl.TE2_WIDTH
 WORDS = "cat dog " * 40  # 80 one-token words, no commas: a clean 75 | 5 split
 FIRST_75 = "cat dog " * 37 + "cat"
 

@@ -53,7 +53,7 @@ def test_grid_invariants_hold_for_any_size(h, w, tile, frac):
 
 
 def test_worked_grid_matches_the_spec_table():
-    # research §a.4: 2048 px (256 latent), tile 64 / overlap 32 -> 7 per axis, starts 0,32,...,192.
+    # A1111's symmetric grid: 2048 px (256 latent), tile 64 / overlap 32 -> 7 per axis, starts 0,32,...,192.
     plan = plan_tiles(256, 256, 64, 32)
     assert plan.starts_x == (0, 32, 64, 96, 128, 160, 192) and plan.count == 49
     assert plan_tiles(256, 256, 96, 32).starts_x == (0, 53, 106, 160)

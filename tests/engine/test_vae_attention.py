@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from diffusers import AutoencoderKL
-from tiling_models import tiny_vae
 
 from naiup.engine.vae import attention as va
 from naiup.engine.vae import tiled as vt
 from naiup.engine.vae.attention import ATTENTION_MARGIN, attention_windows, is_windowed
+from naiup.testing import tiny_vae
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiling_models import tiny_vae
 
 from naiup.engine.vae import stages as st
 from naiup.engine.vae import tiled as vt
 from naiup.engine.vae.groupnorm_pool import GroupStats, run_pooled
 from naiup.engine.vae.memory import VaePlan
+from naiup.testing import tiny_vae
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -12,13 +12,13 @@ import torch
 from diffusers import AutoencoderKL
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st_
-from tiling_models import tiny_vae
 
 from naiup.engine.models.sdxl_single_file import SDXL_SKELETON
 from naiup.engine.vae import stages as st
 from naiup.engine.vae import tiled as vt
 from naiup.engine.vae.groupnorm_pool import run_pooled
 from naiup.errors import EngineError
+from naiup.testing import sd_vae, tiny_vae
 
 H, W = 520, 776  # 65 x 97 latent: no tile size divides it
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module", params=["sd15", "sdxl"])
 def vae(request) -> AutoencoderKL:
-    return tiny_vae(request.param)
+    return tiny_vae(family=request.param)
 
 
 @pytest.fixture(scope="module")
@@ -97,13 +97,7 @@ def test_a_halo_below_the_receptive_field_is_not_exact(vae):
 
 def test_sd15_receptive_fields_give_the_documented_halos():
     with torch.device("meta"):
-        sd = AutoencoderKL(
-            block_out_channels=(128, 256, 512, 512),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            layers_per_block=2,
-            latent_channels=4,
-        )
+        sd = sd_vae((128, 256, 512, 512), groups=32, layers=2)  # SD1.5's VAE
     assert st.decoder_halo(sd) == 7  # 6.25 latent px after the first up block's resnets
     assert st.encoder_halo(sd) == 6  # 5.4 latent px = 43 px before the last down level
 
@@ -111,7 +105,7 @@ def test_sd15_receptive_fields_give_the_documented_halos():
 def test_sdxl_latents_use_sdxl_scaling_both_ways(image):
     # The same weights under both configs: only the scaling factor differs, and our tiled encode and
     # decode apply each config's own (a hard-coded 0.18215 would pass the equality tests above).
-    sd15, sdxl = tiny_vae("sd15"), tiny_vae("sdxl")
+    sd15, sdxl = tiny_vae(), tiny_vae(family="sdxl")
     assert (sdxl.config.scaling_factor, sdxl.config.force_upcast) == (0.13025, True)
     a, b = sd15.state_dict(), sdxl.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -138,7 +132,7 @@ def test_the_real_sdxl_vae_has_the_sd15_halos():
 @pytest.mark.parametrize("family", ["sd15", "sdxl"])
 def test_fp16_vae_is_refused(family):
     # Never fp16: SD VAEs, SDXL's stock one above all, overflow to NaN there (fp32 or bf16 only).
-    half = tiny_vae(family).half()
+    half = tiny_vae(family=family).half()
     with pytest.raises(EngineError, match="fp16"):
         vt.decode(half, torch.zeros(1, 4, 8, 8, dtype=torch.float16), mode="exact")
 

@@ -18,7 +18,6 @@ import torch
 HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent
 sys.path.insert(0, str(TESTS / "daemon"))  # daemon_harness: the real `naiup run` in temp folders
-sys.path.insert(0, str(TESTS / "engine"))  # tiling_models: the tiny SD-shaped VAE
 
 from daemon_harness import REPO, DaemonRun  # noqa: E402
 

@@ -11,12 +11,12 @@ import pytest
 import tiny_sd
 import torch
 from PIL import Image
-from tiling_models import tiny_vae
 
 from naiup.config import ModelConfig, Preset
 from naiup.engine.device import cap_memory, misplaced
 from naiup.engine.diffusion.refine import Refiner
 from naiup.engine.vae import tiled as vt
+from naiup.testing import tiny_vae
 
 MIB = 2**20
 # 96x96 px -> 12x12 latent; 8-latent tiles overlapping by 4 -> a 2x2 grid, 3 tiles per UNet call.

@@ -9,6 +9,7 @@ image and the seed. An image smaller than a tile needs nothing: the tiler makes 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
@@ -16,16 +17,24 @@ from PIL import Image
 
 from naiup.config import ModelConfig, Preset
 from naiup.config.schema import check_values
+from naiup.engine.image_prompts import Region
 from naiup.errors import EngineError
 
 # What torch.Generator.manual_seed takes; outside it, an overflow error halfway into a job.
 SEED_RANGE = range(-(2**63), 2**64)
 
 
-def check_inputs(model: ModelConfig, preset: Preset, image: Image.Image | torch.Tensor, seed: int) -> None:
+def check_inputs(
+    model: ModelConfig,
+    preset: Preset,
+    image: Image.Image | torch.Tensor,
+    seed: int,
+    regions: Sequence[Region] = (),
+) -> None:
     """ConfigError naming the key for a model or preset value the config would refuse; EngineError
-    for an image that is not RGB pixels or is empty, or a seed torch cannot take. Costs no device
-    work (a tensor's shape and dtype are known on the host)."""
+    for an image that is not RGB pixels or is empty, a seed torch cannot take, or a character region
+    that image_prompts.plan_regions would not make (centre outside the image, size outside (0, 1]).
+    Costs no device work (a tensor's shape and dtype are known on the host)."""
     check_values(model, "model")
     # `refine` is the Engine's switch for calling the Refiner at all; called, the Refiner refines,
     # so the rules for a refining preset apply (at least one UNet step) whatever the flag says.
@@ -45,3 +54,9 @@ def check_inputs(model: ModelConfig, preset: Preset, image: Image.Image | torch.
         raise EngineError(f"refine wants a non-empty image, got {width}x{height}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed not in SEED_RANGE:
         raise EngineError(f"the seed must be an integer from -2**63 to 2**64 - 1, got {seed!r}")
+    for i, region in enumerate(regions, 1):
+        if not (all(0.0 <= v <= 1.0 for v in region.center) and 0.0 < region.size <= 1.0):
+            raise EngineError(
+                f"character region {i} has centre {region.center} and size {region.size}: the centre must "
+                "be fractions of the image in [0, 1] and the size in (0, 1]"
+            )

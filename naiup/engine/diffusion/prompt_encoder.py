@@ -1,4 +1,4 @@
-"""A1111-compatible prompt weighting and encoding, written from the spec in diffusers.md §6.1.
+"""A1111-compatible prompt weighting and encoding: A1111's prompt syntax and emphasis maths, our code.
 
 No PyPI package reproduces A1111's maths (compel and sd_embed differ), so we parse, chunk and weight
 ourselves: `(x:1.2)`, `(x)` = ×1.1, `[x]` = ÷1.1, nesting multiplies, `\\(` escapes, `BREAK` closes a
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from naiup.errors import ConfigError
-from naiup.metadata.nai_syntax import LORA_TAG
+from naiup.metadata.nai_syntax import LORA_TAG, clamp_weight
 
 CHUNK_TOKENS = 75  # A1111 chunk length; BOS + 75 + EOS = CLIP's 77 positions
 COMMA_BACKTRACK = 20  # A1111 default "comma_padding_backtrack"
@@ -44,7 +44,8 @@ Fragment = tuple[str, float]
 def parse_prompt_attention(text: str) -> list[Fragment | object]:
     """Split a prompt into (text, weight) runs and BREAK markers, as A1111's parser defines them.
 
-    Unbalanced openers apply to the end of the text; runs of equal weight are merged.
+    Unbalanced openers apply to the end of the text; runs of equal weight are merged. Weights are
+    kept finite (nai_syntax.clamp_weight): a prompt may come from any image's metadata.
     """
     res: list[list] = []
     round_open: list[int] = []
@@ -53,7 +54,7 @@ def parse_prompt_attention(text: str) -> list[Fragment | object]:
     def multiply_from(start: int, factor: float) -> None:
         for item in res[start:]:
             if item[0] is not BREAK:
-                item[1] *= factor
+                item[1] = clamp_weight(item[1] * factor)
 
     for m in _ATTENTION.finditer(text):
         tok, weight = m.group(0), m.group(1)

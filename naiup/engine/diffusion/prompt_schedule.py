@@ -13,6 +13,7 @@ as does everything escaped with a backslash. Steps are the UNet steps this refin
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 __all__ = ["prompts_per_step"]
@@ -44,95 +45,130 @@ def prompts_per_step(prompt: str, steps: int) -> list[str]:
     return [_render(nodes, step, steps) for step in range(1, max(1, steps) + 1)]
 
 
+# Parsing and rendering use explicit stacks, not recursion: the text may come from any image's
+# metadata, and a prompt of a few thousand nested brackets must not raise RecursionError.
+
+
 def _render(nodes: list[_Node], step: int, steps: int) -> str:
-    out = []
-    for n in nodes:
-        if isinstance(n, str):
-            out.append(n)
-        elif isinstance(n, _Edit):
-            switch = int(n.when * steps) if n.when < 1 else int(n.when)
-            out.append(_render(n.before if step <= switch else n.after, step, steps))
-        elif isinstance(n, _Alternate):
-            out.append(_render(n.options[(step - 1) % len(n.options)], step, steps))
+    out: list[str] = []
+    todo = [iter(nodes)]
+    while todo:
+        for n in todo[-1]:
+            if isinstance(n, str):
+                out.append(n)
+                continue
+            if isinstance(n, _Edit):
+                switch = int(n.when * steps) if n.when < 1 else int(n.when)
+                todo.append(iter(n.before if step <= switch else n.after))
+            elif isinstance(n, _Alternate):
+                todo.append(iter(n.options[(step - 1) % len(n.options)]))
+            else:
+                out.append("[")
+                todo += [iter(["]"]), iter(n.inner)]
+            break
         else:
-            out.append("[" + _render(n.inner, step, steps) + "]")
+            todo.pop()
     return "".join(out)
 
 
+class _Run:
+    """A node list being built; adjacent text is joined into one string."""
+
+    __slots__ = ("nodes", "text")
+
+    def __init__(self) -> None:
+        self.nodes: list[_Node] = []
+        self.text: list[str] = []
+
+    def add(self, node: _Node) -> None:
+        if isinstance(node, str):
+            self.text.append(node)
+            return
+        self.done()
+        self.nodes.append(node)
+
+    def done(self) -> list[_Node]:
+        if self.text:
+            self.nodes.append("".join(self.text))
+            self.text = []
+        return self.nodes
+
+
+@dataclass(slots=True)
+class _Open:
+    """A `[` not yet closed: its parts so far (split at `:` or `|`), and `(` depth in the last one."""
+
+    parts: list[_Run]
+    seps: list[str]
+    parens: int = 0  # ':' inside (word:1.2) is a weight, not an edit
+
+
 def _parse(text: str) -> list[_Node]:
-    nodes, pos = _sequence(text, 0, top=True)
-    assert pos == len(text)
-    return nodes
-
-
-def _sequence(text: str, pos: int, top: bool) -> tuple[list[_Node], int]:
-    """Nodes up to an unescaped ']' ':' or '|' that belongs to an enclosing bracket (not at top)."""
-    nodes: list[_Node] = []
-    buf: list[str] = []
-    parens = 0  # ':' inside (word:1.2) is a weight, not an edit
+    """Brackets close at the first unescaped `]` outside parentheses at their own level. One that
+    never closes is text, and so is every `:`/`|` it held: the enclosing brackets cannot close
+    either (their `]` would have closed it first), so all of them end up as text at the top."""
+    top = _Run()
+    stack: list[_Open] = []
+    pos = 0
     while pos < len(text):
         ch = text[pos]
+        run = stack[-1].parts[-1] if stack else top
         if ch == "\\" and pos + 1 < len(text):
-            buf.append(text[pos : pos + 2])  # escapes pass through to the attention parser
+            run.add(text[pos : pos + 2])  # escapes pass through to the attention parser
             pos += 2
-        elif ch == "[":
-            node, end = _bracket(text, pos)
-            if node is None:  # never closed: an opener the attention parser deals with
-                buf.append(ch)
-                pos += 1
-                continue
-            if buf:
-                nodes.append("".join(buf))
-                buf = []
-            nodes.append(node)
-            pos = end
-        elif not top and parens == 0 and ch in "]:|":
-            break
-        else:
-            parens += (ch == "(") - (ch == ")" and parens > 0)
-            buf.append(ch)
-            pos += 1
-    if buf:
-        nodes.append("".join(buf))
-    return nodes, pos
-
-
-def _bracket(text: str, start: int) -> tuple[_Node | None, int]:
-    """The bracket opening at `start`, and the position after its ']'; None when it never closes."""
-    parts: list[list[_Node]] = []
-    seps: list[str] = []
-    pos = start + 1
-    while True:
-        part, pos = _sequence(text, pos, top=False)
-        parts.append(part)
-        if pos >= len(text):
-            return None, start + 1
-        if text[pos] == "]":
-            break
-        seps.append(text[pos])
+            continue
         pos += 1
-    end = pos + 1
+        if ch == "[":
+            stack.append(_Open([_Run()], []))
+        elif stack and stack[-1].parens == 0 and ch == "]":
+            node = _close(stack.pop())
+            (stack[-1].parts[-1] if stack else top).add(node)
+        elif stack and stack[-1].parens == 0 and ch in ":|":
+            stack[-1].seps.append(ch)
+            stack[-1].parts.append(_Run())
+        else:
+            if stack:
+                stack[-1].parens += (ch == "(") - (ch == ")" and stack[-1].parens > 0)
+            run.add(ch)
+    while stack:  # never closed: an opener the attention parser deals with
+        unclosed = stack.pop()
+        run = stack[-1].parts[-1] if stack else top
+        run.add("[")
+        for node in _joined(unclosed.parts, unclosed.seps):
+            run.add(node)
+    return top.done()
+
+
+def _joined(parts: list[_Run], seps: list[str]) -> list[_Node]:
+    """The parts with their separators back in between, as text."""
+    out: list[_Node] = []
+    for i, part in enumerate(parts):
+        if i:
+            out.append(seps[i - 1])
+        out.extend(part.done())
+    return out
+
+
+def _close(bracket: _Open) -> _Node:
+    parts, seps = [p.done() for p in bracket.parts], bracket.seps
     if seps and all(s == "|" for s in seps):
-        return _Alternate(parts), end
+        return _Alternate(parts)
     if seps and all(s == ":" for s in seps) and len(parts) in (2, 3):
         when = _number(parts[-1])
         if when is not None and when >= 0:
             before = parts[0] if len(parts) == 3 else []
             after = parts[1] if len(parts) == 3 else parts[0]
-            return _Edit(before, after, when), end
+            return _Edit(before, after, when)
     # Not a schedule: the brackets and separators are text (e.g. "[word]" or "(a:1.2)" inside).
-    inner: list[_Node] = []
-    for i, part in enumerate(parts):
-        if i:
-            inner.append(seps[i - 1])
-        inner.extend(part)
-    return _Bracket(inner), end
+    return _Bracket(_joined(bracket.parts, seps))
 
 
 def _number(nodes: list[_Node]) -> float | None:
+    """The step `when` of an edit: a finite number (`inf` or `1e999` would switch at no step)."""
     if len(nodes) != 1 or not isinstance(nodes[0], str):
         return None
     try:
-        return float(nodes[0].strip())
+        value = float(nodes[0].strip())
     except ValueError:
         return None
+    return value if math.isfinite(value) else None

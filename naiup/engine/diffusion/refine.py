@@ -1,6 +1,6 @@
 """Our own img2img loop on a latent canvas, and the `Refiner` that owns the loaded models.
 
-The seam the tiling issue plugs into (keep it):
+The seam tiled diffusion (tiling.py) and the tiled VAE (vae/tiled.py) plug into (keep it):
     GuidedDenoiser (tiling.GuidedDenoiser) = Callable[[x (B,4,h,w), t scalar tensor], model output
         (B,4,h,w)], CFG applied inside (batch 2B through the UNet only when cfg > 1); built by
         make_guided_denoiser().
@@ -8,9 +8,12 @@ The seam the tiling issue plugs into (keep it):
     the whole canvas. predict = wrap_predictor(guided, preset, latent_hw); the default is
     tiling.predictor_for (tiled per the preset; `guided` itself when the latent fits one tile);
     wrap_predictor=None runs untiled.
-    VAE functions have vae_tiling's signature: encode(vae, pixels, *, mode, generator, sample,
+    Regional prompts (NovelAI characters with positions) take the other seam: predict =
+    wrap_regions(region_denoiser, masks, preset, latent_hw), default regions.region_predictor_for;
+    the region denoiser is the guided one with a prompt per sample (regions.make_region_denoiser).
+    VAE functions have vae/tiled.py's signature: encode(vae, pixels, *, mode, generator, sample,
     attention_window) and decode(vae, latent, *, mode, attention_window); the defaults are
-    vae_tiling.encode/decode (mode = preset.vae_tiling, attention_window = preset.vae_attention_window).
+    vae/tiled.py's encode/decode (mode = preset.vae_tiling, attention_window = preset.vae_attention_window).
 Refiner.refine checks its inputs once (inputs.check_inputs); everything below it trusts them.
 """
 
@@ -43,10 +46,19 @@ from naiup.engine.device import (
 from naiup.engine.diffusion.inputs import check_inputs
 from naiup.engine.diffusion.prompt_encoder import PromptEncoder, extract_lora_tags, resolve_lora_name
 from naiup.engine.diffusion.prompt_schedule import prompts_per_step
+from naiup.engine.diffusion.regions import (
+    RegionDenoiser,
+    make_region_denoiser,
+    pad_contexts,
+    region_masks,
+    region_predictor,
+    region_predictor_for,
+)
 from naiup.engine.diffusion.samplers import Sampler
 from naiup.engine.diffusion.sdxl_conditioning import SDXLPromptEncoder, time_ids, vae_scale_factor
-from naiup.engine.diffusion.tiling import GuidedDenoiser, batch_for_memory, predictor_for
+from naiup.engine.diffusion.tiling import GuidedDenoiser, batch_for_memory, plan_tiles, predictor_for
 from naiup.engine.diffusion.unet_graphs import UnetCall, has_triton, use_unet_graphs
+from naiup.engine.image_prompts import Region
 from naiup.engine.models.family import SDXL
 from naiup.engine.models.hub import DownloadProgress
 from naiup.engine.models.load import SDModels, load_models, model_set_id, resolve_lora_file
@@ -62,6 +74,8 @@ from naiup.errors import EngineError, OutOfMemoryError
 log = logging.getLogger(__name__)
 
 PredictorWrapper = Callable[[GuidedDenoiser, Preset, tuple[int, int]], GuidedDenoiser]
+RegionWrapper = Callable[[RegionDenoiser, torch.Tensor, Preset, tuple[int, int]], GuidedDenoiser]
+Prompts = tuple[str, str | None]  # (prompt, negative) of one step; negative None when CFG is off
 
 
 def make_guided_denoiser(
@@ -218,6 +232,7 @@ class Refiner:
         wrap_predictor: PredictorWrapper | None = predictor_for,
         encode: Callable[..., torch.Tensor] = encode_tiled,
         decode: Callable[..., torch.Tensor] = decode_tiled,
+        wrap_regions: RegionWrapper = region_predictor_for,
         on_download: DownloadProgress | None = None,
     ) -> None:
         """on_download(bytes done, bytes total, repo id): called while a hub model downloads."""
@@ -225,6 +240,7 @@ class Refiner:
         self.on_download = on_download
         self._device = explicit_device(device) if device is not None else None
         self.wrap_predictor, self.encode, self.decode = wrap_predictor, encode, decode
+        self.wrap_regions = wrap_regions
         self.models: SDModels | None = None
         self._placement: Placement | None = None
         self._unet_call: UnetCall | None = None
@@ -405,6 +421,31 @@ class Refiner:
             added_uncond=uncond.added(ids) if uncond is not None else None,
         )
 
+    def _region_guided(self, key: tuple[Prompts, ...], conds: list[tuple], cfg: float, hw) -> RegionDenoiser:
+        """One denoiser for all regions of a step (background first), a prompt per sample. Their
+        contexts are padded to one length with empty-prompt chunks so that tiles of different regions
+        share UNet calls; SDXL's empty negative is all zeros, so it is padded with zeros."""
+        assert self.models and self._encoder
+        m = self.models
+        sdxl = m.family == SDXL
+        guided_cfg = cfg > 1.0 and conds[0][1] is not None
+        empty = self._encoder.encode("")
+        empty = empty.context if sdxl else empty
+        contexts, fills = [], []
+        for half in (0, 1) if guided_cfg else (0,):
+            for (_, negative), pair in zip(key, conds, strict=True):
+                contexts.append(pair[half].context if sdxl else pair[half])
+                fills.append(torch.zeros_like(empty) if sdxl and half and negative == "" else empty)
+        padded = pad_contexts(contexts, fills)
+        n = len(key)
+        added = added_u = None
+        if sdxl:
+            ids = time_ids(hw, vae_scale_factor(m.vae))  # the whole canvas, for every tile and region
+            added = [c.added(ids) for c, _ in conds]
+            added_u = [u.added(ids) for _, u in conds] if guided_cfg else None
+        unconds = padded[n:] if guided_cfg else None
+        return make_region_denoiser(m.unet, padded[:n], unconds, cfg, self._unet_call, added, added_u)
+
     @property
     def family(self) -> str:
         """ "sd15" or "sdxl" and the prediction type of the loaded set, for provenance."""
@@ -438,17 +479,23 @@ class Refiner:
         negative_prompt: str,
         seed: int,
         progress: Progress | None = None,
+        regions: Sequence[Region] = (),
     ) -> Image.Image:
         """RGB in (already upscaled: a PIL image or rgb_pixels' (H, W, 3) uint8 tensor on any device),
         RGB of the same size out, downloaded once as uint8; deterministic for (image, preset, seed).
 
+        `regions`: characters with their own prompts where they stand (image_prompts.plan_regions);
+        `prompt` is then the background's. Without regions, or with the preset's regions = "off",
+        it is the single-prompt refine, unchanged.
+
         Out of accelerator memory, it tries again with less (memory_ladder), and when even the
         least fails it is an OutOfMemoryError saying so, not a crash."""
-        check_inputs(self.model, preset, image, seed)
+        check_inputs(self.model, preset, image, seed, regions)
         ladder = memory_ladder(preset)
         for i, attempt in enumerate(ladder):
             try:
-                return self._refine(image, attempt, (prompt, negative_prompt), seed, progress, park=i > 0)
+                prompts = (prompt, negative_prompt)
+                return self._refine(image, attempt, prompts, seed, progress, park=i > 0, regions=regions)
             except Exception as exc:
                 if not is_oom(exc):
                     raise
@@ -478,8 +525,10 @@ class Refiner:
         seed: int,
         progress: Progress | None,
         park: bool,
+        regions: Sequence[Region] = (),
     ) -> Image.Image:
         prompt, negative_prompt = prompts
+        regions = () if preset.regions == "off" else tuple(regions)
         self.load()
         self._ensure_placed()
         assert self.models and self._encoder and self._placement
@@ -494,6 +543,11 @@ class Refiner:
         tile_hw = (min(preset.tile_size, rgb.shape[0] // 8), min(preset.tile_size, rgb.shape[1] // 8))
         plan = self._residency(self._placement, tile_hw[0] * tile_hw[1], preset.cfg > 1.0, preset.tile_size)
         self._placement.settle(plan)
+        # Region prompts start with the same preset prompt, so their <lora> tags are the ones just
+        # fused (fusing them again would double the LoRA): only their text goes to the encoders.
+        region_texts = [
+            (extract_lora_tags(r.prompt)[0], extract_lora_tags(r.negative_prompt)[0]) for r in regions
+        ]
 
         # 1. Schedule, then one conditioning per distinct prompt the steps see (A1111 prompt editing
         # and alternation; usually one for all). The negative only matters (and is only encoded)
@@ -501,11 +555,16 @@ class Refiner:
         sampler = Sampler(preset.sampler, m.scheduler_config)
         sampler.set_steps(preset.steps, preset.denoise, dev)
         n_steps = len(sampler.timesteps)
-        negatives = prompts_per_step(negative_prompt, n_steps) if preset.cfg > 1.0 else [None] * n_steps
-        per_step = list(zip(prompts_per_step(prompt, n_steps), negatives, strict=True))
-        pairs = list(dict.fromkeys(per_step))
-        with self._placement.encoding(not all(self._encoder.cached(*pair) for pair in pairs)):
-            conds = {pair: self._conditioning(*pair) for pair in pairs}
+        per_step: list = _per_step(prompt, negative_prompt, preset.cfg, n_steps)
+        columns = [per_step, *(_per_step(p, n, preset.cfg, n_steps) for p, n in region_texts)]
+        # Text encoders waiting in host RAM visit the device only when a text is not cached yet.
+        uncached = any(not self._encoder.cached(*pair) for col in columns for pair in dict.fromkeys(col))
+        with self._placement.encoding(uncached):
+            if not regions:
+                conds = {pair: self._conditioning(*pair) for pair in dict.fromkeys(per_step)}
+            else:  # per step, the (prompt, negative) of every region: background first
+                per_step = list(zip(*columns, strict=True))
+                conds = {key: [self._conditioning(*pair) for pair in key] for key in dict.fromkeys(per_step)}
         # 2. Pixels -> latent.
         generator = torch.Generator("cpu").manual_seed(int(seed))
         window = preset.vae_attention_window
@@ -525,12 +584,29 @@ class Refiner:
         batch = batch_for_memory(preset.tile_batch_size, free_memory_bytes(dev), tile_px, preset.cfg > 1.0)
         tiling = replace(preset, tile_batch_size=batch)
         predictors = {}
-        for pair, (cond, uncond) in conds.items():
-            guided = self._guided(cond, uncond, preset.cfg, hw)
-            predictors[pair] = self.wrap_predictor(guided, tiling, hw) if self.wrap_predictor else guided
+        if regions:
+            masks = region_masks(regions, hw, size_hw, vae_scale_factor(m.vae))
+            for key, region_conds in conds.items():
+                den = self._region_guided(key, region_conds, preset.cfg, hw)
+                if self.wrap_predictor is None:  # the untiled loop: the whole canvas is one tile
+                    plan = plan_tiles(hw[0], hw[1], max(hw), 0)
+                    predictors[key] = region_predictor(den, plan, masks, "multidiffusion", batch)
+                else:
+                    predictors[key] = self.wrap_regions(den, masks, tiling, hw)
+        else:
+            for pair, (cond, uncond) in conds.items():
+                guided = self._guided(cond, uncond, preset.cfg, hw)
+                predictors[pair] = self.wrap_predictor(guided, tiling, hw) if self.wrap_predictor else guided
         x = denoise(z0, [predictors[pair] for pair in per_step], sampler, generator, progress)
         # 4. Decode; never hand back a black or garbage image.
         with self._room_for_vae("decode", rgb.shape[0], rgb.shape[1], park):
             pixels = self.decode(m.vae, x, mode=preset.vae_tiling, attention_window=window)
         _check_finite(pixels, "VAE decoding")
         return to_image(pixels, size_hw)
+
+
+def _per_step(prompt: str, negative: str, cfg: float, steps: int) -> list[Prompts]:
+    """The (prompt, negative) each step sees (A1111 prompt editing and alternation); the negative
+    only matters (and is only encoded) when CFG > 1."""
+    negatives = prompts_per_step(negative, steps) if cfg > 1.0 else [None] * steps
+    return list(zip(prompts_per_step(prompt, steps), negatives, strict=True))

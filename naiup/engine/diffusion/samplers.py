@@ -1,9 +1,11 @@
 """Samplers for the refine loop: LCM and Euler over diffusers' scheduler maths, img2img semantics.
 
 img2img keeps the tail of the N-step schedule, config.model.unet_steps(N, s) = int(N·s) steps, like
-StableDiffusionImg2ImgPipeline and A1111 (diffusers.md §4.2). A sampler is small resettable state,
-like a diffusers scheduler: `set_steps(steps, strength)` builds the schedule, `step(eps, t, sample)`
-advances it. A fresh sampler is made per image because schedulers are stateful (§2.5).
+StableDiffusionImg2ImgPipeline and A1111 (not LCMScheduler.set_timesteps(N, strength), which would
+spread N steps over the shortened range). A sampler is small resettable state, like a diffusers
+scheduler: `set_steps(steps, strength)` builds the schedule, `step(eps, t, sample)` advances it. A
+fresh sampler is made per image because diffusers schedulers keep a step index and timesteps between
+calls.
 """
 
 from __future__ import annotations

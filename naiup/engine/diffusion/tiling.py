@@ -1,4 +1,4 @@
-"""Tiled diffusion: tile grid, blend weights, tiled predictor (tiling issue).
+"""Tiled diffusion: tile grid, blend weights, tiled predictor.
 
 CONTRACT:
     plan_tiles(latent_h: int, latent_w: int, tile: int, overlap: int) -> TilePlan
@@ -13,9 +13,11 @@ CONTRACT:
         itself when the latent fits one tile (so a one-tile image runs exactly the untiled loop)
 
 The predictor blends the *model output* of every tile on the full canvas; the caller then makes ONE
-scheduler step on the whole latent, so LCM's fresh noise stays full-canvas and seeded
-(research/tiled-diffusion.md §a.2, §a.7). Tiles go through `guided` in balanced batches of one fixed
-shape (the last batch is padded), so a compiled / CUDA-graphed UNet never sees a new shape.
+scheduler step on the whole latent, so LCM's fresh noise stays full-canvas and seeded (stepping each
+tile would draw its own noise, and averaging independent noise where tiles overlap shrinks its
+variance). LCM's step is linear in the model output, so blending outputs equals blending x0
+estimates. Tiles go through `guided` in balanced batches of one fixed shape (the last batch is
+padded), so a compiled / CUDA-graphed UNet never sees a new shape.
 The UNet needs tiles that are a multiple of its downsampling (8 latent px for SD1.5): a canvas
 smaller than a tile becomes one canvas-sized tile, so the caller pads such images.
 Arguments are trusted: the config refuses tile sizes, overlaps, methods and batch sizes these
@@ -25,7 +27,7 @@ functions cannot use (at load, and at Refiner.refine for presets built in code).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +45,7 @@ __all__ = [
     "plan_tiles",
     "predictor_for",
     "tiled_predictor",
+    "weighted_tiles",
 ]
 
 # The refine loop's model call: (x (B,4,h,w), t) -> model output (B,4,h,w), CFG applied inside.
@@ -99,7 +102,8 @@ def _profile(length: int, method: str) -> torch.Tensor:
     if method == "multidiffusion":
         return torch.ones(length, dtype=torch.float64)
     # Centre at (L-1)/2 on both axes and normalise by each axis's own length: the reference code's
-    # half-pixel y offset and width-normalised y profile skew non-square tiles (§a.3 quirks).
+    # half-pixel y offset and width-normalised y profile skew non-square tiles (Mixture of
+    # Diffusers' Gaussian: sigma = 0.1 L, so tile edges sit 5 sigma from the centre).
     pos = torch.arange(length, dtype=torch.float64)
     centre = (length - 1) / 2
     return torch.exp(-((pos - centre) ** 2) / (2 * _GAUSS_VAR * length * length))
@@ -154,6 +158,46 @@ def batch_for_memory(batch_size: int, free: int | None, tile_px: int, cfg: bool)
     return 1 << (fit.bit_length() - 1)
 
 
+TileRun = Callable[[torch.Tensor, torch.Tensor, list[int]], torch.Tensor]
+
+
+def weighted_tiles(
+    run: TileRun, plan: TilePlan, items: Sequence[tuple[int, int]], weights: torch.Tensor, per_call: int
+) -> GuidedDenoiser:
+    """The canvas predictor both tiled paths share. Work item j is (tile k, tag): the crop of tile k
+    goes through `run(crops, t, tags)` with per_call items a call, and its output is added to an fp32
+    canvas with weight `weights[j]` (tile_h, tile_w). The caller's weights sum to 1 at every pixel."""
+    origins = plan.origins
+    th, tw = plan.tile_h, plan.tile_w
+    cache: dict[torch.device, torch.Tensor] = {}
+
+    def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) != (plan.latent_h, plan.latent_w):
+            raise EngineError(
+                f"tile plan is for a {plan.latent_h}x{plan.latent_w} latent, got {tuple(x.shape[-2:])}"
+            )
+        w = cache.get(x.device)
+        if w is None:
+            w = cache.setdefault(x.device, weights.to(x.device))
+        images = x.shape[0]
+        acc = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+        for first in range(0, len(items), per_call):
+            chunk = list(range(first, min(first + per_call, len(items))))
+            # Pad the last batch with repeats of its last item: every UNet call has the same shape,
+            # which is what lets torch.compile / CUDA graphs reuse one capture.
+            padded = chunk + [chunk[-1]] * (per_call - len(chunk))
+            tiles = [origins[items[j][0]] for j in padded]
+            crops = torch.cat([x[:, :, y : y + th, x0 : x0 + tw] for y, x0 in tiles])
+            out = run(crops, t, [items[j][1] for j in padded])
+            for slot, j in enumerate(chunk):
+                y, x0 = tiles[slot]
+                part = out[slot * images : (slot + 1) * images].float()
+                acc[:, :, y : y + th, x0 : x0 + tw] += part * w[j]
+        return acc.to(x.dtype)
+
+    return predict
+
+
 def tiled_predictor(
     guided: GuidedDenoiser,
     plan: TilePlan,
@@ -163,37 +207,12 @@ def tiled_predictor(
 ) -> GuidedDenoiser:
     """Wrap `guided` so it runs fixed-shape tiles in batches and blends their outputs in fp32.
     fixed_batch (default: `guided.fixed_shapes`, set by a CUDA-graphed UNet): see batch_shape."""
-    weights_cpu = blend_weights(plan, method)
     fixed = getattr(guided, "fixed_shapes", False) if fixed_batch is None else fixed_batch
     per_call = batch_shape(plan.count, batch_size, fixed)
-    origins = plan.origins
-    cache: dict[torch.device, torch.Tensor] = {}
-
-    def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[-2:]) != (plan.latent_h, plan.latent_w):
-            raise EngineError(
-                f"tile plan is for a {plan.latent_h}x{plan.latent_w} latent, got {tuple(x.shape[-2:])}"
-            )
-        weights = cache.get(x.device)
-        if weights is None:
-            weights = cache.setdefault(x.device, weights_cpu.to(x.device))
-        images = x.shape[0]
-        acc = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
-        th, tw = plan.tile_h, plan.tile_w
-        for first in range(0, plan.count, per_call):
-            chunk = list(range(first, min(first + per_call, plan.count)))
-            # Pad the last batch with repeats of its last tile: every UNet call has the same shape,
-            # which is what lets torch.compile / CUDA graphs reuse one capture.
-            padded = chunk + [chunk[-1]] * (per_call - len(chunk))
-            crops = torch.cat([x[:, :, y : y + th, x0 : x0 + tw] for y, x0 in (origins[k] for k in padded)])
-            out = guided(crops, t)
-            for slot, k in enumerate(chunk):
-                y, x0 = origins[k]
-                part = out[slot * images : (slot + 1) * images].float()
-                acc[:, :, y : y + th, x0 : x0 + tw] += part * weights[k]
-        return acc.to(x.dtype)
-
-    return predict
+    items = [(k, 0) for k in range(plan.count)]
+    return weighted_tiles(
+        lambda crops, t, _: guided(crops, t), plan, items, blend_weights(plan, method), per_call
+    )
 
 
 def predictor_for(guided: GuidedDenoiser, preset: Preset, latent_hw: tuple[int, int]) -> GuidedDenoiser:

@@ -2,8 +2,9 @@
 
 Single files are loaded component by component from a state dict we read ourselves
 (checkpoints.read_state_dict: no arbitrary unpickling), with configs from `naiup/data/sd15` (SDXL:
-`naiup/data/sdxl`), so no Hub access is ever needed for them. Only a hub id may download, and then
-only the files the engine loads (naiup.engine.models.hub), each component from the variant chosen.
+`naiup/data/sdxl`), so no Hub access is ever needed for them (diffusers' from_single_file otherwise
+fetches the configs and the CLIP tokenizer from the Hub). Only a hub id may download, and then only the
+files the engine loads (naiup.engine.models.hub), each component from the variant chosen.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@
 
 The model runs as often as it takes to reach the target (a 2x model twice for 4x) and Lanczos
 brings the result down to the exact size when the model overshoots (a 4x model for a 2x preset).
-Tiling and the OOM ladder live in upscale_tiles.py.
+Tiling and the OOM ladder live in tiles.py.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class Upscaler:
     overlap: int = 32  # input px
     bytes_per_px: float = 8000.0  # memory model for tile sizing, at fp16
     model_id: str = LANCZOS
-    channels_last: bool = False  # NHWC activations: 1.1-1.5x faster for convnets on CUDA (§6.1)
+    channels_last: bool = False  # NHWC activations: 1.1-1.5x faster for convnets on CUDA (H200, fp16)
     # True while the net sits on the CPU in fp32 because its way back from a CPU fallback failed.
     _on_cpu: bool = field(default=False, init=False, repr=False, compare=False)
 
@@ -236,7 +236,7 @@ def _from_bytes(name: str, data: bytes, device: torch.device, where: Path | str 
     return _wrap(name, descriptor, hashlib.sha256(data).hexdigest(), device, where)
 
 
-# Memory per input pixel at fp16, measured on an H200 (research/upscalers.md §6.1); unknown archs
+# Peak memory per input pixel at fp16, measured on an H200 (linear in pixels); unknown archs
 # get the RRDB figure, the largest we measured, so they start with small tiles rather than OOM.
 _BYTES_PER_PX = {"RealCUGAN": 3500.0, "ESRGAN": 7800.0, "Compact": 500.0}
 # Pure convnets, where NHWC memory layout is a measured win; attention archs are left alone.

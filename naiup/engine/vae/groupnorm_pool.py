@@ -1,6 +1,6 @@
 """GroupNorm statistics pooled exactly across tiles, and the lock-step driver that needs them.
 
-A tile's forward pass is written as a generator (see vae_stages.py) that *yields* at every GroupNorm
+A tile's forward pass is written as a generator (see stages.py) that *yields* at every GroupNorm
 with its partial statistics over its core region (no halo, so nothing is counted twice) and is
 *sent back* the pooled statistics to normalise with. The driver decides where they come from:
     run_pooled  - every tile waits at each barrier; statistics pooled over all of them (exact)

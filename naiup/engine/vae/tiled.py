@@ -1,4 +1,4 @@
-"""Tiled VAE encode/decode (tiling issue).
+"""Tiled VAE encode/decode.
 
 CONTRACT:
     encode(vae: AutoencoderKL, pixels: (1,3,H,W) in [-1,1], *, mode: "auto"|"exact"|"low-memory"|"off",
@@ -13,7 +13,7 @@ CONTRACT:
     Raises EngineError for an fp16 VAE, NaN/Inf output, or pixels not a multiple of 8. `mode` is
     trusted: the config refuses any other (at load, and at Refiner.refine for presets built in code).
 
-Modes (see vae_stages.py for the split, groupnorm_pool.py for the statistics):
+Modes (see stages.py for the split, groupnorm_pool.py for the statistics):
     exact       latent-resolution stage whole; high-resolution stage in tiles with a halo >= its
                 receptive field; every GroupNorm pooled exactly over all tiles. Equals the untiled
                 VAE to float rounding. Tiles wait at each barrier on the device, or parked in host RAM.
@@ -22,7 +22,7 @@ Modes (see vae_stages.py for the split, groupnorm_pool.py for the statistics):
                 bounded by the sample size, whatever the image size; the error is the sampling error
                 of per-group means/variances (measured in tests/engine/test_vae_tiling_lowmem.py).
     off         diffusers' plain encode/decode.
-    auto        vae_memory.choose_vae_plan on the device's and host's free memory.
+    auto        memory.choose_vae_plan on the device's and host's free memory.
 """
 
 from __future__ import annotations
