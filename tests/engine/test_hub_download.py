@@ -20,6 +20,7 @@ from safetensors.torch import load, save
 from naiup.engine.models import hub
 from naiup.engine.models.load import load_models, load_vae, resolve_lora_file
 from naiup.errors import ModelLoadError
+from naiup.testing import TOKENIZER_DIR
 
 SD, XL = "someone/anime-sd15", "someone/anime-xl"
 CPU = torch.device("cpu")
@@ -59,7 +60,7 @@ def repos(tmp_path_factory) -> dict[str, dict[str, bytes]]:
          "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"]}).encode(),
         "unet/config.json": b"{}", "unet/diffusion_pytorch_model.safetensors": b"x" * 10_000}  # fmt: skip
     # As stable-diffusion-xl-base-1.0 has them: the same BPE files in both tokenizer folders.
-    bpe = {f"{tok}/{name}": (tiny_sd.TOKENIZER_DIR / name).read_bytes()
+    bpe = {f"{tok}/{name}": (TOKENIZER_DIR / name).read_bytes()
            for tok in ("tokenizer", "tokenizer_2") for name in ("vocab.json", "merges.txt")}  # fmt: skip
     sd_repo = _as_hub_repo(repo_from_folder(sd.folder), ("unet", "vae", "text_encoder"))
     pickled = {k: v for k, v in sd_repo.items() if not (k.startswith("unet/") and k.endswith(".safetensors"))}
