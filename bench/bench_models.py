@@ -20,6 +20,7 @@ from naiup.testing import (
     SD15Shape,
     SDXLShape,
     compact_upscaler,
+    random_controlnet,
     save_sd15,
     save_sdxl,
     save_weights,
@@ -123,3 +124,30 @@ def input_image(shape: Shape):
     fine = torch.rand(1, 3, shape.height, shape.width, generator=g) * 0.08
     arr = ((smooth + fine).clamp(0, 1)[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
     return Image.fromarray(arr, "RGB")
+
+
+def controlnet_folder(model: Path, cache: Path) -> Path:
+    """A random-weight ControlNet shaped for the model folder's UNet (SD1.5 or SDXL: its encoder with the
+    16/32/96/256 hint encoder, as a tile ControlNet of that family is), saved as a diffusers folder.
+    Its zero convolutions get small random weights (naiup.testing.random_controlnet) so the residuals
+    are not all zero (the cost is the same either way). fp16 when the model's UNet is. Built on the GPU
+    when there is one: SDXL's is 1.25 G parameters, whose random init takes a while on a CPU."""
+    folder = cache / f"controlnet-random-{model.name}"
+    if (folder / "config.json").is_file():
+        return folder
+    from diffusers import UNet2DConditionModel
+    from safetensors import safe_open
+
+    config = UNet2DConditionModel.load_config(model / "unet")
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        net = random_controlnet(config, seed=1, residual_std=0.01)
+    with safe_open(str(model / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as f:
+        if f.get_slice(next(iter(f.keys()))).get_dtype() == "F16":
+            net = net.half()
+    tmp = folder.with_name(folder.name + ".part")
+    net.save_pretrained(tmp)
+    tmp.rename(folder)
+    del net
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the Refiner loads its own copy from the folder
+    return folder

@@ -17,6 +17,8 @@ at full resolution with vae.enable_tiling().
     python bench/engine_bench.py --small         # tiny shapes on CPU, under a minute (CI smoke test)
     python bench/engine_bench.py --regions 0,3   # each configuration without and with 3 NovelAI
                                                  # character regions: the cost of regional prompts
+    python bench/engine_bench.py --control 0.8   # a ControlNet tile beside every UNet call (with
+                                                 # --regions: beside every (tile, region) sample too)
 
 Appends bench/out/engine-<timestamp>.jsonl as it goes (a header line, then one line per result the
 moment it is measured), writes engine-<timestamp>.json (machine, versions, every number) at the end
@@ -50,6 +52,7 @@ from bench_models import (  # noqa: E402
     SMALL,
     SMALL_XL,
     Shape,
+    controlnet_folder,
     input_image,
     sd_folder,
     sdxl_folder,
@@ -100,6 +103,7 @@ class Stages:
         self.device, self.current = device, {}
         self.unet_calls: list[list[int]] = []
         self.batch, self.graphs = 0, False  # tile batch the Refiner ran with; UNet CUDA-graphed
+        self.control_calls = 0  # ControlNet calls (--control)
         self.samples = 0  # UNet tile samples per step of the last regional run (tile x region)
 
     def watch_unet(self, unet: torch.nn.Module) -> None:
@@ -118,7 +122,9 @@ class Stages:
         return run
 
 
-def make_refiner(folder: Path, device: torch.device, stages: Stages, shape: Shape, args) -> Refiner:
+def make_refiner(
+    folder: Path, device: torch.device, stages: Stages, shape: Shape, args, cache: Path
+) -> Refiner:
     def wrap(guided, preset, latent_hw):
         stages.batch = preset.tile_batch_size  # after the Refiner capped it by free memory
         return stages.timed("denoise", predictor_for(guided, preset, latent_hw))
@@ -131,8 +137,12 @@ def make_refiner(folder: Path, device: torch.device, stages: Stages, shape: Shap
 
     vae_tile = {"tile": shape.vae_core} if shape.vae_core else {}
     graphs = "on" if args.compile else args.unet_graphs
+    # --control: a random ControlNet of the model's shape beside the UNet (each tile's call on its crop).
+    control = str(controlnet_folder(folder, cache)) if args.control else ""
     refiner = Refiner(
-        ModelConfig(checkpoint=str(folder), lcm_lora="", device=device.type, unet_graphs=graphs),
+        ModelConfig(
+            checkpoint=str(folder), lcm_lora="", device=device.type, unet_graphs=graphs, controlnet=control
+        ),
         device,
         wrap_predictor=wrap,
         wrap_regions=wrap_regions,
@@ -142,6 +152,10 @@ def make_refiner(folder: Path, device: torch.device, stages: Stages, shape: Shap
     refiner.load()
     m = refiner.models
     stages.watch_unet(m.unet)
+    if m.controlnet is not None:
+        m.controlnet.register_forward_hook(
+            lambda *_: setattr(stages, "control_calls", stages.control_calls + 1)
+        )
     if args.channels_last:  # in place: the Refiner keeps the same module objects
         m.unet.to(memory_format=torch.channels_last)
         m.vae.to(memory_format=torch.channels_last)
@@ -178,7 +192,7 @@ def run_ours(
     res = Result(name, f"naiup (vae {preset.vae_tiling})" + (f", {characters} regions" if characters else ""))
     regions = bench_regions(characters)
     extra = {"regions": regions} if regions else {}
-    stages.current, stages.unet_calls = res.stages, res.unet_calls
+    stages.current, stages.unet_calls, stages.control_calls = res.stages, res.unet_calls, 0
     _reset_peak(device)
     t0 = time.perf_counter()
     # As the Engine does: the upscaled pixels stay on the device into the refine (device_pixels),
@@ -216,6 +230,8 @@ def run_ours(
         "regions": len(regions),
         "unet_samples_per_step": stages.samples if regions else res.unet_tiles,
     }
+    if preset.control_strength:
+        res.levers["control"] = {"strength": preset.control_strength, "calls": stages.control_calls}
     return res, big
 
 
@@ -310,6 +326,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=int, default=None, help="untimed runs first (default: 1 on CUDA)")
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument(
+        "--control",
+        type=float,
+        default=0.0,
+        help="ControlNet tile at this strength on every UNet step of our runs (random weights; 0: off)",
+    )
+    ap.add_argument(
         "--regions",
         default="0",
         help="comma list of NovelAI character counts to run each configuration with (0: no regions)",
@@ -357,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     stages = Stages(device)
     folder = sdxl_folder(s, cache) if xl else sd_folder(s, cache)
-    refiner = make_refiner(folder, device, stages, s, args)
+    refiner = make_refiner(folder, device, stages, s, args, cache)
     setup = time.perf_counter() - t0
     image = input_image(s)
     defaults = Preset(name="bench")
@@ -365,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         name="bench", steps=8, denoise=0.25, cfg=1.0, sampler="lcm", tile_size=s.tile,
         overlap=s.overlap if args.overlap is None else args.overlap,
         tile_batch_size=defaults.tile_batch_size if args.batch is None else args.batch, tile_method="mixture",
+        control_strength=args.control,
     )  # fmt: skip
     if args.attention_window is not None:
         base = replace(base, vae_attention_window=args.attention_window)
@@ -389,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
                     res.variant += f", cap {args.vram_gb:g} GiB"
                 if args.attention_window is not None:
                     res.variant += f", attn window {args.attention_window}"
+                if args.control:
+                    res.variant += f", control {args.control:g}"
                 results.append(res)
                 log.result(res)
         cap_memory(device, 0)  # the baseline runs as its users run it

@@ -18,8 +18,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from naiup.config import Config, load_config
-from naiup.errors import NaiupError
+from naiup.config import Config, ModelConfig, load_config
+from naiup.config.check import set_key
+from naiup.errors import ConfigError, NaiupError
 
 MIN_GPU_GIB = 4.0  # SD1.5 fp16 + tiled VAE fits; below this even small tiles may not
 SD15_MIN_VRAM_GIB = 3.0  # ~2.2 GB of fp16/bf16 weights, plus one UNet tile batch and the VAE's least
@@ -56,8 +57,10 @@ def run_checks(
         return [*checks, check_tray(tray_backend), check_autostart(), check_daemon(connect)]
     checks += check_models(config)
     checks += check_upscalers(config)
-    device = check_device(config.model.device)
-    checks += [device] if device else []
+    for key, model in [("model", config.model), *((f"models.{n}", m) for n, m in config.models.items())]:
+        if key == "model" or model.device != config.model.device:  # a set's own device, once
+            device = check_device(model.device, key)
+            checks += [device] if device else []
     checks += check_watch_folders(config)
     checks += check_pause_rules(config)
     return [*checks, check_tray(tray_backend), check_autostart(), check_daemon(connect)]
@@ -140,40 +143,64 @@ def check_model_ref(name: str, ref: str, cache_dir: Path | None = None) -> Check
 
 
 def check_models(config: Config) -> list[Check]:
-    refining = sorted(name for name, p in config.presets.items() if p.refine)
-    if not refining:
+    users = config.model_set_users()
+    if not users:
         return [Check("models", Status.OK, "no preset refines: the SD models are not needed")]
-    m = config.model
-    out = [check_model_ref("checkpoint", m.checkpoint), check_model_ref("lcm-lora", m.lcm_lora)]
-    if m.vae:
-        out.append(check_model_ref("vae", m.vae))
-    out += [check_model_ref(f"lora {lora.path}", lora.path) for lora in m.loras]
     active = config.presets.get(config.daemon.active_preset)
-    if active is not None and not active.refine:
-        # An upscale-only user: the SD models matter only after switching to a refining preset.
-        unused = f"used by {', '.join(refining)}, not by the active preset {active.name!r}"
-        out = [
-            replace(c, status=Status.NOTE, detail=f"{c.detail} ({unused})") if c.status is Status.FAIL else c
-            for c in out
-        ]
-    if 0 < m.max_vram_gb < SD15_MIN_VRAM_GIB:
+    out: list[Check] = []
+    for name, presets in users.items():
+        try:
+            model = config.model_set(name)
+        except ConfigError:  # a built-in set not filled in: its presets wait for it
+            out.append(Check(f"model set {name}", Status.NOTE, config.unfilled_note(name, presets)))
+            continue
+        checks = _check_model_set(model, name, config.model)
+        if active is not None and (not active.refine or active.model != name):
+            # Models only presets other than the active one use matter after switching to one of them.
+            unused = f"used by {', '.join(presets)}, not by the active preset {active.name!r}"
+            checks = [
+                replace(c, status=Status.NOTE, detail=f"{c.detail} ({unused})")
+                if c.status is Status.FAIL
+                else c
+                for c in checks
+            ]
+        out += checks
+    return out
+
+
+def _check_model_set(m: ModelConfig, name: str, default: ModelConfig) -> list[Check]:
+    """The files and hub ids of set `name`, named "<name> checkpoint" and so on ("checkpoint" for
+    [model]). The machine keys a set took from [model] are checked once, with [model]."""
+    prefix = "" if m is default else f"{name} "
+    table = set_key(name)
+    out = [check_model_ref(f"{prefix}checkpoint", m.checkpoint)]
+    if m.lcm_lora:
+        out.append(check_model_ref(f"{prefix}lcm-lora", m.lcm_lora))
+    if m.vae:
+        out.append(check_model_ref(f"{prefix}vae", m.vae))
+    if m.controlnet:
+        out.append(check_model_ref(f"{prefix}controlnet", m.controlnet))
+    out += [check_model_ref(f"{prefix}lora {lora.path}", lora.path) for lora in m.loras]
+    own = m is default
+    if 0 < m.max_vram_gb < SD15_MIN_VRAM_GIB and (own or m.max_vram_gb != default.max_vram_gb):
         out.append(
             Check(
-                "gpu memory cap",
+                f"{prefix}gpu memory cap",
                 Status.WARN,
-                f"model.max_vram_gb = {m.max_vram_gb:g}: SD1.5's weights alone take ~2.2 GB, so refining "
+                f"{table}.max_vram_gb = {m.max_vram_gb:g}: SD1.5's weights alone take ~2.2 GB, so refining "
                 "presets will run out of memory",
-                f"raise model.max_vram_gb to at least {SD15_MIN_VRAM_GIB:g} (4 keeps 4x within a 6 GB card)",
+                f"raise {table}.max_vram_gb to at least {SD15_MIN_VRAM_GIB:g}"
+                " (4 keeps 4x within a 6 GB card)",
             )
         )
-    for d in m.lora_dirs:
+    for d in m.lora_dirs if own else sorted(set(m.lora_dirs) - set(default.lora_dirs)):
         ok = Path(d).expanduser().is_dir()
         out.append(
             Check(
-                f"lora dir {d}",
+                f"{prefix}lora dir {d}",
                 Status.OK if ok else Status.WARN,
                 "found" if ok else "not a folder",
-                "" if ok else "fix model.lora_dirs in your config",
+                "" if ok else f"fix {table}.lora_dirs in your config",
             )
         )
     return out
@@ -202,8 +229,9 @@ def check_upscalers(config: Config) -> list[Check]:
     return out
 
 
-def check_device(device: str) -> Check | None:
-    """A device the config names explicitly must exist; "auto" falls back to the CPU by design."""
+def check_device(device: str, key: str = "model") -> Check | None:
+    """A device the config names explicitly ([model], or the [models.NAME] table `key` names) must
+    exist; "auto" falls back to the CPU by design."""
     kind, _, index = device.partition(":")
     if kind in ("auto", "cpu"):
         return None
@@ -215,8 +243,8 @@ def check_device(device: str) -> Check | None:
         if wanted < count:
             return Check("device", Status.OK, f"{device}: {torch.cuda.get_device_name(wanted)}")
         seen = f"torch sees {count} CUDA device(s)" if count else "torch sees no CUDA device"
-        fix = 'set model.device = "auto" (falls back to the CPU) or install a CUDA build of torch'
-        return Check("device", Status.FAIL, f"model.device = {device!r} but {seen}", fix)
+        fix = f'set {key}.device = "auto" (falls back to the CPU) or install a CUDA build of torch'
+        return Check("device", Status.FAIL, f"{key}.device = {device!r} but {seen}", fix)
     if kind == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is not None and mps.is_available():
@@ -224,8 +252,8 @@ def check_device(device: str) -> Check | None:
         return Check(
             "device",
             Status.FAIL,
-            "model.device = 'mps' but MPS is not available",
-            'set model.device = "auto"',
+            f"{key}.device = 'mps' but MPS is not available",
+            f'set {key}.device = "auto"',
         )
     return None
 

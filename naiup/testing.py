@@ -15,6 +15,7 @@ importing it costs nothing.
     sd_vae(channels, groups, ...) / tiny_vae(seed, family)  SD's VAE layout at any width; the narrowest
                                         one, with SD1.5's or SDXL's config keys
     compact_upscaler(scale, num_feat, num_conv, seed) / save_weights(module, path)
+    random_controlnet(unet_config, seed, residual_std) -> ControlNetModel   shaped for that UNet
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 SD15_DIR = Path(__file__).parent / "data" / "sd15"
@@ -325,6 +326,34 @@ def compact_upscaler(scale: int, num_feat: int, num_conv: int, seed: int = 0) ->
 
     torch.manual_seed(seed)
     return Compact(num_feat=num_feat, num_conv=num_conv, upscale=scale)
+
+
+# A fresh ControlNet's zero convolutions: its outputs, and the last conv of the hint encoder.
+_CONTROLNET_ZERO_INIT = (
+    "controlnet_down_blocks.",
+    "controlnet_mid_block.",
+    "controlnet_cond_embedding.conv_out.",
+)
+
+
+def random_controlnet(unet_config: dict[str, Any], seed: int, residual_std: float) -> ControlNetModel:
+    """A ControlNet shaped for a UNet with `unet_config` (SD1.5 or SDXL: diffusers' from_unet mapping,
+    the UNet's encoder and mid block with SD's 16/32/96/256 hint encoder, as a tile ControlNet of that
+    family is), random weights from `seed`. A real one starts its zero convolutions at zero, which
+    would make every residual 0 and every test of them unable to fail: they get N(0, residual_std)."""
+    import torch
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    with torch.device("meta"):  # only the config: no weights built twice
+        unet = UNet2DConditionModel.from_config(unet_config)
+        config = ControlNetModel.from_unet(unet, load_weights_from_unet=False).config
+    torch.manual_seed(seed)
+    net = ControlNetModel.from_config(config)
+    with torch.no_grad():
+        for name, param in net.named_parameters():
+            if name.startswith(_CONTROLNET_ZERO_INIT):
+                param.normal_(0.0, residual_std)
+    return net
 
 
 def save_weights(weights: torch.nn.Module | dict[str, torch.Tensor], path: Path) -> Path:

@@ -70,7 +70,7 @@ def test_config_check_without_a_file_uses_defaults_and_succeeds(home: Path):
     run = naiup_cli(home, "config", "check")
     assert run.returncode == 0, run.stderr
     assert "no config file at" in run.stderr
-    assert "ok: built-in defaults (3 presets, active 'refine-2x')" in run.stdout
+    assert "ok: built-in defaults (7 presets, active 'refine-2x')" in run.stdout
     # Not downloaded yet is a note, not an error: the first refine downloads it.
     assert "note: built-in defaults: [model.checkpoint] hub model" in run.stderr
 
@@ -115,7 +115,7 @@ def test_config_check_passes_a_valid_file(home: Path, tmp_path: Path):
     cfg.write_text(f'[watch]\nfolders = ["{(home / "Downloads").as_posix()}"]\n[presets.mine]\nsteps = 20\n')
     run = naiup_cli(home, "--config", str(cfg), "config", "check")
     assert run.returncode == 0, run.stderr
-    assert f"ok: {cfg} (4 presets, active 'refine-2x')" in run.stdout
+    assert f"ok: {cfg} (8 presets, active 'refine-2x')" in run.stdout
 
 
 def test_config_show_prints_the_effective_config_as_toml(home: Path, tmp_path: Path):
@@ -143,7 +143,10 @@ def test_config_check_notes_an_lcm_preset_without_an_lcm_lora(home: Path, tmp_pa
     cfg.write_text(f'[watch]\nfolders = ["{(home / "Downloads").as_posix()}"]\n[model]\nlcm_lora = ""\n')
     run = naiup_cli(home, "--config", str(cfg), "config", "check")
     assert run.returncode == 0, run.stderr
-    assert "[model.lcm_lora] is empty but preset(s) refine-2x, refine-4x use the lcm sampler" in run.stderr
+    assert (
+        "[model.lcm_lora] is empty but preset(s) refine-2x, refine-2x-strong, refine-4x use the lcm sampler"
+        in run.stderr
+    )
 
 
 @pytest.mark.parametrize("text", ["0s", "-5m", "nan", "inf", "1e400h", "m"])
@@ -203,3 +206,16 @@ def test_the_cli_reports_a_daemon_that_is_not_running_with_exit_3(
         "ok": False,
         "error": "the naiup daemon is not running (start it with naiup run)",
     }
+
+
+def test_a_config_file_named_with_config_must_exist(tmp_path, capsys):
+    # A typo in --config used to run on built-in defaults (watching ~/Downloads) without a word.
+    from naiup.cli.main import main
+
+    missing = tmp_path / "typo.toml"
+    assert main(["--config", str(missing), "status"]) == 1
+    assert f"--config {missing}: does not exist" in capsys.readouterr().err
+    assert main(["refine", "--config", str(tmp_path), "x.png"]) == 1
+    assert "is a folder, not a file" in capsys.readouterr().err
+    assert main(["--config", str(missing), "config", "path"]) == 0  # where it would be read from
+    assert str(missing) in capsys.readouterr().out

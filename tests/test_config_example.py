@@ -10,7 +10,7 @@ from pathlib import Path
 from naiup.config import BUILTIN_PRESETS, Config, LoraSpec, Preset, default_watch_folder, load_config
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config.example.toml"
-SECTIONS = [f.name for f in dataclasses.fields(Config) if f.name not in ("presets", "source")]
+SECTIONS = [f.name for f in dataclasses.fields(Config) if f.name not in ("presets", "source", "models")]
 
 
 def _names(cls: type, skip: tuple[str, ...] = ()) -> set[str]:
@@ -48,7 +48,10 @@ def test_example_documents_every_field_of_every_section():
 def test_example_documents_every_preset_key_and_every_built_in_preset():
     raw = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
     assert set(raw["presets"]) == set(BUILTIN_PRESETS)
-    assert set(raw["presets"]["refine-2x"]) == _names(Preset, skip=("name",))
+    # Every refining built-in shows every key (upscale-2x shows its few: the refine keys are ignored).
+    for name, preset in BUILTIN_PRESETS.items():
+        if preset.refine:
+            assert set(raw["presets"][name]) == _names(Preset, skip=("name",)), name
 
 
 def test_example_shows_a_lora_entry_with_every_lora_key():
@@ -68,16 +71,41 @@ def test_every_key_up_to_the_first_repeated_preset_is_explained_by_a_comment():
             assert any(x.startswith("#") for x in lines[max(0, i - 2) : i]), f"no comment above: {line}"
 
 
-def test_readme_configuration_example_loads(tmp_path: Path, monkeypatch):
+def _readme_toml(pattern: str, home: Path, monkeypatch, files: tuple[str, ...]) -> Config:
+    """The README's ```toml block matching `pattern`, loaded with `files` (under ~/models) present."""
     readme = (EXAMPLE.parent / "README.md").read_text(encoding="utf-8")
-    block = re.search(r"```toml\n(.*?)```", readme, re.S)
-    assert block, "README lost its [presets] example"
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("USERPROFILE", str(tmp_path))
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "my-4x-upscaler.safetensors").write_bytes(b"x")
-    path = tmp_path / "config.toml"
+    block = re.search(rf"```toml\n({pattern}.*?)```", readme, re.S)
+    assert block, f"README lost its toml example starting {pattern!r}"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("USERPROFILE", str(home))
+    (home / "models").mkdir()
+    for name in files:
+        (home / "models" / name).write_bytes(b"x")
+    path = home / "config.toml"
     path.write_text(block.group(1), encoding="utf-8")
-    config = load_config(path)
+    return load_config(path)
+
+
+def test_readme_configuration_example_loads(tmp_path: Path, monkeypatch):
+    config = _readme_toml("", tmp_path, monkeypatch, ("my-4x-upscaler.safetensors",))
     assert config.preset("refine-4x").denoise == 0.3 and config.preset("refine-4x").steps == 8
     assert config.preset(config.daemon.active_preset).name == "soft-3x"
+
+
+def test_example_shows_a_model_set_that_fills_in_the_xl_presets(tmp_path: Path):
+    text = EXAMPLE.read_text(encoding="utf-8")
+    block = re.search(r"^# (\[models\.xl\])\n# (checkpoint = .*)$", text, re.M)
+    assert block, "config.example.toml lost its commented [models.xl] example"
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(f"{block.group(1)}\n{block.group(2)}\n", encoding="utf-8")
+    config = load_config(config_file, model_files_must_exist=False)
+    xl = config.model_for(config.preset("xl-refine-2x"))
+    assert xl.checkpoint.endswith("illustrious-xl.safetensors") and "sdxl" in xl.lcm_lora
+    assert config.model_for(config.preset("xl-refine-4x")) is xl
+
+
+def test_readme_model_set_example_loads(tmp_path: Path, monkeypatch):
+    config = _readme_toml(r"\[models\.xl\]", tmp_path, monkeypatch, ("illustrious-xl.safetensors",))
+    active = config.preset(config.daemon.active_preset)
+    assert active.name == "xl-refine-2x"
+    assert config.model_for(active).checkpoint == str(tmp_path / "models" / "illustrious-xl.safetensors")

@@ -67,7 +67,11 @@ def test_active_preset_may_name_a_user_preset(tmp_path: Path):
 
 def test_unknown_preset_lookup_names_the_known_ones(tmp_path: Path):
     config = _load(tmp_path, "")
-    with pytest.raises(ConfigError, match="known: refine-2x, refine-4x, upscale-2x"):
+    with pytest.raises(
+        ConfigError,
+        match="known: refine-2x, refine-2x-strong, refine-4x, upscale-2x, "
+        "xl-refine-2x, xl-refine-2x-strong, xl-refine-4x",
+    ):
         config.preset("nope")
 
 

@@ -198,3 +198,23 @@ def test_an_explicit_device_torch_cannot_see_is_a_blocker():
     assert doctor.check_device("cuda:7").status is (
         Status.OK if torch.cuda.device_count() > 7 else Status.FAIL
     )
+
+
+def test_a_model_sets_own_device_is_checked_under_its_table():
+    import torch
+
+    check = doctor.check_device("cuda:7", "models.xl")
+    if torch.cuda.device_count() > 7:
+        assert check.status is Status.OK
+    else:  # the failure names the set's table, not [model]
+        assert check.status is Status.FAIL and "models.xl.device = 'cuda:7'" in check.detail
+        assert 'set models.xl.device = "auto"' in check.fix
+
+
+def test_a_configured_controlnet_must_exist(tmp_path):
+    presets = {"r": Preset(name="r")}
+    gone = Config(presets=presets, model=ModelConfig(controlnet=str(tmp_path / "tile")))
+    assert next(c for c in check_models(gone) if c.name == "controlnet").status is Status.FAIL
+    (tmp_path / "tile").mkdir()
+    assert next(c for c in check_models(gone) if c.name == "controlnet").status is Status.OK
+    assert not [c for c in check_models(Config(presets=presets)) if c.name == "controlnet"]

@@ -1,4 +1,7 @@
-"""`naiup refine` with a tiny random-weight SDXL model at 4x on a real NovelAI file, tiled."""
+"""`naiup refine` with a tiny random-weight SDXL model at 4x on a real NovelAI file, tiled.
+
+The v-pred model is a model set ([models.xl], the preset's `model = "xl"`) beside an SD1.5 [model]
+that is not there: the refine must load the preset's set, not [model]."""
 
 from __future__ import annotations
 
@@ -26,9 +29,11 @@ seed = "image"
 """
 
 
-@pytest.mark.parametrize(("which", "prediction"), [("folder", "epsilon"), ("v_folder", "v+zsnr")])
+@pytest.mark.parametrize(
+    ("which", "prediction", "as_set"), [("folder", "epsilon", False), ("v_folder", "v+zsnr", True)]
+)
 def test_tiled_4x_sdxl_refine_of_a_real_nai_file(
-    tmp_path_factory, tmp_path, capsys, nai_fixtures, which, prediction
+    tmp_path_factory, tmp_path, capsys, nai_fixtures, which, prediction, as_set
 ):
     tiny = tiny_sdxl.session_tiny_sdxl(tmp_path_factory)
     work = tmp_path / "downloads"
@@ -37,10 +42,13 @@ def test_tiled_4x_sdxl_refine_of_a_real_nai_file(
     shutil.copy(nai_fixtures / "nai3_128_text_stealth_smea_vibe.png", src)
     checkpoint = getattr(tiny, which)
     config = tmp_path / "config.toml"
-    config.write_text(
-        f'[watch]\nfolders = ["{work.as_posix()}"]\n'
-        f'[model]\ncheckpoint = "{checkpoint.as_posix()}"\nlcm_lora = ""\ndevice = "cpu"\n' + PRESET
+    model = f'checkpoint = "{checkpoint.as_posix()}"\nlcm_lora = ""\n'
+    # As a set, device comes from [model]: a machine setting every set shares.
+    tables = (
+        f'[model]\ndevice = "cpu"\n[models.xl]\n{model}' if as_set else f'[model]\n{model}device = "cpu"\n'
     )
+    preset = PRESET + ('model = "xl"\n' if as_set else "")
+    config.write_text(f'[watch]\nfolders = ["{work.as_posix()}"]\n{tables}{preset}')
     rc = main(["--config", str(config), "refine", str(src), str(src), "--preset", "xl-tiny"])
     shown = capsys.readouterr()
     assert rc == 0, shown.err

@@ -150,6 +150,7 @@ def test_missing_input_is_an_input_error(tmp_path):
 
 class _SeedRefiner:
     model_id, family, prediction, accepts_pixels = "seed-noise", "sd15", "epsilon", False
+    controlnet_id = controlnet_name = ""
 
     def __init__(self, model, device):
         pass

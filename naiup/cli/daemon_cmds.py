@@ -84,6 +84,8 @@ def _show_status(args: argparse.Namespace, verb: str, **request: object) -> int:
 def print_status(s: Status) -> None:
     # `queue` counts the files still waiting; the one being refined now has a line of its own.
     print(f"{s.state}  preset={s.active_preset}  queue={s.queue_length}")
+    if s.model:
+        print(f"  model set {s.model_set}: {shown(s.model)}")
     for folder in s.missing_folders:
         print(f"  missing folder: {shown(folder)} (not watched; watched again as soon as it is back)")
     if s.current is not None:
@@ -146,7 +148,9 @@ def _cmd_preset(args: argparse.Namespace) -> int:
     if not args.json:
         status = Status.from_json(reply)
         for name in status.presets:
-            print(f"{'*' if name == status.active_preset else ' '} {name}")
+            unfilled = status.presets_without_model.get(name)
+            needs = f"  (needs [models.{unfilled}] in the config)" if unfilled else ""
+            print(f"{'*' if name == status.active_preset else ' '} {name}{needs}")
     return 0
 
 

@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _check_config_option(args)
         return args.handler(args)
     except DaemonNotRunning as exc:  # before NaiupError: it is one, with its own status
         _print_error(args, exc, f"naiup: {exc}")
@@ -57,6 +58,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `naiup info ... | head`: the reader left, nothing to report
         sys.stderr.close()
         return 1
+
+
+def _check_config_option(args: argparse.Namespace) -> None:
+    """A file named with --config must exist: silently running on built-in defaults because of a typo
+    (watching ~/Downloads with the default preset) is worse than refusing. Only `naiup config` accepts a
+    missing one: `config path` says where it would be, `config show/check` say defaults are in use."""
+    path = args.config
+    if path is None or args.command == "config" or path.is_file():
+        return
+    what = "is a folder, not a file" if path.is_dir() else "does not exist"
+    raise NaiupError(f"--config {path}: {what} (`naiup config path` shows the default config file)")
 
 
 def _print_error(args: argparse.Namespace, exc: NaiupError, line: str) -> None:

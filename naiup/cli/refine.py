@@ -30,11 +30,11 @@ def _cmd_refine(args: argparse.Namespace) -> int:
         known = ", ".join(sorted(config.presets))
         raise NaiupError(f"--preset {args.preset!r}: unknown preset (known: {known})")
     preset = config.preset(args.preset or config.daemon.active_preset)
+    model = config.model_for(preset)  # its model set; an unfilled [models.xl] says what to add
     # torch loads here, after the cheap checks, so a typo in --preset answers at once.
     from naiup.engine import Engine
     from naiup.job import run_job
 
-    model = config.model
     if model.unet_graphs == "auto":
         # Compiling the UNet's CUDA graphs costs about a minute per tile-batch shape, once per process,
         # and saves a few seconds per image: the long-running service gains, a one-shot command loses.

@@ -10,7 +10,9 @@ that may appear after loading: `naiup config check`).
 
 from naiup.config.load import default_config_path, load_config
 from naiup.config.model import (
+    BUILTIN_MODEL_SETS,
     BUILTIN_PRESETS,
+    DEFAULT_MODEL_SET,
     Config,
     DaemonConfig,
     LoraSpec,
@@ -23,7 +25,9 @@ from naiup.config.model import (
 from naiup.config.paths import default_watch_folder
 
 __all__ = [
+    "BUILTIN_MODEL_SETS",
     "BUILTIN_PRESETS",
+    "DEFAULT_MODEL_SET",
     "Config",
     "DaemonConfig",
     "LoraSpec",

@@ -10,8 +10,9 @@ import os
 from dataclasses import dataclass
 from enum import StrEnum
 
-from naiup.config.model import Config
+from naiup.config.model import BUILTIN_PRESETS, DEFAULT_MODEL_SET, Config
 from naiup.config.paths import HUB_ID
+from naiup.errors import ConfigError
 
 
 class Severity(StrEnum):
@@ -32,39 +33,78 @@ def find_problems(config: Config) -> list[Problem]:
         for i, folder in enumerate(config.watch.folders)
         if not folder.is_dir()
     ]
-    if any(p.refine for p in config.presets.values()):
-        active = config.presets.get(config.daemon.active_preset)
-        # Offline, a missing model is an error for the preset in use; for the others it stays a note.
-        offline = hub_offline() and (active is None or active.refine)
-        for key in ("checkpoint", "lcm_lora"):
-            value = getattr(config.model, key)
+    active = config.presets.get(config.daemon.active_preset)
+    for name, users in config.model_set_users().items():
+        try:
+            model = config.model_set(name)
+        except ConfigError:  # a built-in set not filled in: only its presets cannot refine
+            problems.append(Problem(Severity.NOTE, f"models.{name}", config.unfilled_note(name, users)))
+            continue
+        key = set_key(name)
+        # Offline, a missing model is an error for the set the active preset uses; for the others a note.
+        offline = hub_offline() and active is not None and active.refine and active.model == name
+        for field in ("checkpoint", "lcm_lora"):
+            value = getattr(model, field)
             # load_config made every local path absolute, so an 'owner/name' left here is a hub id.
             if HUB_ID.fullmatch(value) and not _is_cached(value):
                 problems.append(
                     Problem(
                         Severity.ERROR,
-                        f"model.{key}",
+                        f"{key}.{field}",
                         f"hub model {value!r} is not downloaded and HF_HUB_OFFLINE is set, so refining"
                         f" cannot download it: unset HF_HUB_OFFLINE once, or run `hf download {value}`",
                     )
                     if offline
                     else Problem(
                         Severity.NOTE,
-                        f"model.{key}",
+                        f"{key}.{field}",
                         f"hub model {value!r} is not downloaded yet; the first refine downloads it",
                     )
                 )
-    lcm = sorted(name for name, p in config.presets.items() if p.refine and p.sampler == "lcm")
-    if lcm and not config.model.lcm_lora:
-        problems.append(
+        lcm = [p for p in users if config.presets[p].sampler == "lcm"]
+        if lcm and not model.lcm_lora:
+            problems.append(
+                Problem(
+                    Severity.NOTE,
+                    f"{key}.lcm_lora",
+                    f"is empty but preset(s) {', '.join(lcm)} use the lcm sampler: "
+                    "that only works with an LCM-distilled checkpoint",
+                )
+            )
+    problems += _control_without_controlnet(config)
+    return problems
+
+
+def _control_without_controlnet(config: Config) -> list[Problem]:
+    """Presets that run a ControlNet when their model set has none fail every job: an error for the
+    active preset; a note for another one the user wrote (an unchanged built-in one is not news)."""
+    out = []
+    for name, preset in sorted(config.presets.items()):
+        if not (preset.refine and preset.control_strength > 0):
+            continue
+        try:
+            if config.model_set(preset.model).controlnet:
+                continue
+        except ConfigError:  # a built-in set not filled in: find_problems notes that already
+            continue
+        key = set_key(preset.model)
+        active = name == config.daemon.active_preset
+        if not active and BUILTIN_PRESETS.get(name) == preset:
+            continue
+        out.append(
             Problem(
-                Severity.NOTE,
-                "model.lcm_lora",
-                f"is empty but preset(s) {', '.join(lcm)} use the lcm sampler: "
-                "that only works with an LCM-distilled checkpoint",
+                Severity.ERROR if active else Severity.NOTE,
+                f"presets.{name}.control_strength",
+                f"is {preset.control_strength} but {key}.controlnet is empty, so its jobs fail: set "
+                f"{key}.controlnet to a tile ControlNet of the checkpoint's family, or control_strength = 0",
             )
         )
-    return problems
+    return out
+
+
+def set_key(name: str) -> str:
+    """The table a model set is written as: [model] for the default set, [models.NAME] for the others."""
+    return "model" if name == DEFAULT_MODEL_SET else f"models.{name}"
 
 
 def hub_offline() -> bool:

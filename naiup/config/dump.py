@@ -22,6 +22,9 @@ def dump_config(config: Config) -> str:
     lines = [f"# effective naiup config from {origin}"]
     for name in _SECTIONS:
         lines += ["", f"[{name}]", *_pairs(getattr(config, name), skip=())]
+        if name == "model":  # all keys: read back, each set is the same whatever [model] holds
+            for set_name, model in sorted(config.models.items()):
+                lines += ["", f"[models.{_key(set_name)}]", *_pairs(model, skip=())]
     for preset in config.presets.values():
         lines += ["", f"[presets.{_key(preset.name)}]", *_pairs(preset, skip=("name",))]
     return "\n".join(lines) + "\n"
@@ -36,7 +39,7 @@ def _pairs(obj: Any, skip: tuple[str, ...]) -> list[str]:
 
 
 def _key(name: str) -> str:
-    # Preset names are validated to letters, digits, '.', '_' and '-'; a dot would split the key.
+    # Preset and model set names are validated to letters, digits, '.', '_', '-'; a dot would split the key.
     return name if "." not in name else format_value(name)
 
 

@@ -2,6 +2,8 @@
 
 CONTRACT (other modules code against these names; add keys, never rename):
     Config.preset(name) -> Preset                        # ConfigError naming the known presets if unknown
+    Config.model_for(preset) -> ModelConfig              # its model set; ConfigError if not filled in
+    Config.model_set(name) -> ModelConfig                # "default" is [model]; others are [models.NAME]
     OutputConfig.output_name(src, preset_name) -> str    # "{stem}.naiup-{preset}.png" filled in
 Values are validated once, where config.schema builds them; code below trusts them.
 """
@@ -54,6 +56,9 @@ class ModelConfig:
     prediction: str = "auto"  # auto (from the file's v_pred flag / the folder's scheduler) | epsilon | v
     max_vram_gb: float = 0.0  # 0 = whatever the accelerator has free
     unet_graphs: str = "auto"  # auto | on | off: CUDA graphs (torch.compile) for the UNet tiles
+    # ControlNet tile of the checkpoint's family (a diffusers folder or one weight file); "" = none.
+    # Loaded with the set; presets use it through control_strength.
+    controlnet: str = ""
 
 
 # Danbooru's tags for how many characters a picture has. In a background tile they ask the model for
@@ -99,16 +104,39 @@ class Preset:
     negative_prompt: str = "(worst quality, low quality:1.4)"
     seed: str | int = "image"  # image | random | int
     use_image_prompt: bool = False
+    # ControlNet tile ([model] controlnet) steering every tile with its own crop of the upscaled input:
+    # the scale of its residuals, 0 = off. It lets a higher denoise add detail without inventing content.
+    control_strength: float = 0.0
+    # The part of the UNet steps it runs in, as fractions: step i of n runs it when [i/n, (i+1)/n] lies
+    # within [control_start, control_end] (diffusers' control_guidance_start/end).
+    control_start: float = 0.0
+    control_end: float = 1.0
     # NovelAI V4/V4.5 character positions as regional prompts (needs use_image_prompt): auto | off.
     regions: str = "auto"
     # Fraction of the image's width and height a character's region spans, centred on its position.
     region_size: float = 0.5
     # Tags dropped from the background region's prompt (they ask for a number of people).
     background_drop_tags: tuple[str, ...] = DROP_COUNT_TAGS
+    # The model set it refines with: "default" ([model]) or the NAME of a [models.NAME] table.
+    model: str = "default"
 
     @property
     def unet_steps(self) -> int:
         return unet_steps(self.steps, self.denoise) if self.refine else 0
+
+    @property
+    def control_scales(self) -> tuple[float, ...]:
+        """The ControlNet's conditioning scale at each UNet step; 0 where it does not run."""
+        return control_scales(self.unet_steps, self.control_strength, self.control_start, self.control_end)
+
+
+def control_scales(steps: int, strength: float, start: float, end: float) -> tuple[float, ...]:
+    """Conditioning scale at each of `steps` UNet steps: `strength` while step i's span
+    [i/steps, (i+1)/steps] lies within [start, end], else 0 (the rule diffusers' ControlNet pipelines
+    apply to control_guidance_start/end, so refines can be checked against them)."""
+    return tuple(
+        0.0 if strength == 0 or i / steps < start or (i + 1) / steps > end else strength for i in range(steps)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,10 +156,42 @@ class PauseConfig:
     check_seconds: float = 5.0
 
 
+DEFAULT_MODEL_SET = "default"  # the name presets use for [model]
+XL_MODEL_SET = "xl"
+# Keys a [models.NAME] table takes from [model] when it leaves them out: they describe this machine,
+# not a checkpoint. Every other key (vae, lcm_lora, loras, clip_skip, prediction) belongs to one
+# checkpoint, so [model]'s value would be wrong for another family: those start from their defaults.
+MACHINE_KEYS = ("device", "max_vram_gb", "unet_graphs", "lora_dirs")
+# Named sets the built-in presets refer to, with the defaults a user's [models.NAME] table of that name
+# starts from. Not usable until the user fills in `checkpoint` (naiup ships no weights): a preset that
+# names one that is not filled in is refused when it is chosen, with what to add.
+BUILTIN_MODEL_SETS: dict[str, ModelConfig] = {
+    XL_MODEL_SET: ModelConfig(checkpoint="", lcm_lora="latent-consistency/lcm-lora-sdxl"),
+}
+
+# The SDXL presets (reasons in config.example.toml): SDXL's native 1024 px tile (128 latent) with a
+# quarter-tile overlap, LCM-LoRA SDXL at CFG 1, two UNet steps on LCM's grid each.
+_XL = {"model": XL_MODEL_SET, "tile_size": 128, "overlap": 32, "cfg": 1.0, "sampler": "lcm"}
+
 BUILTIN_PRESETS: dict[str, Preset] = {
     "refine-2x": Preset(name="refine-2x"),
     "refine-4x": Preset(name="refine-4x", scale=4.0, upscaler="realesrgan-x4-anime", denoise=0.25, steps=8),
     "upscale-2x": Preset(name="upscale-2x", scale=2.0, upscaler="realcugan-2x", refine=False),
+    # 8 x 0.25 = 2 UNet steps: t = 259, 139 of LCM's 8-step grid.
+    "xl-refine-2x": Preset(name="xl-refine-2x", steps=8, denoise=0.25, **_XL),
+    # 6 x 0.35 = 2 UNet steps: t = 339, 179 of LCM's 6-step grid, a stronger re-draw for 4x.
+    "xl-refine-4x": Preset(
+        name="xl-refine-4x", scale=4.0, upscaler="realesrgan-x4-anime", steps=6, denoise=0.35, **_XL
+    ),
+    # Refine harder with ControlNet tile keeping the picture (needs [model] controlnet): 4 UNet steps from
+    # t=399 instead of 2 from 199; the ControlNet steers the first three, the last one only sharpens.
+    # Reasons in config.example.toml.
+    "refine-2x-strong": Preset(name="refine-2x-strong", denoise=0.4, control_strength=0.8, control_end=0.75),
+    # The same for SDXL (xinsir/controlnet-tile-sdxl-1.0 or compatible in [models.xl] controlnet):
+    # SDXL's native 1024 px tile (128 latent) with a quarter-tile overlap.
+    "xl-refine-2x-strong": Preset(
+        name="xl-refine-2x-strong", denoise=0.4, control_strength=0.8, control_end=0.75, **_XL
+    ),
 }
 
 
@@ -145,6 +205,8 @@ class Config:
     # Excluded from the hash (a dict is unhashable) so Config stays usable as a cache key; still compared.
     presets: dict[str, Preset] = field(default_factory=lambda: dict(BUILTIN_PRESETS), hash=False)
     source: Path | None = None  # the file it came from, None for built-in defaults
+    # The [models.NAME] tables the file fills in ([model] is the set named "default"); hash=False as above.
+    models: dict[str, ModelConfig] = field(default_factory=dict, hash=False)
 
     def preset(self, name: str) -> Preset:
         try:
@@ -152,3 +214,53 @@ class Config:
         except KeyError:
             known = ", ".join(sorted(self.presets))
             raise ConfigError("presets", f"unknown preset {name!r} (known: {known})", self.source) from None
+
+    def model_set_names(self) -> list[str]:
+        """Every name a preset may give as `model`: default, the filled-in sets, the built-in ones."""
+        return [DEFAULT_MODEL_SET, *sorted({*self.models, *BUILTIN_MODEL_SETS})]
+
+    def model_set(self, name: str) -> ModelConfig:
+        if name == DEFAULT_MODEL_SET:
+            return self.model
+        if name in self.models:
+            return self.models[name]
+        if name in BUILTIN_MODEL_SETS:
+            users = sorted(p.name for p in self.presets.values() if p.model == name)
+            raise ConfigError(
+                f"models.{name}",
+                f"is not filled in, and preset(s) {', '.join(users) or '-'} refine with it. Add"
+                f' [models.{name}] with checkpoint = "<path to {_WANTS.get(name, "a checkpoint")}>"'
+                " to the config file, or choose a preset of another model set",
+                self.source,
+            )
+        known = ", ".join(self.model_set_names())
+        raise ConfigError(f"models.{name}", f"is not a model set (known: {known})", self.source)
+
+    def model_set_users(self) -> dict[str, list[str]]:
+        """Each model set some refining preset uses -> the names of those presets, sorted."""
+        users: dict[str, list[str]] = {}
+        for preset in sorted(self.presets.values(), key=lambda p: p.name):
+            if preset.refine:
+                users.setdefault(preset.model, []).append(preset.name)
+        return dict(sorted(users.items(), key=lambda item: item[0] != DEFAULT_MODEL_SET))
+
+    def unfilled_note(self, name: str, users: list[str]) -> str:
+        """What `config check` and doctor say about a built-in set no table fills in (not an error:
+        only its presets wait for it)."""
+        wants = _WANTS.get(name, "a checkpoint")
+        return (
+            f"is not filled in: preset(s) {', '.join(users)} refine with it once it names {wants}"
+            " (config.example.toml shows how)"
+        )
+
+    def model_for(self, preset: Preset) -> ModelConfig:
+        """The model set `preset` refines with (ConfigError saying what to add if it is not filled in).
+        A preset that does not refine loads no SD model, so an unfilled set does not stop it: it runs
+        with [model]'s device settings then."""
+        if not preset.refine:
+            return self.models.get(preset.model, self.model)
+        return self.model_set(preset.model)
+
+
+# What the built-in sets want, for the message above.
+_WANTS = {XL_MODEL_SET: "an SDXL .safetensors such as Illustrious-XL, NoobAI-XL, Animagine XL or Pony"}

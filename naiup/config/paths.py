@@ -71,28 +71,50 @@ def _file_or_hub_id(value: str, key: str, base: Path, path: Path, what: str, mus
     )
 
 
-def check_model(model: ModelConfig, base: Path, path: Path, must_exist: bool = True) -> ModelConfig:
-    """[model] with every local path made absolute; refuses the first one that does not exist.
+def existing_file_or_folder(value: str, key: str, base: Path, path: Path, must_exist: bool = True) -> str:
+    """The absolute path of an existing file or folder. Nothing here is downloaded: an 'owner/name'
+    that is not a local path is refused with the command that fetches it."""
+    resolved = resolve(Path(value), base)
+    if resolved.exists() or not must_exist:
+        return str(resolved)
+    if HUB_ID.fullmatch(value) and not value.lower().endswith(MODEL_SUFFIXES):
+        raise ConfigError(
+            key,
+            f"{value!r} is not a local file or folder and is not downloaded for you: fetch it once with "
+            f"`hf download {value} --local-dir DIR` and set the key to DIR",
+            path,
+        )
+    raise ConfigError(key, f"file or folder not found: {resolved}", path)
+
+
+def check_model(
+    model: ModelConfig, base: Path, path: Path, must_exist: bool = True, key: str = "model"
+) -> ModelConfig:
+    """[model] (or the [models.NAME] table `key` names) with every local path made absolute; refuses the
+    first one that does not exist.
 
     With must_exist=False (the daemon) a missing model file is left to the engine load to report: the
     daemon keeps running, shows the reason in status and keeps files queued until the file appears.
     """
     for i, folder in enumerate(model.lora_dirs):
         if must_exist and not resolve(folder, base).is_dir():
-            raise ConfigError(f"model.lora_dirs[{i}]", f"folder not found: {resolve(folder, base)}", path)
+            raise ConfigError(f"{key}.lora_dirs[{i}]", f"folder not found: {resolve(folder, base)}", path)
     return dataclasses.replace(
         model,
         checkpoint=_file_or_hub_id(
-            model.checkpoint, "model.checkpoint", base, path, "file or folder", must_exist
+            model.checkpoint, f"{key}.checkpoint", base, path, "file or folder", must_exist
         ),
-        vae=existing_file(model.vae, "model.vae", base, path, must_exist) if model.vae else "",
-        lcm_lora=_file_or_hub_id(model.lcm_lora, "model.lcm_lora", base, path, "file", must_exist)
+        vae=existing_file(model.vae, f"{key}.vae", base, path, must_exist) if model.vae else "",
+        lcm_lora=_file_or_hub_id(model.lcm_lora, f"{key}.lcm_lora", base, path, "file", must_exist)
         if model.lcm_lora
+        else "",
+        controlnet=existing_file_or_folder(model.controlnet, f"{key}.controlnet", base, path, must_exist)
+        if model.controlnet
         else "",
         lora_dirs=tuple(resolve(d, base) for d in model.lora_dirs),
         loras=tuple(
             dataclasses.replace(
-                lora, path=existing_file(lora.path, f"model.loras[{i}].path", base, path, must_exist)
+                lora, path=existing_file(lora.path, f"{key}.loras[{i}].path", base, path, must_exist)
             )
             for i, lora in enumerate(model.loras)
         ),

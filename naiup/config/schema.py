@@ -24,7 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from naiup.config.model import (
+    BUILTIN_MODEL_SETS,
     BUILTIN_PRESETS,
+    DEFAULT_MODEL_SET,
+    MACHINE_KEYS,
     Config,
     DaemonConfig,
     LoraSpec,
@@ -118,6 +121,9 @@ RULES: dict[str, Check] = {
     "Preset.vae_attention_window": lambda v: (
         None if v == 0 or v >= 16 else f"must be 0 (whole attention) or at least 16 latent px, got {v}"
     ),
+    "Preset.control_strength": _between(0, 2),
+    "Preset.control_start": _between(0, 1),
+    "Preset.control_end": _between(0, 1),
     "Preset.upscaler": lambda v: None if v.strip() else 'must not be empty (use "lanczos" for no model)',
     "Preset.regions": _one_of("auto", "off"),
     "Preset.region_size": lambda v: (
@@ -132,7 +138,7 @@ def build_config(raw: dict[str, Any], path: Path, model_files_must_exist: bool =
     """Turn a parsed TOML document into a Config, refusing the first problem found."""
     base = path.parent
     raw = _without_retired(raw, path)
-    _refuse_unknown(raw, [*SECTIONS, "presets"], "", path)
+    _refuse_unknown(raw, [*SECTIONS, "models", "presets"], "", path)
     sections = {
         name: _build(cls, _table(raw.get(name, {}), name, path), name, path) for name, cls in SECTIONS.items()
     }
@@ -151,17 +157,41 @@ def build_config(raw: dict[str, Any], path: Path, model_files_must_exist: bool =
         preset = dataclasses.replace(start, **changes)
         _preset_rules(preset, key, path)
         presets[name] = _resolve_upscaler(preset, key, base, path)
+    model = check_model(sections["model"], base, path, model_files_must_exist)
     config = Config(
         watch=watch,
         output=sections["output"],
-        model=check_model(sections["model"], base, path, model_files_must_exist),
+        model=model,
         daemon=sections["daemon"],
         pause=sections["pause"],
         presets=presets,
         source=path,
+        models=_model_sets(raw, model, base, path, model_files_must_exist),
     )
     _check_config(config, path)
     return config
+
+
+def _model_sets(
+    raw: dict[str, Any], default: ModelConfig, base: Path, path: Path, must_exist: bool
+) -> dict[str, ModelConfig]:
+    """The [models.NAME] tables: the keys of [model], each a complete set of its own."""
+    sets = {}
+    for name, table in _table(raw.get("models", {}), "models", path).items():
+        key = f"models.{name}"
+        if not _PRESET_NAME.fullmatch(name):
+            raise ConfigError(key, "model set names may use only letters, digits, '.', '_' and '-'", path)
+        if name == DEFAULT_MODEL_SET:
+            raise ConfigError(key, f"{name!r} is the [model] table's name; give this set another", path)
+        table = _table(table, key, path)
+        changes = _fields(ModelConfig, table, key, path)
+        if "checkpoint" not in changes:  # a set is its checkpoint: no default could be the right one
+            raise ConfigError(f"{key}.checkpoint", "is required in a model set", path)
+        # Machine keys from [model]; model keys from this name's built-in defaults (see MACHINE_KEYS).
+        start = BUILTIN_MODEL_SETS.get(name, ModelConfig())
+        start = dataclasses.replace(start, **{k: getattr(default, k) for k in MACHINE_KEYS})
+        sets[name] = check_model(dataclasses.replace(start, **changes), base, path, must_exist, key)
+    return sets
 
 
 def _without_retired(raw: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -313,6 +343,20 @@ def _preset_rules(preset: Preset, key: str, path: Path | None) -> None:
             f"steps x denoise = {preset.steps} x {preset.denoise} gives no UNet step; raise steps or denoise",
             path,
         )
+    if preset.control_start >= preset.control_end:
+        raise ConfigError(
+            f"{key}.control_start",
+            f"must be below control_end ({preset.control_end}), got {preset.control_start}",
+            path,
+        )
+    if preset.refine and preset.control_strength > 0 and not any(preset.control_scales):
+        raise ConfigError(
+            f"{key}.control_start",
+            f"control_start..control_end = {preset.control_start}..{preset.control_end} covers none of "
+            f"the {preset.unet_steps} UNet steps (step i of n runs the ControlNet when i/n >= "
+            "control_start and (i+1)/n <= control_end); widen it or set control_strength = 0",
+            path,
+        )
 
 
 def _resolve_upscaler(preset: Preset, key: str, base: Path, path: Path) -> Preset:
@@ -334,6 +378,24 @@ def _check_config(config: Config, path: Path) -> None:
         raise ConfigError(
             "daemon.active_preset", f"names no preset: {config.daemon.active_preset!r} (known: {known})", path
         )
+    known_sets = config.model_set_names()
+    for preset in config.presets.values():
+        if preset.model not in known_sets:
+            raise ConfigError(
+                f"presets.{preset.name}.model",
+                f"names no model set: {preset.model!r} (known: {', '.join(known_sets)})",
+                path,
+            )
+    active = config.presets[config.daemon.active_preset]
+    if active.refine:
+        try:  # the preset new images get must be able to load; a built-in set may still be empty
+            config.model_for(active)
+        except ConfigError as exc:
+            raise ConfigError(
+                "daemon.active_preset",
+                f"is {active.name!r}, whose model set [models.{active.model}] {exc.reason}",
+                path,
+            ) from None
     reason = output_name_problem(config.output.name)
     if reason:
         raise ConfigError("output.name", reason, path)

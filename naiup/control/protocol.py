@@ -201,6 +201,9 @@ class Status(Message):
     state: DaemonState = DaemonState.IDLE
     active_preset: str = ""
     presets: tuple[str, ...] = ()
+    model_set: str | None = None  # the active preset's model set: "default" ([model]) or a [models.NAME]
+    model: str | None = None  # that set's checkpoint; None when the active preset does not refine
+    presets_without_model: Mapping[str, str] = field(default_factory=dict)  # preset -> its unfilled set
     current: CurrentJob | None = None
     download: ModelDownload | None = None  # while the worker downloads a hub model
     queue_length: int = 0  # queued, not counting `current`

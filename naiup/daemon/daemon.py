@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import filelock
 
@@ -130,10 +131,12 @@ class Daemon:
         else:
             state = DaemonState.IDLE
         rules = self.rules.status()
+        active = rs.active_preset or cfg.daemon.active_preset
         return Status(
             state=state,
-            active_preset=rs.active_preset or cfg.daemon.active_preset,
+            active_preset=active,
             presets=tuple(sorted(cfg.presets)),
+            **_model_status(cfg, active),
             current=sch.current,
             download=sch.download,
             queue_length=counts.get(State.QUEUED, 0),  # waiting to start: `current` is the one running
@@ -187,6 +190,7 @@ class Daemon:
         presets = self.config.presets
         if name not in presets:  # the name came from the command line or the tray, not the config file
             raise NaiupError(f"unknown preset {name!r} (known: {', '.join(sorted(presets))})")
+        self.config.model_for(presets[name])  # an SDXL preset before [models.xl] is filled in: say so
         self.set_runtime(active_preset=name)
         self.scheduler.wake(retry_load=True)
         return self.status()
@@ -231,7 +235,16 @@ class Daemon:
         old = self.config
         self._load_config()
         new = self.config
-        worker_changed = old.model != new.model
+        if old.daemon.active_preset != new.daemon.active_preset and self.runtime().active_preset is not None:
+            # The user edited active_preset after choosing one with `naiup preset`/the tray: the later
+            # choice wins, or the edit would be silently overridden by a choice they may have forgotten.
+            log.info(
+                "config active_preset=%s replaces the earlier runtime choice %s",
+                new.daemon.active_preset,
+                self.runtime().active_preset,
+            )
+            self.set_runtime(active_preset=None)
+        worker_changed = (old.model, old.models) != (new.model, new.models)
         self.scheduler.wake(retry_load=True, restart_worker=worker_changed)
         if old.pause != new.pause:
             self.rules.reconfigure(new.pause)
@@ -449,3 +462,25 @@ def _running_pid() -> int | None:
         return int(json.loads(info_path().read_text())["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _model_status(cfg: Config, active: str) -> dict[str, Any]:
+    """Status's model fields: the active preset's set and its checkpoint (None when the preset does
+    not refine, or its set is not filled in: engine_error says so), and the presets whose set is not
+    filled in (`naiup preset` marks them)."""
+    preset = cfg.presets.get(active)
+    model = None
+    if preset is not None and preset.refine:
+        with contextlib.suppress(NaiupError):
+            model = cfg.model_for(preset).checkpoint
+    unfilled = {}
+    for name, p in sorted(cfg.presets.items()):
+        try:
+            cfg.model_for(p)
+        except NaiupError:
+            unfilled[name] = p.model
+    return {
+        "model_set": preset.model if preset is not None else None,
+        "model": model,
+        "presets_without_model": unfilled,
+    }

@@ -137,11 +137,18 @@ class Scheduler:
             return
         try:
             preset = cfg.preset(rs.active_preset or cfg.daemon.active_preset)
+            # A preset of a model set that is not filled in: refused here too (a reload may empty it).
+            wanted = cfg.model_for(preset) if preset.refine else None
         except NaiupError as exc:  # a reload dropped the chosen preset: say so, keep files queued
             if self.engine_error != str(exc):
                 log.error("active preset unusable, files stay queued error=%s", exc)
             self.engine_error = str(exc)
             self._idle(1.0)
+            return
+        if wanted is not None and self._worker.model_set != wanted:
+            # Switched to a preset of another model set: load it now (status says "loading"), so the
+            # first file starts warm and a set that cannot load shows at once, not as a queued job.
+            self._switch(cfg, preset)
             return
         self.engine_error = None  # the worker is up (a load error would have stopped it): nothing stale
         item = self._ledger.next_queued()
@@ -215,6 +222,22 @@ class Scheduler:
         self.download = (
             ModelDownload(name=msg.name, done=msg.done, total=msg.total) if msg.done < msg.total else None
         )
+
+    def _switch(self, cfg: Config, preset: Preset) -> None:
+        """The worker unloads its model set and loads the one `preset` refines with."""
+        assert self._worker is not None
+        self.loading = True
+        try:
+            error = self._worker.load(preset, cfg, lambda: self._stopping)
+        finally:
+            self.loading = False
+            self.download = None  # the new set's downloads, if any, are done (or failed)
+        if error is None:
+            self.engine_error = None
+        elif self._stopping:
+            self._worker = None
+        else:  # the worker is stopped: the next step starts a fresh one, after the wait
+            self._engine_failed(Outcome(error=error, load_error=True))
 
     def _engine_failed(self, outcome: Outcome) -> None:
         """The engine cannot load a model: stop the worker, show why, retry later (files stay queued)."""

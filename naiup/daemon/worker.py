@@ -20,7 +20,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from naiup import seams
-from naiup.config import Config, Preset
+from naiup.config import Config, ModelConfig, Preset
+from naiup.daemon.engine_slot import EngineSlot
 from naiup.daemon.logs import child_logging, forward
 from naiup.daemon.worker_messages import (
     Done,
@@ -28,6 +29,7 @@ from naiup.daemon.worker_messages import (
     Failed,
     Job,
     LoadFailed,
+    LoadSet,
     Log,
     ModelId,
     ModelIdOf,
@@ -35,6 +37,7 @@ from naiup.daemon.worker_messages import (
     Progress,
     Ready,
     Reply,
+    SetLoaded,
     Stop,
 )
 from naiup.errors import ConfigError, ModelLoadError, NaiupError, OutOfMemoryError, OutputError
@@ -95,24 +98,21 @@ def _child_main(conn: Connection, config: Config, preset: Preset | None) -> None
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-    try:
-        engine: ImageEngine = seams.factory(seams.ENGINE, seams.DEFAULT_ENGINE)(config.model)
-        engine.report_downloads(download_reporter(send))
-        # Load now, not at the first job: a missing model is an engine error (files stay queued), not
-        # a failed job, and the first file starts on a warm model.
-        if preset is not None:
-            engine.load(preset)
-    except Exception as exc:  # any load failure is reported, never a traceback-only death
-        if not isinstance(exc, NaiupError):
-            log.exception("engine load crashed")  # a bug: its traceback goes to the daemon log
-        send(LoadFailed(_message(exc)))
+    # The engine of the model set the preset at hand uses, one set at a time; the daemon hears of
+    # every switch (SetLoaded), so it knows whether the active preset's set is the one loaded, and of
+    # every engine's hub downloads (Download), the first set's and each switch's alike.
+    slot = EngineSlot(lambda model: send(SetLoaded(model)), on_download=download_reporter(send))
+    # Load now, not at the first job: a missing model is an engine error (files stay queued), not
+    # a failed job, and the first file starts on a warm model.
+    reply = _load(slot, config, preset)
+    send(reply)
+    if isinstance(reply, LoadFailed):
         return
-    send(Ready())
     ran = False  # a job ran since the engine last heard that the queue is idle
     while True:
         try:
             if ran and not conn.poll(IDLE_AFTER):
-                _idle(engine)
+                _idle(slot.current)
                 ran = False
             msg = conn.recv()
         except (EOFError, OSError):
@@ -120,38 +120,58 @@ def _child_main(conn: Connection, config: Config, preset: Preset | None) -> None
         match msg:
             case Stop():
                 return
+            case LoadSet(preset=wanted, config=config):
+                send(_load(slot, config, wanted))
             case ModelIdOf(preset=asked):
-                send(_model_id(engine, asked))
+                send(_model_id(slot, config, asked))
             case Job():
-                ran = True
-                send(_run(engine, msg, send))
+                ran, config = True, msg.config
+                send(_run(slot, msg, send))
             case _:  # a daemon newer than this child's code, or a bug: say so, serve the next message
                 log.error("worker: ignored an unknown message %s", type(msg).__name__)
 
 
-def _idle(engine: ImageEngine) -> None:
+def _load(slot: EngineSlot, config: Config, preset: Preset | None) -> Ready | LoadFailed:
+    """Build the engine (the first time) and load what `preset` needs, switching model sets if it
+    is of another one."""
+    try:
+        if slot.factory is None:  # here, not at the slot's creation: a bad NAIUP_ENGINE is a load error
+            slot.factory = seams.factory(seams.ENGINE, seams.DEFAULT_ENGINE)
+        if preset is not None:
+            slot.engine_for(config, preset, load=True)
+    except Exception as exc:  # any load failure is reported, never a traceback-only death
+        if not isinstance(exc, NaiupError):
+            log.exception("engine load crashed")  # a bug: its traceback goes to the daemon log
+        return LoadFailed(_message(exc))
+    return Ready()
+
+
+def _idle(engine: ImageEngine | None) -> None:
+    if engine is None:
+        return
     try:
         engine.idle()
     except Exception:  # freeing a cache must never cost the worker
         log.exception("engine idle hook failed")
 
 
-def _model_id(engine: ImageEngine, preset: Preset) -> ModelId | LoadFailed:
+def _model_id(slot: EngineSlot, config: Config, preset: Preset) -> ModelId | LoadFailed:
     try:
-        return ModelId(engine.model_id(preset))
+        return ModelId(slot.engine_for(config, preset).model_id(preset))
     except Exception as exc:  # e.g. a <lora:name> of the preset that is nowhere: not the file's fault
         if not isinstance(exc, NaiupError):
             log.exception("engine model id crashed")
         return LoadFailed(_message(exc))
 
 
-def _run(engine: ImageEngine, job: Job, send: Callable[[Notice | Reply], None]) -> Reply:
+def _run(slot: EngineSlot, job: Job, send: Callable[[Notice | Reply], None]) -> Reply:
     """One job, as the reply that reports it."""
 
     def progress(fraction: float, stage: str) -> None:
         send(Progress(float(fraction), stage))
 
     try:
+        engine = slot.engine_for(job.config, job.preset)  # another set's preset: it switches sets
         result = run_job(Path(job.src), job.preset, engine, job.config, progress)
     except (ModelLoadError, ConfigError) as exc:  # the model or config, not this file: keep it queued
         return LoadFailed(str(exc))
@@ -207,6 +227,8 @@ class Worker:
         self._on_download = on_download
         self._proc: mp.process.BaseProcess | None = None
         self._conn: Connection | None = None
+        # The model set the child's engine was built with, as its last SetLoaded said (None: none).
+        self.model_set: ModelConfig | None = None
 
     @property
     def pid(self) -> int | None:
@@ -225,9 +247,22 @@ class Worker:
         self._proc.start()
         child.close()
         self._conn = parent
+        error = self._loaded(cancelled)
+        if error is None:
+            log.info("worker ready pid=%s", self._proc.pid)
+        return error
+
+    def load(self, preset: Preset, config: Config, cancelled: Callable[[], bool]) -> str | None:
+        """Have the running child load what `preset` needs, unloading its model set first when the
+        preset is of another one; returns the load error (the worker is stopped then), else None."""
+        if not self._send(LoadSet(preset, config)):
+            return "worker exited while loading the engine"
+        return self._loaded(cancelled)
+
+    def _loaded(self, cancelled: Callable[[], bool]) -> str | None:
+        """The end of a load (at start or a switch): None when ready, else the error (worker stopped)."""
         match self._receive(LOAD_TIMEOUT, cancelled):
             case Ready():
-                log.info("worker ready pid=%s", self._proc.pid)
                 return None
             case LoadFailed(error=error):
                 pass
@@ -304,7 +339,7 @@ class Worker:
         self.kill()
         return Outcome(error=error, worker_lost=True)
 
-    def _send(self, msg: Job | ModelIdOf | Stop) -> bool:
+    def _send(self, msg: Job | LoadSet | ModelIdOf | Stop) -> bool:
         """False (and the child killed) when the pipe is gone: the child died since the last reply."""
         assert self._conn is not None
         try:
@@ -355,6 +390,8 @@ class Worker:
             case Download():
                 if self._on_download is not None:
                     self._on_download(msg)
+            case SetLoaded(model_set=model_set):
+                self.model_set = model_set
 
     @staticmethod
     def _unexpected(msg: object, when: str) -> str:

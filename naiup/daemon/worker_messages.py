@@ -1,7 +1,8 @@
 """What the daemon and its worker child say over their private pipe: one frozen dataclass per message.
 
-    daemon -> worker   Job, ModelIdOf, Stop
-    worker -> daemon   notices, which inform while the daemon waits on:   Log, Progress, Download
+    daemon -> worker   Job, LoadSet, ModelIdOf, Stop
+    worker -> daemon   notices, which inform while the daemon waits on:   Log, Progress, Download,
+                                                                          SetLoaded
                        replies, which end the daemon's wait:              Ready, LoadFailed, ModelId,
                                                                           Done, Failed
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from naiup.config import Config, Preset
+from naiup.config import Config, ModelConfig, Preset
 
 # -- daemon -> worker -------------------------------------------------------------------------------
 
@@ -28,6 +29,15 @@ class Job:
     """Refine one file. `config` is the daemon's current one: a hot reload reaches a warm worker."""
 
     src: str
+    preset: Preset
+    config: Config
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSet:
+    """Load what `preset` needs now, switching model sets (the old one unloaded first) when it is of
+    another one: the active preset changed. Answered like the start: Ready, or LoadFailed."""
+
     preset: Preset
     config: Config
 
@@ -87,8 +97,15 @@ class Download(Notice):
 
 
 @dataclass(frozen=True, slots=True)
+class SetLoaded(Notice):
+    """The worker's engine is now built with this model set (None: it unloaded and holds none)."""
+
+    model_set: ModelConfig | None
+
+
+@dataclass(frozen=True, slots=True)
 class Ready(Reply):
-    """The engine is built and has loaded what the start's preset needs."""
+    """The engine is built and has loaded what the start's (or a LoadSet's) preset needs."""
 
 
 @dataclass(frozen=True, slots=True)

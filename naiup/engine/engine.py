@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from naiup.config import ModelConfig, Preset
-from naiup.engine.device import cap_memory, empty_cache, explicit_device, pick_device, release_cached
+from naiup.engine.device import cap_memory, explicit_device, pick_device, release_cached
 from naiup.engine.image_prompts import Region, plan_regions
 from naiup.engine.models.hub import DownloadProgress
 from naiup.engine.result import EngineResult, Progress
@@ -52,6 +52,14 @@ class RefinerLike(Protocol):
     @property
     def prediction(self) -> str:
         """What its UNet predicts (epsilon, v, v with zero terminal SNR), for provenance."""
+
+    @property
+    def controlnet_id(self) -> str:
+        """Id of its ControlNet ("" without one): part of the model id of presets that run it."""
+
+    @property
+    def controlnet_name(self) -> str:
+        """Its ControlNet's file or folder name ("" without one), for provenance."""
 
     def load(self) -> None: ...
 
@@ -153,10 +161,16 @@ class Engine:
             self._get_refiner()
 
     def unload(self) -> None:
+        """Drop the models and hand their memory back (another model set loads next)."""
+        had_refiner = self._refiner is not None
         self._upscalers.clear()
         self._refiner = None
+        if had_refiner:
+            # A UNet compiled to CUDA graphs (unet_graphs) keeps its graphs and their memory pools in
+            # torch's process-wide compiler state, not in the model: dropping the model leaves them.
+            torch.compiler.reset()
         if self._device is not None:
-            empty_cache(self._device)
+            release_cached(self._device)  # collects cycles first: their tensors are the memory
 
     def idle(self) -> None:
         """The queue went idle: the models stay loaded, the memory torch caches beside them (the
@@ -171,6 +185,8 @@ class Engine:
             refiner = self._get_refiner()
             negative = preset.negative_prompt if preset.cfg > 1.0 else ""
             ids.append(refiner.model_id_for(preset.prompt, negative))
+            if preset.control_strength > 0 and refiner.controlnet_id:
+                ids.append(refiner.controlnet_id)  # only where it runs: other outputs do not depend on it
         return "+".join(ids)
 
     def process(
@@ -230,6 +246,13 @@ class Engine:
                 family=refiner.family,
                 prediction=refiner.prediction,
             )
+            if preset.control_strength > 0 and refiner.controlnet_name:
+                params.update(
+                    controlnet=refiner.controlnet_name,
+                    control_strength=preset.control_strength,
+                    control_start=preset.control_start,
+                    control_end=preset.control_end,
+                )
             if plan.regions:  # what each character region ran with; `prompt` is the background's
                 params["regions"] = [
                     {

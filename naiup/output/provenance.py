@@ -83,6 +83,14 @@ def a1111_parameters(
     if parameters.get("refine"):
         fields += [("Denoising strength", parameters.get("denoise")), ("Model", parameters.get("refiner_id"))]
     fields += [("Hires upscaler", parameters.get("upscaler")), ("Hires upscale", parameters.get("scale"))]
+    if parameters.get("refine") and parameters.get("controlnet"):
+        # The A1111 ControlNet extension's own infotext entry, so web UIs show the unit that was used.
+        p = parameters
+        unit = (
+            f"Module: tile_resample, Model: {p['controlnet']}, Weight: {p.get('control_strength')}, "
+            f"Guidance Start: {p.get('control_start')}, Guidance End: {p.get('control_end')}"
+        )
+        fields.append(("ControlNet 0", unit))
     lines.append(", ".join(f"{k}: {_a1111_value(v)}" for k, v in fields if v is not None))
     return "\n".join(lines)
 

@@ -182,6 +182,15 @@ def _middle_clip(name: str, limit: int = 60) -> str:
     return name[: keep - keep // 2] + "…" + name[-(keep // 2) :]
 
 
+def _preset_entry(name: str, state: TrayState) -> MenuEntry:
+    """A preset to switch to; one whose model set the config does not fill in (an SDXL preset before
+    [models.xl] names a checkpoint) says so and cannot be chosen until it does."""
+    unfilled = state.status.presets_without_model.get(name) if state.status else None
+    text = f"{name} (needs [models.{unfilled}])" if unfilled else name
+    checked = name == state.active_preset
+    return MenuEntry(text, Action.PRESET, arg=name, checked=checked, radio=True, enabled=not unfilled)
+
+
 def build_menu(state: TrayState) -> list[MenuEntry]:
     s = state.status
     if s is None:
@@ -196,10 +205,7 @@ def build_menu(state: TrayState) -> list[MenuEntry]:
             SEPARATOR,
             MenuEntry("Quit tray", Action.QUIT),
         ]
-    presets = tuple(
-        MenuEntry(name, Action.PRESET, arg=name, checked=name == state.active_preset, radio=True)
-        for name in s.presets
-    )
+    presets = tuple(_preset_entry(name, state) for name in s.presets)
     failed = state.failed_count
     folders = s.watch_folders
     status_line = tooltip(state).removeprefix("naiup: ")

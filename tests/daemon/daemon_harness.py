@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -121,6 +122,15 @@ class DaemonRun:
 
     def outputs(self) -> list[Path]:
         return sorted(p for p in self.watch.iterdir() if ".naiup-" in p.name and not p.name.startswith("."))
+
+    def arrive(self, src: Path, name: str) -> Path:
+        """`src` as a finished download named `name`: copied beside the watched folder, then renamed
+        into it, so the daemon never sees it half written."""
+        staging = self.root / "staging"
+        staging.mkdir(exist_ok=True)
+        shutil.copy(src, staging / name)
+        os.replace(staging / name, self.watch / name)
+        return self.watch / name
 
     def temps(self) -> list[Path]:
         return sorted(self.watch.glob(".*naiup-tmp"))

@@ -37,9 +37,13 @@ class ResizeEngine:
             raise ModelLoadError(self.model.checkpoint, "file not found (stand-in engine that cannot load)")
         repo = os.environ.get("NAIUP_STUB_HUB_REPO")
         if repo:
-            from naiup.engine.models.hub import fetch_file
+            self.download(repo)
 
-            fetch_file(repo, "pytorch_lora_weights.safetensors", self._on_download)
+    def download(self, repo: str) -> None:
+        """The hub repo's weights file through naiup's own hub client, bytes to report_downloads'."""
+        from naiup.engine.models.hub import fetch_file
+
+        fetch_file(repo, "pytorch_lora_weights.safetensors", self._on_download)
 
     def model_id(self, preset: Preset) -> str:
         m = self.model
@@ -77,3 +81,6 @@ class ResizeEngine:
         """The worker's "queue went idle" hook: counted in a file the test can read."""
         with (Path(os.environ.get("NAIUP_STATE_DIR", ".")) / "idle-calls").open("a") as f:
             f.write("idle\n")
+
+    def unload(self) -> None:
+        pass

@@ -9,7 +9,10 @@ import time
 import nai_writer
 from daemon_harness import DaemonRun, wait_for
 
-KNOWN = "known: refine-2x, refine-4x, upscale-2x"
+KNOWN = (
+    "known: refine-2x, refine-2x-strong, refine-4x, upscale-2x, "
+    "xl-refine-2x, xl-refine-2x-strong, xl-refine-4x"
+)
 
 
 def test_stop_returns_once_the_daemon_has_exited_so_run_starts_again_at_once(daemon: DaemonRun):

@@ -221,3 +221,21 @@ def test_a_job_failed_by_the_recovery_at_start_is_the_last_error(daemon: DaemonR
     assert _state(daemon, daemon.watch / "poison.png") == "failed"
     assert "poison.png" in daemon.status()["last_error"] and "3 times" in daemon.status()["last_error"]
     assert daemon.stop() == 0
+
+
+def test_an_edited_active_preset_replaces_an_earlier_preset_command(daemon: DaemonRun):
+    # A user who once ran `naiup preset refine-2x` and later edits active_preset in the file means the
+    # edit; it used to be overridden silently by the older runtime choice.
+    daemon.write_config(watch="quiet_seconds = 0.2")
+    daemon.start()
+    daemon.request("preset", name="refine-2x")
+    assert daemon.status()["active_preset"] == "refine-2x"
+    text = daemon.config_path.read_text()
+    daemon.config_path.write_text(text.replace('active_preset = "upscale-2x"', 'active_preset = "refine-4x"'))
+    assert daemon.request("reload")["ok"]
+    assert daemon.status()["active_preset"] == "refine-4x"
+    daemon.config_path.write_text(daemon.config_path.read_text() + '[output]\nname = "x-{stem}.png"\n')
+    daemon.request("preset", name="upscale-2x")
+    assert daemon.request("reload")["ok"]  # an edit elsewhere keeps the runtime choice
+    assert daemon.status()["active_preset"] == "upscale-2x"
+    assert daemon.stop() == 0

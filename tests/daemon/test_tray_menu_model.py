@@ -71,6 +71,16 @@ def test_presets_are_a_radio_group_with_the_active_one_checked():
     assert (cmd.verb, cmd.args) == ("preset", {"name": "upscale-2x"})
 
 
+def test_a_preset_whose_model_set_is_not_filled_in_says_so_and_cannot_be_chosen():
+    names = ["refine-2x", "xl-refine-2x"]
+    state = status(presets=names, presets_without_model={"xl-refine-2x": "xl"})
+    presets = entry(build_menu(state), "Presets").submenu
+    assert [(p.text, p.enabled, p.arg) for p in presets] == [
+        ("refine-2x", True, "refine-2x"),
+        ("xl-refine-2x (needs [models.xl])", False, "xl-refine-2x"),
+    ]
+
+
 def test_retry_failed_shows_the_count_and_is_disabled_at_zero():
     assert entry(build_menu(status()), "Retry failed").enabled is False
     item = entry(build_menu(status(counts={"failed": 3, "done": 9})), "Retry failed")

@@ -11,7 +11,7 @@ import json
 
 import pytest
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from naiup.engine.models.load import SD15_SKELETON
@@ -19,6 +19,7 @@ from naiup.engine.models.residency import (
     RESERVE,
     ModelSizes,
     Residency,
+    model_sizes,
     module_bytes,
     plan_residency,
     unet_working_bytes,
@@ -30,7 +31,9 @@ GiB = 2**30
 HALF, BF16 = torch.float16, torch.bfloat16
 
 
-def _sizes(skeleton, family: str) -> ModelSizes:
+def _sizes(skeleton, family: str, controlnet: bool = False) -> ModelSizes:
+    """`controlnet`: with a tile ControlNet of the family (diffusers' from_unet mapping of its UNet)."""
+
     def config(part: str) -> dict:
         return json.loads((skeleton / part / "config.json").read_text())
 
@@ -42,11 +45,13 @@ def _sizes(skeleton, family: str) -> ModelSizes:
             tes.append(
                 CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(skeleton / "text_encoder_2"))
             )
+        cn = ControlNetModel.from_unet(unet, load_weights_from_unet=False) if controlnet else None
     return ModelSizes(
         unet=module_bytes(unet, HALF),
         text_encoders=sum(module_bytes(te, HALF) for te in tes),
         vae=module_bytes(vae, BF16),
         family=family,
+        controlnet=module_bytes(cn, HALF) if cn is not None else 0,
     )
 
 
@@ -58,6 +63,11 @@ def sdxl() -> ModelSizes:
 @pytest.fixture(scope="module")
 def sd15() -> ModelSizes:
     return _sizes(SD15_SKELETON, "sd15")
+
+
+@pytest.fixture(scope="module")
+def sdxl_cn() -> ModelSizes:
+    return _sizes(SDXL_SKELETON, "sdxl", controlnet=True)
 
 
 TILE_XL = unet_working_bytes(128 * 128, cfg=False)  # W2-XL's tiles: 128 latent px, LCM at CFG 1
@@ -144,3 +154,56 @@ def test_cpu_placement_moves_nothing_and_the_vae_parks_only_resident_models(tmp_
     assert placement.device_bytes() == 0  # host RAM is not what the plan budgets
     with placement.encoding(needed=True):
         assert m.text_encoder.device.type == "cpu"
+
+
+TILE_XL_CN = unet_working_bytes(128 * 128, cfg=False, control=True)  # the same with ControlNet tile
+
+
+def test_a_controlnet_counts_with_the_unet_and_its_activations_with_each_tile(sdxl, sdxl_cn):
+    # SDXL's tile ControlNet (the UNet's encoder and mid block): about 1.25 G parameters, 2.5 GB fp16.
+    assert 2.4e9 < sdxl_cn.controlnet < 2.6e9
+    assert (sdxl_cn.unet, sdxl_cn.vae, sdxl_cn.text_encoders) == (sdxl.unet, sdxl.vae, sdxl.text_encoders)
+    # Its activations beside each UNet call: half the UNet's again (tiling.batch_for_memory's share).
+    assert abs(TILE_XL_CN - 1.5 * TILE_XL) <= 1
+    weights = sdxl_cn.unet + sdxl_cn.controlnet + sdxl_cn.vae
+    assert plan_residency(sdxl_cn, TILE_XL_CN, 80 * GiB, 80 * GiB, 128).need == (
+        weights + sdxl_cn.text_encoders + TILE_XL_CN + RESERVE
+    )
+    # On 10 GiB the set without it keeps everything resident; with it the text encoders wait in host
+    # RAM, and still visit beside the UNet and its ControlNet.
+    assert plan_residency(sdxl, TILE_XL, 10 * GiB, 10 * GiB, 128).text_encoders_resident
+    assert plan_residency(sdxl_cn, TILE_XL_CN, 10 * GiB, 10 * GiB, 128) == Residency(
+        False, False, weights + TILE_XL_CN + RESERVE
+    )
+    # A set with a ControlNet that a preset does not use still holds its weights: only the tile's
+    # activations are smaller.
+    plain_tiles = plan_residency(sdxl_cn, TILE_XL, 80 * GiB, 80 * GiB, 128)
+    assert plain_tiles.need == weights + sdxl_cn.text_encoders + TILE_XL + RESERVE
+
+
+def test_w2_xl_with_its_controlnet_under_7_gib_is_refused_naming_the_controlnet(sdxl_cn):
+    with pytest.raises(ModelLoadError) as info:
+        plan_residency(sdxl_cn, TILE_XL_CN, 7 * GiB, 7 * GiB, 128, "noobai-xl.safetensors")
+    text = str(info.value)
+    assert "UNet 5.1 GB + ControlNet 2.5 GB + VAE 0.2 GB + one 128x128 latent tile ≈ 1.5 GB" in text
+    assert text.endswith(
+        "use an SD1.5 preset on this card or a preset with a smaller tile_size"
+        " or this model set without its controlnet"
+    )
+
+
+def test_a_loaded_controlnet_is_sized_and_placed_with_the_unet(tmp_path_factory):
+    import tiny_controlnet
+
+    from naiup.engine.models.load import load_models
+    from naiup.engine.models.placement import Placement
+
+    cn = tiny_controlnet.session_tiny_controlnets(tmp_path_factory).sdxl
+    m = load_models(str(cn.model), "", torch.device("cpu"), controlnet=str(cn.folder))
+    assert model_sizes(m).controlnet == module_bytes(m.controlnet, torch.float32) > 0
+    placement = Placement(m, torch.device("cpu"))
+    assert placement.denoisers() == [m.unet, m.controlnet]
+    assert placement.modules() == [m.unet, m.controlnet, m.text_encoder, m.text_encoder_2, m.vae]
+    placement.settle(Residency(text_encoders_resident=False, unet_steps_out=True))
+    # What the VAE parks, and what steps out while the text encoders visit: the UNet with its ControlNet.
+    assert placement.on_device() == [m.unet, m.controlnet]

@@ -32,6 +32,7 @@ class SeedShiftRefiner:
     """A small real refiner: shifts pixels by the seed, so the seed visibly decides the output."""
 
     model_id, family, prediction, accepts_pixels = "seed-shift", "sd15", "epsilon", False
+    controlnet_id = controlnet_name = ""
 
     def __init__(self, model: ModelConfig, device: torch.device) -> None:
         self.loads, self.calls = 0, []

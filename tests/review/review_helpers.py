@@ -33,6 +33,9 @@ class InvertEngine:
     def idle(self) -> None:
         pass
 
+    def unload(self) -> None:
+        pass
+
     def report_downloads(self, callback) -> None:  # type: ignore[no-untyped-def]
         pass  # it never downloads
 

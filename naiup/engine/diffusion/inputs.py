@@ -3,8 +3,9 @@
 A Preset and ModelConfig from load_config have passed the config's rules already. Ones built in code
 (the engine used as a library) are held to the same rules here, by the same function
 (config.schema.check_values), so a bad value is a ConfigError naming its key before any model work,
-not a failure deep in a sampler, the tiler or the VAE. The rest is what a config cannot know: the
-image and the seed. An image smaller than a tile needs nothing: the tiler makes one tile of it.
+not a failure deep in a sampler, the tiler or the VAE; so is a preset that runs a ControlNet the
+model set lacks. The rest is what a config cannot know: the image and the seed. An image smaller
+than a tile needs nothing: the tiler makes one tile of it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from PIL import Image
 from naiup.config import ModelConfig, Preset
 from naiup.config.schema import check_values
 from naiup.engine.image_prompts import Region
-from naiup.errors import EngineError
+from naiup.engine.models.controlnet import TILE_MODELS
+from naiup.engine.models.family import SD15, SDXL
+from naiup.errors import ConfigError, EngineError
 
 # What torch.Generator.manual_seed takes; outside it, an overflow error halfway into a job.
 SEED_RANGE = range(-(2**63), 2**64)
@@ -39,6 +42,13 @@ def check_inputs(
     # `refine` is the Engine's switch for calling the Refiner at all; called, the Refiner refines,
     # so the rules for a refining preset apply (at least one UNet step) whatever the flag says.
     check_values(replace(preset, refine=True), f"presets.{preset.name}")
+    if any(replace(preset, refine=True).control_scales) and not model.controlnet:
+        raise ConfigError(
+            f"presets.{preset.name}.control_strength",
+            f"is {preset.control_strength}, but the model set has no ControlNet: set [model] controlnet "
+            f"to a tile ControlNet of the checkpoint's family (SD1.5: {TILE_MODELS[SD15]}; SDXL: "
+            f"{TILE_MODELS[SDXL]}), or use control_strength = 0",
+        )
     if isinstance(image, Image.Image):
         width, height = image.size
     elif isinstance(image, torch.Tensor) and image.dtype == torch.uint8 and image.dim() == 3:

@@ -3,14 +3,16 @@
 The seam tiled diffusion (tiling.py) and the tiled VAE (vae/tiled.py) plug into (keep it):
     GuidedDenoiser (tiling.GuidedDenoiser) = Callable[[x (B,4,h,w), t scalar tensor], model output
         (B,4,h,w)], CFG applied inside (batch 2B through the UNet only when cfg > 1); built by
-        make_guided_denoiser().
+        make_guided_denoiser(). Ours also take `boxes=` (each tile's latent box, for the ControlNet's
+        crops; default: x is the whole canvas), and say so with `takes_boxes`.
     The loop calls `predict(x_canvas, t)` once per step on the whole canvas, then ONE sampler step on
     the whole canvas. predict = wrap_predictor(guided, preset, latent_hw); the default is
     tiling.predictor_for (tiled per the preset; `guided` itself when the latent fits one tile);
     wrap_predictor=None runs untiled.
     Regional prompts (NovelAI characters with positions) take the other seam: predict =
     wrap_regions(region_denoiser, masks, preset, latent_hw), default regions.region_predictor_for;
-    the region denoiser is the guided one with a prompt per sample (regions.make_region_denoiser).
+    the region denoiser is the guided one with a prompt per sample (regions.make_region_denoiser),
+    taking `boxes=` too, so with a ControlNet every (tile, region) sample gets its own tile's hint.
     VAE functions have vae/tiled.py's signature: encode(vae, pixels, *, mode, generator, sample,
     attention_window) and decode(vae, latent, *, mode, attention_window); the defaults are
     vae/tiled.py's encode/decode (mode = preset.vae_tiling, attention_window = preset.vae_attention_window).
@@ -33,6 +35,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from naiup.config import ModelConfig, Preset
+from naiup.config.model import control_scales
 from naiup.engine.device import (
     empty_cache,
     explicit_device,
@@ -43,6 +46,7 @@ from naiup.engine.device import (
     pick_device,
     release_cached,
 )
+from naiup.engine.diffusion.control import Box, TileControl, control_image, controlled
 from naiup.engine.diffusion.inputs import check_inputs
 from naiup.engine.diffusion.prompt_encoder import PromptEncoder, extract_lora_tags, resolve_lora_name
 from naiup.engine.diffusion.prompt_schedule import prompts_per_step
@@ -61,7 +65,7 @@ from naiup.engine.diffusion.unet_graphs import UnetCall, has_triton, use_unet_gr
 from naiup.engine.image_prompts import Region
 from naiup.engine.models.family import SDXL
 from naiup.engine.models.hub import DownloadProgress
-from naiup.engine.models.load import SDModels, load_models, model_set_id, resolve_lora_file
+from naiup.engine.models.load import SDModels, file_id, load_models, model_set_id, resolve_lora_file
 from naiup.engine.models.lora import LoraFile, LoraFuser, read_lora
 from naiup.engine.models.offload import needs_room, parked
 from naiup.engine.models.placement import Placement
@@ -86,13 +90,18 @@ def make_guided_denoiser(
     call: UnetCall | None = None,
     added: dict[str, torch.Tensor] | None = None,
     added_uncond: dict[str, torch.Tensor] | None = None,
+    control: TileControl | None = None,
 ) -> GuidedDenoiser:
     """UNet + CFG as one function of (x, t); fp32 in and out, the UNet's own dtype inside. `call`:
     how the UNet is run (the Refiner's UnetCall, CUDA-graphed or eager; default eager). The result
     has `fixed_shapes` set when the call wants few input shapes (tiling.tiled_predictor reads it).
 
     `added`/`added_uncond`: per-sample `added_cond_kwargs` (SDXL's pooled text embedding and size
-    ids, batch 1), repeated for every sample of a call like the context, so each tile gets them."""
+    ids, batch 1), repeated for every sample of a call like the context, so each tile gets them.
+
+    `control`: a ControlNet run on the same batch as each UNet call (same context and added
+    conditioning, the control image cropped to each sample's tile box), its residuals added to that
+    call only."""
     dtype = unet.dtype
     run = call or UnetCall(unet, graphs=False)
     cond = cond.to(unet.device, dtype)
@@ -108,16 +117,19 @@ def make_guided_denoiser(
             return {}
         return {"added_cond_kwargs": {k: v.repeat_interleave(repeats, dim=0) for k, v in extra.items()}}
 
-    def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    unet = controlled(run, control)
+
+    def guided(x: torch.Tensor, t: torch.Tensor, boxes: Sequence[Box] | None = None) -> torch.Tensor:
         b = x.shape[0]
         xin = x.to(dtype)
         if not guided_cfg:
-            return run(xin, t, cond.expand(b, -1, -1), **added_for(b)).float()
+            return unet(xin, t, cond.expand(b, -1, -1), added_for(b), boxes, 1)
         emb = both.repeat_interleave(b, dim=0)  # [uncond]*b then [cond]*b, matching cat([x, x])
-        eps_u, eps_c = run(torch.cat([xin, xin]), t, emb, **added_for(b)).float().chunk(2)
+        eps_u, eps_c = unet(torch.cat([xin, xin]), t, emb, added_for(b), boxes, 2).chunk(2)
         return eps_u + cfg * (eps_c - eps_u)
 
     guided.fixed_shapes = run.fixed_shapes  # type: ignore[attr-defined]
+    guided.takes_boxes = True  # type: ignore[attr-defined]
     return guided
 
 
@@ -213,7 +225,7 @@ def to_image(pixels: torch.Tensor, size_hw: tuple[int, int]) -> Image.Image:
 
 
 class Refiner:
-    """Loads SD1.5 (+ LCM-LoRA + LoRAs) once; refines many upscaled images.
+    """Loads SD1.5 or SDXL (+ LCM-LoRA + LoRAs + ControlNet tile) once; refines many upscaled images.
 
     Tiled by default (diffusion tiles and VAE mode from the preset); `wrap_predictor=None` with
     plain diffusers encode/decode functions gives the untiled loop (the tests' reference).
@@ -272,6 +284,7 @@ class Refiner:
             self.device,
             self.config_dir,
             self.model.prediction,
+            controlnet=self.model.controlnet,
             on_download=self.on_download,
             place=False,
         )
@@ -303,10 +316,11 @@ class Refiner:
         self._lora_cache.clear()
         self._fused = ()
         log.info(
-            "model loaded id=%s family=%s prediction=%s device=%s secs=%.1f",
+            "model loaded id=%s family=%s prediction=%s controlnet=%s device=%s secs=%.1f",
             self.model_id,
             m.family,
             m.prediction.label,
+            self.controlnet_id or "none",
             self.device,
             time.perf_counter() - t0,
         )
@@ -316,16 +330,18 @@ class Refiner:
         assert self._placement
         self._placement.ensure()
 
-    def _residency(self, placement: Placement, tile_px: int, cfg: bool, tile: int) -> Residency:
-        """The residency plan for UNet tiles of `tile_px` latent px (`tile` a side, for the message),
-        for what is free now plus what the set holds on the device already (plan_residency: raises
-        when even the least it needs does not fit)."""
+    def _residency(
+        self, placement: Placement, tile_px: int, cfg: bool, tile: int, control: bool = False
+    ) -> Residency:
+        """The residency plan for UNet tiles of `tile_px` latent px (`tile` a side, for the message;
+        `control`: the ControlNet runs beside the UNet), for what is free now plus what the set holds
+        on the device already (plan_residency: raises when even the least it needs does not fit)."""
         free = free_memory_bytes(self.device)
         if free is None or self.device.type == "cpu":  # the models are in host RAM already
             return Residency()
         return plan_residency(
             placement.sizes,
-            unet_working_bytes(tile_px, cfg),
+            unet_working_bytes(tile_px, cfg, control),
             free + placement.device_bytes(),
             memory_capacity(self.device),
             tile,
@@ -351,6 +367,16 @@ class Refiner:
         graphs = use_unet_graphs(self.model.unet_graphs, dev.type, capability, has_triton(), memory)
         log.info("unet graphs=%s (setting %s, device %s)", graphs, self.model.unet_graphs, dev)
         return graphs
+
+    @property
+    def controlnet_id(self) -> str:
+        """Id of [model] controlnet ("" without one); part of a job's model id when its preset uses it."""
+        return file_id(self.model.controlnet) if self.model.controlnet else ""
+
+    @property
+    def controlnet_name(self) -> str:
+        """The ControlNet's file or folder name, for provenance ("" without one)."""
+        return Path(self.model.controlnet).name if self.model.controlnet else ""
 
     @property
     def model_id(self) -> str:
@@ -405,11 +431,13 @@ class Refiner:
         assert self._encoder
         return self._encoder.pair(prompt, negative)
 
-    def _guided(self, cond, uncond, cfg: float, latent_hw: tuple[int, int]) -> GuidedDenoiser:
+    def _guided(
+        self, cond, uncond, cfg: float, latent_hw: tuple[int, int], control: TileControl | None = None
+    ) -> GuidedDenoiser:
         assert self.models
         m = self.models
         if m.family != SDXL:
-            return make_guided_denoiser(m.unet, cond, uncond, cfg, self._unet_call)
+            return make_guided_denoiser(m.unet, cond, uncond, cfg, self._unet_call, control=control)
         ids = time_ids(latent_hw, vae_scale_factor(m.vae))  # the whole canvas, for every tile
         return make_guided_denoiser(
             m.unet,
@@ -419,12 +447,21 @@ class Refiner:
             self._unet_call,
             added=cond.added(ids),
             added_uncond=uncond.added(ids) if uncond is not None else None,
+            control=control,
         )
 
-    def _region_guided(self, key: tuple[Prompts, ...], conds: list[tuple], cfg: float, hw) -> RegionDenoiser:
+    def _region_guided(
+        self,
+        key: tuple[Prompts, ...],
+        conds: list[tuple],
+        cfg: float,
+        hw: tuple[int, int],
+        control: TileControl | None = None,
+    ) -> RegionDenoiser:
         """One denoiser for all regions of a step (background first), a prompt per sample. Their
         contexts are padded to one length with empty-prompt chunks so that tiles of different regions
-        share UNet calls; SDXL's empty negative is all zeros, so it is padded with zeros."""
+        share UNet calls; SDXL's empty negative is all zeros, so it is padded with zeros. `control`:
+        the ControlNet beside every call, each sample on its own tile's hint crop."""
         assert self.models and self._encoder
         m = self.models
         sdxl = m.family == SDXL
@@ -444,7 +481,9 @@ class Refiner:
             added = [c.added(ids) for c, _ in conds]
             added_u = [u.added(ids) for _, u in conds] if guided_cfg else None
         unconds = padded[n:] if guided_cfg else None
-        return make_region_denoiser(m.unet, padded[:n], unconds, cfg, self._unet_call, added, added_u)
+        return make_region_denoiser(
+            m.unet, padded[:n], unconds, cfg, self._unet_call, added, added_u, control=control
+        )
 
     @property
     def family(self) -> str:
@@ -538,11 +577,6 @@ class Refiner:
         self._use_loras(self._lora_set(tags + neg_tags))
         # NAI's alpha channel carries stealth metadata, not transparency: drop it.
         rgb, size_hw = pad_to_multiple(rgb_pixels(image).to(dev))
-        # Where the text encoders wait while this job's tiles run (refused here, before any work,
-        # when even the least the set needs does not fit).
-        tile_hw = (min(preset.tile_size, rgb.shape[0] // 8), min(preset.tile_size, rgb.shape[1] // 8))
-        plan = self._residency(self._placement, tile_hw[0] * tile_hw[1], preset.cfg > 1.0, preset.tile_size)
-        self._placement.settle(plan)
         # Region prompts start with the same preset prompt, so their <lora> tags are the ones just
         # fused (fusing them again would double the LoRA): only their text goes to the encoders.
         region_texts = [
@@ -555,6 +589,13 @@ class Refiner:
         sampler = Sampler(preset.sampler, m.scheduler_config)
         sampler.set_steps(preset.steps, preset.denoise, dev)
         n_steps = len(sampler.timesteps)
+        scales = control_scales(n_steps, preset.control_strength, preset.control_start, preset.control_end)
+        # Where the text encoders wait while this job's tiles run (refused here, before any work,
+        # when even the least the set needs does not fit).
+        tile_hw = (min(preset.tile_size, rgb.shape[0] // 8), min(preset.tile_size, rgb.shape[1] // 8))
+        tile_px = tile_hw[0] * tile_hw[1]
+        plan = self._residency(self._placement, tile_px, preset.cfg > 1.0, preset.tile_size, any(scales))
+        self._placement.settle(plan)
         per_step: list = _per_step(prompt, negative_prompt, preset.cfg, n_steps)
         columns = [per_step, *(_per_step(p, n, preset.cfg, n_steps) for p, n in region_texts)]
         # Text encoders waiting in host RAM visit the device only when a text is not cached yet.
@@ -579,25 +620,33 @@ class Refiner:
             )
         _check_finite(z0, "VAE encoding")
         # 3. The loop on the whole canvas, tile batches as large as the preset allows and memory holds.
+        # One predictor per (prompts, ControlNet scale) the steps use (with regions, the prompts of
+        # every region); a step at scale 0 runs no ControlNet at all (its residuals would be zero).
         hw = tuple(z0.shape[-2:])
         tile_px = min(preset.tile_size, hw[0]) * min(preset.tile_size, hw[1])
-        batch = batch_for_memory(preset.tile_batch_size, free_memory_bytes(dev), tile_px, preset.cfg > 1.0)
+        free = free_memory_bytes(dev)
+        batch = batch_for_memory(preset.tile_batch_size, free, tile_px, preset.cfg > 1.0, any(scales))
         tiling = replace(preset, tile_batch_size=batch)
+        # The tile ControlNet's hint is the upscaled input itself: the pixels the img2img starts from.
+        hint = control_image(rgb, m.controlnet.dtype) if any(scales) else None
+        factor = vae_scale_factor(m.vae)
         predictors = {}
-        if regions:
-            masks = region_masks(regions, hw, size_hw, vae_scale_factor(m.vae))
-            for key, region_conds in conds.items():
-                den = self._region_guided(key, region_conds, preset.cfg, hw)
-                if self.wrap_predictor is None:  # the untiled loop: the whole canvas is one tile
-                    plan = plan_tiles(hw[0], hw[1], max(hw), 0)
-                    predictors[key] = region_predictor(den, plan, masks, "multidiffusion", batch)
-                else:
-                    predictors[key] = self.wrap_regions(den, masks, tiling, hw)
-        else:
-            for pair, (cond, uncond) in conds.items():
-                guided = self._guided(cond, uncond, preset.cfg, hw)
-                predictors[pair] = self.wrap_predictor(guided, tiling, hw) if self.wrap_predictor else guided
-        x = denoise(z0, [predictors[pair] for pair in per_step], sampler, generator, progress)
+        steps = list(zip(per_step, scales, strict=True))
+        masks = region_masks(regions, hw, size_hw, factor) if regions else None
+        for key, scale in dict.fromkeys(steps):
+            control = TileControl(m.controlnet, hint, scale, factor) if scale else None
+            if masks is None:
+                guided = self._guided(*conds[key], preset.cfg, hw, control)
+                predict = self.wrap_predictor(guided, tiling, hw) if self.wrap_predictor else guided
+            elif self.wrap_predictor is None:  # regions, untiled: the whole canvas is one tile
+                den = self._region_guided(key, conds[key], preset.cfg, hw, control)
+                plan = plan_tiles(hw[0], hw[1], max(hw), 0)
+                predict = region_predictor(den, plan, masks, "multidiffusion", batch)
+            else:
+                den = self._region_guided(key, conds[key], preset.cfg, hw, control)
+                predict = self.wrap_regions(den, masks, tiling, hw)
+            predictors[key, scale] = predict
+        x = denoise(z0, [predictors[step] for step in steps], sampler, generator, progress)
         # 4. Decode; never hand back a black or garbage image.
         with self._room_for_vae("decode", rgb.shape[0], rgb.shape[1], park):
             pixels = self.decode(m.vae, x, mode=preset.vae_tiling, attention_window=window)

@@ -5,9 +5,10 @@ CONTRACT:
     region_masks(regions, latent_hw, image_hw, px_per_latent=8) -> fp32 (1 + R, h, w)
         row 0 the background, row r the r-th region; every pixel's column sums to 1
     tile_regions(plan, masks) -> list[tuple[int, ...]]: per tile, the mask rows with weight in it
-    make_region_denoiser(unet, conds, unconds, cfg, call, added, added_uncond) -> RegionDenoiser
-        RegionDenoiser(x (B,4,h,w), t, which (B,) long) -> model output (B,4,h,w), CFG applied,
-        sample b conditioned on region which[b]; all conds one length (pad_contexts)
+    make_region_denoiser(unet, conds, unconds, cfg, call, added, added_uncond, control) -> RegionDenoiser
+        RegionDenoiser(x (B,4,h,w), t, which (B,) long, boxes=None) -> model output (B,4,h,w), CFG
+        applied, sample b conditioned on region which[b]; all conds one length (pad_contexts);
+        `boxes` (each tile's latent box, from the tiled loop) cut the ControlNet's hint per tile
     region_predictor(denoiser, plan, masks, method, batch_size, fixed_batch) -> GuidedDenoiser
     region_predictor_for(denoiser, masks, preset, latent_hw) -> GuidedDenoiser (the Refiner's default)
 
@@ -44,7 +45,9 @@ from collections.abc import Callable, Sequence
 import torch
 
 from naiup.config import Preset
+from naiup.engine.diffusion.control import TileControl, controlled
 from naiup.engine.diffusion.tiling import (
+    Box,
     TilePlan,
     batch_shape,
     blend_weights,
@@ -129,10 +132,15 @@ def make_region_denoiser(
     call: UnetCall | None = None,
     added: Sequence[dict[str, torch.Tensor]] | None = None,
     added_uncond: Sequence[dict[str, torch.Tensor]] | None = None,
+    control: TileControl | None = None,
 ) -> RegionDenoiser:
     """UNet + CFG with a prompt per sample: region r's context is conds[r] (uncond unconds[r]), all of
     one length; `added`: region r's SDXL added_cond_kwargs (batch 1 each). fp32 in and out, the UNet's
-    dtype inside; like refine.make_guided_denoiser, which is this with one region."""
+    dtype inside; like refine.make_guided_denoiser, which is this with one region.
+
+    `control`: a ControlNet run beside each UNet call on the same samples, each with its own region's
+    context and its own tile's hint crop (from `boxes`), so a character's tile is held to the
+    picture's structure under the character's prompt, as the background's tile is under its own."""
     dtype, device = unet.dtype, unet.device
     run = call or UnetCall(unet, graphs=False)
     guided_cfg = cfg > 1.0 and unconds is not None
@@ -146,21 +154,26 @@ def make_region_denoiser(
 
     extra, extra_u = stacked(added), stacked(added_uncond if guided_cfg else None)
 
-    def guided(x: torch.Tensor, t: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+    unet = controlled(run, control)
+
+    def guided(
+        x: torch.Tensor, t: torch.Tensor, which: torch.Tensor, boxes: Sequence[Box] | None = None
+    ) -> torch.Tensor:
         idx = which.to(device)
         xin = x.to(dtype)
         if not guided_cfg:
             kw = {"added_cond_kwargs": {k: v[idx] for k, v in extra.items()}} if extra else {}
-            return run(xin, t, cond[idx], **kw).float()
+            return unet(xin, t, cond[idx], kw, boxes, 1)
         assert uncond is not None
         emb = torch.cat([uncond[idx], cond[idx]])  # matches cat([x, x]): uncond half first
         kw = {}
         if extra:
             kw = {"added_cond_kwargs": {k: torch.cat([extra_u[k][idx], v[idx]]) for k, v in extra.items()}}
-        eps_u, eps_c = run(torch.cat([xin, xin]), t, emb, **kw).float().chunk(2)
+        eps_u, eps_c = unet(torch.cat([xin, xin]), t, emb, kw, boxes, 2).chunk(2)
         return eps_u + cfg * (eps_c - eps_u)
 
     guided.fixed_shapes = run.fixed_shapes  # type: ignore[attr-defined]
+    guided.takes_boxes = True  # type: ignore[attr-defined]
     return guided
 
 
@@ -174,7 +187,8 @@ def region_predictor(
 ) -> GuidedDenoiser:
     """A GuidedDenoiser for the whole canvas: every (tile, region with weight in it) through
     `denoiser` in fixed-shape batches, outputs blended with tile weight x region mask in fp32.
-    fixed_batch (default: `denoiser.fixed_shapes`): see tiling.batch_shape."""
+    fixed_batch (default: `denoiser.fixed_shapes`): see tiling.batch_shape. A `denoiser` with a true
+    `takes_boxes` is also given `boxes=`, as tiling.tiled_predictor gives them."""
     if tuple(masks.shape[1:]) != (plan.latent_h, plan.latent_w):
         raise EngineError(
             f"region masks are {tuple(masks.shape[1:])}, the tile plan {plan.latent_h}x{plan.latent_w}"
@@ -190,9 +204,12 @@ def region_predictor(
             items.append((k, r))
             weights.append(tile_w[k] * masks[r, y : y + th, x0 : x0 + tw])
     fixed = getattr(denoiser, "fixed_shapes", False) if fixed_batch is None else fixed_batch
+    takes_boxes = getattr(denoiser, "takes_boxes", False)
 
-    def run(crops: torch.Tensor, t: torch.Tensor, regions: list[int]) -> torch.Tensor:
+    def run(crops: torch.Tensor, t: torch.Tensor, regions: list[int], boxes: list[Box]) -> torch.Tensor:
         which = torch.tensor(regions).repeat_interleave(crops.shape[0] // len(regions))
+        if takes_boxes:  # each sample's ControlNet hint is cut from its own tile's box
+            return denoiser(crops, t, which, boxes=boxes)  # type: ignore[call-arg]
         return denoiser(crops, t, which)
 
     per_call = batch_shape(len(items), batch_size, fixed)

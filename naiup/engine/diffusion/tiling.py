@@ -7,7 +7,8 @@ CONTRACT:
         normalised: paste_sum(plan, weights) == 1 at every latent pixel
     tiled_predictor(guided: GuidedDenoiser, plan: TilePlan, method: str = "mixture",
                     batch_size: int = 8, fixed_batch: bool | None = None) -> GuidedDenoiser
-        (GuidedDenoiser: below; a `fixed_shapes` attribute on it asks for fixed_batch)
+        (GuidedDenoiser: below; a `fixed_shapes` attribute on it asks for fixed_batch, a `takes_boxes`
+        one for each batch's tile boxes)
     predictor_for(guided, preset, latent_hw) -> GuidedDenoiser: the Refiner's default
         `wrap_predictor`: the preset's tile_size/overlap/tile_method/tile_batch_size, and `guided`
         itself when the latent fits one tile (so a one-tile image runs exactly the untiled loop)
@@ -36,6 +37,7 @@ from naiup.config import Preset
 from naiup.errors import EngineError
 
 __all__ = [
+    "Box",
     "GuidedDenoiser",
     "TilePlan",
     "batch_for_memory",
@@ -148,25 +150,38 @@ def batch_shape(count: int, batch_size: int, fixed: bool = False) -> int:
 UNET_BYTES_PER_LATENT_PX = 50_000
 
 
-def batch_for_memory(batch_size: int, free: int | None, tile_px: int, cfg: bool) -> int:
+# A ControlNet is a copy of the UNet's encoder and mid block, and its residuals wait for the UNet call:
+# about half the UNet's activations again (an estimate, like the figure above).
+CONTROLNET_ACTIVATION_SHARE = 0.5
+
+
+def batch_for_memory(
+    batch_size: int, free: int | None, tile_px: int, cfg: bool, control: bool = False
+) -> int:
     """The preset's tile batch size, lowered to a power of two whose activations fit in 0.8 of the
-    `free` accelerator bytes (None: no accelerator, the preset's value)."""
+    `free` accelerator bytes (None: no accelerator, the preset's value); `control`: a ControlNet runs
+    beside each UNet call."""
     if free is None:
         return batch_size
-    per_tile = UNET_BYTES_PER_LATENT_PX * tile_px * (2 if cfg else 1)
+    share = 1 + (CONTROLNET_ACTIVATION_SHARE if control else 0)
+    per_tile = int(UNET_BYTES_PER_LATENT_PX * tile_px * (2 if cfg else 1) * share)
     fit = max(1, min(batch_size, int(0.8 * free) // per_tile))
     return 1 << (fit.bit_length() - 1)
 
 
-TileRun = Callable[[torch.Tensor, torch.Tensor, list[int]], torch.Tensor]
+Box = tuple[int, int, int, int]  # a tile's latent (y, x, h, w)
+# (crops, t, tags, boxes): a padded batch of tile crops, then each slot's tag and latent box in batch
+# order; the boxes let spatial conditions (a ControlNet's hint) be cut exactly like the crops.
+TileRun = Callable[[torch.Tensor, torch.Tensor, list[int], list[Box]], torch.Tensor]
 
 
 def weighted_tiles(
     run: TileRun, plan: TilePlan, items: Sequence[tuple[int, int]], weights: torch.Tensor, per_call: int
 ) -> GuidedDenoiser:
     """The canvas predictor both tiled paths share. Work item j is (tile k, tag): the crop of tile k
-    goes through `run(crops, t, tags)` with per_call items a call, and its output is added to an fp32
-    canvas with weight `weights[j]` (tile_h, tile_w). The caller's weights sum to 1 at every pixel."""
+    goes through `run(crops, t, tags, boxes)` with per_call items a call, and its output is added to
+    an fp32 canvas with weight `weights[j]` (tile_h, tile_w). The caller's weights sum to 1 at every
+    pixel."""
     origins = plan.origins
     th, tw = plan.tile_h, plan.tile_w
     cache: dict[torch.device, torch.Tensor] = {}
@@ -188,7 +203,7 @@ def weighted_tiles(
             padded = chunk + [chunk[-1]] * (per_call - len(chunk))
             tiles = [origins[items[j][0]] for j in padded]
             crops = torch.cat([x[:, :, y : y + th, x0 : x0 + tw] for y, x0 in tiles])
-            out = run(crops, t, [items[j][1] for j in padded])
+            out = run(crops, t, [items[j][1] for j in padded], [(y, x0, th, tw) for y, x0 in tiles])
             for slot, j in enumerate(chunk):
                 y, x0 = tiles[slot]
                 part = out[slot * images : (slot + 1) * images].float()
@@ -206,13 +221,19 @@ def tiled_predictor(
     fixed_batch: bool | None = None,
 ) -> GuidedDenoiser:
     """Wrap `guided` so it runs fixed-shape tiles in batches and blends their outputs in fp32.
-    fixed_batch (default: `guided.fixed_shapes`, set by a CUDA-graphed UNet): see batch_shape."""
+    fixed_batch (default: `guided.fixed_shapes`, set by a CUDA-graphed UNet): see batch_shape.
+    A `guided` with a true `takes_boxes` attribute is also given `boxes=`: the latent box (y, x, h, w)
+    of every tile of the batch in batch order, padding slots included."""
     fixed = getattr(guided, "fixed_shapes", False) if fixed_batch is None else fixed_batch
     per_call = batch_shape(plan.count, batch_size, fixed)
+    takes_boxes = getattr(guided, "takes_boxes", False)
+
+    def run(crops: torch.Tensor, t: torch.Tensor, _: list[int], boxes: list[Box]) -> torch.Tensor:
+        # Spatial conditions (a ControlNet's hint) are cropped with the same boxes as the latent.
+        return guided(crops, t, boxes=boxes) if takes_boxes else guided(crops, t)  # type: ignore[call-arg]
+
     items = [(k, 0) for k in range(plan.count)]
-    return weighted_tiles(
-        lambda crops, t, _: guided(crops, t), plan, items, blend_weights(plan, method), per_call
-    )
+    return weighted_tiles(run, plan, items, blend_weights(plan, method), per_call)
 
 
 def predictor_for(guided: GuidedDenoiser, preset: Preset, latent_hw: tuple[int, int]) -> GuidedDenoiser:

@@ -25,6 +25,7 @@ from naiup.config.paths import HUB_ID
 from naiup.engine.device import place, unet_dtype, vae_dtype
 from naiup.engine.load_errors import explain_load_errors
 from naiup.engine.models.checkpoints import is_single_file, read_state_dict
+from naiup.engine.models.controlnet import load_controlnet
 from naiup.engine.models.family import (
     EPSILON_PLAIN,
     SD15,
@@ -58,6 +59,8 @@ class SDModels:
     tokenizer_2: Any = None
     family: str = SD15
     prediction: Prediction = EPSILON_PLAIN
+    # ControlNet tile of the same family ([model] controlnet), placed like the UNet; None without one.
+    controlnet: Any = None
 
 
 def looks_like_hub_id(spec: str) -> bool:
@@ -71,6 +74,7 @@ def load_models(
     device: torch.device,
     config_dir: Path | None = None,
     prediction: str = "auto",
+    controlnet: str = "",
     *,
     on_download: DownloadProgress | None = None,
     place: bool = True,
@@ -78,6 +82,7 @@ def load_models(
     """Load UNet/VAE/TE(s)/tokenizer(s) of SD1.5 or SDXL (told apart by the weights), cast (UNet+TE fp16
     on accelerators, VAE fp32/bf16) and move to device in one step. `config_dir`: the skeleton for
     single files (default: the bundled one of the detected family); `prediction`: [model] prediction;
+    `controlnet`: [model] controlnet, checked against the loaded UNet (family and shapes);
     `on_download(done, total, repo)`: progress of a hub download; `place=False`: cast them but leave
     them in host RAM (the Refiner decides from their sizes what goes to the device)."""
     from naiup.engine.models.sdxl_single_file import SDXL_SKELETON, load_sdxl_single_file
@@ -106,9 +111,11 @@ def load_models(
     if vae:
         skeleton = config_dir or (SDXL_SKELETON if models.family == SDXL else SD15_SKELETON)
         models.vae = load_vae(vae, skeleton, on_download)
+    if controlnet:
+        models.controlnet = load_controlnet(controlnet, models.family, models.unet.config, config_dir)
     where = device if place else torch.device("cpu")
     half = unet_dtype(device)
-    for module in (models.unet, models.text_encoder, models.text_encoder_2):
+    for module in (models.unet, models.controlnet, models.text_encoder, models.text_encoder_2):
         if module is not None:
             _place(module, where, half)
     _place(models.vae, where, vae_dtype(device))
@@ -277,7 +284,16 @@ def model_set_id(checkpoint: str, vae: str, loras: list[tuple[str, float]]) -> s
     """Stable, readable id of a model set: `<checkpoint name>-<hash of everything fused in>`."""
     parts = [file_identity(checkpoint), file_identity(vae) if vae else ""]
     parts += [f"{file_identity(p)}@{w:g}" for p, w in sorted(loras)]
+    return _named_id(checkpoint, parts)
+
+
+def file_id(spec: str) -> str:
+    """Readable, stable id of one model file or folder (a ControlNet): `<name>-<hash>`."""
+    return _named_id(spec, [file_identity(spec)])
+
+
+def _named_id(spec: str, parts: list[str]) -> str:
     digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
-    name = Path(checkpoint.rstrip("/")).name
+    name = Path(spec.rstrip("/")).name
     name = name.rsplit(".", 1)[0] if is_single_file(name) else name
     return f"{name}-{digest}"

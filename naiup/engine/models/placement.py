@@ -7,7 +7,9 @@
         ...
     placement.on_device()                        # the models on the device now (VAE parking moves these)
 
-The UNet and VAE always belong on the device; the text encoders there too unless the plan
+The UNet and VAE always belong on the device, and so does a ControlNet of the set: it runs beside
+every UNet call, so wherever the UNet goes (host RAM while the text encoders visit, or while the VAE
+needs the room) it goes too. The text encoders belong on the device too unless the plan
 (residency.plan_residency) has them wait in host RAM between prompts. Host copies are kept in the
 dtype they run in on the device (fp16), so a visit is one copy each way and no cast.
 """
@@ -38,6 +40,7 @@ class Placement:
         self.sizes = model_sizes(models)
         self.residency = Residency()
         self.unet, self.vae = models.unet, models.vae
+        self.controlnet: nn.Module | None = models.controlnet
         self.text_encoders: list[nn.Module] = [
             te for te in (models.text_encoder, models.text_encoder_2) if te is not None
         ]
@@ -50,11 +53,16 @@ class Placement:
         return self.device
 
     def modules(self) -> list[nn.Module]:
-        return [self.unet, *self.text_encoders, self.vae]
+        return [*self.denoisers(), *self.text_encoders, self.vae]
+
+    def denoisers(self) -> list[nn.Module]:
+        """The UNet and the set's ControlNet, if any: they run together and move together."""
+        return [self.unet] if self.controlnet is None else [self.unet, self.controlnet]
 
     def on_device(self) -> list[nn.Module]:
-        """The SD models that belong on the device (the UNet, and the text encoders when resident)."""
-        return [self.unet, *(self.text_encoders if self.residency.text_encoders_resident else ())]
+        """The SD models that belong on the device besides the VAE (the UNet, its ControlNet, and the
+        text encoders when resident)."""
+        return [*self.denoisers(), *(self.text_encoders if self.residency.text_encoders_resident else ())]
 
     def device_bytes(self) -> int:
         """Bytes the set holds on the device now (what a new plan may count as its own)."""
@@ -94,14 +102,14 @@ class Placement:
     @contextlib.contextmanager
     def encoding(self, needed: bool) -> Iterator[None]:
         """The text encoders on the device for the block when they wait in host RAM and a prompt
-        needs encoding (`needed`: the prompt encoder's cache lacks one); the UNet steps out while they
-        run when the plan says they do not fit beside it. Everything is back home afterwards, also
-        after an error."""
+        needs encoding (`needed`: the prompt encoder's cache lacks one); the UNet (with its
+        ControlNet) steps out while they run when the plan says they do not fit beside it. Everything
+        is back home afterwards, also after an error."""
         if not needed or self.residency.text_encoders_resident or self.device.type == "cpu":
             yield
             return
         steps_out = self.residency.unet_steps_out
-        with parked([self.unet], self.device) if steps_out else contextlib.nullcontext():
+        with parked(self.denoisers(), self.device) if steps_out else contextlib.nullcontext():
             try:
                 for te in self.text_encoders:
                     te.to(self.device)

@@ -1,7 +1,8 @@
 """Which SD models stay on the accelerator, decided from their sizes before anything moves.
 
 model_sizes(models) -> ModelSizes             bytes each model takes in the dtype it is in (runs in)
-unet_working_bytes(tile_px, cfg) -> int       estimated UNet activations of one tile
+unet_working_bytes(tile_px, cfg, control) -> int
+                                              estimated UNet (+ ControlNet) activations of one tile
 plan_residency(sizes, working, available, capacity, tile) -> Residency
                                               raises ModelLoadError (card too small) / OutOfMemoryError
 
@@ -13,6 +14,10 @@ over PCIe, a fraction of a second, once per prompt. If even that visit does not 
 the UNet steps out to host RAM while they run. If the UNet, the VAE and one tile do not fit at all,
 nothing is tried: the job stops with what the model needs and what the card (or model.max_vram_gb)
 allows, instead of running out of memory at every retry. An SDXL UNet on a 6 GB card is that case.
+
+A ControlNet of the set ([model] controlnet, loaded with the set whether a preset uses it or not)
+belongs with the UNet: it runs beside every UNet call, so its weights count with the UNet's, it
+steps out and back with the UNet, and a preset that uses it adds its activations to the tile's.
 
 The decision counts parameter bytes, which are exact, plus one tile's activations, which are an
 estimate (tiling.UNET_BYTES_PER_LATENT_PX), plus a fixed reserve for what torch itself takes beside
@@ -27,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from naiup.engine.diffusion.tiling import UNET_BYTES_PER_LATENT_PX
+from naiup.engine.diffusion.tiling import CONTROLNET_ACTIVATION_SHARE, UNET_BYTES_PER_LATENT_PX
 from naiup.errors import ModelLoadError, OutOfMemoryError
 
 __all__ = [
@@ -62,6 +67,7 @@ class ModelSizes:
     text_encoders: int  # both of SDXL's together
     vae: int
     family: str = "sd15"
+    controlnet: int = 0  # a ControlNet tile of the set (0: none): on the device with the UNet
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,18 +98,22 @@ def dtype_of(module: nn.Module) -> torch.dtype:
 def model_sizes(models) -> ModelSizes:
     """ModelSizes of a models.load.SDModels, cast to the dtypes it runs in (load_models does that)."""
     encoders = [te for te in (models.text_encoder, models.text_encoder_2) if te is not None]
+    cn = models.controlnet
     return ModelSizes(
         unet=module_bytes(models.unet, dtype_of(models.unet)),
         text_encoders=sum(module_bytes(te, dtype_of(te)) for te in encoders),
         vae=module_bytes(models.vae, dtype_of(models.vae)),
         family=models.family,
+        controlnet=module_bytes(cn, dtype_of(cn)) if cn is not None else 0,
     )
 
 
-def unet_working_bytes(tile_px: int, cfg: bool) -> int:
-    """Estimated UNet activations of one tile of `tile_px` latent px (two with CFG), with the same
-    slack the tile-batch planner gives the estimate."""
-    return int(UNET_BYTES_PER_LATENT_PX * tile_px * (2 if cfg else 1) / _ESTIMATE_SLACK)
+def unet_working_bytes(tile_px: int, cfg: bool, control: bool = False) -> int:
+    """Estimated UNet activations of one tile of `tile_px` latent px (two with CFG), and those of a
+    ControlNet run beside it (`control`), with the same slack the tile-batch planner gives the
+    estimate (tiling.batch_for_memory counts the same share)."""
+    share = 1 + (CONTROLNET_ACTIVATION_SHARE if control else 0)
+    return int(UNET_BYTES_PER_LATENT_PX * tile_px * (2 if cfg else 1) * share / _ESTIMATE_SLACK)
 
 
 def _gb(n: float) -> str:
@@ -125,7 +135,7 @@ def plan_residency(
     checkpoint) are for the message."""
     if available is None:
         return Residency()
-    weights = sizes.unet + sizes.vae
+    weights = sizes.unet + sizes.controlnet + sizes.vae
     resident = weights + sizes.text_encoders + working + RESERVE
     if resident <= available:
         return Residency(True, False, resident)
@@ -134,16 +144,20 @@ def plan_residency(
         encode_beside = weights + sizes.text_encoders + RESERVE
         return Residency(False, encode_beside > available, parked)
     family = {"sd15": "SD1.5", "sdxl": "SDXL"}.get(sizes.family, sizes.family)
+    control = f" + ControlNet {_gb(sizes.controlnet)}" if sizes.controlnet else ""
     parts = (
-        f"UNet {_gb(sizes.unet)} + VAE {_gb(sizes.vae)} + one {tile}x{tile} latent tile ≈ {_gb(working)}"
-        f" + {_gb(RESERVE)} reserve, with the text encoders ({_gb(sizes.text_encoders)}) in host RAM"
+        f"UNet {_gb(sizes.unet)}{control} + VAE {_gb(sizes.vae)} + one {tile}x{tile} latent tile"
+        f" ≈ {_gb(working)} + {_gb(RESERVE)} reserve, with the text encoders ({_gb(sizes.text_encoders)})"
+        " in host RAM"
     )
     if capacity is not None and parked > capacity:
-        smaller = " or a preset with a smaller tile_size" if tile > min(NATIVE_TILE.values()) else ""
+        also = " or a preset with a smaller tile_size" if tile > min(NATIVE_TILE.values()) else ""
+        if sizes.controlnet:
+            also += " or this model set without its controlnet"
         raise ModelLoadError(
             what,
             f"this {family} model needs about {_gb(parked)} of GPU memory ({parts}), but this GPU"
-            f" (or model.max_vram_gb) allows {_gb(capacity)}: use an SD1.5 preset on this card{smaller}",
+            f" (or model.max_vram_gb) allows {_gb(capacity)}: use an SD1.5 preset on this card{also}",
         )
     raise OutOfMemoryError(
         f"{what}: this {family} model needs about {_gb(parked)} of GPU memory ({parts}), but only"
