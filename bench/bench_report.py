@@ -48,6 +48,7 @@ def machine(device: torch.device) -> dict:
 
 def _levers(args: argparse.Namespace) -> dict:
     return {
+        "family": getattr(args, "family", "sd15"),
         "channels_last": args.channels_last,
         "compile": args.compile,
         "unet_graphs": "on" if args.compile else args.unet_graphs,
@@ -70,7 +71,8 @@ class Log:
     def __init__(self, out: Path, args: argparse.Namespace, device: torch.device) -> None:
         out.mkdir(parents=True, exist_ok=True)
         self.stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-        self.base = out / f"engine-{self.stamp}{'-small' if args.small else ''}"
+        family = "-sdxl" if getattr(args, "family", "sd15") == "sdxl" else ""
+        self.base = out / f"engine-{self.stamp}{family}{'-small' if args.small else ''}"
         self.args, self.device = args, device
         self.path = getattr(args, "jsonl", None) or self.base.with_suffix(".jsonl")
         self._line({"kind": "run", "when": self.stamp, "levers": _levers(args), "machine": machine(device)})

@@ -1,13 +1,16 @@
 """Engine benchmark: the real pipeline (upscale -> Refiner: tiled VAE encode, tiled LCM denoise, tiled
-VAE decode -> PNG) on SD1.5-shaped random-weight models, against the naive diffusers baseline.
+VAE decode -> PNG) on SD1.5- or SDXL-shaped random-weight models, against the naive diffusers baseline.
 
     W2  2x upscaler (Real-CUGAN se from ../shared/weights if present, else a random Compact 2x)
         + refine: LCM 8 steps x denoise 0.25 = 2 UNet steps, CFG 1, tile 64 / overlap 32, tiled VAE
     W4  4x upscaler (RealESRGAN x4plus anime 6B if present, else a random RRDB 6-block) + refine
+    --family sdxl: the same on SDXL shapes (UNet 2.6 G parameters, CLIP-L + bigG), tile 128 / overlap
+        16 (SDXL's 1024 px); W2-XL is the default workload there (W4-XL on request)
 Input 832x1216 (NAI V3 portrait). The stages are naiup's own code: engine.upscale.upscaler.load_upscaler,
 naiup.engine.diffusion.refine.Refiner with its production defaults (tiling.predictor_for, vae_tiling), timed
 through the Refiner's seams, and naiup.output.provenance.encode_png. Each workload is followed, in the same
-run, by the baseline: diffusers StableDiffusionImg2ImgPipeline on the same models and upscaled pixels,
+run, by the baseline: diffusers StableDiffusionImg2ImgPipeline (StableDiffusionXLImg2ImgPipeline for
+SDXL) on the same models and upscaled pixels,
 at full resolution with vae.enable_tiling().
 
     python bench/engine_bench.py                 # full size, needs a GPU to finish in reasonable time
@@ -43,9 +46,20 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_models import FULL, SMALL, Shape, controlnet_folder, input_image, sd_folder, upscaler_file  # noqa: E402
+from bench_models import (  # noqa: E402
+    FULL,
+    FULL_XL,
+    SMALL,
+    SMALL_XL,
+    Shape,
+    controlnet_folder,
+    input_image,
+    sd_folder,
+    sdxl_folder,
+    upscaler_file,
+)
 from bench_report import Log, Result, machine, print_table  # noqa: E402
-from diffusers import LCMScheduler, StableDiffusionImg2ImgPipeline  # noqa: E402
+from diffusers import LCMScheduler, StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline  # noqa: E402
 from diffusers.utils import logging as diffusers_logging  # noqa: E402
 
 from naiup.config import ModelConfig, Preset  # noqa: E402
@@ -207,6 +221,7 @@ def run_ours(
     if regions:  # each tile runs once per region with weight in it
         res.notes += f"; {len(regions)} regions: {stages.samples} UNet tile samples/step"
     res.levers = {
+        "text_encoders_resident": refiner.residency.text_encoders_resident,
         "overlap": preset.overlap,
         "tile_batch": stages.batch,
         "unet_graphs": stages.graphs,
@@ -227,20 +242,24 @@ def run_baseline(name: str, refiner: Refiner, preset: Preset, image) -> Result:
         name, "diffusers img2img + enable_tiling", notes="upscale not included (same pixels as ours)"
     )
     vae = m.vae
-    if vae.dtype != m.unet.dtype:
+    if vae.dtype != m.unet.dtype or m.text_encoder_2 is not None:
         # diffusers' img2img feeds the VAE in the UNet's dtype (fp16 on CUDA) and would fail on our
         # bf16 VAE: the naive baseline runs as diffusers users run it, the whole pipeline in fp16.
+        # SDXL's pipeline also casts the VAE itself (fp32 around each pass, force_upcast): a copy, so
+        # our own VAE is left as it was.
         vae = copy.deepcopy(vae).to(m.unet.dtype)
-    pipe = StableDiffusionImg2ImgPipeline(
-        vae=vae,
-        text_encoder=m.text_encoder,
-        tokenizer=m.tokenizer,
-        unet=m.unet,
-        scheduler=LCMScheduler.from_config(m.scheduler_config),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    scheduler = LCMScheduler.from_config(m.scheduler_config)
+    if m.text_encoder_2 is not None:
+        pipe = StableDiffusionXLImg2ImgPipeline(
+            vae=vae, text_encoder=m.text_encoder, text_encoder_2=m.text_encoder_2, tokenizer=m.tokenizer,
+            tokenizer_2=m.tokenizer_2, unet=m.unet, scheduler=scheduler, requires_aesthetics_score=False,
+            force_zeros_for_empty_prompt=True, add_watermarker=False,
+        )  # fmt: skip
+    else:
+        pipe = StableDiffusionImg2ImgPipeline(
+            vae=vae, text_encoder=m.text_encoder, tokenizer=m.tokenizer, unet=m.unet, scheduler=scheduler,
+            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        )  # fmt: skip
     pipe.set_progress_bar_config(disable=True)
     vae.enable_tiling()
     try:
@@ -272,8 +291,9 @@ def run_baseline(name: str, refiner: Refiner, preset: Preset, image) -> Result:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small", action="store_true", help="tiny shapes on CPU (CI smoke test)")
+    ap.add_argument("--family", default="sd15", choices=("sd15", "sdxl"), help="model shapes (SDXL: W2-XL)")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    ap.add_argument("--workloads", default="W2,W4")
+    ap.add_argument("--workloads", default=None, help="comma list of W2,W4 (default: W2,W4; W2 for sdxl)")
     ap.add_argument(
         "--vae-mode", default="exact,low-memory,auto", help="comma list of off|exact|low-memory|auto"
     )
@@ -342,7 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     auto = "cuda" if torch.cuda.is_available() and not args.small else "cpu"
     device = explicit_device(auto if args.device == "auto" else args.device)  # cuda:N for torch.cuda
-    s = SMALL if args.small else FULL
+    xl = args.family == "sdxl"
+    s = (SMALL_XL if args.small else FULL_XL) if xl else (SMALL if args.small else FULL)
+    workloads = (args.workloads or ("W2" if xl else "W2,W4")).split(",")
     if args.size:
         w, h = (int(v) for v in args.size.lower().split("x"))
         s = replace(s, width=w, height=h)
@@ -356,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     log = Log(args.out, args, device)
     t0 = time.perf_counter()
     stages = Stages(device)
-    refiner = make_refiner(sd_folder(s, cache), device, stages, s, args, cache)
+    folder = sdxl_folder(s, cache) if xl else sd_folder(s, cache)
+    refiner = make_refiner(folder, device, stages, s, args, cache)
     setup = time.perf_counter() - t0
     image = input_image(s)
     defaults = Preset(name="bench")
@@ -370,8 +393,9 @@ def main(argv: list[str] | None = None) -> int:
         base = replace(base, vae_attention_window=args.attention_window)
 
     results: list[Result] = []
-    for wl in args.workloads.split(","):
-        scale = {"W2": 2, "W4": 4}[wl]
+    for name in workloads:
+        scale = {"W2": 2, "W4": 4}[name]
+        wl = f"{name}-XL" if xl else name
         path, desc = upscaler_file(scale, args.small, args.weights, cache)
         upscaler = load_upscaler(str(path), device)
         big = None

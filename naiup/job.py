@@ -66,6 +66,10 @@ class ImageEngine(Protocol):
     def unload(self) -> None:
         """Drop every model and give its memory back: the daemon's worker loads another model set next."""
 
+    def report_downloads(self, callback: Callable[[int, int, str], None] | None) -> None:
+        """From now on, a model download (a hub id's first run) reports callback(bytes done, bytes
+        total, repo id) as it goes; an engine that never downloads keeps it and never calls it."""
+
     def process(
         self, image: Image.Image, meta: ImageMetadata, preset: Preset, *, progress: Progress | None = None
     ) -> EngineResult: ...

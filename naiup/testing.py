@@ -10,7 +10,10 @@ importing it costs nothing.
     save_sd15(folder, unet, vae, text_encoder, tokenizer) -> Path   diffusers folder, SD1.5 scheduler
     build_tiny_sd(folder, seed) -> Path       the tests' SD1.5-shaped folder (about 8 MB)
     build_tiny_sdxl(folder, v_pred, seed) -> Path   the tests' SDXL-shaped folder
-    sd_vae(channels, groups, ...) / tiny_vae(seed)  SD's VAE layout at any width; the narrowest one
+    sdxl_components(shape, seed) / save_sdxl(folder, ...)   SDXL layout at `shape`'s widths (None:
+                                        SDXL's real configs from naiup/data/sdxl), as a diffusers folder
+    sd_vae(channels, groups, ...) / tiny_vae(seed, family)  SD's VAE layout at any width; the narrowest
+                                        one, with SD1.5's or SDXL's config keys
     compact_upscaler(scale, num_feat, num_conv, seed) / save_weights(module, path)
     random_controlnet(unet_config, seed, residual_std) -> ControlNetModel   shaped for that UNet
 """
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 SD15_DIR = Path(__file__).parent / "data" / "sd15"
+SDXL_DIR = Path(__file__).parent / "data" / "sdxl"
 TOKENIZER_DIR = SD15_DIR / "tokenizer"  # the real CLIP BPE vocabulary: prompts tokenise as in SD1.5
 
 
@@ -74,13 +78,21 @@ def sd_vae(
     )
 
 
-def tiny_vae(seed: int = 0) -> AutoencoderKL:
+def sdxl_vae_keys() -> dict[str, Any]:
+    """The VAE config keys SDXL's differs from SD1.5's in (scaling_factor 0.13025, force_upcast), from
+    naiup's bundled SDXL config: the architecture is the same."""
+    config = json.loads((SDXL_DIR / "vae" / "config.json").read_text())
+    return {k: config[k] for k in ("scaling_factor", "force_upcast")}
+
+
+def tiny_vae(seed: int = 0, family: str = "sd15") -> AutoencoderKL:
     """The narrowest SD-layout VAE (8 to 32 channels), in eval mode: for tests that run a VAE many
-    times (tiled VAE). Four levels like SD, so alignment and halos are exercised at SD's factor."""
+    times (tiled VAE). Four levels like SD, so alignment and halos are exercised at SD's factor.
+    family "sdxl": the same weights (per seed) under SDXL's config keys."""
     import torch
 
     torch.manual_seed(seed)
-    return sd_vae((8, 16, 32, 32), groups=4).eval()
+    return sd_vae((8, 16, 32, 32), groups=4, **(sdxl_vae_keys() if family == "sdxl" else {})).eval()
 
 
 def clip_text_config(
@@ -207,24 +219,56 @@ def _sdxl_scheduler(v_pred: bool) -> Any:
     )
 
 
-def build_tiny_sdxl(folder: Path, v_pred: bool = False, seed: int = 0) -> Path:
-    """The tests' SDXL-shaped StableDiffusionXLPipeline folder: 3-level UNet (32/64/64, text_time
-    size embedding), SD's VAE layout at SDXL's scale 0.13025, a CLIP-L-like 32-wide and a bigG-like
-    48-wide encoder; `v_pred`: v-prediction with zero-terminal-SNR betas."""
+@dataclass(frozen=True)
+class SDXLShape:
+    """Widths of an SDXL-layout model: SDXL's 3-level UNet (no attention at the top level, size
+    conditioning through text_time), SD's VAE layout; text encoders SDXL_TE1/TE2_WIDTH wide."""
+
+    unet_channels: tuple[int, int, int]
+    unet_heads: tuple[int, int, int]
+    unet_sample_size: int
+    vae_channels: tuple[int, ...]
+    vae_groups: int
+
+
+TINY_SDXL = SDXLShape((32, 64, 64), (2, 4, 4), 16, (32, 32, 32, 32), 32)
+# The benchmark's --small --family sdxl model: wider, so tiling and batching still matter.
+SMALL_SDXL = SDXLShape((32, 64, 128), (2, 4, 8), 64, (16, 32, 64, 64), 8)
+
+
+def sdxl_components(shape: SDXLShape | None = TINY_SDXL, seed: int = 0) -> tuple[Any, ...]:
+    """Seeded random (unet, vae, text_encoder, text_encoder_2, tokenizer, tokenizer_2) in SDXL's
+    layout; tokenizer_2 pads with "!" as bigG's does. `shape` None: SDXL's real configs from
+    naiup/data/sdxl (UNet 2.57 G parameters), built on the GPU when there is one (a CPU takes
+    minutes to initialise 3.5 G random parameters) and in fp16 there but for the VAE."""
     import torch
-    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
+    if shape is None:
+
+        def config(part: str) -> dict:
+            return json.loads((SDXL_DIR / part / "config.json").read_text())
+
+        tok1, tok2 = _tokenizer(), _tokenizer(pad_token="!")
+        with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+            unet = UNet2DConditionModel.from_config(config("unet")).half()
+            vae = AutoencoderKL.from_config(config("vae"))
+            te1 = CLIPTextModel(CLIPTextConfig.from_pretrained(SDXL_DIR / "text_encoder")).half()
+            te2 = CLIPTextModelWithProjection(
+                CLIPTextConfig.from_pretrained(SDXL_DIR / "text_encoder_2")
+            ).half()
+        return unet, vae, te1, te2, tok1, tok2
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64, 64),
+        block_out_channels=shape.unet_channels,
         layers_per_block=2,
-        sample_size=16,
+        sample_size=shape.unet_sample_size,
         in_channels=4,
         out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4, 4),
+        attention_head_dim=shape.unet_heads,
         use_linear_projection=True,
         addition_embed_type="text_time",
         addition_time_embed_dim=SDXL_TIME_DIM,
@@ -233,7 +277,7 @@ def build_tiny_sdxl(folder: Path, v_pred: bool = False, seed: int = 0) -> Path:
         cross_attention_dim=SDXL_TE1_WIDTH + SDXL_TE2_WIDTH,
         norm_num_groups=16,
     )
-    vae = sd_vae((32, 32, 32, 32), groups=32, scaling_factor=0.13025, force_upcast=True)
+    vae = sd_vae(shape.vae_channels, groups=shape.vae_groups, **sdxl_vae_keys())
     tok1, tok2 = _tokenizer(), _tokenizer(pad_token="!")
 
     def te_config(width: int, act: str) -> CLIPTextConfig:
@@ -241,7 +285,16 @@ def build_tiny_sdxl(folder: Path, v_pred: bool = False, seed: int = 0) -> Path:
 
     te1 = CLIPTextModel(te_config(SDXL_TE1_WIDTH, "quick_gelu"))
     te2 = CLIPTextModelWithProjection(te_config(SDXL_TE2_WIDTH, "gelu"))
-    randomise_layernorm_biases(te1, te2)
+    return unet, vae, te1, te2, tok1, tok2
+
+
+def save_sdxl(
+    folder: Path, unet: Any, vae: Any, te1: Any, te2: Any, tok1: Any, tok2: Any, v_pred: bool = False
+) -> Path:
+    """Save the components as a diffusers StableDiffusionXLPipeline folder (Euler scheduler; `v_pred`:
+    v-prediction with zero-terminal-SNR betas)."""
+    from diffusers import StableDiffusionXLPipeline
+
     pipe = StableDiffusionXLPipeline(
         vae=vae,
         text_encoder=te1,
@@ -255,6 +308,15 @@ def build_tiny_sdxl(folder: Path, v_pred: bool = False, seed: int = 0) -> Path:
     )
     pipe.save_pretrained(folder)
     return Path(folder)
+
+
+def build_tiny_sdxl(folder: Path, v_pred: bool = False, seed: int = 0) -> Path:
+    """The tests' SDXL-shaped StableDiffusionXLPipeline folder: 3-level UNet (32/64/64, text_time
+    size embedding), SD's VAE layout at SDXL's scale 0.13025, a CLIP-L-like 32-wide and a bigG-like
+    48-wide encoder; `v_pred`: v-prediction with zero-terminal-SNR betas."""
+    unet, vae, te1, te2, tok1, tok2 = sdxl_components(TINY_SDXL, seed)
+    randomise_layernorm_biases(te1, te2)
+    return save_sdxl(folder, unet, vae, te1, te2, tok1, tok2, v_pred)
 
 
 def compact_upscaler(scale: int, num_feat: int, num_conv: int, seed: int = 0) -> torch.nn.Module:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,7 @@ def test_engine_bench_small_runs_and_reports_every_stage(tmp_path):
             assert r["unet_tiles"] == 15
             assert r["unet_calls"] == [[15, 4, 16, 16]] * 2
         assert r["levers"] == {
+            "text_encoders_resident": True,  # no accelerator: nothing waits in host RAM
             "overlap": 8,
             "tile_batch": 16,
             "unet_graphs": False,  # auto: off on the CPU
@@ -89,3 +91,49 @@ def test_engine_bench_small_measures_character_regions(tmp_path):
     assert 15 < samples < 4 * 15
     assert sum(shape[0] for shape in regional["unet_calls"]) >= 2 * samples
     assert len({tuple(shape) for shape in regional["unet_calls"]}) == 1
+
+
+def test_engine_bench_sdxl_small_runs_w2_xl_against_the_sdxl_img2img_baseline(tmp_path):
+    """--family sdxl on SDXL's block structure at toy widths: the same stages through the same Refiner
+    (SDXL conditioning, two text encoders), and diffusers' SDXL img2img as the baseline."""
+    data, _ = _bench_small(tmp_path / "out", "--family", "sdxl", "--vae-mode", "exact")
+    assert data["levers"]["family"] == "sdxl"
+    ours, base = data["results"]
+    assert (ours["workload"], ours["variant"]) == ("W2-XL", "naiup (vae exact)")
+    assert set(ours["stages"]) == {"upscale", "encode", "denoise", "decode", "other", "png"}
+    # 16x24 latent, 16/8 tiles: 2 tiles per step in one batch, for LCM 8 x 0.25 = 2 steps.
+    assert ours["unet_calls"] == [[2, 4, 16, 16]] * 2
+    assert (base["workload"], base["variant"]) == ("W2-XL", "diffusers img2img + enable_tiling")
+    assert base["output"] == ours["output"] == "128x192" and base["stages"]["img2img"] > 0
+
+
+def test_engine_bench_sdxl_small_runs_controlnet_and_regions_together(tmp_path):
+    """W2-XL with a ControlNet tile of SDXL's shape, without and with 3 characters: the columns the
+    GPU run's sdxl part measures at full size."""
+    args = ("--family", "sdxl", "--vae-mode", "auto", "--no-baseline", "--control", "0.8", "--regions", "0,3")
+    plain, regional = _bench_small(tmp_path / "out", *args)[0]["results"]
+    assert (plain["workload"], plain["variant"]) == ("W2-XL", "naiup (vae auto), control 0.8")
+    assert regional["variant"] == "naiup (vae auto), 3 regions, control 0.8"
+    # One ControlNet call per UNet call: 2 tiles in one batch for 2 steps; every (tile, region) batch too.
+    assert plain["unet_calls"] == [[2, 4, 16, 16]] * 2
+    assert plain["levers"]["control"] == {"strength": 0.8, "calls": 2}
+    assert regional["levers"]["unet_samples_per_step"] > 2
+    assert regional["levers"]["control"] == {"strength": 0.8, "calls": len(regional["unet_calls"])}
+
+
+def test_each_gpu_run_part_fits_one_device_call():
+    """bench/gpu/run.sh: each part's step limits add up to less than the 540 s one call is given, and
+    the sdxl part measures W2-XL with regions and with ControlNet tile."""
+    limits: dict[str, int] = {}
+    part, sdxl_steps = "", []
+    for line in (REPO / "bench" / "gpu" / "run.sh").read_text().splitlines():
+        if line.startswith('if [ "$part" != '):
+            part = "sd15" if "sdxl" in line else "sdxl"
+        elif line == "fi":
+            part = ""
+        elif part and (step := re.match(r"\s*(?:bench|step) (\d+) ", line)):
+            limits[part] = limits.get(part, 0) + int(step[1])
+            sdxl_steps += [line] if part == "sdxl" else []
+    assert set(limits) == {"sd15", "sdxl"} and all(total < 540 for total in limits.values()), limits
+    assert any("--regions 0,3" in s and "--control" not in s for s in sdxl_steps)
+    assert any("--regions 0,3" in s and "--control 0.8" in s for s in sdxl_steps)

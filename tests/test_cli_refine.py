@@ -161,7 +161,7 @@ def test_refine_compiles_no_unet_graphs_unless_the_config_forces_it(tmp_path, mo
     (tmp_path / "config.toml").write_text(f'[model]\nunet_graphs = "{setting}"\n')
     monkeypatch.setenv("NAIUP_CONFIG_DIR", str(tmp_path))
     seen = []
-    monkeypatch.setattr(naiup.engine, "Engine", lambda model: seen.append(model.unet_graphs))
+    monkeypatch.setattr(naiup.engine, "Engine", lambda model, **_: seen.append(model.unet_graphs))
     done = lambda src, *a, **k: JobResult(src=src, output=src, seed=None, model_id="m")  # noqa: E731
     monkeypatch.setattr(naiup.job, "run_job", done)
     assert main(["refine", str(tmp_path / "a.png"), "--preset", "upscale-2x"]) == 0

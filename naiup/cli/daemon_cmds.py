@@ -92,6 +92,10 @@ def print_status(s: Status) -> None:
         with_preset = f" with {s.current.preset}" if s.current.preset else ""
         done = f" ({s.current.progress:.0%})" if s.current.progress is not None else ""
         print(f"  working on {shown(Path(s.current.path).name)}{with_preset}{done}")
+    if s.download is not None:
+        from naiup.engine.models.hub import download_text
+
+        print(f"  downloading model {s.download.name}: {download_text(s.download.done, s.download.total)}")
     if s.pause_source is PauseSource.RULE:
         print(f"  paused: {s.pause_reason} (pause rule; `naiup resume` overrides it until it clears)")
     elif s.pause_reason:

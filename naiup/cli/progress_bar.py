@@ -1,4 +1,5 @@
-"""A one-line progress bar for the terminal (`naiup refine`). Draws only on a TTY."""
+"""One-line progress bars for the terminal (`naiup refine`): a job's, and a model download's. Draw only
+on a TTY."""
 
 from __future__ import annotations
 
@@ -34,3 +35,29 @@ class ProgressBar:
         if self._enabled:
             self._stream.write("\r\x1b[K")
             self._stream.flush()
+
+
+class DownloadBar:
+    """Callable as the engine's download callback: bar(bytes done, bytes total, repo id). One bar per
+    model ("download owner/name [###---] 30% 1.2 of 4.0 GB (30%)"), cleared once it is complete so the
+    file's own bar takes the line back."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._bar: ProgressBar | None = None
+        self._what = ""
+
+    def __call__(self, done: int, total: int, what: str) -> None:
+        from naiup.engine.models.hub import download_text
+
+        if self._bar is None or what != self._what:
+            self.close()
+            self._bar, self._what = ProgressBar(self._stream, f"download {what}"), what
+        self._bar(done / total if total else 1.0, download_text(done, total))
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -21,7 +21,7 @@ def register(add: AddCommand) -> None:
 
 def _cmd_refine(args: argparse.Namespace) -> int:
     """One job per file, in order. Exit 0 if all succeeded, 1 if any failed."""
-    from naiup.cli.progress_bar import ProgressBar
+    from naiup.cli.progress_bar import DownloadBar, ProgressBar
     from naiup.config import load_config
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -40,7 +40,8 @@ def _cmd_refine(args: argparse.Namespace) -> int:
         # and saves a few seconds per image: the long-running service gains, a one-shot command loses.
         # "on" in the config still forces it here.
         model = dataclasses.replace(model, unet_graphs="off")
-    engine = Engine(model)
+    # A hub model's first run downloads it: a bar of its own, bytes of total, before the file's bar.
+    engine = Engine(model, on_download=DownloadBar(sys.stderr))
     # The output's name as the file system has it (a script reads it back), undecodable bytes included.
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="surrogateescape")

@@ -186,6 +186,15 @@ class CurrentJob(Message):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ModelDownload(Message):
+    """A hub model downloading now (its first run), in bytes."""
+
+    name: str = ""  # the repo id
+    done: int = 0
+    total: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Status(Message):
     """The daemon's status reply (and the payload of every "status" event)."""
 
@@ -196,6 +205,7 @@ class Status(Message):
     model: str | None = None  # that set's checkpoint; None when the active preset does not refine
     presets_without_model: Mapping[str, str] = field(default_factory=dict)  # preset -> its unfilled set
     current: CurrentJob | None = None
+    download: ModelDownload | None = None  # while the worker downloads a hub model
     queue_length: int = 0  # queued, not counting `current`
     waiting: int = 0  # seen, not yet stable enough to check
     existing: int = 0  # older images in watched folders: what `backfill` would queue

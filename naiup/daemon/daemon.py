@@ -138,6 +138,7 @@ class Daemon:
             presets=tuple(sorted(cfg.presets)),
             **_model_status(cfg, active),
             current=sch.current,
+            download=sch.download,
             queue_length=counts.get(State.QUEUED, 0),  # waiting to start: `current` is the one running
             waiting=self.stabiliser.pending(),
             existing=self.existing_count(cfg.watch.folders),  # what `backfill` would queue

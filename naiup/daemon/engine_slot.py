@@ -4,7 +4,9 @@ One config may hold several model sets ([model] and [models.NAME]), each a few G
 holds one at a time. Switching to a preset of another set unloads the old engine first, so the two
 never share the card, then builds and loads the new one and logs how long that took. A preset of the
 same set keeps the engine (its upscaler, if different, loads on first use: well under a second). A
-preset that does not refine needs no SD model, so it runs on whatever engine is loaded.
+preset that does not refine needs no SD model, so it runs on whatever engine is loaded. Every engine
+the slot builds, the first one and each switch's, reports its hub downloads to the same callback, so a
+set whose models are still to be downloaded shows its bytes arriving in `naiup status` like the first.
 
 Runs in the worker child only: the daemon process never builds an engine (nor imports torch).
 """
@@ -22,6 +24,7 @@ from naiup.job import ImageEngine
 log = logging.getLogger(__name__)
 
 EngineFactory = Callable[[ModelConfig], ImageEngine]  # naiup.engine:Engine, or NAIUP_ENGINE's stand-in
+DownloadReport = Callable[[int, int, str], None]  # (bytes done, bytes total, repo id)
 
 
 class EngineSlot:
@@ -29,11 +32,14 @@ class EngineSlot:
         self,
         on_switch: Callable[[ModelConfig | None], None] = lambda model: None,
         factory: EngineFactory | None = None,
+        on_download: DownloadReport | None = None,
     ) -> None:
         """`on_switch` hears the set after every build and unload; `factory` builds an engine for a
-        set (it may be set later, before the first engine_for)."""
+        set (it may be set later, before the first engine_for); `on_download` is given to every engine
+        built (ImageEngine.report_downloads) before it loads anything."""
         self.factory = factory
         self._on_switch = on_switch
+        self._on_download = on_download
         self._engine: ImageEngine | None = None
         self.model: ModelConfig | None = None  # the set the engine was built with (None: none yet)
         self.name: str | None = None  # its name, for the log
@@ -60,6 +66,7 @@ class EngineSlot:
         self.unload()
         t0 = time.perf_counter()
         engine = self.factory(model)
+        engine.report_downloads(self._on_download)
         self._engine, self.model, self.name = engine, model, preset.model
         self._on_switch(model)
         if load or preset.refine:  # a refining job would load the SD models in its first step anyway

@@ -14,10 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from naiup.config import Config, Preset
-from naiup.control.protocol import CurrentJob
+from naiup.control.protocol import CurrentJob, ModelDownload
 from naiup.daemon.ledger import Item, Ledger
 from naiup.daemon.state import RuntimeState
 from naiup.daemon.worker import Outcome, Worker
+from naiup.daemon.worker_messages import Download
 from naiup.errors import NaiupError, plain_message
 from naiup.job import output_candidates
 from naiup.output.atomic import TEMP_SUFFIX, temp_prefix
@@ -71,6 +72,7 @@ class Scheduler:
         self.loading = False
         self.engine_error: str | None = None
         self.current: CurrentJob | None = None
+        self.download: ModelDownload | None = None  # a hub model downloading now, for status and the tray
         self.last_output: str | None = None
         self.last_error: str | None = None
         self._last_error_id: int | None = None  # the ledger row last_error is about
@@ -155,6 +157,7 @@ class Scheduler:
             return
         # The engine's own id (the one in the outputs' provenance), so done rows match what made them.
         model = self._worker.model_id(preset)
+        self.download = None
         if isinstance(model, Outcome):
             if model.worker_lost:
                 self._worker = None  # restarted on the next step
@@ -198,11 +201,12 @@ class Scheduler:
             preset: Preset | None = cfg.preset(self._runtime().active_preset or cfg.daemon.active_preset)
         except NaiupError:
             preset = None
-        self._worker = Worker(cfg, preset)
+        self._worker = Worker(cfg, preset, on_download=self._downloading)
         try:
             error = self._worker.start(lambda: self._stopping)
         finally:
             self.loading = False
+            self.download = None
         if error is None:
             self.engine_error = None
             return True
@@ -213,6 +217,12 @@ class Scheduler:
             log.error("engine cannot load, files stay queued error=%s", error)
         return False
 
+    def _downloading(self, msg: Download) -> None:
+        """The worker's download progress: shown while bytes are still to come."""
+        self.download = (
+            ModelDownload(name=msg.name, done=msg.done, total=msg.total) if msg.done < msg.total else None
+        )
+
     def _switch(self, cfg: Config, preset: Preset) -> None:
         """The worker unloads its model set and loads the one `preset` refines with."""
         assert self._worker is not None
@@ -221,6 +231,7 @@ class Scheduler:
             error = self._worker.load(preset, cfg, lambda: self._stopping)
         finally:
             self.loading = False
+            self.download = None  # the new set's downloads, if any, are done (or failed)
         if error is None:
             self.engine_error = None
         elif self._stopping:
@@ -262,7 +273,7 @@ class Scheduler:
                 self.current = None
                 return
         self._record(item, src, outcome, attempts, cfg, preset, time.monotonic() - t0)
-        self.current = None
+        self.current = self.download = None
 
     def _record(
         self, item: Item, src: Path, outcome: Outcome, attempts: int, cfg: Config, preset: Preset, secs: float

@@ -25,6 +25,7 @@ from naiup.daemon.engine_slot import EngineSlot
 from naiup.daemon.logs import child_logging, forward
 from naiup.daemon.worker_messages import (
     Done,
+    Download,
     Failed,
     Job,
     LoadFailed,
@@ -44,7 +45,9 @@ from naiup.job import ImageEngine, run_job
 
 log = logging.getLogger(__name__)
 
-LOAD_TIMEOUT = 600.0  # a cold hub load can be slow; a hang past this counts as a load failure
+LOAD_TIMEOUT = 600.0  # a hang past this counts as a load failure (a download that moves is no hang)
+# A hub model's download reports at most this often over the pipe (and once more when complete).
+DOWNLOAD_REPORT_INTERVAL = 0.5
 MODEL_ID_TIMEOUT = 60.0
 # No next job this long after the last one (the scheduler sends the next at once): the queue is idle,
 # and the engine gives back the accelerator memory it caches (a game started now gets it).
@@ -58,6 +61,21 @@ def _exit_with_parent(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(0.2)
     os._exit(3)
+
+
+def download_reporter(send: Callable[[Download], None], clock: Callable[[], float] = time.monotonic):
+    """The engine's download callback in the child: Download notices, throttled (the hub client
+    reports every chunk), the first and the completing one always sent."""
+    last: list[float] = []
+
+    def report(done: int, total: int, what: str) -> None:
+        now = clock()
+        if last and done < total and now - last[0] < DOWNLOAD_REPORT_INTERVAL:
+            return
+        last[:] = [now]
+        send(Download(what, int(done), int(total)))
+
+    return report
 
 
 def _message(exc: BaseException) -> str:
@@ -81,8 +99,9 @@ def _child_main(conn: Connection, config: Config, preset: Preset | None) -> None
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     # The engine of the model set the preset at hand uses, one set at a time; the daemon hears of
-    # every switch (SetLoaded), so it knows whether the active preset's set is the one loaded.
-    slot = EngineSlot(lambda model: send(SetLoaded(model)))
+    # every switch (SetLoaded), so it knows whether the active preset's set is the one loaded, and of
+    # every engine's hub downloads (Download), the first set's and each switch's alike.
+    slot = EngineSlot(lambda model: send(SetLoaded(model)), on_download=download_reporter(send))
     # Load now, not at the first job: a missing model is an engine error (files stay queued), not
     # a failed job, and the first file starts on a warm model.
     reply = _load(slot, config, preset)
@@ -197,8 +216,15 @@ class Exited:
 class Worker:
     """Owns the child. Not thread-safe: only the scheduler thread calls it."""
 
-    def __init__(self, config: Config, preset: Preset | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        preset: Preset | None = None,
+        on_download: Callable[[Download], None] | None = None,
+    ) -> None:
+        """on_download(Download): a hub model's download progress, while it lasts."""
         self.config, self.preset = config, preset  # the engine loads what this preset needs at start
+        self._on_download = on_download
         self._proc: mp.process.BaseProcess | None = None
         self._conn: Connection | None = None
         # The model set the child's engine was built with, as its last SetLoaded said (None: none).
@@ -346,6 +372,8 @@ class Worker:
                 return msg
             if ready:
                 self._notice(msg, progress)
+                if isinstance(msg, Download):  # bytes arriving: not hung, however long it takes
+                    deadline = time.monotonic() + timeout
             elif not self._proc.is_alive():
                 return Exited(self._proc.exitcode)
             # Checked after every message too: a job that keeps reporting progress is still timed.
@@ -359,6 +387,9 @@ class Worker:
             case Progress(fraction=fraction, stage=stage):
                 if progress is not None:
                     progress(fraction, stage)
+            case Download():
+                if self._on_download is not None:
+                    self._on_download(msg)
             case SetLoaded(model_set=model_set):
                 self.model_set = model_set
 

@@ -1,7 +1,8 @@
 """What the daemon and its worker child say over their private pipe: one frozen dataclass per message.
 
     daemon -> worker   Job, LoadSet, ModelIdOf, Stop
-    worker -> daemon   notices, which inform while the daemon waits on:   Log, Progress, SetLoaded
+    worker -> daemon   notices, which inform while the daemon waits on:   Log, Progress, Download,
+                                                                          SetLoaded
                        replies, which end the daemon's wait:              Ready, LoadFailed, ModelId,
                                                                           Done, Failed
 
@@ -83,6 +84,16 @@ class Progress(Notice):
 
     fraction: float
     stage: str
+
+
+@dataclass(frozen=True, slots=True)
+class Download(Notice):
+    """A hub model is downloading (at load, or for the job or model id the daemon waits on): bytes
+    done of total. Bytes arriving mean the worker is not hung, however long the download takes."""
+
+    name: str  # the repo id
+    done: int
+    total: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -135,6 +135,24 @@ def mps_memory_fraction(max_bytes: int | None, recommended: int) -> float:
     return max(1e-3, min(1.0, max_bytes / recommended)) if max_bytes else 0.0
 
 
+def memory_capacity(device: torch.device) -> int | None:
+    """The most accelerator memory this process may ever hold: the card's (MPS: the recommended
+    working set), within the cap. None on CPU. What "this card is too small" is measured against;
+    free_memory_bytes is what is free now."""
+    if device.type == "cuda":
+        device = explicit_device(device)
+        total = torch.cuda.get_device_properties(device).total_memory
+    elif device.type == "mps":
+        total = torch.mps.recommended_max_memory()
+    else:
+        return None
+    return capacity_within_cap(total, _caps.get(str(explicit_device(device))))
+
+
+def capacity_within_cap(total: int, cap: int | None) -> int:
+    return min(total, cap) if cap else total
+
+
 def free_memory_bytes(device: torch.device) -> int | None:
     """Memory we may still take on an accelerator: what the card has free, within the cap if one is
     set. None on CPU (host RAM is not the constraint we size tiles for)."""

@@ -21,6 +21,7 @@ from naiup.config import ModelConfig, Preset
 from naiup.config.schema import check_values
 from naiup.engine.device import cap_memory, explicit_device, pick_device, release_cached
 from naiup.engine.image_prompts import Region, plan_regions
+from naiup.engine.models.hub import DownloadProgress
 from naiup.engine.result import EngineResult, Progress
 from naiup.engine.upscale.upscaler import Upscaler, load_upscaler
 from naiup.errors import ModelLoadError
@@ -82,7 +83,9 @@ class RefinerLike(Protocol):
 RefinerFactory = Callable[[ModelConfig, torch.device], RefinerLike]
 
 
-def _default_refiner_factory(model: ModelConfig, device: torch.device) -> RefinerLike:
+def _default_refiner_factory(
+    model: ModelConfig, device: torch.device, on_download: DownloadProgress | None = None
+) -> RefinerLike:
     try:
         from naiup.engine.diffusion.refine import Refiner  # diffusers is heavy: only when a preset refines
     except ImportError as exc:
@@ -90,7 +93,8 @@ def _default_refiner_factory(model: ModelConfig, device: torch.device) -> Refine
             "refiner", f"cannot import the SD refiner ({exc}); is naiup fully installed (diffusers, peft)?"
         ) from exc
 
-    return Refiner(model, device)  # tiled by default: tiling.predictor_for + vae_tiling encode/decode
+    # Tiled by default: tiling.predictor_for + vae_tiling encode/decode.
+    return Refiner(model, device, on_download=on_download)
 
 
 def choose_seed(policy: str | int, meta: ImageMetadata, image: Image.Image) -> int:
@@ -117,6 +121,7 @@ class Engine:
         *,
         refiner_factory: RefinerFactory | None = None,
         device_pixels: bool = True,
+        on_download: DownloadProgress | None = None,
     ) -> None:
         """device_pixels: hand the upscaler's output to the refiner as a tensor where it was made (the
         GPU) rather than as a PIL image (uint8 on the host); False is the old path, for measuring.
@@ -129,7 +134,8 @@ class Engine:
         self._device_pixels = device_pixels
         self._device = device
         self._capped = False
-        self._refiner_factory = refiner_factory or _default_refiner_factory
+        self._on_download = on_download
+        self._refiner_factory = refiner_factory or self._default_refiner
         self._upscalers: dict[str, Upscaler] = {}
         self._refiner: RefinerLike | None = None
 
@@ -142,6 +148,18 @@ class Engine:
             cap_memory(self._device, int(self._model.max_vram_gb * 2**30))
             self._capped = True
         return self._device
+
+    def report_downloads(self, callback: DownloadProgress | None) -> None:
+        """From now on, a hub model's download reports callback(bytes done, bytes total, repo id) as it
+        goes (the daemon's worker passes it on to `naiup status` and the tray)."""
+        self._on_download = callback
+
+    def _download_progress(self, done: int, total: int, what: str) -> None:
+        if self._on_download is not None:
+            self._on_download(done, total, what)
+
+    def _default_refiner(self, model: ModelConfig, device: torch.device) -> RefinerLike:
+        return _default_refiner_factory(model, device, self._download_progress)
 
     def load(self, preset: Preset) -> None:
         self._upscaler(preset.upscaler)

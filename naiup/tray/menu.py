@@ -138,6 +138,11 @@ def tooltip(state: TrayState) -> str:
     queued = s.queue_length
     # A folder that is not there is watched by nobody: say so before anything that may be clipped.
     missing = [" · folder missing"] if s.missing_folders else []
+    if kind is IconState.WORKING and s.download:  # the numbers first: _clip cuts the end
+        from naiup.engine.models.hub import download_text
+
+        where = download_text(s.download.done, s.download.total)
+        return _clip(f"naiup: downloading model {where} · {s.download.name}")
     if kind is IconState.WORKING:
         pct = progress(state)
         parts = [f"{queued} queued", preset] + ([f"{pct:.0%}"] if pct is not None else [])

@@ -3,6 +3,8 @@
 Each build, load and unload appends a line to `engine-events` in the state dir ("build <checkpoint>",
 "load <checkpoint> <preset>", "unload <checkpoint>"), so a test sees what the worker did and in which
 order; `model_id` is the checkpoint's name, so the ledger shows which set made each output.
+NAIUP_SET_HUB_REPO="<checkpoint name>=<owner/name>": loading that set downloads the hub repo's weights
+(stub_engine's download, served by the test at HF_ENDPOINT), as a set's first run would.
 """
 
 from __future__ import annotations
@@ -24,7 +26,11 @@ class SetEngine(ResizeEngine):
         _event(f"build {Path(model.checkpoint).name}")
 
     def load(self, preset) -> None:  # type: ignore[no-untyped-def]
-        _event(f"load {Path(self.model.checkpoint).name} {preset.name}")
+        name = Path(self.model.checkpoint).name
+        _event(f"load {name} {preset.name}")
+        downloads_for, _, repo = os.environ.get("NAIUP_SET_HUB_REPO", "").partition("=")
+        if downloads_for == name:
+            self.download(repo)
 
     def unload(self) -> None:
         _event(f"unload {Path(self.model.checkpoint).name}")

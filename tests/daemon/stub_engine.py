@@ -6,7 +6,9 @@ that long. The image's prompt picks a failure: "crash" exits the worker mid-job;
 time (marker file in the state dir), then works; "chatty" never ends but reports progress all along;
 "oom" runs out of GPU memory (worth retrying); "nan" produces garbage (not worth retrying). A [model]
 checkpoint named BROKEN cannot load (as a missing model file). `idle()` appends a line to `idle-calls`
-in the state dir.
+in the state dir. NAIUP_STUB_HUB_REPO makes `load()` download that hub repo's
+pytorch_lora_weights.safetensors through naiup's own hub client (the test serves it at HF_ENDPOINT),
+reporting the bytes to `report_downloads`' callback, as the real Engine does on a hub model's first run.
 """
 
 from __future__ import annotations
@@ -25,10 +27,23 @@ BROKEN = "stub-model.safetensors"
 class ResizeEngine:
     def __init__(self, model: ModelConfig, device: object = None) -> None:
         self.model = model
+        self._on_download = None
+
+    def report_downloads(self, callback) -> None:  # type: ignore[no-untyped-def]
+        self._on_download = callback
 
     def load(self, preset: Preset) -> None:
         if Path(self.model.checkpoint).name == BROKEN:
             raise ModelLoadError(self.model.checkpoint, "file not found (stand-in engine that cannot load)")
+        repo = os.environ.get("NAIUP_STUB_HUB_REPO")
+        if repo:
+            self.download(repo)
+
+    def download(self, repo: str) -> None:
+        """The hub repo's weights file through naiup's own hub client, bytes to report_downloads'."""
+        from naiup.engine.models.hub import fetch_file
+
+        fetch_file(repo, "pytorch_lora_weights.safetensors", self._on_download)
 
     def model_id(self, preset: Preset) -> str:
         m = self.model

@@ -130,8 +130,8 @@ class _FakeWorker:
 
     pid = 4242
 
-    def __init__(self, config: Config, preset: object = None) -> None:
-        pass
+    def __init__(self, config: Config, preset: object = None, on_download: object = None) -> None:
+        self.model_set = config.model  # loaded for the active preset, as a real worker's SetLoaded says
 
     def start(self, cancelled: object) -> None:
         return None

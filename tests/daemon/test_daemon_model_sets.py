@@ -11,6 +11,7 @@ from pathlib import Path
 
 import nai_writer
 from daemon_harness import DaemonRun, wait_for
+from hub_server import FakeHub
 from set_engine import events
 
 from naiup import seams
@@ -103,3 +104,30 @@ def test_a_preset_whose_set_is_not_filled_in_is_refused_and_files_wait(daemon: D
     write_config(daemon, xl=True)
     assert done(daemon, src)["model"] == "xl.safetensors"
     assert daemon.stop() == 0
+
+
+def test_a_switch_to_a_set_still_to_download_shows_its_bytes_while_it_loads(daemon: DaemonRun, tmp_path):
+    write_config(daemon)
+    repo, data = "someone/xl-model", bytes(range(256)) * (128 * 1024)  # 32 MiB, ≈ 2 s on the slow link
+    with FakeHub({repo: {"pytorch_lora_weights.safetensors": data}}, chunk=2**20, delay=0.06) as hub:
+        env = {seams.ENGINE: "set_engine:SetEngine", "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0",
+               "HF_HUB_CACHE": str(tmp_path / "hf"),
+               "NAIUP_SET_HUB_REPO": f"xl.safetensors={repo}"}  # fmt: skip
+        daemon.start(extra_env=env)
+        assert daemon.status()["download"] is None and hub.fetched == []  # the first set had nothing to fetch
+        daemon.request("preset", name="x")
+        seen = wait_for(
+            lambda: (s := daemon.status())["download"] and s["download"]["done"] > 0 and s, 60, "the download"
+        )
+        assert seen["state"] == "loading" and seen["model_set"] == "xl"
+        assert seen["download"]["name"] == repo
+        assert seen["download"]["total"] == len(data) and 0 < seen["download"]["done"] < len(data)
+        wait_for(lambda: daemon.status()["state"] == "idle", 60, "the switch to finish")
+        assert daemon.status()["download"] is None
+        assert hub.fetched == [f"{repo}:pytorch_lora_weights.safetensors"]
+        assert events(daemon.root / "state")[2:] == [
+            "unload sd15.safetensors",
+            "build xl.safetensors",
+            "load xl.safetensors x",
+        ]
+        assert daemon.stop() == 0

@@ -23,7 +23,8 @@ CONFIG = Config(model=SD, models={"xl": XL}, presets=PRESETS)
 
 
 class Recorder:
-    """A factory whose engines write what happens to them into one shared list."""
+    """A factory whose engines write what happens to them into one shared list; each engine's load
+    reports a download of its checkpoint to the callback it was given, as a hub model's first run does."""
 
     def __init__(self) -> None:
         self.events: list[str] = []
@@ -34,8 +35,15 @@ class Recorder:
         events.append(f"build {name}")
 
         class Engine:
+            downloads = None
+
+            def report_downloads(self, callback) -> None:  # type: ignore[no-untyped-def]
+                self.downloads = callback
+
             def load(self, preset: Preset) -> None:
                 events.append(f"load {name} {preset.name}")
+                if self.downloads is not None:
+                    self.downloads(1, 2, name)
 
             def unload(self) -> None:
                 events.append(f"unload {name}")
@@ -92,3 +100,11 @@ def test_a_set_not_filled_in_is_refused_and_the_loaded_one_stays():
     with pytest.raises(ConfigError, match=r"\[models\.xl\] is not filled in"):
         slot.engine_for(unfilled, PRESETS["x"])
     assert slot.current is loaded and "unload sd15.safetensors" not in made.events
+
+
+def test_every_set_loaded_reports_its_downloads_a_switch_too():
+    made, heard = Recorder(), []
+    slot = EngineSlot(factory=made, on_download=lambda done, total, what: heard.append((what, done, total)))
+    slot.engine_for(CONFIG, PRESETS["a"], load=True)
+    slot.engine_for(CONFIG, PRESETS["x"])  # another set: built and loaded through the same path
+    assert heard == [("sd15.safetensors", 1, 2), ("xl.safetensors", 1, 2)]

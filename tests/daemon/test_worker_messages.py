@@ -19,6 +19,7 @@ def test_every_message_is_frozen_plain_data_that_survives_the_pipe():
         m.Stop(),
         m.Log(20, "naiup.job", "job done"),
         m.Progress(0.5, "refine"),
+        m.Download("owner/model", 1_000, 2_000),
         m.SetLoaded(ModelConfig(checkpoint="/models/xl.safetensors")),
         m.SetLoaded(None),
         m.Ready(),

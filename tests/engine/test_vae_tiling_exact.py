@@ -1,6 +1,11 @@
-"""Exact tiled VAE: equals the untiled VAE (fp32) on sizes that are not tile multiples."""
+"""Exact tiled VAE: equals the untiled VAE (fp32) on sizes that are not tile multiples.
+
+Every test taking `vae` runs for the SD1.5 VAE and for the SDXL one (same architecture; SDXL's config
+has scaling factor 0.13025 and force_upcast): the exact tiling carries over unchanged."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
@@ -8,6 +13,7 @@ from diffusers import AutoencoderKL
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st_
 
+from naiup.engine.models.sdxl_single_file import SDXL_SKELETON
 from naiup.engine.vae import stages as st
 from naiup.engine.vae import tiled as vt
 from naiup.engine.vae.groupnorm_pool import run_pooled
@@ -20,9 +26,9 @@ H, W = 520, 776  # 65 x 97 latent: no tile size divides it
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def vae() -> AutoencoderKL:
-    return tiny_vae()
+@pytest.fixture(scope="module", params=["sd15", "sdxl"])
+def vae(request) -> AutoencoderKL:
+    return tiny_vae(family=request.param)
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +102,37 @@ def test_sd15_receptive_fields_give_the_documented_halos():
     assert st.encoder_halo(sd) == 6  # 5.4 latent px = 43 px before the last down level
 
 
-def test_fp16_vae_is_refused(vae):
-    half = tiny_vae().half()
+def test_sdxl_latents_use_sdxl_scaling_both_ways(image):
+    # The same weights under both configs: only the scaling factor differs, and our tiled encode and
+    # decode apply each config's own (a hard-coded 0.18215 would pass the equality tests above).
+    sd15, sdxl = tiny_vae(), tiny_vae(family="sdxl")
+    assert (sdxl.config.scaling_factor, sdxl.config.force_upcast) == (0.13025, True)
+    a, b = sd15.state_dict(), sdxl.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    small = image[:, :, :128, :192]
+    z15 = vt.encode(sd15, small, mode="exact", tile=8)
+    zxl = vt.encode(sdxl, small, mode="exact", tile=8)
+    assert _rel(zxl / 0.13025, z15 / 0.18215) < 1e-4
+    raw = sdxl.encode(small).latent_dist.mode()
+    assert _rel(zxl, raw * 0.13025) < 1e-4
+    latent = torch.randn(1, 4, 16, 24, generator=torch.Generator().manual_seed(4))
+    ref = sdxl.decode(latent / 0.13025).sample
+    assert _rel(vt.decode(sdxl, latent, mode="exact", tile=8), ref) < 1e-4
+
+
+def test_the_real_sdxl_vae_has_the_sd15_halos():
+    # The exact tiling's halos come from the receptive field, i.e. the architecture: SDXL's VAE config
+    # (naiup's bundled one) must give the same halos as SD1.5's.
+    config = json.loads((SDXL_SKELETON / "vae" / "config.json").read_text())
+    with torch.device("meta"):
+        xl = AutoencoderKL.from_config(config)
+    assert (st.decoder_halo(xl), st.encoder_halo(xl)) == (7, 6)
+
+
+@pytest.mark.parametrize("family", ["sd15", "sdxl"])
+def test_fp16_vae_is_refused(family):
+    # Never fp16: SD VAEs, SDXL's stock one above all, overflow to NaN there (fp32 or bf16 only).
+    half = tiny_vae(family=family).half()
     with pytest.raises(EngineError, match="fp16"):
         vt.decode(half, torch.zeros(1, 4, 8, 8, dtype=torch.float16), mode="exact")
 

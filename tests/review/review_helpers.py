@@ -36,6 +36,9 @@ class InvertEngine:
     def unload(self) -> None:
         pass
 
+    def report_downloads(self, callback) -> None:  # type: ignore[no-untyped-def]
+        pass  # it never downloads
+
     def process(self, image, meta, preset, *, progress=None):  # type: ignore[no-untyped-def]
         w, h = image.size
         big = image.convert("RGB").resize((round(w * preset.scale), round(h * preset.scale)), Image.NEAREST)

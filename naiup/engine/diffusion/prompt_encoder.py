@@ -220,6 +220,12 @@ class PromptEncoder:
             z = final_norm(self.text_encoder)(hidden[-self.clip_skip])
         return emphasize(z, chunk.weights)
 
+    def cached(self, prompt: str, negative: str | None) -> bool:
+        """Whether pair(prompt, negative) runs no text encoder: every text it encodes is cached (the
+        Refiner brings text encoders that wait in host RAM to the device only when not)."""
+        texts = [prompt] if negative is None else [prompt, negative, ""]
+        return all(t in self._cache for t in texts)
+
     def pair(self, prompt: str, negative: str | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(cond, uncond) of equal length; uncond None when CFG is off (negative None)."""
         cond = self.encode(prompt)

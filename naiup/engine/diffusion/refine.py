@@ -42,8 +42,8 @@ from naiup.engine.device import (
     first_line,
     free_memory_bytes,
     is_oom,
+    memory_capacity,
     pick_device,
-    place,
     release_cached,
 )
 from naiup.engine.diffusion.control import Box, TileControl, control_image, controlled
@@ -64,9 +64,12 @@ from naiup.engine.diffusion.tiling import GuidedDenoiser, batch_for_memory, plan
 from naiup.engine.diffusion.unet_graphs import UnetCall, has_triton, use_unet_graphs
 from naiup.engine.image_prompts import Region
 from naiup.engine.models.family import SDXL
+from naiup.engine.models.hub import DownloadProgress
 from naiup.engine.models.load import SDModels, file_id, load_models, model_set_id, resolve_lora_file
 from naiup.engine.models.lora import LoraFile, LoraFuser, read_lora
 from naiup.engine.models.offload import needs_room, parked
+from naiup.engine.models.placement import Placement
+from naiup.engine.models.residency import NATIVE_TILE, Residency, plan_residency, unet_working_bytes
 from naiup.engine.result import Progress
 from naiup.engine.vae.tiled import decode as decode_tiled
 from naiup.engine.vae.tiled import encode as encode_tiled
@@ -242,13 +245,16 @@ class Refiner:
         encode: Callable[..., torch.Tensor] = encode_tiled,
         decode: Callable[..., torch.Tensor] = decode_tiled,
         wrap_regions: RegionWrapper = region_predictor_for,
+        on_download: DownloadProgress | None = None,
     ) -> None:
+        """on_download(bytes done, bytes total, repo id): called while a hub model downloads."""
         self.model, self.config_dir = model, config_dir
+        self.on_download = on_download
         self._device = explicit_device(device) if device is not None else None
         self.wrap_predictor, self.encode, self.decode = wrap_predictor, encode, decode
         self.wrap_regions = wrap_regions
         self.models: SDModels | None = None
-        self._placement: list[tuple[torch.nn.Module, torch.dtype]] = []
+        self._placement: Placement | None = None
         self._unet_call: UnetCall | None = None
         self._loaded_key: tuple | None = None
         self._fuser: LoraFuser | None = None
@@ -270,7 +276,7 @@ class Refiner:
         t0 = time.perf_counter()
         if self.models is not None:  # a different config: free the old set before the new one lands
             self.models = self._fuser = self._encoder = self._unet_call = None
-            self._loaded_key, self._placement = None, []  # no reference may keep the old set alive
+            self._loaded_key, self._placement = None, None  # no reference may keep the old set alive
             empty_cache(self.device)
         m = load_models(
             self.model.checkpoint,
@@ -279,21 +285,26 @@ class Refiner:
             self.config_dir,
             self.model.prediction,
             controlnet=self.model.controlnet,
+            on_download=self.on_download,
+            place=False,
         )
+        # Where each model lives, decided from their sizes before any moves (a set that cannot run on
+        # this card is refused here, in host RAM); every job starts by checking it (_ensure_placed).
+        placement = Placement(m, self.device)
+        tile = NATIVE_TILE.get(m.family, 64)
+        placement.settle(self._residency(placement, tile * tile, cfg=False, tile=tile))
+        placement.ensure(quiet=True)
         if self.model.lcm_lora:
             # The LCM-LoRA is part of the base model: fused once, never restored.
-            lcm = read_lora(resolve_lora_file(self.model.lcm_lora), m.unet, m.text_encoder, m.text_encoder_2)
+            lcm_file = resolve_lora_file(self.model.lcm_lora, on_download=self.on_download)
+            lcm = read_lora(lcm_file, m.unet, m.text_encoder, m.text_encoder_2)
             LoraFuser(m.unet, m.text_encoder, m.text_encoder_2).fuse([(lcm, 1.0)], keep_pristine=False)
         # Resolve config LoRAs once: a hub id must not hit the network on every image.
         self._config_loras = [
-            (str(resolve_lora_file(s.path, self.model.lora_dirs)), s.weight) for s in self.model.loras
+            (str(resolve_lora_file(s.path, self.model.lora_dirs, self.on_download)), s.weight)
+            for s in self.model.loras
         ]
-        self.models, self._loaded_key = m, key
-        # Where each model belongs, as loaded: every job starts by checking it (_ensure_placed).
-        mods = [
-            mod for mod in (m.unet, m.text_encoder, m.text_encoder_2, m.vae, m.controlnet) if mod is not None
-        ]
-        self._placement = [(mod, next(mod.parameters()).dtype) for mod in mods]
+        self.models, self._loaded_key, self._placement = m, key, placement
         self._fuser = LoraFuser(m.unet, m.text_encoder, m.text_encoder_2)
         if m.family == SDXL:
             self._encoder = SDXLPromptEncoder(
@@ -315,13 +326,32 @@ class Refiner:
         )
 
     def _ensure_placed(self) -> None:
-        """Every model wholly on the device in its dtype. Checked at the start of every job (a few
-        hundred tensors: well under a millisecond), not only after the last one: a parked model whose
-        way back ran out of memory (offload.parked) is left partly in host RAM, and the next job
-        would fail on mixed devices."""
-        for module, dtype in self._placement:
-            if place(module, self.device, dtype):
-                log.warning("%s was not all on %s; moved it back", type(module).__name__, self.device)
+        """Every model where it belongs (Placement.ensure), at the start of every job."""
+        assert self._placement
+        self._placement.ensure()
+
+    def _residency(
+        self, placement: Placement, tile_px: int, cfg: bool, tile: int, control: bool = False
+    ) -> Residency:
+        """The residency plan for UNet tiles of `tile_px` latent px (`tile` a side, for the message;
+        `control`: the ControlNet runs beside the UNet), for what is free now plus what the set holds
+        on the device already (plan_residency: raises when even the least it needs does not fit)."""
+        free = free_memory_bytes(self.device)
+        if free is None or self.device.type == "cpu":  # the models are in host RAM already
+            return Residency()
+        return plan_residency(
+            placement.sizes,
+            unet_working_bytes(tile_px, cfg, control),
+            free + placement.device_bytes(),
+            memory_capacity(self.device),
+            tile,
+            self.model.checkpoint,
+        )
+
+    @property
+    def residency(self) -> Residency:
+        """Where the loaded set's text encoders wait now (all resident before a load, and on CPU)."""
+        return self._placement.residency if self._placement else Residency()
 
     @property
     def unet_graphs(self) -> bool:
@@ -473,11 +503,10 @@ class Refiner:
     ) -> contextlib.AbstractContextManager:
         """The UNet and text encoder wait in host RAM when the VAE pass would not fit beside them
         (`always`: after running out of memory once)."""
-        assert self.models
+        assert self.models and self._placement
         m, dev = self.models, self.device
         if always or needs_room(m.vae, op, height, width, free_memory_bytes(dev)):
-            held = (m.unet, m.controlnet, m.text_encoder, m.text_encoder_2)
-            return parked([x for x in held if x is not None], dev)
+            return parked(self._placement.on_device(), dev)
         return contextlib.nullcontext()
 
     def refine(
@@ -541,11 +570,13 @@ class Refiner:
         regions = () if preset.regions == "off" else tuple(regions)
         self.load()
         self._ensure_placed()
-        assert self.models and self._encoder
+        assert self.models and self._encoder and self._placement
         m, dev = self.models, self.device
         prompt, tags = extract_lora_tags(prompt)
         negative_prompt, neg_tags = extract_lora_tags(negative_prompt)
         self._use_loras(self._lora_set(tags + neg_tags))
+        # NAI's alpha channel carries stealth metadata, not transparency: drop it.
+        rgb, size_hw = pad_to_multiple(rgb_pixels(image).to(dev))
         # Region prompts start with the same preset prompt, so their <lora> tags are the ones just
         # fused (fusing them again would double the LoRA): only their text goes to the encoders.
         region_texts = [
@@ -559,15 +590,23 @@ class Refiner:
         sampler.set_steps(preset.steps, preset.denoise, dev)
         n_steps = len(sampler.timesteps)
         scales = control_scales(n_steps, preset.control_strength, preset.control_start, preset.control_end)
+        # Where the text encoders wait while this job's tiles run (refused here, before any work,
+        # when even the least the set needs does not fit).
+        tile_hw = (min(preset.tile_size, rgb.shape[0] // 8), min(preset.tile_size, rgb.shape[1] // 8))
+        tile_px = tile_hw[0] * tile_hw[1]
+        plan = self._residency(self._placement, tile_px, preset.cfg > 1.0, preset.tile_size, any(scales))
+        self._placement.settle(plan)
         per_step: list = _per_step(prompt, negative_prompt, preset.cfg, n_steps)
-        if not regions:
-            conds = {pair: self._conditioning(*pair) for pair in dict.fromkeys(per_step)}
-        else:  # per step, the (prompt, negative) of every region: background first
-            columns = [per_step, *(_per_step(p, n, preset.cfg, n_steps) for p, n in region_texts)]
-            per_step = list(zip(*columns, strict=True))
-            conds = {key: [self._conditioning(*pair) for pair in key] for key in dict.fromkeys(per_step)}
-        # 2. Pixels -> latent. NAI's alpha channel carries stealth metadata, not transparency: drop it.
-        rgb, size_hw = pad_to_multiple(rgb_pixels(image).to(dev))
+        columns = [per_step, *(_per_step(p, n, preset.cfg, n_steps) for p, n in region_texts)]
+        # Text encoders waiting in host RAM visit the device only when a text is not cached yet.
+        uncached = any(not self._encoder.cached(*pair) for col in columns for pair in dict.fromkeys(col))
+        with self._placement.encoding(uncached):
+            if not regions:
+                conds = {pair: self._conditioning(*pair) for pair in dict.fromkeys(per_step)}
+            else:  # per step, the (prompt, negative) of every region: background first
+                per_step = list(zip(*columns, strict=True))
+                conds = {key: [self._conditioning(*pair) for pair in key] for key in dict.fromkeys(per_step)}
+        # 2. Pixels -> latent.
         generator = torch.Generator("cpu").manual_seed(int(seed))
         window = preset.vae_attention_window
         with self._room_for_vae("encode", rgb.shape[0], rgb.shape[1], park):

@@ -101,6 +101,11 @@ class SDXLPromptEncoder:
         z2 = emphasize(out2.hidden_states[-self.layer], chunk.weights).to(z1.device)
         return torch.cat([z1, z2], dim=-1), out2.text_embeds.float().to(z1.device)
 
+    def cached(self, prompt: str, negative: str | None) -> bool:
+        """Whether pair(prompt, negative) runs no text encoder: every text it encodes is cached."""
+        texts = [prompt] if negative in (None, "") else [prompt, negative, ""]
+        return all(t in self._cache for t in texts)
+
     def pair(self, prompt: str, negative: str | None) -> tuple[SDXLCond, SDXLCond | None]:
         """(cond, uncond) with contexts of equal length; uncond None when CFG is off (negative None).
         An empty negative is zeros of the prompt's length; otherwise the shorter one is padded with

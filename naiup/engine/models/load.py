@@ -1,9 +1,10 @@
-"""Loading SD1.5: hub id, diffusers folder, or an A1111 single file (offline via the bundled skeleton).
+"""Loading SD1.5 and SDXL: hub id, diffusers folder, or a single file (offline via the bundled skeleton).
 
 Single files are loaded component by component from a state dict we read ourselves
-(checkpoints.read_state_dict: no arbitrary unpickling), with configs from `naiup/data/sd15`, so no Hub
-access is ever needed for them (diffusers' from_single_file otherwise fetches the configs and the
-CLIP tokenizer from the Hub). Only a hub id may download.
+(checkpoints.read_state_dict: no arbitrary unpickling), with configs from `naiup/data/sd15` (SDXL:
+`naiup/data/sdxl`), so no Hub access is ever needed for them (diffusers' from_single_file otherwise
+fetches the configs and the CLIP tokenizer from the Hub). Only a hub id may download, and then only the
+files the engine loads (naiup.engine.models.hub), each component from the variant chosen.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from naiup.engine.models.family import (
     with_prediction,
     without_flags,
 )
+from naiup.engine.models.hub import DownloadProgress, fetch_file, fetch_folder, fetch_pipeline
 from naiup.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -73,11 +75,16 @@ def load_models(
     config_dir: Path | None = None,
     prediction: str = "auto",
     controlnet: str = "",
+    *,
+    on_download: DownloadProgress | None = None,
+    place: bool = True,
 ) -> SDModels:
     """Load UNet/VAE/TE(s)/tokenizer(s) of SD1.5 or SDXL (told apart by the weights), cast (UNet+TE fp16
     on accelerators, VAE fp32/bf16) and move to device in one step. `config_dir`: the skeleton for
     single files (default: the bundled one of the detected family); `prediction`: [model] prediction;
-    `controlnet`: [model] controlnet, checked against the loaded UNet (family and shapes)."""
+    `controlnet`: [model] controlnet, checked against the loaded UNet (family and shapes);
+    `on_download(done, total, repo)`: progress of a hub download; `place=False`: cast them but leave
+    them in host RAM (the Refiner decides from their sizes what goes to the device)."""
     from naiup.engine.models.sdxl_single_file import SDXL_SKELETON, load_sdxl_single_file
 
     _quiet_library_bars()
@@ -94,7 +101,7 @@ def load_models(
             models = _from_single_file(path, sd, config_dir or SD15_SKELETON)
         models.prediction = file_prediction(sd, prediction)
     elif looks_like_hub_id(checkpoint):
-        models = _from_pipeline(checkpoint, local_only=False)
+        models = _from_hub(checkpoint, device, on_download)
         models.prediction = scheduler_prediction(models.scheduler_config, prediction)
     else:
         raise ModelLoadError(
@@ -102,21 +109,23 @@ def load_models(
         )
     models.scheduler_config = with_prediction(models.scheduler_config, models.prediction)
     if vae:
-        models.vae = load_vae(vae, config_dir or (SDXL_SKELETON if models.family == SDXL else SD15_SKELETON))
+        skeleton = config_dir or (SDXL_SKELETON if models.family == SDXL else SD15_SKELETON)
+        models.vae = load_vae(vae, skeleton, on_download)
     if controlnet:
         models.controlnet = load_controlnet(controlnet, models.family, models.unet.config, config_dir)
-        _place(models.controlnet, device, unet_dtype(device))
-    _place(models.unet, device, unet_dtype(device))
-    _place(models.text_encoder, device, unet_dtype(device))
-    if models.text_encoder_2 is not None:
-        _place(models.text_encoder_2, device, unet_dtype(device))
-    _place(models.vae, device, vae_dtype(device))
+    where = device if place else torch.device("cpu")
+    half = unet_dtype(device)
+    for module in (models.unet, models.controlnet, models.text_encoder, models.text_encoder_2):
+        if module is not None:
+            _place(module, where, half)
+    _place(models.vae, where, vae_dtype(device))
     return models
 
 
 def _quiet_library_bars() -> None:
-    # Their per-component bars would interleave with `naiup refine`'s own bar and fill the daemon log;
-    # hub downloads keep huggingface_hub's bar, which is the one worth seeing.
+    # Their per-component bars would interleave with `naiup refine`'s own bar and fill the daemon log.
+    # Our hub downloads report through hub.py's own counter (the refine bar, `naiup status`); the hub's
+    # bars stay as they were for anything else that downloads.
     from diffusers.utils import logging as diffusers_logging
     from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
     from transformers.utils import logging as transformers_logging
@@ -131,6 +140,38 @@ def _quiet_library_bars() -> None:
 def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
     place(module, device, dtype)
     module.eval().requires_grad_(False)
+
+
+def _from_hub(repo_id: str, device: torch.device, on_download: DownloadProgress | None) -> SDModels:
+    """Download what the engine loads of an SD1.5/SDXL hub repo (hub.fetch_pipeline), then load each
+    component from the local snapshot in the variant chosen for it, straight into the dtype it runs in
+    (an SDXL UNet in fp32 would take 10 GB of host RAM on the way)."""
+    from transformers import CLIPTextModelWithProjection
+
+    half = unet_dtype(device)
+    snap = fetch_pipeline(repo_id, half=half == torch.float16, on_progress=on_download)
+    folder, v = str(snap.folder), snap.variants
+    common = {"use_safetensors": True, "local_files_only": True}
+    # A repo whose files do not fit its own configs: say which repo.
+    with explain_load_errors(repo_id, "cannot load the downloaded model: {exc}"):
+        unet = UNet2DConditionModel.from_pretrained(
+            folder, subfolder="unet", variant=v["unet"], torch_dtype=half, **common
+        )
+        vae = AutoencoderKL.from_pretrained(
+            folder, subfolder="vae", variant=v["vae"], torch_dtype=vae_dtype(device), **common
+        )
+        te = CLIPTextModel.from_pretrained(
+            folder, subfolder="text_encoder", variant=v["text_encoder"], dtype=half, **common
+        )
+        tokenizer = CLIPTokenizer.from_pretrained(snap.folder / "tokenizer")
+        te2 = tokenizer_2 = None
+        if snap.family == SDXL:
+            te2 = CLIPTextModelWithProjection.from_pretrained(
+                folder, subfolder="text_encoder_2", variant=v["text_encoder_2"], dtype=half, **common
+            )
+            tokenizer_2 = CLIPTokenizer.from_pretrained(snap.folder / "tokenizer_2")
+        scheduler = json.loads((snap.folder / "scheduler" / "scheduler_config.json").read_text())
+    return SDModels(unet, vae, te, tokenizer, scheduler, te2, tokenizer_2, family=snap.family)
 
 
 def _from_pipeline(where: str, local_only: bool) -> SDModels:
@@ -192,8 +233,11 @@ def _text_encoder_from_ldm(path: Path, sd: dict[str, torch.Tensor], config_dir: 
     return model
 
 
-def load_vae(spec: str, config_dir: Path = SD15_SKELETON) -> AutoencoderKL:
-    """External VAE: a .safetensors/.pt/.ckpt file (A1111 naming or full checkpoint), a folder or a hub id."""
+def load_vae(
+    spec: str, config_dir: Path = SD15_SKELETON, on_download: DownloadProgress | None = None
+) -> AutoencoderKL:
+    """External VAE: a .safetensors/.pt/.ckpt file (A1111 naming or full checkpoint), a folder or a hub
+    id (its plain weights: the VAE never runs in fp16)."""
     path = Path(spec).expanduser()
     with explain_load_errors(spec, "cannot load this VAE: {exc}"):
         if path.is_dir():
@@ -203,11 +247,16 @@ def load_vae(spec: str, config_dir: Path = SD15_SKELETON) -> AutoencoderKL:
                 read_state_dict(path), config=str(config_dir), subfolder="vae", local_files_only=True
             )
         if looks_like_hub_id(spec):
-            return AutoencoderKL.from_pretrained(spec, local_files_only=False)
+            folder, variant = fetch_folder(spec, half=False, on_progress=on_download)
+            return AutoencoderKL.from_pretrained(
+                folder, variant=variant, use_safetensors=True, local_files_only=True
+            )
     raise ModelLoadError(spec, "VAE not found: expected a file, a folder or a hub id")
 
 
-def resolve_lora_file(spec: str, lora_dirs: tuple[Path, ...] = ()) -> Path:
+def resolve_lora_file(
+    spec: str, lora_dirs: tuple[Path, ...] = (), on_download: DownloadProgress | None = None
+) -> Path:
     """A LoRA given as a file path, a bare name found in `lora_dirs` (as A1111 names them), or a hub id
     whose `pytorch_lora_weights.safetensors` we download."""
     path = Path(spec).expanduser()
@@ -218,11 +267,7 @@ def resolve_lora_file(spec: str, lora_dirs: tuple[Path, ...] = ()) -> Path:
             if (Path(folder) / f"{spec}{suffix}").is_file():
                 return Path(folder) / f"{spec}{suffix}"
     if looks_like_hub_id(spec):
-        from huggingface_hub import hf_hub_download
-
-        advice = "cannot download this LoRA (no internet, or HF_HUB_OFFLINE=1?): {exc}"
-        with explain_load_errors(spec, advice):  # offline, an unknown repo, no such file in it
-            return Path(hf_hub_download(spec, LCM_LORA_WEIGHT_NAME))
+        return fetch_file(spec, LCM_LORA_WEIGHT_NAME, on_download)
     raise ModelLoadError(spec, "LoRA file not found")
 
 
