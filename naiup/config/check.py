@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from enum import StrEnum
 
-from naiup.config.model import BUILTIN_PRESETS, DEFAULT_MODEL_SET, Config
+from naiup.config.model import BUILTIN_PRESETS, Config, set_key
 from naiup.config.paths import HUB_ID
 from naiup.errors import ConfigError
 
@@ -100,11 +100,6 @@ def _control_without_controlnet(config: Config) -> list[Problem]:
             )
         )
     return out
-
-
-def set_key(name: str) -> str:
-    """The table a model set is written as: [model] for the default set, [models.NAME] for the others."""
-    return "model" if name == DEFAULT_MODEL_SET else f"models.{name}"
 
 
 def hub_offline() -> bool:

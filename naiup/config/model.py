@@ -261,6 +261,40 @@ class Config:
             return self.models.get(preset.model, self.model)
         return self.model_set(preset.model)
 
+    def usable_model(self, preset: Preset) -> ModelConfig:
+        """model_for(preset), also refusing a preset that steers its tiles with a ControlNet its set
+        does not name: every job of it would fail. What choosing a preset (`naiup preset`, the tray)
+        and the daemon's scheduler check, so such a preset is refused up front like an unfilled set."""
+        model = self.model_for(preset)
+        if preset.refine and preset.control_strength > 0 and not model.controlnet:
+            key = set_key(preset.model)
+            raise ConfigError(
+                f"{key}.controlnet",
+                f"is empty, but preset {preset.name} steers its tiles with a ControlNet (control_strength"
+                f" = {preset.control_strength:g}). Set {key}.controlnet to a tile ControlNet of the"
+                " checkpoint's family (config.example.toml shows how), or choose another preset",
+                self.source,
+            )
+        return model
+
+    def missing_for(self, preset: Preset) -> str | None:
+        """What the config lacks for `preset` to run, as `naiup preset` and the tray mark it
+        ("[models.xl]", "[model] controlnet"); None when nothing is missing."""
+        if not preset.refine:
+            return None
+        try:
+            model = self.model_set(preset.model)
+        except ConfigError:
+            return f"[{set_key(preset.model)}]"
+        if preset.control_strength > 0 and not model.controlnet:
+            return f"[{set_key(preset.model)}] controlnet"
+        return None
+
+
+def set_key(name: str) -> str:
+    """The table a model set is written as: [model] for the default set, [models.NAME] for the others."""
+    return "model" if name == DEFAULT_MODEL_SET else f"models.{name}"
+
 
 # What the built-in sets want, for the message above.
 _WANTS = {XL_MODEL_SET: "an SDXL .safetensors such as Illustrious-XL, NoobAI-XL, Animagine XL or Pony"}

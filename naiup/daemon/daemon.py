@@ -33,11 +33,11 @@ from naiup.daemon.pause_rules import Sensors
 from naiup.daemon.scheduler import Scheduler
 from naiup.daemon.server import ControlServer
 from naiup.daemon.stabiliser import Stabiliser
-from naiup.daemon.state import RuntimeState, load_state, save_state
 from naiup.daemon.watcher import Watcher
 from naiup.errors import FatalError, NaiupError
 from naiup.output.atomic import TEMP_SUFFIX, replace_file
 from naiup.pathnames import shown
+from naiup.runtime_state import RuntimeState, active_preset, load_state, save_state, state_path
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class Daemon:
         self.config: Config = Config()
         self.config_error: str | None = None
         self._config_mtime: float | None = None
-        self._state_path = paths.state_dir() / "runtime.json"
+        self._state_path = state_path()
         self._runtime_lock = threading.Lock()
         self._runtime = RuntimeState()
         self._rescan_now = threading.Event()
@@ -131,7 +131,7 @@ class Daemon:
         else:
             state = DaemonState.IDLE
         rules = self.rules.status()
-        active = rs.active_preset or cfg.daemon.active_preset
+        active = active_preset(cfg, rs)
         return Status(
             state=state,
             active_preset=active,

@@ -16,13 +16,13 @@ from pathlib import Path
 from naiup.config import Config, Preset
 from naiup.control.protocol import CurrentJob, ModelDownload
 from naiup.daemon.ledger import Item, Ledger
-from naiup.daemon.state import RuntimeState
 from naiup.daemon.worker import Outcome, Worker
 from naiup.daemon.worker_messages import Download
 from naiup.errors import NaiupError, plain_message
 from naiup.job import output_candidates
 from naiup.output.atomic import TEMP_SUFFIX, temp_prefix
 from naiup.pathnames import plain_text
+from naiup.runtime_state import RuntimeState, active_preset
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,10 @@ class Scheduler:
         self._cond = threading.Condition()
         self._stopping = False
         self._retry_load_at = 0.0
+        # Grows with every wake(retry_load=True) (a preset chosen, a reload, a resume): a load that
+        # fails after one came in mid-load is tried again at once, not after LOAD_RETRY.
+        self._load_asks = 0
+        self._asks_at_step = 0  # _load_asks when the current step began
         self._restart_worker = False
         self._worker: Worker | None = None
         self.loading = False
@@ -89,6 +93,7 @@ class Scheduler:
         with self._cond:
             if retry_load:
                 self._retry_load_at = 0.0
+                self._load_asks += 1
             self._restart_worker |= restart_worker
             self._cond.notify_all()
 
@@ -116,6 +121,7 @@ class Scheduler:
                 self._worker.stop()
 
     def _step(self) -> None:
+        self._asks_at_step = self._load_asks
         rs, cfg = self._runtime(), self._config()
         if self._restart_worker and self._worker is not None:
             self._worker.stop()
@@ -136,9 +142,10 @@ class Scheduler:
             self._load(cfg)
             return
         try:
-            preset = cfg.preset(rs.active_preset or cfg.daemon.active_preset)
-            # A preset of a model set that is not filled in: refused here too (a reload may empty it).
-            wanted = cfg.model_for(preset) if preset.refine else None
+            preset = cfg.preset(active_preset(cfg, rs))
+            # A preset of a model set that is not filled in, or one whose set lacks the ControlNet it
+            # runs: refused here too (a reload may empty it, a runtime choice may predate the edit).
+            wanted = cfg.usable_model(preset) if preset.refine else None
         except NaiupError as exc:  # a reload dropped the chosen preset: say so, keep files queued
             if self.engine_error != str(exc):
                 log.error("active preset unusable, files stay queued error=%s", exc)
@@ -162,7 +169,7 @@ class Scheduler:
             if model.worker_lost:
                 self._worker = None  # restarted on the next step
             else:
-                self._engine_failed(model)
+                self._engine_failed(model, preset)
             return
         try:
             self._take(item, cfg, preset, model)
@@ -195,27 +202,67 @@ class Scheduler:
         log.error("job failed id=%s path=%s error=%s", item.id, item.path, error)
         self._event({"event": "job_failed", "path": item.path, "error": plain_text(error)})
 
-    def _load(self, cfg: Config) -> bool:
-        self.loading = True
+    def _load(self, cfg: Config) -> None:
+        asks = self._asks_at_step
         try:  # load what the active preset needs, so a missing model shows now, not as failed files
-            preset: Preset | None = cfg.preset(self._runtime().active_preset or cfg.daemon.active_preset)
+            preset: Preset | None = cfg.preset(active_preset(cfg, self._runtime()))
         except NaiupError:
             preset = None
+        self.loading = True
         self._worker = Worker(cfg, preset, on_download=self._downloading)
         try:
-            error = self._worker.start(lambda: self._stopping)
+            error = self._worker.start(self._cancelled(preset))
         finally:
             self.loading = False
             self.download = None
         if error is None:
             self.engine_error = None
+            return
+        self._worker = None  # Worker.start stopped it
+        self._load_failed(error, preset, asks)
+
+    def _cancelled(self, loading: Preset | None) -> Callable[[], bool]:
+        """A load's cancel check: the service stops, or the load became moot (see _moot)."""
+        return lambda: self._stopping or self._moot(loading)
+
+    def _moot(self, loading: Preset | None) -> bool:
+        """The user chose another preset since `loading`'s models began to load, and it needs other
+        ones: an upscale-only preset needs no SD model, a refining one of another set needs that set.
+        Finishing such a load (minutes of a download, or a failure that would hold the service in
+        `error` for LOAD_RETRY) would only delay the preset now chosen; a cancelled hub download
+        resumes where it stopped when that set is chosen again."""
+        if loading is None:
+            return False
+        cfg = self._config()
+        try:
+            chosen = cfg.preset(active_preset(cfg, self._runtime()))
+            if chosen.name == loading.name:
+                return False
+            if not chosen.refine:
+                return loading.refine
+            return cfg.model_for(chosen) != cfg.model_for(loading)
+        except NaiupError:  # the chosen preset is unusable: the next step says why, this load is moot
             return True
-        self._worker = None
-        if not self._stopping:
-            self.engine_error = plain_message(error)  # status and the tray show it: no library noise
-            self._retry_load_at = time.monotonic() + LOAD_RETRY
-            log.error("engine cannot load, files stay queued error=%s", error)
-        return False
+
+    def _load_failed(self, error: str, preset: Preset | None, asks: int) -> None:
+        """A load (at start, a switch, or found at a job) failed or was cancelled; no worker is left.
+        `asks`: _load_asks when it began."""
+        if self._stopping:
+            return
+        if self._moot(preset):
+            # Its error is about a preset no longer chosen: status must not show it as the chosen
+            # one's, nor wait LOAD_RETRY before loading what the chosen one needs.
+            assert preset is not None
+            self.engine_error = None
+            self._retry_load_at = 0.0
+            log.info(
+                "load for preset %s dropped: another preset was chosen meanwhile error=%s", preset.name, error
+            )
+            return
+        self.engine_error = plain_message(error)  # status and the tray show it: no library noise
+        # A reload, resume or preset choice while it loaded may have fixed what failed: try it now.
+        self._retry_load_at = 0.0 if self._load_asks != asks else time.monotonic() + LOAD_RETRY
+        log.error("engine cannot load, files stay queued error=%s", error)
 
     def _downloading(self, msg: Download) -> None:
         """The worker's download progress: shown while bytes are still to come."""
@@ -226,27 +273,26 @@ class Scheduler:
     def _switch(self, cfg: Config, preset: Preset) -> None:
         """The worker unloads its model set and loads the one `preset` refines with."""
         assert self._worker is not None
+        asks = self._asks_at_step
         self.loading = True
         try:
-            error = self._worker.load(preset, cfg, lambda: self._stopping)
+            error = self._worker.load(preset, cfg, self._cancelled(preset))
         finally:
             self.loading = False
             self.download = None  # the new set's downloads, if any, are done (or failed)
         if error is None:
             self.engine_error = None
-        elif self._stopping:
-            self._worker = None
-        else:  # the worker is stopped: the next step starts a fresh one, after the wait
-            self._engine_failed(Outcome(error=error, load_error=True))
+            return
+        self._worker = None  # Worker.load stopped it: the next step starts a fresh one
+        self._load_failed(error, preset, asks)
 
-    def _engine_failed(self, outcome: Outcome) -> None:
-        """The engine cannot load a model: stop the worker, show why, retry later (files stay queued)."""
+    def _engine_failed(self, outcome: Outcome, preset: Preset) -> None:
+        """The engine cannot load a model for `preset`: stop the worker, show why, retry later (files
+        stay queued)."""
         if self._worker is not None:
             self._worker.stop()
         self._worker = None
-        self.engine_error = plain_message(outcome.error or "engine failed")
-        self._retry_load_at = time.monotonic() + LOAD_RETRY
-        log.error("engine cannot load, files stay queued error=%s", outcome.error)
+        self._load_failed(outcome.error or "engine failed", preset, self._asks_at_step)
 
     def _process(self, item: Item, cfg: Config, preset: Preset, model: str) -> None:
         assert self._worker is not None
@@ -281,7 +327,7 @@ class Scheduler:
         max_attempts = cfg.daemon.max_attempts
         if outcome.load_error:
             self._ledger.requeue(item.id, outcome.error, uncount=True)
-            self._engine_failed(outcome)
+            self._engine_failed(outcome, preset)
             return
         if outcome.output is not None:
             self._ledger.finish(item.id, outcome.output, outcome.model_id)

@@ -20,8 +20,8 @@ from naiup.daemon.catchup import Scanner
 from naiup.daemon.ledger import Ledger, State
 from naiup.daemon.scheduler import Scheduler
 from naiup.daemon.stabiliser import Stabiliser
-from naiup.daemon.state import RuntimeState
 from naiup.daemon.worker import Outcome
+from naiup.runtime_state import RuntimeState
 
 UNDECODABLE = os.fsdecode(b"img\xfe\x82\xa0.png")  # Shift-JIS bytes from a zip: not UTF-8
 

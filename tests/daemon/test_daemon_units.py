@@ -15,10 +15,10 @@ from naiup.daemon.catchup import Scanner
 from naiup.daemon.ledger import Ledger, State
 from naiup.daemon.scheduler import remove_job_temps
 from naiup.daemon.stabiliser import Stabiliser, has_partial_sibling, is_candidate
-from naiup.daemon.state import RuntimeState, load_state, save_state
 from naiup.daemon.watcher import Watcher
 from naiup.errors import FatalError
 from naiup.output.atomic import TEMP_SUFFIX, temp_prefix
+from naiup.runtime_state import RuntimeState, load_state, save_state
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,9 @@
-"""Runtime choices (active preset, pause) in a small JSON file, so the user's TOML is never rewritten."""
+"""Runtime choices (active preset, pause) in a small JSON file, so the user's TOML is never rewritten.
+
+The daemon writes it (`naiup preset`, the tray, pause/resume); the CLI reads it too (`doctor` and
+`info` must judge the preset the service runs, not only the config's), with or without a daemon
+running, so it lives here, outside naiup.daemon, which the clients never import.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,13 @@ import json
 import logging
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from naiup import paths
 from naiup.output.atomic import replace_file
+
+if TYPE_CHECKING:
+    from naiup.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -56,3 +66,23 @@ def load_state(path: Path) -> RuntimeState:
 def save_state(path: Path, state: RuntimeState) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     replace_file(path, json.dumps(asdict(state)).encode())  # a file we own: replacing it is the point
+
+
+def state_path() -> Path:
+    """The runtime choices' file, in the per-user state folder (beside the ledger)."""
+    return paths.state_dir() / "runtime.json"
+
+
+def active_preset(config: Config, state: RuntimeState) -> str:
+    """The preset the service runs: the one chosen with `naiup preset` or the tray, else the config's.
+    (The daemon drops the runtime choice when the config's daemon.active_preset is edited later.)"""
+    return state.active_preset or config.daemon.active_preset
+
+
+def chosen_preset(config: Config) -> tuple[str, str]:
+    """(the active preset, where that choice comes from) as the runtime file says now, for the CLI."""
+    state = load_state(state_path())
+    name = active_preset(config, state)
+    if state.active_preset in (None, config.daemon.active_preset):
+        return name, "daemon.active_preset in the config"
+    return name, f"chosen with `naiup preset` or the tray (the config says {config.daemon.active_preset!r})"
