@@ -112,6 +112,20 @@ def test_the_xl_presets_load_without_a_set_and_say_what_to_add_when_chosen(files
     assert config.model_for(upscale) is config.model
 
 
+def test_a_controlnet_preset_whose_set_names_none_is_unusable_like_an_unfilled_set(files: Path):
+    config = _load(files, "")  # the built-in ControlNet presets are there; [model] names no controlnet
+    assert config.missing_for(config.preset("refine-2x-strong")) == "[model] controlnet"
+    assert config.missing_for(config.preset("xl-refine-2x-strong")) == "[models.xl]"  # the set first
+    assert config.missing_for(config.preset("refine-2x")) is None
+    with pytest.raises(ConfigError) as err:
+        config.usable_model(config.preset("refine-2x-strong"))
+    assert err.value.key == "model.controlnet" and "refine-2x-strong" in str(err.value)
+    (files / "tile").mkdir()  # a ControlNet as a diffusers folder
+    with_cn = _load(files, '[model]\ncontrolnet = "tile"\n')
+    strong = with_cn.preset("refine-2x-strong")
+    assert with_cn.missing_for(strong) is None and with_cn.usable_model(strong) is with_cn.model
+
+
 def test_an_active_preset_whose_set_is_not_filled_in_is_refused_at_load(files: Path):
     with pytest.raises(ConfigError) as err:
         _load(files, '[daemon]\nactive_preset = "xl-refine-2x"\n')

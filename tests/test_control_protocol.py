@@ -16,7 +16,7 @@ def _full() -> Status:
         presets=("refine-2x", "upscale-2x"),
         model_set="default",
         model="/models/sd15.safetensors",
-        presets_without_model={"xl-refine-2x": "xl"},
+        presets_without_model={"xl-refine-2x": "[models.xl]"},
         current=CurrentJob(id=7, path="/in/a\udcfe.png", preset="refine-2x", progress=0.25, stage="unet"),
         queue_length=3,
         counts={"done": 4, "failed": 1, "naiup_output": 2},

@@ -148,8 +148,8 @@ def _cmd_preset(args: argparse.Namespace) -> int:
     if not args.json:
         status = Status.from_json(reply)
         for name in status.presets:
-            unfilled = status.presets_without_model.get(name)
-            needs = f"  (needs [models.{unfilled}] in the config)" if unfilled else ""
+            missing = status.presets_without_model.get(name)
+            needs = f"  (needs {missing} in the config)" if missing else ""
             print(f"{'*' if name == status.active_preset else ' '} {name}{needs}")
     return 0
 

@@ -203,7 +203,9 @@ class Status(Message):
     presets: tuple[str, ...] = ()
     model_set: str | None = None  # the active preset's model set: "default" ([model]) or a [models.NAME]
     model: str | None = None  # that set's checkpoint; None when the active preset does not refine
-    presets_without_model: Mapping[str, str] = field(default_factory=dict)  # preset -> its unfilled set
+    # Presets that cannot run with what the config holds -> what they need there: "[models.xl]" (a set
+    # not filled in), "[model] controlnet" (a ControlNet preset whose set names none).
+    presets_without_model: Mapping[str, str] = field(default_factory=dict)
     current: CurrentJob | None = None
     download: ModelDownload | None = None  # while the worker downloads a hub model
     queue_length: int = 0  # queued, not counting `current`

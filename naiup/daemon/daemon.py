@@ -190,7 +190,8 @@ class Daemon:
         presets = self.config.presets
         if name not in presets:  # the name came from the command line or the tray, not the config file
             raise NaiupError(f"unknown preset {name!r} (known: {', '.join(sorted(presets))})")
-        self.config.model_for(presets[name])  # an SDXL preset before [models.xl] is filled in: say so
+        # An SDXL preset before [models.xl] is filled in, a ControlNet preset whose set names none: say so.
+        self.config.usable_model(presets[name])
         self.set_runtime(active_preset=name)
         self.scheduler.wake(retry_load=True)
         return self.status()
@@ -466,21 +467,16 @@ def _running_pid() -> int | None:
 
 def _model_status(cfg: Config, active: str) -> dict[str, Any]:
     """Status's model fields: the active preset's set and its checkpoint (None when the preset does
-    not refine, or its set is not filled in: engine_error says so), and the presets whose set is not
-    filled in (`naiup preset` marks them)."""
+    not refine, or its set is not filled in: engine_error says so), and the presets that cannot run
+    with what the config holds, with what they need (`naiup preset` and the tray mark them)."""
     preset = cfg.presets.get(active)
     model = None
     if preset is not None and preset.refine:
         with contextlib.suppress(NaiupError):
             model = cfg.model_for(preset).checkpoint
-    unfilled = {}
-    for name, p in sorted(cfg.presets.items()):
-        try:
-            cfg.model_for(p)
-        except NaiupError:
-            unfilled[name] = p.model
+    missing = {name: need for name, p in sorted(cfg.presets.items()) if (need := cfg.missing_for(p))}
     return {
         "model_set": preset.model if preset is not None else None,
         "model": model,
-        "presets_without_model": unfilled,
+        "presets_without_model": missing,
     }

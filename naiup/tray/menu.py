@@ -183,12 +183,13 @@ def _middle_clip(name: str, limit: int = 60) -> str:
 
 
 def _preset_entry(name: str, state: TrayState) -> MenuEntry:
-    """A preset to switch to; one whose model set the config does not fill in (an SDXL preset before
-    [models.xl] names a checkpoint) says so and cannot be chosen until it does."""
-    unfilled = state.status.presets_without_model.get(name) if state.status else None
-    text = f"{name} (needs [models.{unfilled}])" if unfilled else name
+    """A preset to switch to; one the config cannot run yet (an SDXL preset before [models.xl] names
+    a checkpoint, a ControlNet preset whose set names no controlnet) says what it needs and cannot
+    be chosen until the config has it."""
+    missing = state.status.presets_without_model.get(name) if state.status else None
+    text = f"{name} (needs {missing})" if missing else name
     checked = name == state.active_preset
-    return MenuEntry(text, Action.PRESET, arg=name, checked=checked, radio=True, enabled=not unfilled)
+    return MenuEntry(text, Action.PRESET, arg=name, checked=checked, radio=True, enabled=not missing)
 
 
 def build_menu(state: TrayState) -> list[MenuEntry]:

@@ -84,8 +84,12 @@ def test_a_preset_whose_set_is_not_filled_in_is_refused_and_files_wait(daemon: D
     refused = cli("preset", "xl-refine-2x")
     assert refused.returncode == 1 and "[models.xl] is not filled in" in refused.stderr
     assert 'checkpoint = "<path to an SDXL' in refused.stderr
+    # A ControlNet preset whose set names no controlnet: every job would fail, so it is refused alike.
+    refused = cli("preset", "refine-2x-strong")
+    assert refused.returncode == 1 and "[model.controlnet] is empty" in refused.stderr
     listed = cli("preset").stdout.splitlines()
     assert "  xl-refine-2x  (needs [models.xl] in the config)" in listed and "* a" in listed
+    assert "  refine-2x-strong  (needs [model] controlnet in the config)" in listed
     assert daemon.status()["active_preset"] == "a"
 
     # Chosen while filled in, then a config edit empties the set: files wait, status says why.

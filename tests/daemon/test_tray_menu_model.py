@@ -71,12 +71,13 @@ def test_presets_are_a_radio_group_with_the_active_one_checked():
     assert (cmd.verb, cmd.args) == ("preset", {"name": "upscale-2x"})
 
 
-def test_a_preset_whose_model_set_is_not_filled_in_says_so_and_cannot_be_chosen():
-    names = ["refine-2x", "xl-refine-2x"]
-    state = status(presets=names, presets_without_model={"xl-refine-2x": "xl"})
-    presets = entry(build_menu(state), "Presets").submenu
+def test_a_preset_the_config_cannot_run_yet_says_what_it_needs_and_cannot_be_chosen():
+    names = ["refine-2x", "refine-2x-strong", "xl-refine-2x"]
+    missing = {"xl-refine-2x": "[models.xl]", "refine-2x-strong": "[model] controlnet"}
+    presets = entry(build_menu(status(presets=names, presets_without_model=missing)), "Presets").submenu
     assert [(p.text, p.enabled, p.arg) for p in presets] == [
         ("refine-2x", True, "refine-2x"),
+        ("refine-2x-strong (needs [model] controlnet)", False, "refine-2x-strong"),
         ("xl-refine-2x (needs [models.xl])", False, "xl-refine-2x"),
     ]
 
