@@ -259,7 +259,8 @@ class Daemon:
         return self.scheduler.current
 
     # --- life cycle ---
-    def _load_config(self) -> None:
+    def _load_config(self, startup: bool = False) -> None:
+        """`startup`: the first read, with no previous config to keep (a bad one stops the start)."""
         path = self.config_path
         try:
             self._config_mtime = path.stat().st_mtime if path and path.exists() else None
@@ -267,7 +268,10 @@ class Daemon:
             new = load_config(path, model_files_must_exist=False)
         except (NaiupError, OSError) as exc:
             self.config_error = str(exc)
-            log.error("config reload failed, keeping the previous config error=%s", exc)
+            if startup:
+                log.error("config invalid, not starting error=%s", exc)
+            else:
+                log.error("config reload failed, keeping the previous config error=%s", exc)
             raise
         self.config, self.config_error = new, None
         log.info("config loaded path=%s", path)
@@ -297,7 +301,7 @@ class Daemon:
         try:
             self.log_path, handlers = setup_logging(paths.log_dir())
             self.config_path = self.config_path or _default_config_path()
-            self._load_config()
+            self._load_config(startup=True)
             self.start()
             try:
                 self._install_signals()

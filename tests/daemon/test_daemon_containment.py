@@ -202,3 +202,31 @@ def test_a_crash_that_ends_the_daemon_is_written_to_its_log_first(
         root.setLevel(level)
     text = (tmp_path / "log" / "daemon.log").read_text(encoding="utf-8")
     assert "the daemon crashed" in text and "Traceback" in text and "a bug in the daemon loop" in text
+
+
+def test_a_bad_config_at_start_is_called_invalid_not_a_failed_reload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    from naiup.daemon.daemon import Daemon
+    from naiup.errors import ConfigError
+
+    for key in ("STATE", "LOG", "RUNTIME", "CONFIG"):
+        monkeypatch.setenv(f"NAIUP_{key}_DIR", str(tmp_path / key.lower()))
+    config = tmp_path / "config.toml"
+    config.write_text("[watch]\nquiet_seconds = -1\n")
+    root = logging.getLogger()
+    level = root.level
+    try:
+        with pytest.raises(ConfigError):
+            Daemon(config).run()
+    finally:
+        root.setLevel(level)
+    # At start there is no previous config to keep: the log (and stderr) must not claim one.
+    text = (tmp_path / "log" / "daemon.log").read_text(encoding="utf-8")
+    assert "config invalid, not starting" in text and "quiet_seconds" in text
+    assert "reload" not in text and "previous config" not in text
+    # A later edit that breaks the config is a reload that keeps the config already running.
+    running = Daemon(config)
+    with caplog.at_level(logging.ERROR), pytest.raises(ConfigError):
+        running._load_config()
+    assert "config reload failed, keeping the previous config" in caplog.text
