@@ -2,7 +2,8 @@
 
 run_job(src, preset, engine, config, progress=None) -> JobResult
     1. read the file and its metadata (read_image)
-    2. refuse outputs over output.max_output_megapixels, before any model work
+    2. refuse outputs over output.max_output_megapixels, and a folder that takes no new file, before
+       any model work
     3. engine.process (pixels in, pixels out)
     4. publish beside src atomically: name from output.name, " (2)" on collision, never overwrite;
        the source's text chunks carried, plus `naiup` provenance and an A1111 `parameters` chunk
@@ -29,7 +30,7 @@ from naiup.engine.result import EngineResult, Progress
 from naiup.errors import ConfigError, InputError, OutputError
 from naiup.metadata.nai_syntax import image_prompts
 from naiup.metadata.read import ImageMetadata, ensure_rgb, read_image, refuse_special_file
-from naiup.output.atomic import write_first_free
+from naiup.output.atomic import check_writable, write_first_free
 from naiup.output.png import is_png_keyword
 from naiup.output.provenance import (
     PARAMETERS_KEY,
@@ -197,6 +198,7 @@ def run_job(
         )
     candidates = output_candidates(src, preset, config.output.name)  # validate the template early
     first = next(candidates)
+    check_writable(first)  # a read-only folder fails now, not after the engine's work
 
     # 3. Engine.
     result = engine.process(image, meta, preset, progress=progress)

@@ -11,7 +11,7 @@ import pytest
 
 from naiup.errors import OutputError
 from naiup.output import atomic
-from naiup.output.atomic import TEMP_SUFFIX, write_first_free, write_new
+from naiup.output.atomic import TEMP_SUFFIX, check_writable, write_first_free, write_new
 
 
 def _leftovers(folder):
@@ -63,6 +63,18 @@ def test_every_candidate_taken_is_an_output_error(tmp_path):
 def test_unwritable_folder_is_an_output_error_saying_why(tmp_path):
     with pytest.raises(OutputError, match="cannot write beside the original: the folder is gone"):
         write_new(tmp_path / "missing" / "a.png", b"z")
+
+
+def test_check_writable_tries_a_real_file_there_and_says_why_it_cannot(tmp_path):
+    # Real refusals a test can arrange as root: a folder that is gone, a "folder" that is a file.
+    with pytest.raises(OutputError, match="cannot write beside the original: the folder is gone"):
+        check_writable(tmp_path / "missing" / "a.png")
+    (tmp_path / "file").write_bytes(b"x")
+    with pytest.raises(OutputError, match="cannot write beside the original: ") as err:
+        check_writable(tmp_path / "file" / "a.png")
+    assert err.value.transient is False
+    check_writable(tmp_path / "a.png")  # a writable folder: no error, and nothing left there
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
 def test_concurrent_writers_get_distinct_names(tmp_path):

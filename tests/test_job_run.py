@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import shutil
@@ -17,8 +18,9 @@ from PIL import Image
 
 from naiup.config import BUILTIN_PRESETS, Config, ModelConfig, OutputConfig, Preset
 from naiup.engine import Engine
-from naiup.errors import ConfigError, InputError
+from naiup.errors import ConfigError, InputError, OutputError
 from naiup.job import is_naiup_output, output_candidates, run_job
+from naiup.output import atomic
 
 CPU = torch.device("cpu")
 LZ = Preset(name="lz", upscaler="lanczos", refine=False)
@@ -115,6 +117,23 @@ def test_too_large_output_is_refused_before_any_model_work(tmp_path):
         run_job(src, LZ, _FailIfCalled(), config)
     assert "200x200" in str(err.value) and str(src) in str(err.value)
     assert [p.name for p in tmp_path.iterdir()] == ["big.png"]
+
+
+def test_a_folder_that_takes_no_new_file_is_refused_before_any_model_work(tmp_path, monkeypatch):
+    # Tests run as root, where a chmod'ed folder stays writable, so the read-only file system comes
+    # from the one seam every write of naiup.output.atomic goes through (the check's and the
+    # publish's): this proves the check runs before the engine and says why; that the check really
+    # creates a file in the folder is test_job_atomic's test of check_writable.
+    src = write_nai_png(tmp_path / "in.png", (16, 16))
+
+    def read_only(tmp, data):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp))
+
+    monkeypatch.setattr(atomic, "_write_synced", read_only)
+    with pytest.raises(OutputError, match="cannot write beside the original: the folder is read-only") as err:
+        run_job(src, LZ, _FailIfCalled(), CONFIG)
+    assert err.value.transient is False  # the daemon fails the file at once, no retries
+    assert [p.name for p in tmp_path.iterdir()] == ["in.png"]
 
 
 @pytest.mark.parametrize("content", [b"", b"\x89PNG\r\n\x1a\n" + b"\0" * 40, b"not an image"])

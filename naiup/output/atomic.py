@@ -2,6 +2,7 @@
 
     write_new(final, data) -> Path                 # FileExistsError if `final` exists
     write_first_free(candidates, data) -> Path     # the first name in `candidates` that is free
+    check_writable(first)                          # OutputError now if that publish could not write
     replace_file(path, data)                       # our own files only: state, autostart entries
 
 The data goes to a hidden temp file in the same folder (`.<12 hex>.<rand>.naiup-tmp`, 32 bytes whatever
@@ -100,6 +101,24 @@ def write_first_free(candidates: Iterable[Path], data: bytes, *, raise_if_taken:
         finally:
             _remove(tmp)
         _sleep(delay)
+
+
+def check_writable(first: Path) -> None:
+    """Raise the OutputError a publish of `first` would end in, now, for a folder that takes no new
+    file: a job checks before its engine work (minutes on a CPU), not after it.
+
+    It creates (and removes) an empty temp exactly as the publish does, same folder and same name
+    pattern (so a worker killed in between leaves a temp found like a publish's): asking os.access
+    instead would be wrong where permissions are not the whole story (root, ACLs, read-only mounts,
+    network shares). No retry: a full disk or a flaky share says so as transient, and the daemon
+    tries the job again later."""
+    tmp = first.parent / f"{temp_prefix(first)}{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    try:
+        _write_synced(tmp, b"")
+    except OSError as exc:
+        raise write_error(exc) from exc
+    finally:
+        _remove(tmp)
 
 
 def write_error(exc: OSError) -> OutputError:
