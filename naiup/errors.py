@@ -69,6 +69,11 @@ class MetadataError(InputError):
     pass
 
 
+class NotAnImageError(InputError):
+    """The file's first bytes are in no image format at all (a text file or a web page named .png).
+    Unlike a truncated image, whose format is known, more bytes arriving would not make it one."""
+
+
 class UnsafeInputError(InputError):
     """Refused for safety (pixel or text bomb); unlike a truncated file, it will not heal."""
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -219,3 +220,13 @@ def test_a_config_file_named_with_config_must_exist(tmp_path, capsys):
     assert "is a folder, not a file" in capsys.readouterr().err
     assert main(["--config", str(missing), "config", "path"]) == 0  # where it would be read from
     assert str(missing) in capsys.readouterr().out
+
+
+def test_status_dates_the_last_error_so_an_old_one_does_not_read_as_news():
+    from naiup.cli.daemon_cmds import _at
+
+    now = time.mktime((2025, 6, 11, 15, 0, 0, 0, 0, -1))  # a Wednesday, local time
+    assert _at(None, now) == ""
+    assert _at(now - 3600, now) == " (14:00)"  # today: the time
+    assert _at(now - 86400, now) == " (Tue 15:00)"  # this week: the day too
+    assert _at(now - 30 * 86400, now) == " (2025-05-12)"  # older: the date

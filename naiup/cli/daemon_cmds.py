@@ -107,7 +107,7 @@ def print_status(s: Status) -> None:
     for text, label in (
         (s.engine_error, "engine"),
         (s.config_error, "config edit not applied (the previous config is in use)"),
-        (s.last_error, "last error"),
+        (s.last_error, f"last error{_at(s.last_error_at)}"),
         (s.last_output, "last output"),
     ):
         if text:
@@ -120,6 +120,22 @@ def print_status(s: Status) -> None:
 
 # Count keys a plain state name would not explain (the daemon counts its own outputs apart).
 _COUNT_LABELS = {"naiup_output": "naiup outputs (ignored)"}
+
+
+def _at(when: float | None, now: float | None = None) -> str:
+    """' (14:05)' today, ' (Mon 14:05)' this week, ' (2024-05-01)' before: a failure of last week
+    must not read as news."""
+    if not when:
+        return ""
+    now = time.time() if now is None else now
+    then, today = time.localtime(when), time.localtime(now)
+    if then[:3] == today[:3]:
+        shown_at = time.strftime("%H:%M", then)
+    elif now - when < 6 * 86400:
+        shown_at = time.strftime("%a %H:%M", then)
+    else:
+        shown_at = time.strftime("%Y-%m-%d", then)
+    return f" ({shown_at})"
 
 
 def _until(when: float | None) -> str:

@@ -213,7 +213,8 @@ class Status(Message):
     existing: int = 0  # older images in watched folders: what `backfill` would queue
     # Ledger rows per state; our own outputs under "naiup_output", apart from "skipped".
     counts: Mapping[str, int] = field(default_factory=dict)
-    last_error: str | None = None  # until that file is done
+    last_error: str | None = None  # the latest file failed, until that file is done
+    last_error_at: float | None = None  # when it failed (epoch s): status shows how old the news is
     pause_reason: str | None = None
     paused_until: float | None = None  # epoch s, for a timed pause
     pause_source: PauseSource | None = None

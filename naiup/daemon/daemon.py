@@ -144,6 +144,7 @@ class Daemon:
             existing=self.existing_count(cfg.watch.folders),  # what `backfill` would queue
             counts=counts,
             last_error=sch.last_error,
+            last_error_at=sch.last_error_at,
             pause_reason=rs.pause_reason if rs.paused else None,
             paused_until=rs.paused_until if rs.paused else None,
             pause_source=(PauseSource.USER if user.paused else PauseSource.RULE) if rs.paused else None,

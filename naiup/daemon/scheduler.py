@@ -79,6 +79,7 @@ class Scheduler:
         self.download: ModelDownload | None = None  # a hub model downloading now, for status and the tray
         self.last_output: str | None = None
         self.last_error: str | None = None
+        self.last_error_at: float | None = None  # wall-clock time of that failure
         self._last_error_id: int | None = None  # the ledger row last_error is about
         self._thread = threading.Thread(target=self._run, name="naiup-scheduler")
 
@@ -194,6 +195,7 @@ class Scheduler:
         """Status's last_error. Every path that marks a file failed comes through here: a job (below)
         and the intake (the stabiliser giving up on a file, or refusing it)."""
         self.last_error = plain_text(f"{Path(item.path).name}: {error}")
+        self.last_error_at = time.time()
         self._last_error_id = item.id  # cleared when this file later succeeds
 
     def _fail(self, item: Item, error: str) -> None:
@@ -333,7 +335,7 @@ class Scheduler:
             self._ledger.finish(item.id, outcome.output, outcome.model_id)
             self.last_output = outcome.output
             if self._last_error_id == item.id:  # the file that failed has now been done: old news
-                self.last_error = self._last_error_id = None
+                self.last_error = self.last_error_at = self._last_error_id = None
             log.info("job done id=%s path=%s output=%s secs=%.2f", item.id, src, outcome.output, secs)
             self._event({"event": "job_done", "path": item.path, "output": outcome.output})
             return

@@ -2,7 +2,8 @@
 
 A path is queued only when it is not hidden / partial / ours, has no partial sibling, is non-empty,
 kept the same size and mtime across a quiet period, and fully decodes. Transient failures retry with
-backoff; a file still incomplete after `give_up_seconds` is failed as incomplete.
+backoff; a file still incomplete after `give_up_seconds` is failed as incomplete. A stable file that is
+no image at all (its first bytes are no image format's) is failed at once: see _check.
 
 Only regular files are looked at, never through a symbolic link: a FIFO named `x.png` would block the
 first read forever, a folder named `x.png` is no image, and a link may lead out of the watched folder
@@ -25,7 +26,7 @@ from pathlib import Path
 from naiup.config import Config, WatchConfig
 from naiup.daemon.filetimes import arrival_time
 from naiup.daemon.ledger import OWN_OUTPUT, Item, Ledger, State
-from naiup.errors import InputError, MetadataError, NaiupError, UnsafeInputError
+from naiup.errors import InputError, MetadataError, NaiupError, NotAnImageError, UnsafeInputError
 from naiup.job import is_naiup_output
 from naiup.metadata.read import read_metadata
 from naiup.output.atomic import TEMP_SUFFIX
@@ -48,6 +49,9 @@ PARTIAL_SUFFIXES = (
 PARTIAL_SIBLINGS = (".part", ".crdownload", ".aria2", ".download")
 JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini", ".ds_store"})
 MAX_BACKOFF = 30.0
+# PIL tells an image format by its first 16 bytes at most (PNG needs 8, JPEG 3, WebP 12): a file with
+# fewer may be the start of an image still on its way.
+SIGNATURE_BYTES = 16
 
 
 def in_download_bundle(folder: Path) -> bool:
@@ -255,6 +259,19 @@ class Stabiliser:
             meta = read_metadata(path, check_signature=False)
         except (MetadataError, UnsafeInputError) as exc:  # bombs, bad metadata: waiting will not fix them
             self._record_failed(path, st, str(exc))
+            return None
+        except NotAnImageError as exc:
+            if st.st_size < SIGNATURE_BYTES:
+                return self._transient(path, pend, _reason(exc))
+            # Not a partial download: a download is written front to back, so even a half-written
+            # image starts with its format's signature (a truncated one fails as "truncated or
+            # corrupt", which stays transient: a slow or stalled download looks just like it). This
+            # file holds more than any signature, kept its size and mtime over the quiet period, and
+            # its start is no image format: a text file or web page named .png. Waiting
+            # give_up_seconds would only delay the verdict. Should its bytes change after all (a
+            # downloader filling a pre-allocated file out of order), its size or mtime no longer
+            # match the failed row, and it is checked afresh like any changed file.
+            self._record_failed(path, st, _reason(exc))
             return None
         except (InputError, NaiupError, OSError) as exc:
             return self._transient(path, pend, _reason(exc))

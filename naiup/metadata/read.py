@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from naiup.errors import InputError, UnsafeInputError
+from naiup.errors import InputError, NotAnImageError, UnsafeInputError
 from naiup.metadata.detect import detect
 from naiup.metadata.exif import read_exif_texts
 from naiup.metadata.stealth import HEADER_BITS, StealthPayload, decode_stealth
@@ -98,7 +98,7 @@ def _open(path: Path, data: bytes | None) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise UnsafeInputError(path, f"pixel bomb: {exc}") from exc
     except UnidentifiedImageError as exc:
-        raise InputError(path, "not an image (unrecognised file format)") from exc
+        raise NotAnImageError(path, "not an image (unrecognised file format)") from exc
     except ValueError as exc:
         raise _value_error(path, exc) from exc
     except (OSError, SyntaxError, EOFError) as exc:

@@ -58,8 +58,10 @@ def test_last_error_clears_when_that_file_succeeds_and_own_outputs_stay_out_of_f
     daemon.write_config(watch="quiet_seconds = 0.2")
     daemon.start()
     bad = nai_writer.write_nai_png(daemon.watch / "pic.png", (16, 16), prompt="nan")
-    wait_for(lambda: daemon.status()["last_error"], 20, "the job to fail")
-    assert "pic.png: latent contains NaN" in daemon.cli("status").stdout
+    failed = wait_for(lambda: (s := daemon.status())["last_error"] and s, 20, "the job to fail")
+    assert abs(failed["last_error_at"] - time.time()) < 60
+    at = time.strftime("%H:%M", time.localtime(failed["last_error_at"]))
+    assert f"last error ({at}): pic.png: latent contains NaN" in daemon.cli("status").stdout
 
     nai_writer.write_nai_png(bad, (16, 16), prompt="fine now")  # downloaded again, a good copy
     wait_for(lambda: (r := daemon.row(bad)) and r["state"] == "done", 20, "the new copy to be done")

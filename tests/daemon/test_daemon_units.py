@@ -240,3 +240,31 @@ def test_only_stale_publish_temps_are_removed_so_a_concurrent_refine_keeps_its_o
     assert not nested.exists() and fresh.exists()
     remove_stale_temps((tmp_path,), now=time.time() + STALE_TEMP_SECONDS + 5)
     assert not fresh.exists() and user.exists()
+
+
+def test_a_stable_file_that_is_no_image_fails_at_once_and_a_cut_image_keeps_waiting(tmp_path: Path):
+    # give_up_seconds is the default 600: only a prompt verdict lets this test end within its waits.
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    config = Config(watch=WatchConfig(folders=(tmp_path,), quiet_seconds=0.05))
+    failed: list[str] = []
+    stabiliser = Stabiliser(ledger, lambda: config, lambda: None, lambda item, error: failed.append(error))
+    text = tmp_path / "notes.png"
+    text.write_text("a text file someone named .png, long enough to hold any image signature")
+    png = nai_writer.write_nai_png(tmp_path / "made.png", (64, 64)).read_bytes()
+    cut = tmp_path / "cut.png"  # half an image: a download stalled mid-way looks just like it
+    cut.write_bytes(png[: len(png) // 2])
+    start = tmp_path / "start.png"  # fewer bytes than a signature: may be the start of anything
+    start.write_bytes(png[:6])
+    stabiliser.start()
+    try:
+        for path in (text, cut, start):
+            stabiliser.hint(path)
+        wait_for(lambda: (r := ledger.by_path(text)) and r.state is State.FAILED, 10, "the text file to fail")
+        assert ledger.by_path(text).error == "not an image (unrecognised file format)"
+        assert failed == ["not an image (unrecognised file format)"]  # status's last error hears it
+        for path in (cut, start):
+            row = wait_for(lambda p=path: ledger.by_path(p), 10, f"{path.name} to be checked")
+            assert row.state is State.WAITING, row
+    finally:
+        stabiliser.stop()
+        ledger.close()
