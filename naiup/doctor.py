@@ -21,6 +21,7 @@ from typing import Any
 from naiup.config import Config, ModelConfig, load_config
 from naiup.config.check import set_key
 from naiup.errors import ConfigError, NaiupError
+from naiup.runtime_state import chosen_preset
 
 MIN_GPU_GIB = 4.0  # SD1.5 fp16 + tiled VAE fits; below this even small tiles may not
 SD15_MIN_VRAM_GIB = 3.0  # ~2.2 GB of fp16/bf16 weights, plus one UNet tile batch and the VAE's least
@@ -55,8 +56,11 @@ def run_checks(
     except (NaiupError, tomllib.TOMLDecodeError, OSError) as exc:
         checks.append(Check("config", Status.FAIL, str(exc), "fix the file, then run `naiup config check`"))
         return [*checks, check_tray(tray_backend), check_autostart(), check_daemon(connect)]
-    checks += check_models(config)
-    checks += check_upscalers(config)
+    # The preset the service runs: a choice made with `naiup preset` or the tray outlives the config's.
+    active, source = chosen_preset(config)
+    checks.append(check_active_preset(config, active, source))
+    checks += check_models(config, active)
+    checks += check_upscalers(config, active)
     for key, model in [("model", config.model), *((f"models.{n}", m) for n, m in config.models.items())]:
         if key == "model" or model.device != config.model.device:  # a set's own device, once
             device = check_device(model.device, key)
@@ -142,11 +146,32 @@ def check_model_ref(name: str, ref: str, cache_dir: Path | None = None) -> Check
     return Check(name, Status.OK, f"hub id {ref} cached at {local}")
 
 
-def check_models(config: Config) -> list[Check]:
+def check_active_preset(config: Config, name: str, source: str) -> Check:
+    """The preset the service runs (`source`: where that choice comes from) exists and can run."""
+    change = "choose another with `naiup preset NAME` (or the tray)"
+    preset = config.presets.get(name)
+    if preset is None:
+        known = ", ".join(sorted(config.presets))
+        return Check(
+            "active preset", Status.FAIL, f"{name!r}, {source}, is not in the config (known: {known})", change
+        )
+    missing = config.missing_for(preset)
+    if missing:
+        return Check(
+            "active preset",
+            Status.FAIL,
+            f"{name} ({source}) cannot run: it needs {missing} in the config",
+            f"add it, or {change}",
+        )
+    return Check("active preset", Status.OK, f"{name} ({source})")
+
+
+def check_models(config: Config, active_name: str | None = None) -> list[Check]:
+    """`active_name`: the preset the service runs (default: the config's daemon.active_preset)."""
     users = config.model_set_users()
     if not users:
         return [Check("models", Status.OK, "no preset refines: the SD models are not needed")]
-    active = config.presets.get(config.daemon.active_preset)
+    active = config.presets.get(active_name or config.daemon.active_preset)
     out: list[Check] = []
     for name, presets in users.items():
         try:
@@ -206,9 +231,10 @@ def _check_model_set(m: ModelConfig, name: str, default: ModelConfig) -> list[Ch
     return out
 
 
-def check_upscalers(config: Config) -> list[Check]:
+def check_upscalers(config: Config, active_name: str | None = None) -> list[Check]:
     """Every preset's upscaler must be findable; a missing one blocks only if the active preset uses it
-    (the built-in 4x weights are not shipped, so `refine-4x` needs a download the user may not know of)."""
+    (the built-in 4x weights are not shipped, so `refine-4x` needs a download the user may not know of).
+    `active_name`: the preset the service runs (default: the config's daemon.active_preset)."""
     from naiup.engine.upscale.upscaler import find_upscaler
     from naiup.errors import ModelLoadError
 
@@ -220,7 +246,7 @@ def check_upscalers(config: Config) -> list[Check]:
         try:
             where = find_upscaler(spec)
         except ModelLoadError as exc:
-            active = config.daemon.active_preset in presets
+            active = (active_name or config.daemon.active_preset) in presets
             detail = f"{exc} (used by {', '.join(presets)})"
             out.append(Check(f"upscaler {spec}", Status.FAIL if active else Status.NOTE, detail))
             continue

@@ -85,4 +85,4 @@ def chosen_preset(config: Config) -> tuple[str, str]:
     name = active_preset(config, state)
     if state.active_preset in (None, config.daemon.active_preset):
         return name, "daemon.active_preset in the config"
-    return name, f"chosen with `naiup preset` or the tray (the config says {config.daemon.active_preset!r})"
+    return name, f"chosen with `naiup preset` or the tray; the config says {config.daemon.active_preset!r}"

@@ -152,6 +152,33 @@ def test_cli_doctor_exits_1_on_a_broken_config(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_cli_doctor_judges_the_preset_chosen_with_naiup_preset_and_says_so(tmp_path):
+    # The config's refine-2x needs an SD model nobody downloaded; the user chose upscale-2x with
+    # `naiup preset`, which the service runs: doctor used to fail the checkpoint and exit 1.
+    (tmp_path / "in").mkdir()
+    config = tmp_path / "config.toml"
+    config.write_text(f'[watch]\nfolders = ["{(tmp_path / "in").as_posix()}"]\n')
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "runtime.json").write_text('{"active_preset": "upscale-2x"}')
+    proc = _doctor_cli(tmp_path, config)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    chosen = "chosen with `naiup preset` or the tray; the config says 'refine-2x'"
+    assert f"[  ok] active preset: upscale-2x ({chosen})" in proc.stdout
+    assert "[note] checkpoint: hub id" in proc.stdout
+
+
+def test_the_active_preset_check_fails_for_a_choice_the_config_cannot_run():
+    config = Config()
+    assert doctor.check_active_preset(config, "refine-2x", "x").status is Status.OK
+    gone = doctor.check_active_preset(config, "mine", "chosen with `naiup preset`")
+    assert (
+        gone.status is Status.FAIL
+        and "'mine', chosen with `naiup preset`, is not in the config" in gone.detail
+    )
+    strong = doctor.check_active_preset(config, "refine-2x-strong", "x")  # [model] names no controlnet
+    assert strong.status is Status.FAIL and "needs [model] controlnet" in strong.detail
+
+
 def _doctor_cli(tmp_path: Path, config: Path) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,

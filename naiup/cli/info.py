@@ -45,10 +45,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _preset(args: argparse.Namespace) -> Preset | None:
-    """The preset whose character regions `info` shows: --preset, else the active one. info reads
-    images, not the config: a config that does not load only costs the regions, with a note why."""
+    """The preset whose character regions `info` shows: --preset, else the one the service runs (the
+    choice made with `naiup preset` or the tray, else the config's). info reads images, not the
+    config: a config that does not load, or an active preset it lacks, only costs the regions, with
+    a note why."""
     from naiup.config import load_config
     from naiup.errors import ConfigError
+    from naiup.runtime_state import chosen_preset
 
     try:
         config = load_config(args.config, model_files_must_exist=False)
@@ -57,4 +60,11 @@ def _preset(args: argparse.Namespace) -> Preset | None:
             raise
         print(f"note: character regions not shown: {plain_text(str(exc))}", file=sys.stderr)
         return None
-    return config.preset(args.preset or config.daemon.active_preset)  # names the known ones if unknown
+    if args.preset is not None:
+        return config.preset(args.preset)  # names the known ones if unknown
+    name, source = chosen_preset(config)
+    if name not in config.presets:
+        why = f"the active preset {name!r}, {source}, is not in the config"
+        print(f"note: character regions not shown: {why}", file=sys.stderr)
+        return None
+    return config.presets[name]

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from daemon_harness import wait_for
@@ -25,8 +26,8 @@ class _LoadingWorker:
     """Loading a refining preset's SD model lasts until the test releases it, then fails (as with a
     missing model file), or until it is cancelled; an upscale-only preset loads at once."""
 
-    started: list[_LoadingWorker] = []
-    release = threading.Event()
+    started: ClassVar[list[_LoadingWorker]] = []
+    release: ClassVar[threading.Event] = threading.Event()
 
     def __init__(self, config: Config, preset: Preset | None = None, on_download: object = None) -> None:
         self.preset, self.model_set, self.result = preset, None, ""

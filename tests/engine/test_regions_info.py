@@ -31,6 +31,12 @@ def _naiup(*args: str | Path) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@pytest.fixture(autouse=True)
+def _own_state_dir(tmp_path, monkeypatch):
+    """`info` reads the preset chosen with `naiup preset` from the state dir: never the user's."""
+    monkeypatch.setenv("NAIUP_STATE_DIR", str(tmp_path / "state"))
+
+
 def test_info_shows_each_characters_region_with_the_chosen_preset(tmp_path):
     nai = nai_writer.write_nai_png(tmp_path / "nai.png", prompt="2girls, {solo}, park", characters=CHARS)
     config = tmp_path / "config.toml"
@@ -62,6 +68,22 @@ def test_info_shows_each_characters_region_with_the_chosen_preset(tmp_path):
     assert "region x" not in other.stdout
     bad = _naiup("--config", config, "info", "--preset", "nope", nai)
     assert bad.returncode != 0 and "unknown preset" in bad.stderr
+
+
+def test_info_shows_regions_as_the_preset_chosen_with_naiup_preset_runs_them(tmp_path):
+    nai = nai_writer.write_nai_png(tmp_path / "nai.png", prompt="2girls, {solo}, park", characters=CHARS)
+    config = tmp_path / "config.toml"
+    config.write_text('[presets.mine]\nuse_image_prompt = true\n[daemon]\nactive_preset = "refine-2x"\n')
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "runtime.json").write_text('{"active_preset": "mine"}')  # as `naiup preset` writes
+    done = _naiup("--config", config, "info", nai)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1].startswith("  regions with preset mine: 2 character regions")
+    # A choice the config no longer has (the table was removed since) costs the regions only.
+    (tmp_path / "state" / "runtime.json").write_text('{"active_preset": "gone"}')
+    done = _naiup("--config", config, "info", nai)
+    assert done.returncode == 0 and "regions with" not in done.stdout
+    assert "the active preset 'gone', chosen with `naiup preset`" in done.stderr
 
 
 def test_info_without_a_loadable_config_still_reads_the_image(tmp_path):
