@@ -4,7 +4,9 @@ Baseline: a folder with no ledger rows yet (first start, or a config edit added 
 already in it are recorded as `existing` from a directory listing (name, size, mtime; nothing is
 opened or decoded, so a folder of 20,000 takes well under a second) and are not processed; only those
 that arrived since the watcher began are new. `naiup backfill` later sends chosen ones through the
-stabiliser's full check. `[watch] process_existing = true` processes them instead.
+stabiliser's full check. `[watch] process_existing = true` processes them instead. With only_novelai,
+the sorter (sorter.py) reads them afterwards, in the background, so the older images counted and
+offered are only the NovelAI ones.
 
 Catch-up: in a known folder, a file the ledger lacks is new when it arrived (filetimes.arrival_time)
 after the folder's "last ran" mark, else it is recorded as existing as well. The mark is written after
@@ -189,11 +191,20 @@ class Scanner:
 
 
 def backfill_candidates(
-    ledger: Ledger, watched: Iterable[Path], since: float | None = None, folder: Path | None = None
+    ledger: Ledger,
+    watched: Iterable[Path],
+    since: float | None = None,
+    folder: Path | None = None,
+    only_novelai: bool = False,
 ) -> list[Item]:
     """What `backfill` would queue; status's `existing` is its length, so the two always agree (rows
-    under a folder no longer watched count for neither)."""
-    return select_backfill(ledger.items((State.EXISTING,), limit=-1), watched, since, folder)
+    under a folder no longer watched count for neither). With `only_novelai` ([watch] only_novelai),
+    not the files the sorter found to be no NovelAI image: the stabiliser would skip them anyway."""
+    items = ledger.items((State.EXISTING,), limit=-1)
+    if only_novelai:
+        others = ledger.existing_not_novelai()
+        items = [i for i in items if i.id not in others]
+    return select_backfill(items, watched, since, folder)
 
 
 class BackfillCount:
@@ -202,13 +213,14 @@ class BackfillCount:
 
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
-        self._key: tuple[tuple[Path, ...], int] | None = None
+        self._key: tuple[tuple[Path, ...], bool, int] | None = None
         self._count = 0
 
-    def __call__(self, watched: Iterable[Path]) -> int:
-        key = (tuple(watched), self._ledger.version())
+    def __call__(self, watched: Iterable[Path], only_novelai: bool = False) -> int:
+        key = (tuple(watched), only_novelai, self._ledger.version())
         if key != self._key:
-            self._count, self._key = len(backfill_candidates(self._ledger, key[0])), key
+            self._count = len(backfill_candidates(self._ledger, key[0], only_novelai=only_novelai))
+            self._key = key
         return self._count
 
 

@@ -32,6 +32,7 @@ from naiup.daemon.pause_gate import RuleGate, sensors_from_env
 from naiup.daemon.pause_rules import Sensors
 from naiup.daemon.scheduler import Scheduler
 from naiup.daemon.server import ControlServer
+from naiup.daemon.sorter import Sorter
 from naiup.daemon.stabiliser import Stabiliser
 from naiup.daemon.watcher import Watcher
 from naiup.errors import FatalError, NaiupError
@@ -83,6 +84,7 @@ class Daemon:
     stabiliser: Stabiliser
     scanner: Scanner
     existing_count: BackfillCount
+    sorter: Sorter
     watcher: Watcher
     server: ControlServer
 
@@ -141,7 +143,9 @@ class Daemon:
             download=sch.download,
             queue_length=counts.get(State.QUEUED, 0),  # waiting to start: `current` is the one running
             waiting=self.stabiliser.pending(),
-            existing=self.existing_count(cfg.watch.folders),  # what `backfill` would queue
+            existing=self.existing_count(
+                cfg.watch.folders, cfg.watch.only_novelai
+            ),  # what `backfill` would queue
             counts=counts,
             last_error=sch.last_error,
             last_error_at=sch.last_error_at,
@@ -221,7 +225,7 @@ class Daemon:
         ):
             names = ", ".join(map(shown, watched))
             raise NaiupError(f"{shown(folder)} is not a watched folder or inside one (watched: {names})")
-        chosen = backfill_candidates(self.ledger, watched, since, folder)
+        chosen = backfill_candidates(self.ledger, watched, since, folder, self.config.watch.only_novelai)
         if not dry_run and chosen:
             self.ledger.reconsider([i.id for i in chosen])
             for item in chosen:
@@ -350,6 +354,7 @@ class Daemon:
             )
             self.scanner = Scanner(self.ledger, lambda: self.config, self.stabiliser)
             self.existing_count = BackfillCount(self.ledger)
+            self.sorter = Sorter(self.ledger, lambda: self.config)
             self.watcher = Watcher(
                 cfg.watch.folders,
                 cfg.watch.recursive,
@@ -366,6 +371,7 @@ class Daemon:
             self.scheduler.note_failure(item, item.error or "")
         try:
             self.stabiliser.start()
+            self.sorter.start()
             self.scheduler.start()
             self.server.start()
             _write_info({"pid": os.getpid(), "address": self.server.address, "version": __version__})
@@ -380,6 +386,7 @@ class Daemon:
         self.watcher.stop()
         self._mark_folders()
         self.stabiliser.stop()
+        self.sorter.stop()
         self.scheduler.stop()
         self.server.stop()
         self.ledger.close()

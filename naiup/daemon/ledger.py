@@ -4,6 +4,8 @@ States: seen -> waiting (stabilising) -> queued -> processing -> done | failed |
 Done is keyed by (content hash, preset, model): such a row with its output still present is never redone.
 `existing`: already in a folder the first time naiup watched it; recorded from a listing (size and
 mtime, no decode, no hash) and left alone until a backfill sends it through the stabiliser's checks.
+Its `novelai` column (migration 3) is what the sorter found reading it: 1 a NovelAI image, 0 anything
+else (another generator's image, or no image at all), NULL not read yet (see sorter.py).
 
 Paths (`path`, `output`, `folders.path`) are stored as the file system's bytes (BLOB), never as text: a
 name that is not valid UTF-8 is an ordinary file to us, and SQLite refuses a str carrying surrogate
@@ -77,8 +79,12 @@ def _folders_table(db: sqlite3.Connection) -> None:
     db.execute("UPDATE folders SET path = CAST(path AS BLOB) WHERE typeof(path) = 'text'")
 
 
+def _novelai_column(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE items ADD COLUMN novelai INTEGER")
+
+
 # Migration n (1-based) takes a ledger at user_version n-1 to n. Append only; never edit a shipped one.
-_MIGRATIONS = (_paths_as_bytes, _folders_table)
+_MIGRATIONS = (_paths_as_bytes, _folders_table, _novelai_column)
 
 
 def _migrate(db: sqlite3.Connection) -> None:
@@ -263,6 +269,39 @@ class Ledger:
         with self._lock:
             rows = self._db.execute("SELECT id, path FROM items WHERE state = ?", (str(State.EXISTING),))
             return [(item_id, path_from_key(key)) for item_id, key in rows.fetchall()]
+
+    def unsorted_existing(self, limit: int) -> list[tuple[int, str, int | None, int | None]]:
+        """(id, path, size, mtime_ns) of `existing` rows nobody has read yet (novelai NULL), oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, path, size, mtime_ns FROM items WHERE state = ? AND novelai IS NULL"
+                " ORDER BY id LIMIT ?",
+                (str(State.EXISTING), limit),
+            ).fetchall()
+        return [(item_id, path_from_key(key), size, mtime_ns) for item_id, key, size, mtime_ns in rows]
+
+    def set_novelai(self, verdicts: list[tuple[int, int | None, int | None, bool]]) -> None:
+        """(id, size, mtime_ns, is NovelAI) of rows read, in one transaction: recorded only while the row
+        is still `existing` with that size and mtime (what was read is what the row describes)."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "UPDATE items SET novelai = ? WHERE id = ? AND state = ? AND size IS ? AND mtime_ns IS ?",
+                    [(int(nai), i, str(State.EXISTING), size, mtime) for i, size, mtime, nai in verdicts],
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def existing_not_novelai(self) -> set[int]:
+        """Ids of `existing` rows the sorter read and found no NovelAI image."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM items WHERE state = ? AND novelai = 0", (str(State.EXISTING),)
+            ).fetchall()
+        return {item_id for (item_id,) in rows}
 
     def forget(self, item_ids: list[int]) -> int:
         """Drop rows: existing ones whose file left the folder; a file that went away before it was

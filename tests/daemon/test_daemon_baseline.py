@@ -15,11 +15,13 @@ import nai_writer
 import pytest
 from daemon_harness import wait_for
 from legacy_ledger import write_original_ledger
+from PIL import Image
 
 from naiup.config import Config, WatchConfig
 from naiup.daemon.catchup import BackfillCount, Scanner, backfill_candidates, list_images, select_backfill
 from naiup.daemon.filetimes import CLOCK_SLACK, arrival_time
 from naiup.daemon.ledger import Ledger, State
+from naiup.daemon.sorter import sort_some
 from naiup.daemon.stabiliser import Stabiliser
 
 # The fake clock's "now" at the scans below: an hour after the test's files really were written, so
@@ -194,6 +196,31 @@ def test_backfill_selects_existing_rows_in_range_under_watched_folders(tmp_path:
     assert names(select_backfill(items, (watch,), folder=sub)) == ["new-sub.png"]
     assert ledger.reconsider([i.id for i in select_backfill(items, (watch,), since=T - 3600)]) == 2
     assert ledger.counts() == {"existing": 2, "seen": 2, "queued": 1}
+    ledger.close()
+
+
+def test_with_only_novelai_the_older_images_counted_and_offered_are_the_novelai_ones(tmp_path: Path):
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    watch = tmp_path / "w"
+    watch.mkdir()
+    nai = nai_writer.write_nai_png(watch / "nai.png", (16, 16))
+    photo = watch / "photo.jpg"
+    Image.new("RGB", (16, 16), "red").save(photo)  # no generation metadata: the stabiliser skips it
+    notes = watch / "notes.png"
+    notes.write_text("not an image at all")
+    changed = nai_writer.write_nai_png(watch / "changed.png", (16, 16), seed=3)
+    listed = [(p, p.stat().st_size, p.stat().st_mtime_ns) for p in (nai, photo, notes, changed)]
+    ledger.record_existing(listed)
+    changed.write_bytes(b"rewritten since the listing: a new arrival, the rescan's to hint")
+    count = BackfillCount(ledger)
+    names = lambda chosen: sorted(Path(i.path).name for i in chosen)  # noqa: E731
+    everything = ["changed.png", "nai.png", "notes.png", "photo.jpg"]
+    assert count((watch,), only_novelai=True) == 4  # not read yet: each may be one
+    assert sort_some(ledger) == 4 and sort_some(ledger) == 0  # each file is read once
+    assert count((watch,), only_novelai=True) == 1
+    assert names(backfill_candidates(ledger, (watch,), only_novelai=True)) == ["nai.png"]
+    # With only_novelai off, a backfill processes every image again: all are offered.
+    assert count((watch,)) == 4 and names(backfill_candidates(ledger, (watch,))) == everything
     ledger.close()
 
 

@@ -142,15 +142,30 @@ def _own_output(daemon: DaemonRun, name: str) -> Path:
     return path
 
 
+def _old_photo(daemon: DaemonRun, name: str) -> Path:
+    """An image with no generation metadata, downloaded long ago."""
+    from PIL import Image
+
+    path = daemon.watch / name
+    Image.new("RGB", (32, 32), "blue").save(path)
+    then = time.time() - 90 * DAY
+    os.utime(path, (then, then))
+    return path
+
+
 def test_the_older_images_count_is_what_backfill_would_queue(daemon: DaemonRun):
     daemon.write_config(watch="quiet_seconds = 0.2")
     old = [_old_image(daemon, f"old{i}.png", seed=i) for i in range(2)]
     own = _own_output(daemon, "old0.naiup-upscale-2x.png")
+    photo = _old_photo(daemon, "photo.png")
     daemon.start()
     wait_for(lambda: _state(daemon, old[0]) == "existing", 20, "the baseline")
     # Our own output is none of the user's older images: recorded as one, never offered.
     assert _state(daemon, own) == "skipped" and daemon.row(own)["error"] == "a naiup output"
-    assert daemon.status()["existing"] == 2
+    # A photo is an older image, but with only_novelai (the default) a backfill would skip it: once
+    # the sorter has read it, neither the count nor the backfill has it.
+    assert _state(daemon, photo) == "existing"
+    wait_for(lambda: daemon.status()["existing"] == 2, 20, "the photo to be left out of the count")
     assert daemon.cli("backfill", "--dry-run").stdout.startswith("2 older image(s) would be checked")
 
     # The folder is no longer watched: its rows are nothing backfill would take, nor does status count them.

@@ -42,21 +42,25 @@ def test_a_folder_of_hostile_names_and_objects_is_survived_and_its_images_proces
     outside = nai_writer.write_nai_png(daemon.root / "outside.png", (16, 16), seed=9)
     os.symlink(outside, w / "outside.png")  # leads out of the watched folder
     # Files there at the first start are baselined by the start-up scan (the daemon loop): listed, not
-    # opened, and the FIFO, the folder and the links not even recorded. A backfill sends them through
-    # the full check; later files come from the watcher.
+    # opened, and the FIFO, the folder and the links not even recorded. The sorter then reads the
+    # listed ones (only_novelai): the file that is no image is no older image to offer. A backfill
+    # sends the others through the full check; later files come from the watcher.
     daemon.start()
-    wait_for(lambda: daemon.status()["existing"] == 4, 20, "the baseline of the hostile folder")
+    wait_for(lambda: _state(daemon, broken) == "existing", 20, "the baseline of the hostile folder")
+    wait_for(lambda: daemon.status()["existing"] == 3, 20, "the sorter to read the hostile folder")
     late = Path(os.fsdecode(bytes(w) + b"/late\xe9.png"))  # Latin-1 bytes
     nai_writer.write_nai_png(late, (16, 16), seed=5)
     dry = daemon.cli("backfill", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "img\\xfe\\x82\\xa0.png" in dry.stdout and "new\\nline.png" in dry.stdout  # escaped
     backfill = daemon.request("backfill")
-    assert backfill["count"] == 4
-    assert sorted(backfill["paths"]) == sorted(str(p) for p in (undecodable, longest, newline, broken))
+    assert backfill["count"] == 3
+    assert sorted(backfill["paths"]) == sorted(str(p) for p in (undecodable, longest, newline))
 
     for path in (undecodable, longest, newline, late):
         wait_for(lambda p=path: _state(daemon, p) == "done", 30, f"{path.name!r} to be processed")
+    assert _state(daemon, broken) == "existing"  # never offered
+    broken.write_text("downloaded again, still not an image")  # a new arrival: checked, and failed
     wait_for(lambda: _state(daemon, broken) == "failed", 30, "the broken file to fail")
     assert daemon.proc is not None and daemon.proc.poll() is None
     outputs = {r["path"]: Path(r["output"]) for r in daemon.rows() if r["state"] == "done"}
