@@ -179,28 +179,36 @@ def test_a_crash_handling_one_job_fails_that_job_and_the_queue_goes_on(
         ledger.close()
 
 
+def _run_to_its_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config_text: str, error: type) -> str:
+    """Daemon.run() in this process, in tmp_path's folders, ending in `error`; returns daemon.log."""
+    from naiup.daemon.daemon import Daemon
+
+    for key in ("STATE", "LOG", "RUNTIME", "CONFIG"):
+        monkeypatch.setenv(f"NAIUP_{key}_DIR", str(tmp_path / key.lower()))
+    config = tmp_path / "config.toml"
+    config.write_text(config_text)
+    root = logging.getLogger()
+    level = root.level  # run() sets up the daemon's logging
+    try:
+        with pytest.raises(error):
+            Daemon(config).run()
+    finally:
+        root.setLevel(level)
+    return (tmp_path / "log" / "daemon.log").read_text(encoding="utf-8")
+
+
 def test_a_crash_that_ends_the_daemon_is_written_to_its_log_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     from naiup.daemon.daemon import Daemon
 
-    for key in ("STATE", "LOG", "RUNTIME", "CONFIG"):
-        monkeypatch.setenv(f"NAIUP_{key}_DIR", str(tmp_path / key.lower()))
-
     def start(self: Daemon) -> None:
         raise RuntimeError("a bug in the daemon loop")
 
     monkeypatch.setattr(Daemon, "start", start)
-    config = tmp_path / "config.toml"
-    config.write_text(f'[watch]\nfolders = ["{tmp_path.as_posix()}"]\n')
-    root = logging.getLogger()
-    level = root.level
-    try:
-        with pytest.raises(RuntimeError):
-            Daemon(config).run()
-    finally:
-        root.setLevel(level)
-    text = (tmp_path / "log" / "daemon.log").read_text(encoding="utf-8")
+    text = _run_to_its_end(
+        tmp_path, monkeypatch, f'[watch]\nfolders = ["{tmp_path.as_posix()}"]\n', RuntimeError
+    )
     assert "the daemon crashed" in text and "Traceback" in text and "a bug in the daemon loop" in text
 
 
@@ -210,23 +218,12 @@ def test_a_bad_config_at_start_is_called_invalid_not_a_failed_reload(
     from naiup.daemon.daemon import Daemon
     from naiup.errors import ConfigError
 
-    for key in ("STATE", "LOG", "RUNTIME", "CONFIG"):
-        monkeypatch.setenv(f"NAIUP_{key}_DIR", str(tmp_path / key.lower()))
-    config = tmp_path / "config.toml"
-    config.write_text("[watch]\nquiet_seconds = -1\n")
-    root = logging.getLogger()
-    level = root.level
-    try:
-        with pytest.raises(ConfigError):
-            Daemon(config).run()
-    finally:
-        root.setLevel(level)
+    text = _run_to_its_end(tmp_path, monkeypatch, "[watch]\nquiet_seconds = -1\n", ConfigError)
     # At start there is no previous config to keep: the log (and stderr) must not claim one.
-    text = (tmp_path / "log" / "daemon.log").read_text(encoding="utf-8")
     assert "config invalid, not starting" in text and "quiet_seconds" in text
     assert "reload" not in text and "previous config" not in text
     # A later edit that breaks the config is a reload that keeps the config already running.
-    running = Daemon(config)
+    running = Daemon(tmp_path / "config.toml")
     with caplog.at_level(logging.ERROR), pytest.raises(ConfigError):
         running._load_config()
     assert "config reload failed, keeping the previous config" in caplog.text
