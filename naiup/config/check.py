@@ -6,13 +6,12 @@ appear later (a USB drive), and a hub id may not be downloaded yet, so those are
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from enum import StrEnum
 
 from naiup.config.model import BUILTIN_PRESETS, DEFAULT_MODEL_SET, Config
 from naiup.config.paths import HUB_ID
-from naiup.errors import ConfigError
+from naiup.errors import ConfigError, hub_offline
 
 
 class Severity(StrEnum):
@@ -105,12 +104,6 @@ def _control_without_controlnet(config: Config) -> list[Problem]:
 def set_key(name: str) -> str:
     """The table a model set is written as: [model] for the default set, [models.NAME] for the others."""
     return "model" if name == DEFAULT_MODEL_SET else f"models.{name}"
-
-
-def hub_offline() -> bool:
-    """HF_HUB_OFFLINE (else TRANSFORMERS_OFFLINE) as huggingface_hub reads it: no download will happen."""
-    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
 def _is_cached(repo_id: str) -> bool:
