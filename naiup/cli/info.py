@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from naiup.cli.command import AddCommand
+from naiup.cli.command import AddCommand, chosen_preset
 from naiup.pathnames import plain_text
 
 if TYPE_CHECKING:
@@ -55,6 +55,8 @@ def _preset(args: argparse.Namespace) -> Preset | None:
     except ConfigError as exc:
         if args.preset is not None:
             raise
-        print(f"note: character regions not shown: {plain_text(str(exc))}", file=sys.stderr)
+        more = len(exc.problems) - 1  # a file's problems come together: the first says enough here
+        also = f" (and {more} more: `naiup config check` lists them)" if more else ""
+        print(f"note: character regions not shown: {plain_text(str(exc.problems[0]))}{also}", file=sys.stderr)
         return None
-    return config.preset(args.preset or config.daemon.active_preset)  # names the known ones if unknown
+    return chosen_preset(config, args.preset)

@@ -233,7 +233,9 @@ def test_an_unreachable_hub_says_so_in_our_words(repos, tmp_path, monkeypatch):
         url = server.url
     use_hub(monkeypatch, server, tmp_path / "cache")  # the server is gone: connection refused
     assert url == server.url
-    with pytest.raises(ModelLoadError, match=r"the Hub could not be reached.*refine once while online") as info:
+    with pytest.raises(
+        ModelLoadError, match=r"the Hub could not be reached.*refine once while online"
+    ) as info:
         hub.fetch_pipeline(SD, half=True)
     assert "local_files_only" not in str(info.value)
 

@@ -40,7 +40,9 @@ def diffusers_log():
     logger.removeHandler(handler)
 
 
-def test_an_uncached_hub_model_prints_no_library_noise_and_gets_our_advice(tmp_path, monkeypatch, diffusers_log):
+def test_an_uncached_hub_model_prints_no_library_noise_and_gets_our_advice(
+    tmp_path, monkeypatch, diffusers_log
+):
     from diffusers import DiffusionPipeline
 
     use_hub(monkeypatch, None, tmp_path / "hf")  # offline, empty cache
