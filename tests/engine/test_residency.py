@@ -239,3 +239,4 @@ def test_a_loaded_controlnet_is_sized_and_placed_with_the_unet(tmp_path_factory)
     # and back would otherwise bring it to the device.
     placement.settle(Residency(text_encoders_resident=False, unet_steps_out=True, controlnet_resident=False))
     assert placement.denoisers() == placement.on_device() == [m.unet]
+    assert m.controlnet in placement.modules()  # still checked at each job's start, and counted

@@ -57,7 +57,9 @@ class Placement:
         return self.device
 
     def modules(self) -> list[nn.Module]:
-        return [*self.denoisers(), *self.text_encoders, self.vae]
+        """Every model of the set, wherever it belongs now."""
+        cn = [self.controlnet] if self.controlnet is not None else []
+        return [self.unet, *cn, *self.text_encoders, self.vae]
 
     def denoisers(self) -> list[nn.Module]:
         """The UNet and the set's ControlNet when it is on the device: they run together and move
@@ -84,7 +86,7 @@ class Placement:
     def settle(self, residency: Residency) -> None:
         """Adopt `residency`, moving the text encoders and the ControlNet where it says they live."""
         self.residency = residency
-        movable = [*self.text_encoders, *([self.controlnet] if self.controlnet is not None else [])]
+        movable = [m for m in self.modules() if m is not self.unet and m is not self.vae]
         # Out to host RAM first: what comes in may need the room what goes out leaves.
         movable.sort(key=lambda m: self._home(m) != _CPU)
         moved = [m for m in movable if place(m, self._home(m), self._dtype[id(m)])]
