@@ -21,7 +21,7 @@ from typing import Any
 from naiup.config import Config, ModelConfig, load_config
 from naiup.config.check import set_key
 from naiup.errors import ConfigError, NaiupError
-from naiup.runtime_state import chosen_preset
+from naiup.runtime_state import effective_preset
 
 MIN_GPU_GIB = 4.0  # SD1.5 fp16 + tiled VAE fits; below this even small tiles may not
 SD15_MIN_VRAM_GIB = 3.0  # ~2.2 GB of fp16/bf16 weights, plus one UNet tile batch and the VAE's least
@@ -57,7 +57,7 @@ def run_checks(
         checks.append(Check("config", Status.FAIL, str(exc), "fix the file, then run `naiup config check`"))
         return [*checks, check_tray(tray_backend), check_autostart(), check_daemon(connect)]
     # The preset the service runs: a choice made with `naiup preset` or the tray outlives the config's.
-    active, source = chosen_preset(config)
+    active, source = effective_preset(config)
     checks.append(check_active_preset(config, active, source))
     checks += check_models(config, active)
     checks += check_upscalers(config, active)

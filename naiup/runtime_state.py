@@ -79,7 +79,7 @@ def active_preset(config: Config, state: RuntimeState) -> str:
     return state.active_preset or config.daemon.active_preset
 
 
-def chosen_preset(config: Config) -> tuple[str, str]:
+def effective_preset(config: Config) -> tuple[str, str]:
     """(the active preset, where that choice comes from) as the runtime file says now, for the CLI."""
     state = load_state(state_path())
     name = active_preset(config, state)

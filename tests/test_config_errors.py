@@ -50,6 +50,8 @@ CASES = [
     ("[presets.x]\nseed = -1", "presets.x.seed", "between 0 and 4294967295"),
     ('[presets.x]\nname = "y"', "presets.x.name", "not a known key"),
     ('[presets.x]\nupscaler = "./nope.pth"', "presets.x.upscaler", "file not found"),
+    ('[presets.x]\nupscaler = "nope"', "presets.x.upscaler", "'nope' is not a built-in upscaler (built-in:"),
+    ('[presets.x]\nupscaler = "realesrgan-4x-anime"', "presets.x.upscaler", "mean 'realesrgan-x4-anime'?"),
     ('[presets."bad name"]\nsteps = 10', "presets.bad name", "letters, digits"),
     ('[daemon]\nactive_preset = "nope"', "daemon.active_preset", "names no preset: 'nope'"),
     ("[daemon]\nmax_attempts = 0", "daemon.max_attempts", "between 1 and 100"),
@@ -121,6 +123,7 @@ BUILT_IN_CODE = [
     ("[presets.x]\nseed = -1", Preset(name="x", seed=-1)),
     ('[presets.x]\nseed = "1234"', Preset(name="x", seed="1234")),
     ("[presets.x]\ncfg = 2.5", Preset(name="x", cfg=2.5)),
+    ('[presets.x]\nupscaler = "nope"', Preset(name="x", upscaler="nope")),
     ('[model]\ndevice = "gpu"', ModelConfig(device="gpu")),
     ("[model]\nmax_vram_gb = 0.5", ModelConfig(max_vram_gb=0.5)),
 ]
@@ -149,3 +152,68 @@ def test_the_defaults_pass_the_rules():
         check_values(preset, f"presets.{name}")
     for section in ("watch", "output", "model", "daemon", "pause"):
         check_values(getattr(Config(), section), section)
+
+
+@pytest.mark.parametrize(
+    "name", ["realcugan-2x", "realesrgan-x4-anime", "realesr-animevideov3-x4", "Lanczos"]
+)
+def test_built_in_upscaler_names_are_accepted(tmp_path: Path, name: str):
+    path = tmp_path / "config.toml"
+    path.write_text(f'[presets.x]\nupscaler = "{name}"\n', encoding="utf-8")
+    assert load_config(path).presets["x"].upscaler == name
+
+
+def test_all_problems_of_a_file_come_in_one_error_led_by_the_first(tmp_path: Path):
+    path = tmp_path / "config.toml"
+    path.write_text(
+        "[watch]\nrecursiv = true\nquiet_seconds = 0\n"
+        "[output]\npng_compress_level = 10\n"
+        '[presets.x]\nsteps = 0\nsampler = "ddim"\n'
+        "[presets.y]\ntile_size = 32\noverlap = 32\ncfg = 3.0\n"  # two rules across its keys
+        '[models.sd]\ncheckpoint = "gone.safetensors"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    exc = info.value
+    keys = [p.key for p in exc.problems]
+    assert keys == [
+        "watch.recursiv",
+        "watch.quiet_seconds",
+        "output.png_compress_level",
+        "presets.x.steps",
+        "presets.x.sampler",
+        "presets.y.overlap",
+        "presets.y.cfg",
+        "models.sd.checkpoint",
+    ]
+    assert str(exc).splitlines() == [str(p) for p in exc.problems]
+    assert all(line.startswith(f"{path}: [") for line in str(exc).splitlines())
+    # Callers that read one problem get the first, as before.
+    assert (exc.key, exc.reason, exc.path) == ("watch.recursiv", exc.problems[0].reason, path)
+
+
+def test_rules_across_tables_wait_for_the_values_they_judge(tmp_path: Path):
+    # quiet_seconds refused: "give_up_seconds must be longer than quiet_seconds" would only echo it.
+    path = tmp_path / "config.toml"
+    path.write_text("[watch]\nquiet_seconds = -1\ngive_up_seconds = 0.5\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert [p.key for p in info.value.problems] == ["watch.quiet_seconds"]
+    # Once each value passes, the rules across tables report every one broken, together.
+    path.write_text(
+        '[watch]\ngive_up_seconds = 0.5\n[daemon]\nactive_preset = "nope"\n[presets.z]\nmodel = "other"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert [p.key for p in info.value.problems] == [
+        "watch.give_up_seconds",
+        "presets.z.model",
+        "daemon.active_preset",
+    ]
+
+
+def test_one_problem_is_a_plain_config_error():
+    one = ConfigError("a", "is wrong", "f.toml")
+    assert ConfigError.of([one]) is one and one.problems == (one,)

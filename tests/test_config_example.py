@@ -109,3 +109,15 @@ def test_readme_model_set_example_loads(tmp_path: Path, monkeypatch):
     active = config.preset(config.daemon.active_preset)
     assert active.name == "xl-refine-2x"
     assert config.model_for(active).checkpoint == str(tmp_path / "models" / "illustrious-xl.safetensors")
+
+
+def test_readme_names_every_built_in_preset_and_counts_them_right():
+    # It said "Five presets are built in" and showed `(6 presets, ...)` once there were seven.
+    readme = (EXAMPLE.parent / "README.md").read_text(encoding="utf-8")
+    words = {5: "Five", 6: "Six", 7: "Seven", 8: "Eight", 9: "Nine"}
+    n = len(BUILTIN_PRESETS)
+    listed = re.search(rf"{words[n]} presets are built in: (.*?)\.\s", readme, re.S)
+    assert listed, f"README must say '{words[n]} presets are built in: ...'"
+    assert set(re.findall(r"`([\w.-]+)`", listed[1])) == set(BUILTIN_PRESETS)
+    counts = {int(c) for c in re.findall(r"\((\d+) presets, active", readme)}
+    assert counts == {n}

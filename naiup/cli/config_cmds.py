@@ -23,9 +23,10 @@ def _cmd_config(args: argparse.Namespace) -> int:
     path = args.config if args.config is not None else default_config_path()
     exists = path.exists()
     if args.action == "path":
-        print(path)
+        # Absolute: a path copied into another shell or a service file must not depend on the cwd.
+        print(path.absolute())
         return 0
-    config = load_config(path)
+    config = load_config(path)  # a missing --config file was refused before this (cli.main)
     if not exists:
         print(f"note: no config file at {path}; using built-in defaults", file=sys.stderr)
     if args.action == "show":

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from naiup.cli.command import AddCommand
+from naiup.cli.command import AddCommand, chosen_preset
 from naiup.pathnames import plain_text
 
 if TYPE_CHECKING:
@@ -51,18 +51,20 @@ def _preset(args: argparse.Namespace) -> Preset | None:
     a note why."""
     from naiup.config import load_config
     from naiup.errors import ConfigError
-    from naiup.runtime_state import chosen_preset
+    from naiup.runtime_state import effective_preset
 
     try:
         config = load_config(args.config, model_files_must_exist=False)
     except ConfigError as exc:
         if args.preset is not None:
             raise
-        print(f"note: character regions not shown: {plain_text(str(exc))}", file=sys.stderr)
+        more = len(exc.problems) - 1  # a file's problems come together: the first says enough here
+        also = f" (and {more} more: `naiup config check` lists them)" if more else ""
+        print(f"note: character regions not shown: {plain_text(str(exc.problems[0]))}{also}", file=sys.stderr)
         return None
     if args.preset is not None:
-        return config.preset(args.preset)  # names the known ones if unknown
-    name, source = chosen_preset(config)
+        return chosen_preset(config, args.preset)
+    name, source = effective_preset(config)
     if name not in config.presets:
         why = f"the active preset {name!r}, {source}, is not in the config"
         print(f"note: character regions not shown: {why}", file=sys.stderr)

@@ -18,7 +18,7 @@ from naiup import __version__
 from naiup.cli import config_cmds, daemon_cmds, desktop_cmds, info, refine, run, service_cmds
 from naiup.cli.command import Handler
 from naiup.control.protocol import DaemonNotRunning
-from naiup.errors import NaiupError
+from naiup.errors import ConfigError, NaiupError
 
 # In --help order.
 COMMAND_GROUPS = (info, config_cmds, refine, run, daemon_cmds, desktop_cmds, service_cmds)
@@ -51,7 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_error(args, exc, f"naiup: {exc}")
         return 3
     except NaiupError as exc:
-        _print_error(args, exc, f"error: {exc}")
+        # A config file's problems come together (ConfigError.of): one `error:` line each.
+        problems = exc.problems if isinstance(exc, ConfigError) else (exc,)
+        _print_error(args, exc, "\n".join(f"error: {p}" for p in problems))
         return 1
     except KeyboardInterrupt:
         return 130
@@ -62,10 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _check_config_option(args: argparse.Namespace) -> None:
     """A file named with --config must exist: silently running on built-in defaults because of a typo
-    (watching ~/Downloads with the default preset) is worse than refusing. Only `naiup config` accepts a
-    missing one: `config path` says where it would be, `config show/check` say defaults are in use."""
+    (watching ~/Downloads with the default preset) is worse than refusing, and `config check` calling a
+    typo "ok" is worse still. Only `config path` accepts a missing one: it says where it would be.
+    Without --config, a missing default file means built-in defaults (load_config)."""
     path = args.config
-    if path is None or args.command == "config" or path.is_file():
+    if path is None or path.is_file() or (args.command == "config" and args.action == "path"):
         return
     what = "is a folder, not a file" if path.is_dir() else "does not exist"
     raise NaiupError(f"--config {path}: {what} (`naiup config path` shows the default config file)")

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from naiup.cli.command import AddCommand
+from naiup.cli.command import AddCommand, chosen_preset
 from naiup.errors import InputError, NaiupError
 from naiup.pathnames import plain_text, shown
 
@@ -26,10 +26,7 @@ def _cmd_refine(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config = load_config(args.config)
-    if args.preset is not None and args.preset not in config.presets:
-        known = ", ".join(sorted(config.presets))
-        raise NaiupError(f"--preset {args.preset!r}: unknown preset (known: {known})")
-    preset = config.preset(args.preset or config.daemon.active_preset)
+    preset = chosen_preset(config, args.preset)
     model = config.model_for(preset)  # its model set; an unfilled [models.xl] says what to add
     # torch loads here, after the cheap checks, so a typo in --preset answers at once.
     from naiup.engine import Engine

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from naiup.cli.command import AddCommand
-from naiup.errors import NaiupError
+from naiup.errors import ConfigError
 
 
 def register(add: AddCommand) -> None:
@@ -22,8 +22,17 @@ def _cmd_service(args: argparse.Namespace) -> int:
 
     try:
         grace: float | None = load_config(args.config, model_files_must_exist=False).daemon.stop_grace_seconds
-    except NaiupError:
-        grace = None  # a broken config does not block installing; the unit allows the default grace
+    except ConfigError:
+        # A service installed with a config it cannot read would fail at every login and be restarted
+        # in a loop: refuse (a dry run shows why too). Removing or inspecting it must still work.
+        if args.action == "install":
+            print(
+                "not installing: the service would read this config at every start and refuse it; "
+                "fix it and install again (`naiup config check` lists its problems)",
+                file=sys.stderr,
+            )
+            raise
+        grace = None  # the unit allows the default grace
     # The entries start `naiup --config FILE ...` when given one, so the service reads the same file.
     plan = autostart.plan_autostart(
         config_path=args.config.absolute() if args.config else None, stop_grace_seconds=grace

@@ -6,13 +6,12 @@ appear later (a USB drive), and a hub id may not be downloaded yet, so those are
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from enum import StrEnum
 
 from naiup.config.model import BUILTIN_PRESETS, Config, set_key
 from naiup.config.paths import HUB_ID
-from naiup.errors import ConfigError
+from naiup.errors import ConfigError, hub_offline
 
 
 class Severity(StrEnum):
@@ -100,12 +99,6 @@ def _control_without_controlnet(config: Config) -> list[Problem]:
             )
         )
     return out
-
-
-def hub_offline() -> bool:
-    """HF_HUB_OFFLINE (else TRANSFORMERS_OFFLINE) as huggingface_hub reads it: no download will happen."""
-    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
 def _is_cached(repo_id: str) -> bool:

@@ -2,9 +2,14 @@
 
 This is the one place the config's rules live. Types come from the dataclass annotations in
 naiup/config/model.py, so a new field is validated for type the moment it is added; ranges and enums
-live in RULES below; cross-field rules in `_preset_rules` and `_check_config`. Paths: `~` is expanded
+live in RULES below; cross-field rules in `_preset_problems` and `_check_config`. Paths: `~` is expanded
 and relative paths are taken from the config file's folder (the daemon's working directory is not
 something the user chose).
+
+A file's problems are gathered, not refused one at a time: every unknown key and bad value of every
+table comes back in one ConfigError (`problems` holds each, its message a line per problem), so three
+typos cost one `naiup config check`, not three. The rules across tables (`_check_config`) run only on a
+file whose keys and values all passed: judged on a value that was refused, they would only echo it.
 
 check_values(obj, key) applies the same value rules to a dataclass built in code (the engine used as
 a library checks its Preset and ModelConfig with it), so a rule is written, and tested, once.
@@ -19,7 +24,8 @@ import re
 import string
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +52,7 @@ from naiup.config.paths import (
     watch_folders,
 )
 from naiup.errors import ConfigError
+from naiup.upscaler_names import BUILTIN_UPSCALERS, is_lanczos, upscaler_names
 
 SECTIONS: dict[str, type] = {
     "watch": WatchConfig,
@@ -86,6 +93,22 @@ def _seed(v: str | int) -> str | None:
     return f'must be "image", "random" or an integer (without quotes), got {v!r}'
 
 
+def _upscaler(v: str) -> str | None:
+    """A built-in name or a path (whose file load_config then checks); anything else is a typo, which
+    would otherwise only surface when the first image fails."""
+    if not v.strip():
+        return 'must not be empty (use "lanczos" for no model)'
+    if is_lanczos(v) or v in BUILTIN_UPSCALERS or looks_like_path(v):
+        return None
+    names = upscaler_names()
+    close = difflib.get_close_matches(v, names, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return (
+        f"{v!r} is not a built-in upscaler{hint} (built-in: {', '.join(names)}; "
+        "a model file is given by its path, e.g. ~/models/4x-model.safetensors)"
+    )
+
+
 # Per-field rules, keyed "<dataclass>.<field>"; cross-field rules are in the functions below.
 RULES: dict[str, Check] = {
     "WatchConfig.quiet_seconds": _positive,
@@ -93,6 +116,7 @@ RULES: dict[str, Check] = {
     "WatchConfig.give_up_seconds": _positive,
     "OutputConfig.max_output_megapixels": _positive,
     "OutputConfig.png_compress_level": _between(0, 9),
+    "OutputConfig.name": lambda v: output_name_problem(v),  # defined below, with its fields
     "ModelConfig.device": _one_of("auto", "cuda", "mps", "cpu"),
     "ModelConfig.clip_skip": _between(1, 12),  # A1111 convention: 1 = last CLIP layer, 12 layers in all
     "ModelConfig.prediction": _one_of("auto", "epsilon", "v"),
@@ -124,7 +148,7 @@ RULES: dict[str, Check] = {
     "Preset.control_strength": _between(0, 2),
     "Preset.control_start": _between(0, 1),
     "Preset.control_end": _between(0, 1),
-    "Preset.upscaler": lambda v: None if v.strip() else 'must not be empty (use "lanczos" for no model)',
+    "Preset.upscaler": _upscaler,
     "Preset.regions": _one_of("auto", "off"),
     "Preset.region_size": lambda v: (
         None if 0 < v <= 1 else f"must be in (0, 1] (a fraction of the image), got {v}"
@@ -134,30 +158,55 @@ RULES: dict[str, Check] = {
 }
 
 
+class _Problems:
+    """The problems found so far in one file, to be refused together."""
+
+    def __init__(self) -> None:
+        self.found: list[ConfigError] = []
+
+    @contextmanager
+    def gather(self) -> Iterator[None]:
+        """Run a block; a ConfigError it raises is kept (every problem it holds) and the file goes on
+        being checked. Whatever the block would have built is then missing: that is why the rules
+        across tables wait until there are none."""
+        try:
+            yield
+        except ConfigError as exc:
+            self.found.append(exc)
+
+    def refuse(self) -> None:
+        if self.found:
+            raise ConfigError.of(self.found)
+
+
 def build_config(raw: dict[str, Any], path: Path, model_files_must_exist: bool = True) -> Config:
-    """Turn a parsed TOML document into a Config, refusing the first problem found."""
+    """Turn a parsed TOML document into a Config, refusing every problem found in one ConfigError."""
     base = path.parent
-    raw = _without_retired(raw, path)
-    _refuse_unknown(raw, [*SECTIONS, "models", "presets"], "", path)
-    sections = {
-        name: _build(cls, _table(raw.get(name, {}), name, path), name, path) for name, cls in SECTIONS.items()
-    }
+    problems = _Problems()
+    with problems.gather():
+        _refuse_retired(raw, path)
+    raw = _without_retired(raw)
+    with problems.gather():
+        _refuse_unknown(raw, [*SECTIONS, "models", "presets"], "", path)
+    sections = {}
+    for name, cls in SECTIONS.items():
+        with problems.gather():
+            sections[name] = _build(cls, _table(raw.get(name, {}), name, path), name, path)
+    presets = dict(BUILTIN_PRESETS)
+    for name, table in _tables(raw, "presets", path, problems).items():
+        with problems.gather():
+            presets[name] = _preset(name, table, presets.get(name), base, path)
+    model = ModelConfig()
+    with problems.gather():
+        model = check_model(sections.get("model", model), base, path, model_files_must_exist)
+    models = _model_sets(
+        _tables(raw, "models", path, problems), model, base, path, model_files_must_exist, problems
+    )
+    problems.refuse()  # below, every value is one the file may hold: now the rules across tables
     watch = sections["watch"]
     if "folders" not in raw.get("watch", {}):
         watch = dataclasses.replace(watch, folders=(default_watch_folder(),))
     watch = dataclasses.replace(watch, folders=watch_folders(resolve(p, base) for p in watch.folders))
-    presets = dict(BUILTIN_PRESETS)
-    for name, table in _table(raw.get("presets", {}), "presets", path).items():
-        key = f"presets.{name}"
-        if not _PRESET_NAME.fullmatch(name):
-            raise ConfigError(key, "preset names may use only letters, digits, '.', '_' and '-'", path)
-        # A user table over a built-in overrides only the keys it sets; a new one starts from defaults.
-        start = presets.get(name, Preset(name=name))
-        changes = _fields(Preset, _table(table, key, path), key, path, skip=("name",))
-        preset = dataclasses.replace(start, **changes)
-        _preset_rules(preset, key, path)
-        presets[name] = _resolve_upscaler(preset, key, base, path)
-    model = check_model(sections["model"], base, path, model_files_must_exist)
     config = Config(
         watch=watch,
         output=sections["output"],
@@ -166,50 +215,94 @@ def build_config(raw: dict[str, Any], path: Path, model_files_must_exist: bool =
         pause=sections["pause"],
         presets=presets,
         source=path,
-        models=_model_sets(raw, model, base, path, model_files_must_exist),
+        models=models,
     )
     _check_config(config, path)
     return config
 
 
+def _tables(raw: dict[str, Any], key: str, path: Path, problems: _Problems) -> dict[str, Any]:
+    """[presets] or [models]: NAME -> its table; {} when it is not a table (that problem kept)."""
+    with problems.gather():
+        return _table(raw.get(key, {}), key, path)
+    return {}
+
+
+def _preset(name: str, table: Any, start: Preset | None, base: Path, path: Path) -> Preset:
+    """One [presets.NAME] table. Over a built-in preset it overrides only the keys it sets; a new one
+    starts from the defaults. Its own keys first; the rules across them only once those are good."""
+    key = f"presets.{name}"
+    if not _PRESET_NAME.fullmatch(name):
+        raise ConfigError(key, "preset names may use only letters, digits, '.', '_' and '-'", path)
+    changes = _fields(Preset, _table(table, key, path), key, path, skip=("name",))
+    preset = dataclasses.replace(start or Preset(name=name), **changes)
+    errors = list(_preset_problems(preset, key, path))
+    try:
+        preset = _resolve_upscaler(preset, key, base, path)
+    except ConfigError as exc:
+        errors.append(exc)
+    if errors:
+        raise ConfigError.of(errors)
+    return preset
+
+
 def _model_sets(
-    raw: dict[str, Any], default: ModelConfig, base: Path, path: Path, must_exist: bool
+    tables: dict[str, Any],
+    default: ModelConfig,
+    base: Path,
+    path: Path,
+    must_exist: bool,
+    problems: _Problems,
 ) -> dict[str, ModelConfig]:
     """The [models.NAME] tables: the keys of [model], each a complete set of its own."""
     sets = {}
-    for name, table in _table(raw.get("models", {}), "models", path).items():
-        key = f"models.{name}"
-        if not _PRESET_NAME.fullmatch(name):
-            raise ConfigError(key, "model set names may use only letters, digits, '.', '_' and '-'", path)
-        if name == DEFAULT_MODEL_SET:
-            raise ConfigError(key, f"{name!r} is the [model] table's name; give this set another", path)
-        table = _table(table, key, path)
-        changes = _fields(ModelConfig, table, key, path)
-        if "checkpoint" not in changes:  # a set is its checkpoint: no default could be the right one
-            raise ConfigError(f"{key}.checkpoint", "is required in a model set", path)
-        # Machine keys from [model]; model keys from this name's built-in defaults (see MACHINE_KEYS).
-        start = BUILTIN_MODEL_SETS.get(name, ModelConfig())
-        start = dataclasses.replace(start, **{k: getattr(default, k) for k in MACHINE_KEYS})
-        sets[name] = check_model(dataclasses.replace(start, **changes), base, path, must_exist, key)
+    for name, table in tables.items():
+        with problems.gather():
+            sets[name] = _model_set(name, table, default, base, path, must_exist)
     return sets
 
 
-def _without_retired(raw: dict[str, Any], path: Path) -> dict[str, Any]:
-    """`raw` less the keys older versions read and this one ignores.
+def _model_set(
+    name: str, table: Any, default: ModelConfig, base: Path, path: Path, must_exist: bool
+) -> ModelConfig:
+    key = f"models.{name}"
+    if not _PRESET_NAME.fullmatch(name):
+        raise ConfigError(key, "model set names may use only letters, digits, '.', '_' and '-'", path)
+    if name == DEFAULT_MODEL_SET:
+        raise ConfigError(key, f"{name!r} is the [model] table's name; give this set another", path)
+    table = _table(table, key, path)
+    changes = _fields(ModelConfig, table, key, path)
+    if "checkpoint" not in changes:  # a set is its checkpoint: no default could be the right one
+        raise ConfigError(f"{key}.checkpoint", "is required in a model set", path)
+    # Machine keys from [model]; model keys from this name's built-in defaults (see MACHINE_KEYS).
+    start = BUILTIN_MODEL_SETS.get(name, ModelConfig())
+    start = dataclasses.replace(start, **{k: getattr(default, k) for k in MACHINE_KEYS})
+    return check_model(dataclasses.replace(start, **changes), base, path, must_exist, key)
 
-    [daemon] engine named the engine the worker builds; config.example.toml wrote the default into
-    every copy of it. That default is dropped (the file keeps loading); another engine is refused,
-    since it would silently no longer be used."""
+
+# [daemon] engine named the engine the worker builds; config.example.toml wrote the default into every
+# copy of it. That default is dropped (the file keeps loading); another engine is refused, since it
+# would silently no longer be used.
+_RETIRED_ENGINE = "naiup.engine:Engine"
+
+
+def _refuse_retired(raw: dict[str, Any], path: Path) -> None:
     daemon = raw.get("daemon")
-    if not isinstance(daemon, dict) or "engine" not in daemon:
-        return raw
-    if daemon["engine"] != "naiup.engine:Engine":
+    if isinstance(daemon, dict) and daemon.get("engine", _RETIRED_ENGINE) != _RETIRED_ENGINE:
         raise ConfigError(
             "daemon.engine",
             "is no longer a config key: remove it (a stand-in engine for tests is named by the "
             "NAIUP_ENGINE environment variable)",
             path,
         )
+
+
+def _without_retired(raw: dict[str, Any]) -> dict[str, Any]:
+    """`raw` less the keys older versions read and this one ignores (refused or not, they are not
+    unknown keys)."""
+    daemon = raw.get("daemon")
+    if not isinstance(daemon, dict) or "engine" not in daemon:
+        return raw
     return {**raw, "daemon": {k: v for k, v in daemon.items() if k != "engine"}}
 
 
@@ -219,12 +312,20 @@ def _table(value: Any, key: str, path: Path) -> dict[str, Any]:
     return value
 
 
-def _refuse_unknown(table: dict[str, Any], known: list[str], prefix: str, path: Path) -> None:
+def _unknown(table: dict[str, Any], known: list[str], prefix: str, path: Path) -> list[ConfigError]:
+    out = []
     for key in table:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"
-            raise ConfigError(f"{prefix}{key}", f"is not a known key{hint}", path)
+            out.append(ConfigError(f"{prefix}{key}", f"is not a known key{hint}", path))
+    return out
+
+
+def _refuse_unknown(table: dict[str, Any], known: list[str], prefix: str, path: Path) -> None:
+    errors = _unknown(table, known, prefix, path)
+    if errors:
+        raise ConfigError.of(errors)
 
 
 def _build(cls: type, table: dict[str, Any], key: str, path: Path) -> Any:
@@ -232,16 +333,25 @@ def _build(cls: type, table: dict[str, Any], key: str, path: Path) -> Any:
 
 
 def _fields(cls: type, table: dict[str, Any], key: str, path: Path, skip: tuple[str, ...] = ()) -> dict:
+    """The table's values by field name; every unknown key and refused value of it in one ConfigError."""
     names = [f.name for f in dataclasses.fields(cls) if f.name not in skip]
-    _refuse_unknown(table, names, f"{key}.", path)
+    errors = _unknown(table, names, f"{key}.", path)
     hints = typing.get_type_hints(cls)
     out = {}
     for name, value in table.items():
+        if name not in names:
+            continue
         full = f"{key}.{name}"
-        out[name] = _convert(value, hints[name], full, path)
+        try:
+            out[name] = _convert(value, hints[name], full, path)
+        except ConfigError as exc:
+            errors.append(exc)
+            continue
         reason = _rule_reason(cls, name, out[name])
         if reason:
-            raise ConfigError(full, reason, path)
+            errors.append(ConfigError(full, reason, path))
+    if errors:
+        raise ConfigError.of(errors)
     return out
 
 
@@ -267,7 +377,8 @@ def check_values(obj: Any, key: str, path: Path | None = None) -> None:
         if reason:
             raise ConfigError(f"{key}.{f.name}", reason, path)
     if isinstance(obj, Preset):
-        _preset_rules(obj, key, path)
+        for problem in _preset_problems(obj, key, path):
+            raise problem
 
 
 def _kind(value: Any) -> str:
@@ -323,34 +434,34 @@ def _convert(value: Any, hint: Any, key: str, path: Path) -> Any:
     raise TypeError(f"config schema has no rule for {hint!r} ({key})")  # a bug in this module, not user input
 
 
-def _preset_rules(preset: Preset, key: str, path: Path | None) -> None:
-    """Rules that involve more than one key of a preset."""
+def _preset_problems(preset: Preset, key: str, path: Path | None) -> Iterator[ConfigError]:
+    """Rules that involve more than one key of a preset: each one it breaks."""
     if preset.overlap >= preset.tile_size:
-        raise ConfigError(
+        yield ConfigError(
             f"{key}.overlap",
             f"must be smaller than tile_size ({preset.tile_size}), got {preset.overlap}",
             path,
         )
     if preset.sampler in ("lcm", "dmd2") and preset.cfg >= 2:
-        raise ConfigError(
+        yield ConfigError(
             f"{key}.cfg",
             f"is {preset.cfg} with the {preset.sampler} sampler: LCM burns above CFG 2 (use 1-1.8)",
             path,
         )
     if preset.refine and preset.unet_steps < 1:
-        raise ConfigError(
+        yield ConfigError(
             f"{key}.steps",
             f"steps x denoise = {preset.steps} x {preset.denoise} gives no UNet step; raise steps or denoise",
             path,
         )
     if preset.control_start >= preset.control_end:
-        raise ConfigError(
+        yield ConfigError(
             f"{key}.control_start",
             f"must be below control_end ({preset.control_end}), got {preset.control_start}",
             path,
         )
-    if preset.refine and preset.control_strength > 0 and not any(preset.control_scales):
-        raise ConfigError(
+    elif preset.refine and preset.control_strength > 0 and not any(preset.control_scales):
+        yield ConfigError(
             f"{key}.control_start",
             f"control_start..control_end = {preset.control_start}..{preset.control_end} covers none of "
             f"the {preset.unet_steps} UNet steps (step i of n runs the ControlNet when i/n >= "
@@ -369,36 +480,45 @@ def _resolve_upscaler(preset: Preset, key: str, base: Path, path: Path) -> Prese
 
 
 def _check_config(config: Config, path: Path) -> None:
+    """The rules across tables, on values that each passed their own: every one broken, together."""
+    errors = []
     if not config.watch.folders:
-        raise ConfigError("watch.folders", "must name at least one folder", path)
+        errors.append(ConfigError("watch.folders", "must name at least one folder", path))
     if config.watch.give_up_seconds <= config.watch.quiet_seconds:
-        raise ConfigError("watch.give_up_seconds", "must be longer than watch.quiet_seconds", path)
-    if config.daemon.active_preset not in config.presets:
-        known = ", ".join(sorted(config.presets))
-        raise ConfigError(
-            "daemon.active_preset", f"names no preset: {config.daemon.active_preset!r} (known: {known})", path
-        )
+        errors.append(ConfigError("watch.give_up_seconds", "must be longer than watch.quiet_seconds", path))
     known_sets = config.model_set_names()
     for preset in config.presets.values():
         if preset.model not in known_sets:
-            raise ConfigError(
-                f"presets.{preset.name}.model",
-                f"names no model set: {preset.model!r} (known: {', '.join(known_sets)})",
+            errors.append(
+                ConfigError(
+                    f"presets.{preset.name}.model",
+                    f"names no model set: {preset.model!r} (known: {', '.join(known_sets)})",
+                    path,
+                )
+            )
+    active = config.presets.get(config.daemon.active_preset)
+    if active is None:
+        known = ", ".join(sorted(config.presets))
+        errors.append(
+            ConfigError(
+                "daemon.active_preset",
+                f"names no preset: {config.daemon.active_preset!r} (known: {known})",
                 path,
             )
-    active = config.presets[config.daemon.active_preset]
-    if active.refine:
+        )
+    elif active.refine and active.model in known_sets:
         try:  # the preset new images get must be able to load; a built-in set may still be empty
             config.model_for(active)
         except ConfigError as exc:
-            raise ConfigError(
-                "daemon.active_preset",
-                f"is {active.name!r}, whose model set [models.{active.model}] {exc.reason}",
-                path,
-            ) from None
-    reason = output_name_problem(config.output.name)
-    if reason:
-        raise ConfigError("output.name", reason, path)
+            errors.append(
+                ConfigError(
+                    "daemon.active_preset",
+                    f"is {active.name!r}, whose model set [models.{active.model}] {exc.reason}",
+                    path,
+                )
+            )
+    if errors:
+        raise ConfigError.of(errors)
 
 
 def output_name_problem(template: str) -> str | None:

@@ -4,7 +4,9 @@ The daemon fixture names it in NAIUP_ENGINE ("stub_engine:ResizeEngine"). `Resiz
 Image.resize. NAIUP_STUB_DELAY in the daemon's environment (the worker inherits it) makes each job take
 that long. The image's prompt picks a failure: "crash" exits the worker mid-job; "hang" hangs the first
 time (marker file in the state dir), then works; "chatty" never ends but reports progress all along;
-"oom" runs out of GPU memory (worth retrying); "nan" produces garbage (not worth retrying). A [model]
+"oom" runs out of GPU memory (worth retrying); "nan" produces garbage (not worth retrying); "too-big"
+is a preset whose tiles do not fit the card beside an SDXL set that loads (the engine's own refusal,
+residency.plan_residency, for a 4 GiB card: that job fails, the set stays loaded). A [model]
 checkpoint named BROKEN cannot load (as a missing model file). `idle()` appends a line to `idle-calls`
 in the state dir. NAIUP_STUB_HUB_REPO makes `load()` download that hub repo's
 pytorch_lora_weights.safetensors through naiup's own hub client (the test serves it at HF_ENDPOINT),
@@ -57,6 +59,8 @@ class ResizeEngine:
             raise OutOfMemoryError("out of CUDA memory even one diffusion tile at a time (stand-in)")
         if prompt == "nan":
             raise EngineError("latent contains NaN/Inf (stand-in)")
+        if prompt == "too-big":
+            _refuse_preset(preset)
         marker = Path(os.environ.get("NAIUP_STATE_DIR", ".")) / "hung-once"
         if prompt == "hang" and not marker.exists():
             marker.touch()
@@ -84,3 +88,15 @@ class ResizeEngine:
 
     def unload(self) -> None:
         pass
+
+
+def _refuse_preset(preset: Preset) -> None:
+    """What the Refiner raises at job start for a preset too large for the card (imported here:
+    torch is only paid for by the job that asks)."""
+    from naiup.engine.models.residency import ModelSizes, plan_residency, unet_working_bytes
+
+    sizes = ModelSizes(unet=5_134_927_368, text_encoders=1_635_441_872, vae=167_307_726, family="sdxl")
+    card = 4 * 2**30
+    working = unet_working_bytes(preset.tile_size**2, preset.cfg > 1.0)
+    plan_residency(sizes, working, card, card, preset.tile_size, BROKEN, preset=preset)
+    raise AssertionError("a 4 GiB card was given room for an SDXL set")

@@ -187,12 +187,21 @@ def test_out_of_gpu_memory_is_retried_but_a_broken_result_is_not(daemon: DaemonR
     daemon.write_config(watch="quiet_seconds = 0.2", daemon="max_attempts = 3")
     daemon.start()
     w = daemon.watch
+    worker = daemon.status()["worker_pid"]
     oom = nai_writer.write_nai_png(w / "oom.png", (16, 16), prompt="oom")
     nan = nai_writer.write_nai_png(w / "nan.png", (20, 20), prompt="nan")
-    wait_for(lambda: _state(daemon, oom) == "failed" and _state(daemon, nan) == "failed", 30, "both to fail")
+    big = nai_writer.write_nai_png(w / "big.png", (24, 24), prompt="too-big")
+    fine = nai_writer.write_nai_png(w / "fine.png", (16, 16))
+    done = {oom: "failed", nan: "failed", big: "failed", fine: "done"}
+    wait_for(lambda: all(_state(daemon, f) == s for f, s in done.items()), 30, "each file's end")
     assert daemon.row(oom)["attempts"] == 3  # another program's memory may be free next time
     assert daemon.row(nan)["attempts"] == 1  # the same input gives the same garbage
     assert "out of CUDA memory" in daemon.row(oom)["error"]
+    # A preset too large for the card fails its job, saying which preset; the set that loaded stays
+    # loaded (no reload-and-retry loop: a model that cannot load would keep the file queued).
+    assert daemon.row(big)["attempts"] == 1
+    assert daemon.row(big)["error"].startswith("preset upscale-2x: its SDXL model needs about")
+    assert daemon.status()["worker_pid"] == worker
     assert daemon.stop() == 0
 
 

@@ -19,7 +19,7 @@ from safetensors.torch import load, save
 
 from naiup.engine.models import hub
 from naiup.engine.models.load import load_models, load_vae, resolve_lora_file
-from naiup.errors import ModelLoadError
+from naiup.errors import ModelLoadError, hub_model_unavailable
 from naiup.testing import TOKENIZER_DIR
 
 SD, XL = "someone/anime-sd15", "someone/anime-xl"
@@ -225,7 +225,7 @@ def test_offline_a_cached_model_loads_and_a_missing_one_gets_our_advice(fake_hub
         load_models(XL, "", CPU)
     text = str(info.value)
     assert text.startswith(f"{XL}: hub model not in the local Hugging Face cache, and HF_HUB_OFFLINE is set")
-    assert "local_files_only" not in text and "[model] checkpoint" in text
+    assert "local_files_only" not in text and text == f"{XL}: {hub_model_unavailable(XL, offline=True)}"
 
 
 def test_an_unreachable_hub_says_so_in_our_words(repos, tmp_path, monkeypatch):
@@ -233,7 +233,9 @@ def test_an_unreachable_hub_says_so_in_our_words(repos, tmp_path, monkeypatch):
         url = server.url
     use_hub(monkeypatch, server, tmp_path / "cache")  # the server is gone: connection refused
     assert url == server.url
-    with pytest.raises(ModelLoadError, match=r"the Hub could not be reached.*connect once") as info:
+    with pytest.raises(
+        ModelLoadError, match=r"the Hub could not be reached.*refine once while online"
+    ) as info:
         hub.fetch_pipeline(SD, half=True)
     assert "local_files_only" not in str(info.value)
 

@@ -8,6 +8,7 @@ import torch
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from naiup.engine.diffusion.prompt_encoder import PromptEncoder, pad_to_same_length
+from naiup.engine.diffusion.refine import needs_text_encoders
 
 BOS, EOS, COMMA = 49406, 49407, 267  # well-known CLIP ids
 
@@ -127,3 +128,28 @@ def test_the_embedding_cache_keeps_the_most_recently_used_few(clip, monkeypatch)
 
 def _weighted_free(enc: PromptEncoder, prompt: str) -> torch.Tensor:
     return PromptEncoder(enc.tokenizer, enc.text_encoder).encode(prompt)
+
+
+def test_embeddings_are_cached_on_the_unets_device_not_where_the_text_encoder_ran(clip):
+    # A text encoder waiting in host RAM runs on the CPU; what it makes is joined later with
+    # embeddings made on the GPU (padding, CFG's batch), so it must be cached on the UNet's device.
+    # "meta" stands for that other device: a real torch device the CPU encoder did not run on.
+    enc = PromptEncoder(*clip, device=torch.device("meta"))
+    cond, uncond = enc.pair("cat", "bad BREAK worse")
+    assert cond.shape == uncond.shape == (1, 154, 32)
+    assert {t.device.type for t in (cond, uncond, *enc._cache.values())} == {"meta"}
+    assert list(enc._cache) == ["cat", "bad BREAK worse", ""]
+
+
+def test_a_regions_job_at_cfg_1_needs_the_text_encoders_for_the_empty_prompt(clip):
+    # Regions pad their contexts with the empty prompt at any CFG; a single prompt needs it only
+    # to pad a negative (CFG > 1). Encoded outside the text encoders' visit it would run on the CPU.
+    enc = PromptEncoder(*clip)
+    background, region = [("park", None)] * 2, [("1girl", None)] * 2
+    enc.pair("park", None)
+    enc.pair("1girl", None)
+    assert not needs_text_encoders(enc, [background], regions=False)
+    assert needs_text_encoders(enc, [background, region], regions=True)
+    enc.encode("")
+    assert not needs_text_encoders(enc, [background, region], regions=True)
+    assert needs_text_encoders(enc, [[("park", "lowres")]], regions=False)  # CFG > 1: a new negative

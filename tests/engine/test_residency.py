@@ -8,12 +8,14 @@ text encoders, bf16 VAE). What the moves do on a real card is tests/gpu's part.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
+from naiup.config import Preset
 from naiup.engine.models.load import SD15_SKELETON
 from naiup.engine.models.residency import (
     RESERVE,
@@ -25,7 +27,7 @@ from naiup.engine.models.residency import (
     unet_working_bytes,
 )
 from naiup.engine.models.sdxl_single_file import SDXL_SKELETON
-from naiup.errors import ModelLoadError, OutOfMemoryError
+from naiup.errors import EngineError, ModelLoadError, OutOfMemoryError
 
 GiB = 2**30
 HALF, BF16 = torch.float16, torch.bfloat16
@@ -159,37 +161,63 @@ def test_cpu_placement_moves_nothing_and_the_vae_parks_only_resident_models(tmp_
 TILE_XL_CN = unet_working_bytes(128 * 128, cfg=False, control=True)  # the same with ControlNet tile
 
 
-def test_a_controlnet_counts_with_the_unet_and_its_activations_with_each_tile(sdxl, sdxl_cn):
+def test_a_controlnet_the_job_runs_counts_with_the_unet_and_its_activations_with_each_tile(sdxl, sdxl_cn):
     # SDXL's tile ControlNet (the UNet's encoder and mid block): about 1.25 G parameters, 2.5 GB fp16.
     assert 2.4e9 < sdxl_cn.controlnet < 2.6e9
     assert (sdxl_cn.unet, sdxl_cn.vae, sdxl_cn.text_encoders) == (sdxl.unet, sdxl.vae, sdxl.text_encoders)
     # Its activations beside each UNet call: half the UNet's again (tiling.batch_for_memory's share).
     assert abs(TILE_XL_CN - 1.5 * TILE_XL) <= 1
     weights = sdxl_cn.unet + sdxl_cn.controlnet + sdxl_cn.vae
-    assert plan_residency(sdxl_cn, TILE_XL_CN, 80 * GiB, 80 * GiB, 128).need == (
-        weights + sdxl_cn.text_encoders + TILE_XL_CN + RESERVE
+    assert plan_residency(sdxl_cn, TILE_XL_CN, 80 * GiB, 80 * GiB, 128, control=True) == Residency(
+        True, False, weights + sdxl_cn.text_encoders + TILE_XL_CN + RESERVE, controlnet_resident=True
     )
-    # On 10 GiB the set without it keeps everything resident; with it the text encoders wait in host
-    # RAM, and still visit beside the UNet and its ControlNet.
+    # On 10 GiB the set without it keeps everything resident; a job running it has the text encoders
+    # wait in host RAM, and they still visit beside the UNet and its ControlNet.
     assert plan_residency(sdxl, TILE_XL, 10 * GiB, 10 * GiB, 128).text_encoders_resident
-    assert plan_residency(sdxl_cn, TILE_XL_CN, 10 * GiB, 10 * GiB, 128) == Residency(
-        False, False, weights + TILE_XL_CN + RESERVE
+    assert plan_residency(sdxl_cn, TILE_XL_CN, 10 * GiB, 10 * GiB, 128, control=True) == Residency(
+        False, False, weights + TILE_XL_CN + RESERVE, controlnet_resident=True
     )
-    # A set with a ControlNet that a preset does not use still holds its weights: only the tile's
-    # activations are smaller.
-    plain_tiles = plan_residency(sdxl_cn, TILE_XL, 80 * GiB, 80 * GiB, 128)
-    assert plain_tiles.need == weights + sdxl_cn.text_encoders + TILE_XL + RESERVE
 
 
-def test_w2_xl_with_its_controlnet_under_7_gib_is_refused_naming_the_controlnet(sdxl_cn):
-    with pytest.raises(ModelLoadError) as info:
-        plan_residency(sdxl_cn, TILE_XL_CN, 7 * GiB, 7 * GiB, 128, "noobai-xl.safetensors")
+def test_a_controlnet_the_job_does_not_run_stays_on_the_device_only_where_it_fits(sdxl, sdxl_cn):
+    everything = sdxl_cn.unet + sdxl_cn.controlnet + sdxl_cn.vae + sdxl_cn.text_encoders + TILE_XL + RESERVE
+    # A card with room keeps it (no 2.5 GB round trip when presets alternate).
+    assert plan_residency(sdxl_cn, TILE_XL, 80 * GiB, 80 * GiB, 128) == Residency(True, False, everything)
+    # 9 GiB: the text encoders, which this job may run, keep their place; the ControlNet waits.
+    assert plan_residency(sdxl_cn, TILE_XL, 9 * GiB, 9 * GiB, 128) == Residency(
+        True, False, everything - sdxl_cn.controlnet, controlnet_resident=False
+    )
+    # An 8 GB card (max_vram_gb = 7) runs an SDXL set that has one, as it runs the set without:
+    # the load-time check plans for a preset without it, so it is no reason to refuse the set.
+    without = plan_residency(sdxl, TILE_XL, 7 * GiB, 7 * GiB, 128)
+    assert plan_residency(sdxl_cn, TILE_XL, 7 * GiB, 7 * GiB, 128) == replace(
+        without, controlnet_resident=False
+    )
+
+
+def test_a_preset_too_large_for_a_set_that_loads_fails_its_job_naming_its_keys(sdxl_cn):
+    # Not a ModelLoadError: the daemon would reload the set and retry this same job forever.
+    preset = Preset(name="xl-cn", cfg=3.0, tile_size=128, control_strength=0.5)
+    tile = unet_working_bytes(128 * 128, cfg=True, control=True)
+    with pytest.raises(EngineError) as info:
+        plan_residency(
+            sdxl_cn, tile, 7 * GiB, 7 * GiB, 128, "noobai-xl.safetensors", control=True, preset=preset
+        )
+    assert not isinstance(info.value, ModelLoadError)
     text = str(info.value)
-    assert "UNet 5.1 GB + ControlNet 2.5 GB + VAE 0.2 GB + one 128x128 latent tile ≈ 1.5 GB" in text
+    assert text.startswith("preset xl-cn: its SDXL model needs about 11.1 GB of GPU memory")
+    assert "UNet 5.1 GB + ControlNet 2.5 GB + VAE 0.2 GB + one 128x128 latent tile ≈ 3.1 GB" in text
     assert text.endswith(
-        "use an SD1.5 preset on this card or a preset with a smaller tile_size"
-        " or this model set without its controlnet"
+        "allows 7.5 GB: use a smaller presets.xl-cn.tile_size (now 128), or presets.xl-cn.cfg = 1 (CFG"
+        " above 1 runs every tile twice), or presets.xl-cn.control_strength = 0 (the ControlNet then"
+        " waits in host RAM), or an SD1.5 preset on this card"
     )
+    # The same preset's tiles without CFG and ControlNet fit: only what is set is advised.
+    small = replace(preset, cfg=1.0, control_strength=0.0, tile_size=160)
+    with pytest.raises(
+        EngineError, match=r"use a smaller presets\.xl-cn\.tile_size \(now 160\), or an SD1\.5"
+    ):
+        plan_residency(sdxl_cn, unet_working_bytes(160 * 160, False), 6 * GiB, 6 * GiB, 160, preset=small)
 
 
 def test_a_loaded_controlnet_is_sized_and_placed_with_the_unet(tmp_path_factory):
@@ -207,3 +235,8 @@ def test_a_loaded_controlnet_is_sized_and_placed_with_the_unet(tmp_path_factory)
     placement.settle(Residency(text_encoders_resident=False, unet_steps_out=True))
     # What the VAE parks, and what steps out while the text encoders visit: the UNet with its ControlNet.
     assert placement.on_device() == [m.unet, m.controlnet]
+    # A ControlNet waiting in host RAM (a job that does not run it) is neither: moving the UNet out
+    # and back would otherwise bring it to the device.
+    placement.settle(Residency(text_encoders_resident=False, unet_steps_out=True, controlnet_resident=False))
+    assert placement.denoisers() == placement.on_device() == [m.unet]
+    assert m.controlnet in placement.modules()  # still checked at each job's start, and counted

@@ -116,3 +116,16 @@ def test_empty_negative_is_zeros_like_a1111_and_pads_to_the_prompt(models, pipe)
 
 def test_time_ids_describe_the_whole_canvas_in_pixels_height_first():
     assert time_ids((152, 104), 8).tolist() == [[1216.0, 832.0, 0.0, 0.0, 1216.0, 832.0]]
+
+
+def test_embeddings_are_cached_on_the_unets_device_not_where_the_text_encoders_ran(models):
+    # As PromptEncoder's: "meta" stands for the GPU the UNet is on while the encoders ran on the CPU.
+    m = models
+    enc = SDXLPromptEncoder(
+        m.tokenizer, m.text_encoder, m.tokenizer_2, m.text_encoder_2, 1, torch.device("meta")
+    )
+    cond, uncond = enc.pair("a cat", WORDS)  # a long negative: the prompt is padded with ""
+    assert cond.context.shape == uncond.context.shape == (1, 154, W1 + W2)
+    tensors = [cond.context, cond.pooled, uncond.context, uncond.pooled]
+    tensors += [t for c in enc._cache.values() for t in (c.context, c.pooled)]
+    assert {t.device.type for t in tensors} == {"meta"} and list(enc._cache) == ["a cat", WORDS, ""]

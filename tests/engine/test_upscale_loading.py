@@ -11,8 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from naiup.engine.upscale.upscaler import BUILTIN_UPSCALERS, load_upscaler, pick_upscale_dtype
+from naiup.engine.upscale.upscaler import load_upscaler, pick_upscale_dtype
 from naiup.errors import ModelLoadError
+from naiup.upscaler_names import BUILTIN_UPSCALERS
 
 REALCUGAN_SHA256 = "3a26f0dfd2313c2470a70e71341e199293c6f4c3de6ab2a53eb4af1cc0948d66"  # SOURCES.md
 

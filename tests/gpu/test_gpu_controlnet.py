@@ -14,6 +14,7 @@ from PIL import Image
 
 from naiup.config import ModelConfig, Preset
 from naiup.engine.diffusion.refine import Refiner
+from naiup.engine.models.residency import Residency
 
 # 96x96 px -> 12x12 latent; 8-latent tiles overlapping by 4 -> 2x2 tiles, 3 per UNet call (one padded
 # batch); the ControlNet runs on the first 3 of 4 steps.
@@ -52,3 +53,16 @@ def test_the_controlled_refine_on_cuda_equals_the_cpu_result(cpu_config, cuda):
     assert refiner.unet_graphs, "the ControlNet's residuals made the compiled UNet fall back to eager"
     # Still wholly on the device after the job (the VAE passes may park it with the UNet).
     assert all(p.device == refiner.device for p in net.parameters())
+
+
+def test_a_controlnet_waiting_in_host_ram_is_brought_in_by_the_job_that_runs_it(cpu_config, cuda):
+    refiner = Refiner(replace(cpu_config, device="cuda", unet_graphs="off"))
+    refiner.load()
+    net = refiner.models.controlnet
+    # Where a job that does not run it leaves it on a card without room for it beside the rest.
+    refiner._placement.settle(Residency(controlnet_resident=False))  # type: ignore[union-attr]
+    assert next(net.parameters()).device.type == "cpu" and net.dtype == torch.float16  # kept fp16
+    # The next job runs it: its plan has it on the device, moved in before the first UNet call (left
+    # in host RAM, the call fails: "Expected all tensors to be on the same device").
+    _refine(refiner)
+    assert all(p.device == refiner.device for p in net.parameters()) and refiner.residency.controlnet_resident

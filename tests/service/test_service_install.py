@@ -136,6 +136,25 @@ def test_cli_service_install_writes_the_given_config_as_an_absolute_path(tmp_pat
     assert f"--config {tmp_path / 'mine.toml'} tray" in tray
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="writes Linux paths")
+def test_cli_service_install_refuses_a_config_the_service_would_refuse(tmp_path):
+    # It used to write the unit anyway (exit 0): the service then failed at every login, restarted in
+    # a loop. uninstall and status must still work with the broken file.
+    (tmp_path / "typo.toml").write_text("[wach]\nrecursive = true\n")
+    problem = "error: typo.toml: [wach] is not a known key; did you mean 'watch'?"
+    for dry_run in (["--dry-run"], []):
+        proc = _service_cli(tmp_path, "--config", "typo.toml", "service", "install", *dry_run)
+        assert proc.returncode == 1, proc.stdout
+        assert proc.stderr.splitlines()[0].startswith("not installing: ")
+        assert proc.stderr.splitlines()[-1] == problem
+        assert "WantedBy" not in proc.stdout and not (tmp_path / "cfg").exists()
+    status_proc = _service_cli(tmp_path, "--config", "typo.toml", "service", "status")
+    assert (status_proc.returncode, status_proc.stderr) == (1, "")
+    assert "daemon: missing" in status_proc.stdout
+    uninstall_proc = _service_cli(tmp_path, "--config", "typo.toml", "service", "uninstall", "--dry-run")
+    assert uninstall_proc.returncode == 0, uninstall_proc.stderr
+
+
 def test_macos_install_unloads_before_loading_so_it_can_be_rerun(tmp_path):
     plan = plan_autostart("darwin", home=tmp_path, argv=ARGV)
     rec = Recorder()

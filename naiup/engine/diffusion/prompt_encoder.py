@@ -178,10 +178,18 @@ PROMPT_CACHE_SIZE = 64
 
 
 class PromptEncoder:
-    """Encodes A1111-syntax prompts to (1, 77·k, width) embeddings; caches per prompt text."""
+    """Encodes A1111-syntax prompts to (1, 77·k, width) embeddings; caches per prompt text.
 
-    def __init__(self, tokenizer, text_encoder: torch.nn.Module, clip_skip: int = 1) -> None:
+    `device`: where every embedding it returns (and caches) lives, the UNet's device; None: wherever
+    the text encoder ran. A text encoder that waits in host RAM runs on the CPU when asked for a text
+    outside its visit to the device: its output must still be cached on the UNet's device, or a later
+    job joins it with embeddings made on the device (padding, CFG's batch) and fails on every job."""
+
+    def __init__(
+        self, tokenizer, text_encoder: torch.nn.Module, clip_skip: int = 1, device: torch.device | None = None
+    ) -> None:
         self.tokenizer, self.text_encoder, self.clip_skip = tokenizer, text_encoder, clip_skip
+        self.device = device
         self.bos, self.eos = tokenizer.bos_token_id, tokenizer.eos_token_id
         comma = tokenizer(",", add_special_tokens=False).input_ids
         self.comma = comma[0] if len(comma) == 1 else None
@@ -205,6 +213,8 @@ class PromptEncoder:
             self._cache.move_to_end(prompt)
             return cached
         cached = torch.cat([self._encode_chunk(c) for c in self.chunks(prompt)], dim=1)
+        if self.device is not None:
+            cached = cached.to(self.device)
         self._cache[prompt] = cached
         if len(self._cache) > PROMPT_CACHE_SIZE:  # least recently used out: it lives on the GPU
             self._cache.popitem(last=False)
@@ -222,7 +232,8 @@ class PromptEncoder:
 
     def cached(self, prompt: str, negative: str | None) -> bool:
         """Whether pair(prompt, negative) runs no text encoder: every text it encodes is cached (the
-        Refiner brings text encoders that wait in host RAM to the device only when not)."""
+        Refiner brings text encoders that wait in host RAM to the device only when not). Ask
+        cached("", None) for the empty prompt alone (regions pad with it at any CFG)."""
         texts = [prompt] if negative is None else [prompt, negative, ""]
         return all(t in self._cache for t in texts)
 

@@ -308,10 +308,15 @@ class Refiner:
         self._fuser = LoraFuser(m.unet, m.text_encoder, m.text_encoder_2)
         if m.family == SDXL:
             self._encoder = SDXLPromptEncoder(
-                m.tokenizer, m.text_encoder, m.tokenizer_2, m.text_encoder_2, self.model.clip_skip
+                m.tokenizer,
+                m.text_encoder,
+                m.tokenizer_2,
+                m.text_encoder_2,
+                self.model.clip_skip,
+                self.device,
             )
         else:
-            self._encoder = PromptEncoder(m.tokenizer, m.text_encoder, self.model.clip_skip)
+            self._encoder = PromptEncoder(m.tokenizer, m.text_encoder, self.model.clip_skip, self.device)
         self._unet_call = UnetCall(m.unet, self._unet_graphs())
         self._lora_cache.clear()
         self._fused = ()
@@ -331,11 +336,18 @@ class Refiner:
         self._placement.ensure()
 
     def _residency(
-        self, placement: Placement, tile_px: int, cfg: bool, tile: int, control: bool = False
+        self,
+        placement: Placement,
+        tile_px: int,
+        cfg: bool,
+        tile: int,
+        control: bool = False,
+        preset: Preset | None = None,
     ) -> Residency:
         """The residency plan for UNet tiles of `tile_px` latent px (`tile` a side, for the message;
         `control`: the ControlNet runs beside the UNet), for what is free now plus what the set holds
-        on the device already (plan_residency: raises when even the least it needs does not fit)."""
+        on the device already (plan_residency: raises when even the least it needs does not fit;
+        `preset`: the job's, None for the load-time check)."""
         free = free_memory_bytes(self.device)
         if free is None or self.device.type == "cpu":  # the models are in host RAM already
             return Residency()
@@ -346,6 +358,8 @@ class Refiner:
             memory_capacity(self.device),
             tile,
             self.model.checkpoint,
+            control=control,
+            preset=preset,
         )
 
     @property
@@ -454,19 +468,20 @@ class Refiner:
         self,
         key: tuple[Prompts, ...],
         conds: list[tuple],
+        empty,
         cfg: float,
         hw: tuple[int, int],
         control: TileControl | None = None,
     ) -> RegionDenoiser:
         """One denoiser for all regions of a step (background first), a prompt per sample. Their
-        contexts are padded to one length with empty-prompt chunks so that tiles of different regions
-        share UNet calls; SDXL's empty negative is all zeros, so it is padded with zeros. `control`:
-        the ControlNet beside every call, each sample on its own tile's hint crop."""
-        assert self.models and self._encoder
+        contexts are padded to one length with `empty` (the empty prompt's embedding, SDXLCond for
+        SDXL) so that tiles of different regions share UNet calls; SDXL's empty negative is all zeros,
+        so it is padded with zeros. `control`: the ControlNet beside every call, each sample on its
+        own tile's hint crop."""
+        assert self.models
         m = self.models
         sdxl = m.family == SDXL
         guided_cfg = cfg > 1.0 and conds[0][1] is not None
-        empty = self._encoder.encode("")
         empty = empty.context if sdxl else empty
         contexts, fills = [], []
         for half in (0, 1) if guided_cfg else (0,):
@@ -590,22 +605,26 @@ class Refiner:
         sampler.set_steps(preset.steps, preset.denoise, dev)
         n_steps = len(sampler.timesteps)
         scales = control_scales(n_steps, preset.control_strength, preset.control_start, preset.control_end)
-        # Where the text encoders wait while this job's tiles run (refused here, before any work,
-        # when even the least the set needs does not fit).
+        # Where the text encoders and the ControlNet wait while this job's tiles run (the ControlNet
+        # on the device only if this job runs it or it fits anyway); refused here, before any work,
+        # when even the least this preset needs does not fit (an error for this job, not the set).
         tile_hw = (min(preset.tile_size, rgb.shape[0] // 8), min(preset.tile_size, rgb.shape[1] // 8))
         tile_px = tile_hw[0] * tile_hw[1]
-        plan = self._residency(self._placement, tile_px, preset.cfg > 1.0, preset.tile_size, any(scales))
+        control = any(scales)
+        plan = self._residency(self._placement, tile_px, preset.cfg > 1.0, preset.tile_size, control, preset)
         self._placement.settle(plan)
         per_step: list = _per_step(prompt, negative_prompt, preset.cfg, n_steps)
         columns = [per_step, *(_per_step(p, n, preset.cfg, n_steps) for p, n in region_texts)]
-        # Text encoders waiting in host RAM visit the device only when a text is not cached yet.
-        uncached = any(not self._encoder.cached(*pair) for col in columns for pair in dict.fromkeys(col))
-        with self._placement.encoding(uncached):
+        # Text encoders waiting in host RAM visit the device only when a text is not cached yet, and
+        # every text is encoded inside the visit (regions' padding, the empty prompt, included).
+        with self._placement.encoding(needs_text_encoders(self._encoder, columns, bool(regions))):
+            empty = None  # the empty prompt's embedding, for the regions' padding
             if not regions:
                 conds = {pair: self._conditioning(*pair) for pair in dict.fromkeys(per_step)}
             else:  # per step, the (prompt, negative) of every region: background first
                 per_step = list(zip(*columns, strict=True))
                 conds = {key: [self._conditioning(*pair) for pair in key] for key in dict.fromkeys(per_step)}
+                empty = self._encoder.encode("")
         # 2. Pixels -> latent.
         generator = torch.Generator("cpu").manual_seed(int(seed))
         window = preset.vae_attention_window
@@ -628,32 +647,45 @@ class Refiner:
         batch = batch_for_memory(preset.tile_batch_size, free, tile_px, preset.cfg > 1.0, any(scales))
         tiling = replace(preset, tile_batch_size=batch)
         # The tile ControlNet's hint is the upscaled input itself: the pixels the img2img starts from.
-        hint = control_image(rgb, m.controlnet.dtype) if any(scales) else None
+        hint = control_image(rgb, m.controlnet.dtype) if control else None
         factor = vae_scale_factor(m.vae)
         predictors = {}
         steps = list(zip(per_step, scales, strict=True))
         masks = region_masks(regions, hw, size_hw, factor) if regions else None
         for key, scale in dict.fromkeys(steps):
-            control = TileControl(m.controlnet, hint, scale, factor) if scale else None
+            tile_control = TileControl(m.controlnet, hint, scale, factor) if scale else None
             if masks is None:
-                guided = self._guided(*conds[key], preset.cfg, hw, control)
+                guided = self._guided(*conds[key], preset.cfg, hw, tile_control)
                 predict = self.wrap_predictor(guided, tiling, hw) if self.wrap_predictor else guided
             elif self.wrap_predictor is None:  # regions, untiled: the whole canvas is one tile
-                den = self._region_guided(key, conds[key], preset.cfg, hw, control)
+                den = self._region_guided(key, conds[key], empty, preset.cfg, hw, tile_control)
                 plan = plan_tiles(hw[0], hw[1], max(hw), 0)
                 predict = region_predictor(den, plan, masks, "multidiffusion", batch)
             else:
-                den = self._region_guided(key, conds[key], preset.cfg, hw, control)
+                den = self._region_guided(key, conds[key], empty, preset.cfg, hw, tile_control)
                 predict = self.wrap_regions(den, masks, tiling, hw)
             predictors[key, scale] = predict
         x = denoise(z0, [predictors[step] for step in steps], sampler, generator, progress)
         # The predictors hold the full-image control hint: gone before the decode, the job's peak.
-        predictors = predict = control = hint = guided = den = None  # type: ignore[assignment]
+        predictors = predict = tile_control = hint = guided = den = None  # type: ignore[assignment]
         # 4. Decode; never hand back a black or garbage image.
         with self._room_for_vae("decode", rgb.shape[0], rgb.shape[1], park):
             pixels = self.decode(m.vae, x, mode=preset.vae_tiling, attention_window=window)
         _check_finite(pixels, "VAE decoding")
         return to_image(pixels, size_hw)
+
+
+def needs_text_encoders(
+    encoder: PromptEncoder | SDXLPromptEncoder, columns: Sequence[Sequence[Prompts]], regions: bool
+) -> bool:
+    """Whether conditioning a job runs a text encoder: some (prompt, negative) of `columns` (the
+    steps' prompts: the whole image's, or with `regions` the background's then each region's) is
+    not cached, or, with regions, the empty prompt is not: regions pad their contexts to one length
+    with it at any CFG, where a single prompt needs it only to pad a negative (CFG > 1)."""
+    pairs = {pair for column in columns for pair in column}
+    if regions:
+        pairs.add(("", None))
+    return any(not encoder.cached(*pair) for pair in pairs)
 
 
 def _per_step(prompt: str, negative: str, cfg: float, steps: int) -> list[Prompts]:

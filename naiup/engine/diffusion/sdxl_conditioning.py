@@ -57,9 +57,19 @@ def vae_scale_factor(vae: torch.nn.Module) -> int:
 
 
 class SDXLPromptEncoder:
-    """Encodes A1111-syntax prompts for SDXL; caches per prompt text (clear after a TE LoRA change)."""
+    """Encodes A1111-syntax prompts for SDXL; caches per prompt text (clear after a TE LoRA change).
+    `device`: where the embeddings it returns and caches live, as PromptEncoder's."""
 
-    def __init__(self, tokenizer, text_encoder, tokenizer_2, text_encoder_2, clip_skip: int = 1) -> None:
+    def __init__(
+        self,
+        tokenizer,
+        text_encoder,
+        tokenizer_2,
+        text_encoder_2,
+        clip_skip: int = 1,
+        device: torch.device | None = None,
+    ) -> None:
+        self.device = device
         # The SD1.5 encoder does the parsing and chunking; its own encode() is not used.
         self._chunker = PromptEncoder(tokenizer, text_encoder, clip_skip)
         self.text_encoder, self.text_encoder_2 = text_encoder, text_encoder_2
@@ -81,6 +91,8 @@ class SDXLPromptEncoder:
             return cached
         parts = [self._encode_chunk(c) for c in self.chunks(prompt)]
         cached = SDXLCond(torch.cat([p[0] for p in parts], dim=1), parts[0][1])
+        if self.device is not None:
+            cached = SDXLCond(cached.context.to(self.device), cached.pooled.to(self.device))
         self._cache[prompt] = cached
         if len(self._cache) > PROMPT_CACHE_SIZE:
             self._cache.popitem(last=False)

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from naiup.engine.load_errors import is_foreign
-from naiup.errors import ModelLoadError
+from naiup.errors import ModelLoadError, hub_model_unavailable
 
 __all__ = [
     "DownloadProgress",
@@ -244,16 +244,9 @@ def _hub():
 
 
 def _offline_error(repo_id: str) -> ModelLoadError:
-    """Our advice for a hub model that is not in the cache while the Hub cannot be reached."""
-    if _hub().constants.is_offline_mode():
-        why = "HF_HUB_OFFLINE is set, so it cannot be downloaded: unset HF_HUB_OFFLINE once"
-    else:
-        why = "the Hub could not be reached (no internet?): connect once"
-    return ModelLoadError(
-        repo_id,
-        f"hub model not in the local Hugging Face cache, and {why} so that naiup can download it, "
-        "or set [model] checkpoint to a local .safetensors file or diffusers folder",
-    )
+    """Our advice for a hub model that is not in the cache while the Hub cannot be reached: the same
+    words errors.plain_message puts in place of diffusers' text for this case."""
+    return ModelLoadError(repo_id, hub_model_unavailable(repo_id, _hub().constants.is_offline_mode()))
 
 
 def _listing(repo_id: str) -> tuple[str, dict[str, int]] | None:

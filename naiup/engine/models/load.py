@@ -38,6 +38,7 @@ from naiup.engine.models.family import (
     without_flags,
 )
 from naiup.engine.models.hub import DownloadProgress, fetch_file, fetch_folder, fetch_pipeline
+from naiup.engine.models.library_noise import quiet_libraries
 from naiup.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def load_models(
     them in host RAM (the Refiner decides from their sizes what goes to the device)."""
     from naiup.engine.models.sdxl_single_file import SDXL_SKELETON, load_sdxl_single_file
 
-    _quiet_library_bars()
+    quiet_libraries()
     path = Path(checkpoint).expanduser()
     if path.is_dir():
         models = _from_pipeline(str(path), local_only=True)
@@ -120,21 +121,6 @@ def load_models(
             _place(module, where, half)
     _place(models.vae, where, vae_dtype(device))
     return models
-
-
-def _quiet_library_bars() -> None:
-    # Their per-component bars would interleave with `naiup refine`'s own bar and fill the daemon log.
-    # Our hub downloads report through hub.py's own counter (the refine bar, `naiup status`); the hub's
-    # bars stay as they were for anything else that downloads.
-    from diffusers.utils import logging as diffusers_logging
-    from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
-    from transformers.utils import logging as transformers_logging
-
-    hub_bars = not are_progress_bars_disabled()
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()  # also turns the hub's bars off: give those back
-    if hub_bars:
-        enable_progress_bars()
 
 
 def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:

@@ -1,17 +1,19 @@
 """Where each model of a loaded set lives, and the moves a residency plan asks for.
 
     placement = Placement(models, device)       # nothing moves yet
-    placement.settle(plan)                       # TEs to the device or host RAM as the plan says
+    placement.settle(plan)                       # TEs and ControlNet to the device or host RAM, as
+                                                 # the plan says
     placement.ensure()                           # every model where it belongs (start of each job)
     with placement.encoding(needed):             # TEs visit the device to encode a prompt
         ...
     placement.on_device()                        # the models on the device now (VAE parking moves these)
 
-The UNet and VAE always belong on the device, and so does a ControlNet of the set: it runs beside
-every UNet call, so wherever the UNet goes (host RAM while the text encoders visit, or while the VAE
-needs the room) it goes too. The text encoders belong on the device too unless the plan
-(residency.plan_residency) has them wait in host RAM between prompts. Host copies are kept in the
-dtype they run in on the device (fp16), so a visit is one copy each way and no cast.
+The UNet and VAE always belong on the device. The text encoders do too unless the plan
+(residency.plan_residency) has them wait in host RAM between prompts, and so does the set's
+ControlNet unless the plan has it wait there (a job that does not run it, on a card without room for
+it). A ControlNet on the device runs beside every UNet call, so wherever the UNet goes (host RAM
+while the text encoders visit, or while the VAE needs the room) it goes too. Host copies are kept in
+the dtype they run in on the device (fp16), so a visit is one copy each way and no cast.
 """
 
 from __future__ import annotations
@@ -50,14 +52,21 @@ class Placement:
     def _home(self, module: nn.Module) -> torch.device:
         if module in self.text_encoders and not self.residency.text_encoders_resident:
             return _CPU
+        if module is self.controlnet and not self.residency.controlnet_resident:
+            return _CPU
         return self.device
 
     def modules(self) -> list[nn.Module]:
-        return [*self.denoisers(), *self.text_encoders, self.vae]
+        """Every model of the set, wherever it belongs now."""
+        cn = [self.controlnet] if self.controlnet is not None else []
+        return [self.unet, *cn, *self.text_encoders, self.vae]
 
     def denoisers(self) -> list[nn.Module]:
-        """The UNet and the set's ControlNet, if any: they run together and move together."""
-        return [self.unet] if self.controlnet is None else [self.unet, self.controlnet]
+        """The UNet and the set's ControlNet when it is on the device: they run together and move
+        together (one waiting in host RAM is not brought to the device by a move of the UNet)."""
+        if self.controlnet is None or not self.residency.controlnet_resident:
+            return [self.unet]
+        return [self.unet, self.controlnet]
 
     def on_device(self) -> list[nn.Module]:
         """The SD models that belong on the device besides the VAE (the UNet, its ControlNet, and the
@@ -75,18 +84,20 @@ class Placement:
         )
 
     def settle(self, residency: Residency) -> None:
-        """Adopt `residency`, moving the text encoders if it changes where they live."""
-        before = self.residency.text_encoders_resident
+        """Adopt `residency`, moving the text encoders and the ControlNet where it says they live."""
         self.residency = residency
-        moved = [place(te, self._home(te), self._dtype[id(te)]) for te in self.text_encoders]
-        if any(moved) and before != residency.text_encoders_resident:
-            where = "the device" if residency.text_encoders_resident else "host RAM between prompts"
+        movable = [m for m in self.modules() if m is not self.unet and m is not self.vae]
+        # Out to host RAM first: what comes in may need the room what goes out leaves.
+        movable.sort(key=lambda m: self._home(m) != _CPU)
+        moved = [m for m in movable if place(m, self._home(m), self._dtype[id(m)])]
+        for m in moved:
             log.info(
-                "text encoders (%.2f GB) now wait in %s (plan needs %.2f GB)",
-                self.sizes.text_encoders / 1e9,
-                where,
+                "%s now on %s (plan needs %.2f GB)",
+                type(m).__name__,
+                "host RAM" if self._home(m) == _CPU else self.device,
                 residency.need / 1e9,
             )
+        if any(self._home(m) == _CPU for m in moved):
             empty_cache(self.device)
 
     def ensure(self, quiet: bool = False) -> None:

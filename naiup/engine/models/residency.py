@@ -3,8 +3,9 @@
 model_sizes(models) -> ModelSizes             bytes each model takes in the dtype it is in (runs in)
 unet_working_bytes(tile_px, cfg, control) -> int
                                               estimated UNet (+ ControlNet) activations of one tile
-plan_residency(sizes, working, available, capacity, tile) -> Residency
-                                              raises ModelLoadError (card too small) / OutOfMemoryError
+plan_residency(sizes, working, available, capacity, tile, what, control=, preset=) -> Residency
+                                              raises ModelLoadError (card too small for the set),
+                                              EngineError (for this preset) / OutOfMemoryError
 
 On a card with room everything stays resident. The text encoders are the first to go: they run once
 per new prompt (the prompt encoders cache what they made) and hold 1.64 GB in fp16 for SDXL (CLIP-L +
@@ -16,8 +17,17 @@ nothing is tried: the job stops with what the model needs and what the card (or 
 allows, instead of running out of memory at every retry. An SDXL UNet on a 6 GB card is that case.
 
 A ControlNet of the set ([model] controlnet, loaded with the set whether a preset uses it or not)
-belongs with the UNet: it runs beside every UNet call, so its weights count with the UNet's, it
-steps out and back with the UNet, and a preset that uses it adds its activations to the tile's.
+gets the text encoders' treatment, the other way round: a job whose preset runs it (control > 0)
+needs it beside every UNet call, so its weights count with the UNet's, it steps out and back with the
+UNet, and its activations add to the tile's. A job that does not run it needs it nowhere: it stays
+on the device only where it fits beside everything else (text encoders included), else it waits in
+host RAM (0.7 GB for SD1.5, 2.5 GB for SDXL in fp16: an 8 GB card could not otherwise hold an SDXL
+set that has one). The load-time check plans for a preset without it.
+
+A set that cannot hold even that least is refused at load (ModelLoadError: the model does not fit
+this card). A preset whose own tiles (tile_size, CFG, ControlNet) do not fit beside a set that loads
+is refused per job (EngineError, naming the preset's keys): the set is fine, that job's settings
+are not, and the other presets' files must go on.
 
 The decision counts parameter bytes, which are exact, plus one tile's activations, which are an
 estimate (tiling.UNET_BYTES_PER_LATENT_PX), plus a fixed reserve for what torch itself takes beside
@@ -32,8 +42,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from naiup.config import Preset
 from naiup.engine.diffusion.tiling import CONTROLNET_ACTIVATION_SHARE, UNET_BYTES_PER_LATENT_PX
-from naiup.errors import ModelLoadError, OutOfMemoryError
+from naiup.errors import EngineError, ModelLoadError, OutOfMemoryError
 
 __all__ = [
     "NATIVE_TILE",
@@ -67,18 +78,21 @@ class ModelSizes:
     text_encoders: int  # both of SDXL's together
     vae: int
     family: str = "sd15"
-    controlnet: int = 0  # a ControlNet tile of the set (0: none): on the device with the UNet
+    controlnet: int = 0  # a ControlNet tile of the set (0: none)
 
 
 @dataclass(frozen=True, slots=True)
 class Residency:
     """text_encoders_resident: they stay on the device between prompts (else they wait in host RAM);
     unet_steps_out: the UNet waits in host RAM while the text encoders run (only when they are not
-    resident and do not fit beside it); need: bytes at the plan's peak, for the log."""
+    resident and do not fit beside it); need: bytes at the plan's peak, for the log;
+    controlnet_resident: the set's ControlNet is on the device (always when the job runs it; True
+    for a set without one)."""
 
     text_encoders_resident: bool = True
     unet_steps_out: bool = False
     need: int = 0
+    controlnet_resident: bool = True
 
 
 def module_bytes(module: nn.Module, dtype: torch.dtype) -> int:
@@ -127,33 +141,42 @@ def plan_residency(
     capacity: int | None,
     tile: int,
     what: str = "model",
+    *,
+    control: bool = False,
+    preset: Preset | None = None,
 ) -> Residency:
     """Where the models wait, for `available` accelerator bytes (what is free plus what our models
     hold there now; None: no accelerator, everything stays where it is). `working`: one tile's UNet
     activations; `capacity`: the most this process may ever have (the card, or model.max_vram_gb),
-    which tells "too small a card" from "other programs hold memory now". `tile` and `what` (the
-    checkpoint) are for the message."""
+    which tells "too small a card" from "other programs hold memory now". `control`: the job runs the
+    set's ControlNet (it must be on the device). `tile` and `what` (the checkpoint) are for the
+    message; `preset`: the job's (None: the load-time check), for the error and what it advises."""
     if available is None:
         return Residency()
-    weights = sizes.unet + sizes.controlnet + sizes.vae
+    # Only a job that runs the ControlNet needs it on the device; otherwise it is optional, kept
+    # there only where it fits beside everything the job needs.
+    optional = 0 if control else sizes.controlnet
+    weights = sizes.unet + (sizes.controlnet - optional) + sizes.vae
     resident = weights + sizes.text_encoders + working + RESERVE
+    if resident + optional <= available:
+        return Residency(True, False, resident + optional)
     if resident <= available:
-        return Residency(True, False, resident)
+        return Residency(True, False, resident, controlnet_resident=False)
     parked = weights + working + RESERVE
     if parked <= available:
         encode_beside = weights + sizes.text_encoders + RESERVE
-        return Residency(False, encode_beside > available, parked)
+        return Residency(False, encode_beside > available, parked, controlnet_resident=not optional)
     family = {"sd15": "SD1.5", "sdxl": "SDXL"}.get(sizes.family, sizes.family)
-    control = f" + ControlNet {_gb(sizes.controlnet)}" if sizes.controlnet else ""
+    cn = f" + ControlNet {_gb(sizes.controlnet)}" if control and sizes.controlnet else ""
     parts = (
-        f"UNet {_gb(sizes.unet)}{control} + VAE {_gb(sizes.vae)} + one {tile}x{tile} latent tile"
+        f"UNet {_gb(sizes.unet)}{cn} + VAE {_gb(sizes.vae)} + one {tile}x{tile} latent tile"
         f" ≈ {_gb(working)} + {_gb(RESERVE)} reserve, with the text encoders ({_gb(sizes.text_encoders)})"
         " in host RAM"
     )
     if capacity is not None and parked > capacity:
+        if preset is not None:
+            raise _preset_too_large(preset, family, parked, parts, capacity, control and sizes.controlnet > 0)
         also = " or a preset with a smaller tile_size" if tile > min(NATIVE_TILE.values()) else ""
-        if sizes.controlnet:
-            also += " or this model set without its controlnet"
         raise ModelLoadError(
             what,
             f"this {family} model needs about {_gb(parked)} of GPU memory ({parts}), but this GPU"
@@ -162,4 +185,26 @@ def plan_residency(
     raise OutOfMemoryError(
         f"{what}: this {family} model needs about {_gb(parked)} of GPU memory ({parts}), but only"
         f" {_gb(available)} is free now (other programs hold the rest): close them, or use an SD1.5 preset"
+    )
+
+
+def _preset_too_large(
+    preset: Preset, family: str, need: int, parts: str, capacity: int, control: bool
+) -> EngineError:
+    """The set loaded (it fits this card with its native tile); this preset's tiles do not. An
+    EngineError fails this job for good: a ModelLoadError would tell the daemon the model cannot
+    load, and it would reload the set and retry the same job forever, processing nothing else."""
+    key = f"presets.{preset.name}"
+    fixes = []
+    if preset.tile_size > min(NATIVE_TILE.values()):
+        fixes.append(f"a smaller {key}.tile_size (now {preset.tile_size})")
+    if preset.cfg > 1.0:
+        fixes.append(f"{key}.cfg = 1 (CFG above 1 runs every tile twice)")
+    if control:
+        fixes.append(f"{key}.control_strength = 0 (the ControlNet then waits in host RAM)")
+    fixes.append("an SD1.5 preset on this card")
+    return EngineError(
+        f"preset {preset.name}: its {family} model needs about {_gb(need)} of GPU memory for this"
+        f" preset's tiles ({parts}), but this GPU (or model.max_vram_gb) allows {_gb(capacity)}:"
+        f" use {', or '.join(fixes)}"
     )

@@ -1,7 +1,7 @@
 """Upscale stage: any spandrel super-resolution model (or Lanczos), tiled with feathered overlap.
 
     load_upscaler(spec, device) -> Upscaler
-        spec: a built-in name (BUILTIN_UPSCALERS), "lanczos", or a path to a .safetensors/.pth file.
+        spec: a built-in name (naiup.upscaler_names), "lanczos", or a path to a .safetensors/.pth file.
     Upscaler.upscale(image, target_scale, progress=None) -> RGB image of exactly
         round(w*target_scale) x round(h*target_scale)
 
@@ -31,20 +31,12 @@ from naiup.engine.load_errors import explain_load_errors
 from naiup.engine.result import Progress
 from naiup.engine.upscale.tiles import TileRunner, default_overlap, initial_tile
 from naiup.errors import ModelLoadError
+from naiup.upscaler_names import BUILTIN_UPSCALERS, LANCZOS, SHIPPED, is_lanczos, upscaler_names
 
 log = logging.getLogger(__name__)
 
 
-LANCZOS = "lanczos"
 _CPU = torch.device("cpu")
-# Built-in names -> file name. The first is shipped in naiup/data/upscalers; the others are looked up
-# in the user's model folder (see user_models_dir) because their licence or size keeps them out.
-BUILTIN_UPSCALERS: dict[str, str] = {
-    "realcugan-2x": "realcugan-se-up2x-conservative.safetensors",
-    "realesrgan-x4-anime": "RealESRGAN_x4plus_anime_6B.safetensors",
-    "realesr-animevideov3-x4": "realesr-animevideov3-x4.safetensors",
-}
-_SHIPPED = {"realcugan-2x"}
 _MODEL_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt")
 _UNSUPPORTED = "not a supported upscaler model ({kind}: {exc})"
 
@@ -180,7 +172,7 @@ def load_upscaler(spec: str, device: torch.device | None = None) -> Upscaler:
     where = find_upscaler(spec)
     if where is None:
         return Upscaler(name=LANCZOS, scale=1)
-    if spec in _SHIPPED:
+    if spec in SHIPPED:
         return _from_bytes(spec, where.read_bytes(), device)
     return _from_file(spec if spec in BUILTIN_UPSCALERS else where.name, Path(str(where)), device)
 
@@ -189,9 +181,9 @@ def find_upscaler(spec: str) -> Path | resources_abc.Traversable | None:
     """Where `spec`'s weights are (None: Lanczos needs none), without loading them; ModelLoadError says
     what is missing and where to put it. `naiup doctor` calls this too, so a preset whose upscaler is
     absent is reported before the first image fails on it."""
-    if spec.strip().lower() == LANCZOS:
+    if is_lanczos(spec):
         return None
-    if spec in _SHIPPED:
+    if spec in SHIPPED:
         return resources.files("naiup") / "data" / "upscalers" / BUILTIN_UPSCALERS[spec]
     if spec in BUILTIN_UPSCALERS:
         path = user_models_dir() / BUILTIN_UPSCALERS[spec]
@@ -204,7 +196,7 @@ def find_upscaler(spec: str) -> Path | resources_abc.Traversable | None:
         return path
     path = Path(spec).expanduser()
     if not path.is_file():
-        known = ", ".join([*BUILTIN_UPSCALERS, LANCZOS])
+        known = ", ".join(upscaler_names())
         raise ModelLoadError(spec, f"no such upscaler file (built-in names: {known})")
     if path.suffix.lower() not in _MODEL_SUFFIXES:
         raise ModelLoadError(path, f"not a model file (expected one of {', '.join(_MODEL_SUFFIXES)})")
