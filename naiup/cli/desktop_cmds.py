@@ -27,7 +27,12 @@ def register(add: AddCommand) -> None:
     p.add_argument(
         "--folder", type=Path, default=None, help="only files in DIR (adds outputs of naiup refine)"
     )
-    p.add_argument("--limit", type=_at_least_one, default=200, help="at most this many files (default 200)")
+    p.add_argument(
+        "--limit",
+        type=_at_least_one,
+        default=200,
+        help="at most this many results (default 200; failed files are listed apart, at most 50)",
+    )
     p.add_argument("--no-open", action="store_true", help="only write the page and print its path")
 
 

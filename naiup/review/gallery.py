@@ -2,7 +2,8 @@
 
     write_gallery(ledger, folder, since=None, under=None, limit=200) -> Path
 
-Done rows get a card (thumbnail, name, preset, sizes, time); failed rows are listed with their reason.
+Done rows get a card (thumbnail, name, preset, sizes, time), at most `limit` of them; failed rows are
+listed with their reason, at most FAILED_LIMIT of them.
 With `under` (a folder), only files in it count, and naiup outputs found in that folder that the ledger
 does not know (made by `naiup refine`) are added, dated by their modification time.
 """
@@ -23,6 +24,8 @@ from naiup.review.thumbnails import THUMB_MAX, thumbnails
 from naiup.review.urls import file_url
 
 GALLERY_NAME = "gallery.html"
+# Failed files are listed below the results with their own cap, so `--limit` counts results only.
+FAILED_LIMIT = 50
 _PRUNE_AFTER = 30 * 86400  # cached compare pages and thumbnails nobody listed for this long
 
 
@@ -43,24 +46,36 @@ class Entry:
 def collect(
     ledger: Ledger | None, since: float | None = None, under: Path | None = None, limit: int = 200
 ) -> list[Entry]:
-    entries: list[Entry] = []
+    """At most `limit` results and at most FAILED_LIMIT failed files, newest first.
+
+    Each has its own cap so that a burst of failures never pushes the results out of the page.
+    """
+    results: list[Entry] = []
+    failed: list[Entry] = []
     known: set[Path] = set()
     if ledger is not None:
-        # Ask for more than `limit` when filtering by folder: the filter runs after the query.
-        rows = ledger.recent((State.DONE, State.FAILED), since, limit if under is None else limit * 20)
-        for item in rows:
-            source = Path(item.path)
-            if under is not None and not _inside(source, under):
-                continue
-            if item.state is State.FAILED:
-                entries.append(Entry(item.finished or 0.0, source, None, item, item.error or "unknown error"))
-            elif item.output:
-                known.add(Path(item.output))
-                entries.append(Entry(item.finished or 0.0, source, Path(item.output), item))
+        for state, cap in ((State.DONE, limit), (State.FAILED, FAILED_LIMIT)):
+            # Ask for more than the cap when filtering by folder: the filter runs after the query.
+            for item in ledger.recent((state,), since, cap if under is None else cap * 20):
+                source = Path(item.path)
+                if under is not None and not _inside(source, under):
+                    continue
+                if item.state is State.FAILED:
+                    failed.append(
+                        Entry(item.finished or 0.0, source, None, item, item.error or "unknown error")
+                    )
+                elif item.output:
+                    known.add(Path(item.output))
+                    results.append(Entry(item.finished or 0.0, source, Path(item.output), item))
     if under is not None:
-        entries += _outputs_in(under, known, since)
+        results += _outputs_in(under, known, since)
+    entries = _newest(results, limit) + _newest(failed, FAILED_LIMIT)
     entries.sort(key=lambda e: e.when, reverse=True)
-    return entries[:limit]
+    return entries
+
+
+def _newest(entries: list[Entry], limit: int) -> list[Entry]:
+    return sorted(entries, key=lambda e: e.when, reverse=True)[:limit]
 
 
 def _inside(path: Path, folder: Path) -> bool:

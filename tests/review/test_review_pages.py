@@ -228,6 +228,18 @@ def test_gallery_lists_newest_first_with_failures_and_reasons(tmp_path, nai_fixt
     assert all(page_data(c)["gallery_url"] == file_url(page) for c in compares)
 
 
+def test_gallery_limit_counts_results_not_failed_files(tmp_path, nai_fixtures):
+    db = ledger()
+    t = time.time()
+    for i in range(2):
+        p = make_pair(tmp_path / f"d{i}", nai_fixtures, f"img{i}.png")
+        record_done(db, p.source, p.output, finished=t - 60 + i)
+    record_failed(db, tmp_path / "broken.png", "incomplete: file is empty", finished=t)
+    entries = collect(db, limit=1)
+    assert [e.source.name for e in entries] == ["broken.png", "img1.png"]
+    db.close()
+
+
 def test_gallery_folder_adds_outputs_of_naiup_refine_that_the_ledger_never_saw(made):
     entries = collect(None, under=made.source.parent)
     assert [(e.source, e.output) for e in entries] == [(made.source, made.output)]
