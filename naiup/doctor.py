@@ -160,7 +160,7 @@ def check_active_preset(config: Config, name: str, source: str) -> Check:
         return Check(
             "active preset",
             Status.FAIL,
-            f"{name} ({source}) cannot run: it needs {missing} in the config",
+            f"{name} ({source}) cannot run: it needs {missing}",
             f"add it, or {change}",
         )
     return Check("active preset", Status.OK, f"{name} ({source})")

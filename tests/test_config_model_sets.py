@@ -114,8 +114,10 @@ def test_the_xl_presets_load_without_a_set_and_say_what_to_add_when_chosen(files
 
 def test_a_controlnet_preset_whose_set_names_none_is_unusable_like_an_unfilled_set(files: Path):
     config = _load(files, "")  # the built-in ControlNet presets are there; [model] names no controlnet
-    assert config.missing_for(config.preset("refine-2x-strong")) == "[model] controlnet"
-    assert config.missing_for(config.preset("xl-refine-2x-strong")) == "[models.xl]"  # the set first
+    assert config.missing_for(config.preset("refine-2x-strong")) == "[model] controlnet in the config"
+    assert (
+        config.missing_for(config.preset("xl-refine-2x-strong")) == "[models.xl] in the config"
+    )  # the set first
     assert config.missing_for(config.preset("refine-2x")) is None
     with pytest.raises(ConfigError) as err:
         config.usable_model(config.preset("refine-2x-strong"))
@@ -214,3 +216,26 @@ def test_refine_with_an_xl_preset_before_the_set_is_filled_in_says_what_to_add(f
     assert main(["--config", str(config), "refine", str(image), "--preset", "xl-refine-2x"]) == 1
     err = capsys.readouterr().err
     assert "[models.xl] is not filled in" in err and 'checkpoint = "<path to an SDXL' in err
+
+
+def test_a_preset_whose_builtin_upscaler_is_not_in_place_is_marked_and_checked(files: Path, monkeypatch):
+    models = files / "upscalers"
+    monkeypatch.setenv("NAIUP_MODELS_DIR", str(models))
+    config = _load(files, '[daemon]\nactive_preset = "refine-4x"\n')
+    assert (
+        config.missing_for(config.preset("refine-4x"))
+        == f"RealESRGAN_x4plus_anime_6B.safetensors in {models}"
+    )
+    assert config.missing_for(config.preset("refine-2x")) is None  # realcugan-2x is shipped
+    problems = {p.key: p for p in find_problems(config)}
+    active = problems["presets.refine-4x.upscaler"]
+    assert (
+        active.severity is Severity.ERROR
+        and f"put RealESRGAN_x4plus_anime_6B.safetensors in {models}" in active.message
+    )
+    other = problems["presets.xl-refine-4x.upscaler"]
+    assert other.severity is Severity.NOTE and "xl-refine-4x cannot run yet" in other.message
+    models.mkdir()
+    (models / "RealESRGAN_x4plus_anime_6B.safetensors").write_bytes(b"x")
+    assert config.missing_for(config.preset("refine-4x")) is None
+    assert not [p for p in find_problems(config) if p.key.endswith(".upscaler")]

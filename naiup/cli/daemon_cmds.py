@@ -165,7 +165,7 @@ def _cmd_preset(args: argparse.Namespace) -> int:
         status = Status.from_json(reply)
         for name in status.presets:
             missing = status.presets_without_model.get(name)
-            needs = f"  (needs {missing} in the config)" if missing else ""
+            needs = f"  (needs {missing})" if missing else ""
             print(f"{'*' if name == status.active_preset else ' '} {name}{needs}")
     return 0
 

@@ -12,6 +12,7 @@ from enum import StrEnum
 from naiup.config.model import BUILTIN_PRESETS, Config, set_key
 from naiup.config.paths import HUB_ID
 from naiup.errors import ConfigError, hub_offline
+from naiup.upscaler_names import missing_weights, not_shipped
 
 
 class Severity(StrEnum):
@@ -71,7 +72,34 @@ def find_problems(config: Config) -> list[Problem]:
                 )
             )
     problems += _control_without_controlnet(config)
+    problems += _upscalers_not_in_place(config)
     return problems
+
+
+def _upscalers_not_in_place(config: Config) -> list[Problem]:
+    """Presets whose built-in upscaler is not shipped and not put in place fail every job: an error
+    for the active preset, one note per upscaler for the others (they work once the file is there)."""
+    users: dict[str, list[str]] = {}
+    for name, preset in sorted(config.presets.items()):
+        users.setdefault(preset.upscaler, []).append(name)
+    out = []
+    for spec, names in users.items():
+        weights = missing_weights(spec)
+        if weights is None:
+            continue
+        active = config.daemon.active_preset
+        if active in names:
+            out.append(Problem(Severity.ERROR, f"presets.{active}.upscaler", not_shipped(spec, weights)))
+            names = [n for n in names if n != active]
+        if names:
+            out.append(
+                Problem(
+                    Severity.NOTE,
+                    f"presets.{names[0]}.upscaler",
+                    f"preset(s) {', '.join(names)} cannot run yet: {not_shipped(spec, weights)}",
+                )
+            )
+    return out
 
 
 def _control_without_controlnet(config: Config) -> list[Problem]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from naiup.errors import ConfigError
+from naiup.upscaler_names import missing_weights
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,17 +279,18 @@ class Config:
         return model
 
     def missing_for(self, preset: Preset) -> str | None:
-        """What the config lacks for `preset` to run, as `naiup preset` and the tray mark it
-        ("[models.xl]", "[model] controlnet"); None when nothing is missing."""
-        if not preset.refine:
-            return None
-        try:
-            model = self.model_set(preset.model)
-        except ConfigError:
-            return f"[{set_key(preset.model)}]"
-        if preset.control_strength > 0 and not model.controlnet:
-            return f"[{set_key(preset.model)}] controlnet"
-        return None
+        """What `preset` lacks to run, as `naiup preset` and the tray mark it ("[models.xl] in the
+        config", "[model] controlnet in the config", or a built-in upscaler's weights file and the
+        folder it goes in); None when nothing is missing."""
+        if preset.refine:
+            try:
+                model = self.model_set(preset.model)
+            except ConfigError:
+                return f"[{set_key(preset.model)}] in the config"
+            if preset.control_strength > 0 and not model.controlnet:
+                return f"[{set_key(preset.model)}] controlnet in the config"
+        weights = missing_weights(preset.upscaler)
+        return f"{weights.name} in {weights.parent}" if weights is not None else None
 
 
 def set_key(name: str) -> str:

@@ -39,6 +39,7 @@ from naiup.errors import FatalError, NaiupError
 from naiup.output.atomic import TEMP_SUFFIX, replace_file
 from naiup.pathnames import shown
 from naiup.runtime_state import RuntimeState, active_preset, load_state, save_state, state_path
+from naiup.upscaler_names import missing_weights, not_shipped
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,10 @@ class Daemon:
             raise NaiupError(f"unknown preset {name!r} (known: {', '.join(sorted(presets))})")
         # An SDXL preset before [models.xl] is filled in, a ControlNet preset whose set names none: say so.
         self.config.usable_model(presets[name])
+        # A built-in upscaler whose weights are not shipped and not yet put in place: every job would fail.
+        spec = presets[name].upscaler
+        if (weights := missing_weights(spec)) is not None:
+            raise NaiupError(f"preset {name} cannot run yet: {not_shipped(spec, weights)}")
         self.set_runtime(active_preset=name)
         self.scheduler.wake(retry_load=True)
         return self.status()

@@ -79,7 +79,8 @@ def test_switching_presets_reloads_across_sets_and_not_within_one(daemon: Daemon
 
 def test_a_preset_whose_set_is_not_filled_in_is_refused_and_files_wait(daemon: DaemonRun):
     write_config(daemon, xl=False)
-    daemon.start(extra_env={seams.ENGINE: "set_engine:SetEngine"})
+    models = daemon.root / "no-upscalers"
+    daemon.start(extra_env={seams.ENGINE: "set_engine:SetEngine", "NAIUP_MODELS_DIR": str(models)})
     cli = lambda *a: daemon.cli("--config", str(daemon.config_path), *a)  # noqa: E731
     refused = cli("preset", "xl-refine-2x")
     assert refused.returncode == 1 and "[models.xl] is not filled in" in refused.stderr
@@ -90,6 +91,13 @@ def test_a_preset_whose_set_is_not_filled_in_is_refused_and_files_wait(daemon: D
     listed = cli("preset").stdout.splitlines()
     assert "  xl-refine-2x  (needs [models.xl] in the config)" in listed and "* a" in listed
     assert "  refine-2x-strong  (needs [model] controlnet in the config)" in listed
+    # A built-in upscaler that is not shipped and not put in place: refused alike, saying what goes where.
+    refused = cli("preset", "refine-4x")
+    assert (
+        refused.returncode == 1
+        and f"put RealESRGAN_x4plus_anime_6B.safetensors in {models}" in refused.stderr
+    )
+    assert f"  refine-4x  (needs RealESRGAN_x4plus_anime_6B.safetensors in {models})" in listed
     assert daemon.status()["active_preset"] == "a"
 
     # Chosen while filled in, then a config edit empties the set: files wait, status says why.

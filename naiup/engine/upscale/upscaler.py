@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass, field
 from importlib import resources
 from importlib.resources import abc as resources_abc
@@ -22,7 +21,6 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import platformdirs
 import torch
 from PIL import Image
 
@@ -31,7 +29,16 @@ from naiup.engine.load_errors import explain_load_errors
 from naiup.engine.result import Progress
 from naiup.engine.upscale.tiles import TileRunner, default_overlap, initial_tile
 from naiup.errors import ModelLoadError
-from naiup.upscaler_names import BUILTIN_UPSCALERS, LANCZOS, SHIPPED, is_lanczos, upscaler_names
+from naiup.upscaler_names import (
+    BUILTIN_UPSCALERS,
+    LANCZOS,
+    SHIPPED,
+    is_lanczos,
+    missing_weights,
+    not_shipped,
+    upscaler_names,
+    user_models_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +54,6 @@ class UpscaleNet(Protocol):
     scale: int
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor: ...
-
-
-def user_models_dir() -> Path:
-    """Where optional built-ins (not shipped) are looked up; NAIUP_MODELS_DIR overrides."""
-    return Path(os.environ.get("NAIUP_MODELS_DIR") or Path(platformdirs.user_data_dir("naiup")) / "upscalers")
 
 
 def pick_upscale_dtype(device: torch.device, supports_half: bool, supports_bf16: bool) -> torch.dtype:
@@ -186,14 +188,10 @@ def find_upscaler(spec: str) -> Path | resources_abc.Traversable | None:
     if spec in SHIPPED:
         return resources.files("naiup") / "data" / "upscalers" / BUILTIN_UPSCALERS[spec]
     if spec in BUILTIN_UPSCALERS:
-        path = user_models_dir() / BUILTIN_UPSCALERS[spec]
-        if not path.is_file():
-            raise ModelLoadError(
-                spec,
-                f"built-in upscaler is not shipped; put {BUILTIN_UPSCALERS[spec]} in {path.parent} "
-                f"(or set the preset's upscaler to a file path, 'realcugan-2x' or 'lanczos')",
-            )
-        return path
+        missing = missing_weights(spec)
+        if missing is not None:
+            raise ModelLoadError(spec, not_shipped(spec, missing))
+        return user_models_dir() / BUILTIN_UPSCALERS[spec]
     path = Path(spec).expanduser()
     if not path.is_file():
         known = ", ".join(upscaler_names())
