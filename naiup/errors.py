@@ -74,7 +74,9 @@ def hub_model_unavailable(repo_id: str, offline: bool) -> str:
         f"hub model not in the local Hugging Face cache, and {why}. Fix: {online} (naiup downloads only "
         f"the files it loads) or run `hf download {repo_id}` while online (the whole repo); or point the "
         "config key at a local .safetensors file or diffusers folder; or use an upscale-only preset "
-        "(`naiup preset upscale-2x`)"
+        # The same text reaches the service's status and `naiup refine`'s error, whose ways to choose
+        # a preset differ: name both.
+        "(`naiup preset upscale-2x` for the service, `--preset upscale-2x` for `naiup refine`)"
     )
 
 

@@ -39,6 +39,7 @@ def test_diffusers_not_cached_error_becomes_our_advice(text, offline, monkeypatc
     for library_talk in ("local_files_only", "stacktrace", "fetch metadata", "Checkout your internet"):
         assert library_talk not in plain
     assert f"`hf download {SD}`" in plain and "`naiup preset upscale-2x`" in plain
+    assert "`--preset upscale-2x` for `naiup refine`" in plain  # the foreground command has no `naiup preset`
     assert ("HF_HUB_OFFLINE is set" in plain) == bool(offline)
 
 
