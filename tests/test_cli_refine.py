@@ -166,3 +166,16 @@ def test_refine_compiles_no_unet_graphs_unless_the_config_forces_it(tmp_path, mo
     monkeypatch.setattr(naiup.job, "run_job", done)
     assert main(["refine", str(tmp_path / "a.png"), "--preset", "upscale-2x"]) == 0
     assert seen == [expected]
+
+
+def test_a_controlnet_preset_without_a_controlnet_is_refused_before_any_model_loads(
+    tmp_path, monkeypatch, capsys
+):
+    import naiup.engine
+
+    monkeypatch.setenv("NAIUP_CONFIG_DIR", str(tmp_path))
+    loaded = []
+    monkeypatch.setattr(naiup.engine, "Engine", lambda model, **_: loaded.append(model))
+    assert main(["refine", str(tmp_path / "a.png"), "--preset", "refine-2x-strong"]) == 1
+    err = capsys.readouterr().err
+    assert "model.controlnet" in err and "refine-2x-strong" in err and loaded == []

@@ -27,7 +27,9 @@ def _cmd_refine(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config = load_config(args.config)
     preset = chosen_preset(config, args.preset)
-    model = config.model_for(preset)  # its model set; an unfilled [models.xl] says what to add
+    # Its model set: an unfilled [models.xl], or a ControlNet preset whose set names no controlnet, says
+    # what to add before any model loads (else a hub error about the checkpoint would hide it).
+    model = config.usable_model(preset)
     # torch loads here, after the cheap checks, so a typo in --preset answers at once.
     from naiup.engine import Engine
     from naiup.job import run_job
