@@ -214,6 +214,41 @@ def test_rules_across_tables_wait_for_the_values_they_judge(tmp_path: Path):
     ]
 
 
+@pytest.mark.parametrize(
+    ("text", "keys"),
+    [
+        # A refused value elsewhere does not hold back the rules across tables that can be judged.
+        (
+            '[daemon]\nactive_preset = "zzz"\n[presets.p]\ndenoise = 2\n',
+            ["presets.p.denoise", "daemon.active_preset"],
+        ),
+        # An unknown key of a preset does not hide the rules on its other keys, nor other presets'.
+        (
+            "[presets.p]\nsteps = 5\ncfg = 3\nbogus = 1\n[presets.q]\ncfg = 3\n",
+            ["presets.p.bogus", "presets.p.cfg", "presets.q.cfg"],
+        ),
+        # No echoes: a preset or set that failed is not also "named by nothing", and a rule across
+        # keys does not judge the default that stands in for a refused value.
+        ('[daemon]\nactive_preset = "p"\n[presets.p]\nbogus = 1\n', ["presets.p.bogus"]),
+        (
+            '[models.sd]\ncheckpoint = "gone.safetensors"\n[presets.z]\nmodel = "sd"\n',
+            ["models.sd.checkpoint"],
+        ),
+        ("[presets.p]\ntile_size = 60\noverlap = 4000\n", ["presets.p.tile_size"]),
+        (
+            "[watch]\nquiet_seconds = -1\ngive_up_seconds = 0.5\nbogus = 1\n",
+            ["watch.bogus", "watch.quiet_seconds"],
+        ),
+    ],
+)
+def test_rules_across_keys_and_tables_run_beside_other_problems(tmp_path: Path, text: str, keys: list[str]):
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert [p.key for p in info.value.problems] == keys
+
+
 def test_one_problem_is_a_plain_config_error():
     one = ConfigError("a", "is wrong", "f.toml")
     assert ConfigError.of([one]) is one and one.problems == (one,)

@@ -8,8 +8,10 @@ something the user chose).
 
 A file's problems are gathered, not refused one at a time: every unknown key and bad value of every
 table comes back in one ConfigError (`problems` holds each, its message a line per problem), so three
-typos cost one `naiup config check`, not three. The rules across tables (`_check_config`) run only on a
-file whose keys and values all passed: judged on a value that was refused, they would only echo it.
+typos cost one `naiup config check`, not three. A table with a refused key still keeps its good values,
+and every rule across keys (`_preset_problems`) or tables (`_check_config`) runs whenever the values it
+reads passed: judged on a refused value (or the default standing in for it) it would only echo that
+problem, so such a rule waits until it is fixed.
 
 check_values(obj, key) applies the same value rules to a dataclass built in code (the engine used as
 a library checks its Preset and ModelConfig with it), so a rule is written, and tested, once.
@@ -174,9 +176,23 @@ class _Problems:
         except ConfigError as exc:
             self.found.append(exc)
 
+    def judged(self, key: str) -> bool:
+        """Whether the value at `key` stands as the file wrote it: neither it nor a table holding it
+        was refused."""
+        return not any(_within(key, p.key) for e in self.found for p in e.problems)
+
+    def clean(self, key: str) -> bool:
+        """judged(key), and nothing under it refused either: the whole preset or set the file gave."""
+        return self.judged(key) and not any(_within(p.key, key) for e in self.found for p in e.problems)
+
     def refuse(self) -> None:
         if self.found:
             raise ConfigError.of(self.found)
+
+
+def _within(key: str, table: str) -> bool:
+    """`key` is `table` or a key inside it (`table.x`, `table[0]`)."""
+    return key == table or key.startswith((f"{table}.", f"{table}["))
 
 
 def build_config(raw: dict[str, Any], path: Path, model_files_must_exist: bool = True) -> Config:
@@ -188,23 +204,29 @@ def build_config(raw: dict[str, Any], path: Path, model_files_must_exist: bool =
     raw = _without_retired(raw)
     with problems.gather():
         _refuse_unknown(raw, [*SECTIONS, "models", "presets"], "", path)
+    # Each table from its good values (a refused one keeps its default): the Config below is built
+    # even from a file with problems, for the rules across tables to judge what did pass.
     sections = {}
     for name, cls in SECTIONS.items():
+        values: dict[str, Any] = {}
         with problems.gather():
-            sections[name] = _build(cls, _table(raw.get(name, {}), name, path), name, path)
+            values, errors = _fields(cls, _table(raw.get(name, {}), name, path), name, path)
+            problems.found.extend(errors)
+        sections[name] = cls(**values)
     presets = dict(BUILTIN_PRESETS)
     for name, table in _tables(raw, "presets", path, problems).items():
         with problems.gather():
-            presets[name] = _preset(name, table, presets.get(name), base, path)
-    model = ModelConfig()
+            presets[name], errors = _preset(name, table, presets.get(name), base, path)
+            problems.found.extend(errors)
+    model = sections["model"]
     with problems.gather():
-        model = check_model(sections.get("model", model), base, path, model_files_must_exist)
+        model = check_model(model, base, path, model_files_must_exist)
     models = _model_sets(
         _tables(raw, "models", path, problems), model, base, path, model_files_must_exist, problems
     )
-    problems.refuse()  # below, every value is one the file may hold: now the rules across tables
     watch = sections["watch"]
-    if "folders" not in raw.get("watch", {}):
+    given = raw.get("watch", {})
+    if not isinstance(given, dict) or "folders" not in given:
         watch = dataclasses.replace(watch, folders=(default_watch_folder(),))
     watch = dataclasses.replace(watch, folders=watch_folders(resolve(p, base) for p in watch.folders))
     config = Config(
@@ -217,7 +239,8 @@ def build_config(raw: dict[str, Any], path: Path, model_files_must_exist: bool =
         source=path,
         models=models,
     )
-    _check_config(config, path)
+    problems.found.extend(_check_config(config, path, problems))
+    problems.refuse()
     return config
 
 
@@ -228,22 +251,25 @@ def _tables(raw: dict[str, Any], key: str, path: Path, problems: _Problems) -> d
     return {}
 
 
-def _preset(name: str, table: Any, start: Preset | None, base: Path, path: Path) -> Preset:
-    """One [presets.NAME] table. Over a built-in preset it overrides only the keys it sets; a new one
-    starts from the defaults. Its own keys first; the rules across them only once those are good."""
+def _preset(
+    name: str, table: Any, start: Preset | None, base: Path, path: Path
+) -> tuple[Preset, list[ConfigError]]:
+    """One [presets.NAME] table and its problems. Over a built-in preset it overrides only the keys it
+    sets; a new one starts from the defaults. Built from the keys that passed, so the rules across
+    them judge those even beside an unknown or refused key; the preset is usable only without
+    problems. Raises for a table it cannot read at all (a bad name, not a table)."""
     key = f"presets.{name}"
     if not _PRESET_NAME.fullmatch(name):
         raise ConfigError(key, "preset names may use only letters, digits, '.', '_' and '-'", path)
-    changes = _fields(Preset, _table(table, key, path), key, path, skip=("name",))
+    table = _table(table, key, path)
+    changes, errors = _fields(Preset, table, key, path, skip=("name",))
     preset = dataclasses.replace(start or Preset(name=name), **changes)
-    errors = list(_preset_problems(preset, key, path))
+    errors.extend(_preset_problems(preset, key, path, refused=set(table) - set(changes)))
     try:
         preset = _resolve_upscaler(preset, key, base, path)
     except ConfigError as exc:
         errors.append(exc)
-    if errors:
-        raise ConfigError.of(errors)
-    return preset
+    return preset, errors
 
 
 def _model_sets(
@@ -271,7 +297,9 @@ def _model_set(
     if name == DEFAULT_MODEL_SET:
         raise ConfigError(key, f"{name!r} is the [model] table's name; give this set another", path)
     table = _table(table, key, path)
-    changes = _fields(ModelConfig, table, key, path)
+    changes, errors = _fields(ModelConfig, table, key, path)
+    if errors:
+        raise ConfigError.of(errors)
     if "checkpoint" not in changes:  # a set is its checkpoint: no default could be the right one
         raise ConfigError(f"{key}.checkpoint", "is required in a model set", path)
     # Machine keys from [model]; model keys from this name's built-in defaults (see MACHINE_KEYS).
@@ -329,11 +357,17 @@ def _refuse_unknown(table: dict[str, Any], known: list[str], prefix: str, path: 
 
 
 def _build(cls: type, table: dict[str, Any], key: str, path: Path) -> Any:
-    return cls(**_fields(cls, table, key, path))
+    values, errors = _fields(cls, table, key, path)
+    if errors:
+        raise ConfigError.of(errors)
+    return cls(**values)
 
 
-def _fields(cls: type, table: dict[str, Any], key: str, path: Path, skip: tuple[str, ...] = ()) -> dict:
-    """The table's values by field name; every unknown key and refused value of it in one ConfigError."""
+def _fields(
+    cls: type, table: dict[str, Any], key: str, path: Path, skip: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], list[ConfigError]]:
+    """The table's good values by field name, and a problem for each unknown key and refused value:
+    the caller goes on with the good ones, so their own rules are still judged."""
     names = [f.name for f in dataclasses.fields(cls) if f.name not in skip]
     errors = _unknown(table, names, f"{key}.", path)
     hints = typing.get_type_hints(cls)
@@ -350,9 +384,8 @@ def _fields(cls: type, table: dict[str, Any], key: str, path: Path, skip: tuple[
         reason = _rule_reason(cls, name, out[name])
         if reason:
             errors.append(ConfigError(full, reason, path))
-    if errors:
-        raise ConfigError.of(errors)
-    return out
+            del out[name]
+    return out, errors
 
 
 def _rule_reason(cls: type, name: str, value: Any) -> str | None:
@@ -434,33 +467,49 @@ def _convert(value: Any, hint: Any, key: str, path: Path) -> Any:
     raise TypeError(f"config schema has no rule for {hint!r} ({key})")  # a bug in this module, not user input
 
 
-def _preset_problems(preset: Preset, key: str, path: Path | None) -> Iterator[ConfigError]:
-    """Rules that involve more than one key of a preset: each one it breaks."""
-    if preset.overlap >= preset.tile_size:
+def _preset_problems(
+    preset: Preset, key: str, path: Path | None, refused: set[str] | None = None
+) -> Iterator[ConfigError]:
+    """Rules that involve more than one key of a preset: each one it breaks. A rule reading a key in
+    `refused` is skipped: that key holds a default, not what the file wrote."""
+    refused = refused or set()
+
+    def judged(*names: str) -> bool:
+        return refused.isdisjoint(names)
+
+    unet = ("refine", "steps", "denoise")  # what unet_steps is made of
+    if judged("overlap", "tile_size") and preset.overlap >= preset.tile_size:
         yield ConfigError(
             f"{key}.overlap",
             f"must be smaller than tile_size ({preset.tile_size}), got {preset.overlap}",
             path,
         )
-    if preset.sampler in ("lcm", "dmd2") and preset.cfg >= 2:
+    if judged("sampler", "cfg") and preset.sampler in ("lcm", "dmd2") and preset.cfg >= 2:
         yield ConfigError(
             f"{key}.cfg",
             f"is {preset.cfg} with the {preset.sampler} sampler: LCM burns above CFG 2 (use 1-1.8)",
             path,
         )
-    if preset.refine and preset.unet_steps < 1:
+    if judged(*unet) and preset.refine and preset.unet_steps < 1:
         yield ConfigError(
             f"{key}.steps",
             f"steps x denoise = {preset.steps} x {preset.denoise} gives no UNet step; raise steps or denoise",
             path,
         )
-    if preset.control_start >= preset.control_end:
+    if not judged("control_start", "control_end"):
+        pass  # neither rule below can be judged without both ends
+    elif preset.control_start >= preset.control_end:
         yield ConfigError(
             f"{key}.control_start",
             f"must be below control_end ({preset.control_end}), got {preset.control_start}",
             path,
         )
-    elif preset.refine and preset.control_strength > 0 and not any(preset.control_scales):
+    elif (
+        judged("control_strength", *unet)
+        and preset.refine
+        and preset.control_strength > 0
+        and not any(preset.control_scales)
+    ):
         yield ConfigError(
             f"{key}.control_start",
             f"control_start..control_end = {preset.control_start}..{preset.control_end} covers none of "
@@ -479,16 +528,26 @@ def _resolve_upscaler(preset: Preset, key: str, base: Path, path: Path) -> Prese
     return preset
 
 
-def _check_config(config: Config, path: Path) -> None:
-    """The rules across tables, on values that each passed their own: every one broken, together."""
+def _check_config(config: Config, path: Path, problems: _Problems) -> list[ConfigError]:
+    """The rules across tables: each one broken, judged whenever the values it reads passed. A value
+    that was refused (or a preset or set that failed) is not judged again: that would only echo it."""
     errors = []
-    if not config.watch.folders:
+    if problems.judged("watch.folders") and not config.watch.folders:
         errors.append(ConfigError("watch.folders", "must name at least one folder", path))
-    if config.watch.give_up_seconds <= config.watch.quiet_seconds:
+    if (
+        problems.judged("watch.give_up_seconds")
+        and problems.judged("watch.quiet_seconds")
+        and config.watch.give_up_seconds <= config.watch.quiet_seconds
+    ):
         errors.append(ConfigError("watch.give_up_seconds", "must be longer than watch.quiet_seconds", path))
     known_sets = config.model_set_names()
     for preset in config.presets.values():
-        if preset.model not in known_sets:
+        # A set that failed is missing from known_sets; naming it is not a second problem.
+        if (
+            problems.judged(f"presets.{preset.name}.model")
+            and preset.model not in known_sets
+            and problems.clean(f"models.{preset.model}")
+        ):
             errors.append(
                 ConfigError(
                     f"presets.{preset.name}.model",
@@ -496,15 +555,14 @@ def _check_config(config: Config, path: Path) -> None:
                     path,
                 )
             )
-    active = config.presets.get(config.daemon.active_preset)
+    name = config.daemon.active_preset
+    if not problems.judged("daemon.active_preset") or not problems.clean(f"presets.{name}"):
+        return errors  # a preset that failed is reported as itself, not as missing or unloadable
+    active = config.presets.get(name)
     if active is None:
         known = ", ".join(sorted(config.presets))
         errors.append(
-            ConfigError(
-                "daemon.active_preset",
-                f"names no preset: {config.daemon.active_preset!r} (known: {known})",
-                path,
-            )
+            ConfigError("daemon.active_preset", f"names no preset: {name!r} (known: {known})", path)
         )
     elif active.refine and active.model in known_sets:
         try:  # the preset new images get must be able to load; a built-in set may still be empty
@@ -517,8 +575,7 @@ def _check_config(config: Config, path: Path) -> None:
                     path,
                 )
             )
-    if errors:
-        raise ConfigError.of(errors)
+    return errors
 
 
 def output_name_problem(template: str) -> str | None:
