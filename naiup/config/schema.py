@@ -169,8 +169,8 @@ class _Problems:
     @contextmanager
     def gather(self) -> Iterator[None]:
         """Run a block; a ConfigError it raises is kept (every problem it holds) and the file goes on
-        being checked. Whatever the block would have built is then missing: that is why the rules
-        across tables wait until there are none."""
+        being checked. Whatever the block would have built is then missing (or a default): judged()
+        and clean() tell the rules across tables which values they may still read."""
         try:
             yield
         except ConfigError as exc:
