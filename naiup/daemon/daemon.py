@@ -225,9 +225,9 @@ class Daemon:
         """Send `existing` images (oldest first) through the stabiliser's full check, like new files.
         Returns the images chosen (all of them, queued unless `dry_run`)."""
         watched = self.config.watch.folders
-        if folder is not None and not any(
-            folder.is_relative_to(r) or r.is_relative_to(folder) for r in watched
-        ):
+        # Only a watched folder or one inside it: a parent (say /tmp) would sweep in every watched
+        # folder below it, which is not what naming one folder asks for.
+        if folder is not None and not any(folder.is_relative_to(r) for r in watched):
             names = ", ".join(map(shown, watched))
             raise NaiupError(f"{shown(folder)} is not a watched folder or inside one (watched: {names})")
         chosen = backfill_candidates(self.ledger, watched, since, folder, self.config.watch.only_novelai)
