@@ -372,6 +372,8 @@ class Daemon:
         except BaseException:
             self.ledger.close()
             raise
+        if (last := self.ledger.last_failed()) is not None:  # survives a restart, until that file is done
+            self.scheduler.note_failure(last, last.error or "", at=last.finished or last.created)
         for item in poisoned:  # failed by the recovery above: as much news as a job failing now
             self.scheduler.note_failure(item, item.error or "")
         try:

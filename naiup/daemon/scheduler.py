@@ -191,11 +191,12 @@ class Scheduler:
             return
         self._process(item, cfg, preset, model)
 
-    def note_failure(self, item: Item, error: str) -> None:
+    def note_failure(self, item: Item, error: str, at: float | None = None) -> None:
         """Status's last_error. Every path that marks a file failed comes through here: a job (below)
-        and the intake (the stabiliser giving up on a file, or refusing it)."""
+        and the intake (the stabiliser giving up on a file, or refusing it); at start, the ledger's
+        latest failed row (`at`: when it failed), so a restart does not hide a file still failed."""
         self.last_error = plain_text(f"{Path(item.path).name}: {error}")
-        self.last_error_at = time.time()
+        self.last_error_at = time.time() if at is None else at
         self._last_error_id = item.id  # cleared when this file later succeeds
 
     def _fail(self, item: Item, error: str) -> None:
