@@ -125,7 +125,7 @@ class Daemon:
         counts = self.ledger.counts()
         if rs.paused:
             state = DaemonState.PAUSED
-        elif sch.loading:
+        elif sch.loading or sch.switching:
             state = DaemonState.LOADING
         elif sch.engine_error:  # a rejected config edit is no error state: the previous config runs on
             state = DaemonState.ERROR
@@ -203,7 +203,7 @@ class Daemon:
         if (weights := missing_weights(spec)) is not None:
             raise NaiupError(f"preset {name} cannot run yet: {not_shipped(spec, weights)}")
         self.set_runtime(active_preset=name)
-        self.scheduler.wake(retry_load=True)
+        self.scheduler.preset_chosen()
         return self.status()
 
     def retry(self, item_id: int | None = None) -> int:
