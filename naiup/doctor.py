@@ -132,15 +132,20 @@ def check_model_ref(name: str, ref: str, cache_dir: Path | None = None) -> Check
         return Check(name, Status.FAIL, f"not found or unreadable: {path}", "fix the path in your config")
     try:
         from huggingface_hub import snapshot_download
-
-        local = snapshot_download(ref, local_files_only=True, cache_dir=cache_dir)
+        from huggingface_hub.errors import HFValidationError
     except ImportError:
         return Check(name, Status.FAIL, "huggingface_hub is not installed", "pip install huggingface_hub")
-    except Exception as exc:  # LocalEntryNotFoundError, HFValidationError, ...: not usable offline
+    try:
+        local = snapshot_download(ref, local_files_only=True, cache_dir=cache_dir)
+    except HFValidationError as exc:  # its message already says what shape a repo id takes
+        return Check(
+            name, Status.FAIL, f"{ref!r} is not a valid hub id: {exc}", "fix the model name in your config"
+        )
+    except Exception:  # LocalEntryNotFoundError and kin: nothing usable offline; a class name helps no user
         return Check(
             name,
             Status.FAIL,
-            f"hub id {ref!r} is not in the local Hugging Face cache ({type(exc).__name__})",
+            f"hub id {ref!r} is not in the local Hugging Face cache",
             f"download it once while online: hf download {ref}",
         )
     return Check(name, Status.OK, f"hub id {ref} cached at {local}")

@@ -83,6 +83,18 @@ def test_config_check_with_hf_hub_offline_says_a_missing_hub_model_cannot_be_dow
     assert "HF_HUB_OFFLINE is set" in run.stderr and "first refine downloads it" not in run.stderr
 
 
+def test_config_check_offline_with_an_upscale_preset_notes_the_model_cannot_be_downloaded(
+    home: Path, tmp_path: Path
+):
+    config = tmp_path / "up.toml"
+    config.write_text('[daemon]\nactive_preset = "upscale-2x"\n', encoding="utf-8")
+    run = naiup_cli(home, "config", "check", "--config", str(config), HF_HUB_OFFLINE="1")
+    assert run.returncode == 0, run.stderr  # the active preset does not need the model: a note
+    assert f"note: {config}: [model.checkpoint] hub model" in run.stderr
+    assert "cannot be while HF_HUB_OFFLINE is set" in run.stderr
+    assert "first refine downloads it" not in run.stderr
+
+
 def test_config_is_accepted_after_any_command(home: Path, tmp_path: Path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[watch\n", encoding="utf-8")

@@ -40,6 +40,11 @@ def test_hub_id_must_be_in_the_local_cache(tmp_path):
     absent = check_model_ref("lcm-lora", "latent-consistency/lcm-lora-sdv1-5", cache_dir=cache)
     assert absent.status is Status.FAIL
     assert "hf download latent-consistency/lcm-lora-sdv1-5" in absent.fix
+    assert (
+        absent.detail == "hub id 'latent-consistency/lcm-lora-sdv1-5' is not in the local Hugging Face cache"
+    )
+    bad = check_model_ref("lcm-lora", "a//b", cache_dir=cache)
+    assert bad.status is Status.FAIL and "Error" not in bad.detail and "not a valid hub id" in bad.detail
     # The cache layout huggingface_hub writes: refs/main names a snapshot folder.
     repo = cache / "models--latent-consistency--lcm-lora-sdv1-5"
     (repo / "refs").mkdir(parents=True)

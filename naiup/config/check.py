@@ -42,7 +42,8 @@ def find_problems(config: Config) -> list[Problem]:
             continue
         key = set_key(name)
         # Offline, a missing model is an error for the set the active preset uses; for the others a note.
-        offline = hub_offline() and active is not None and active.refine and active.model == name
+        offline = hub_offline()
+        needed = active is not None and active.refine and active.model == name
         for field in ("checkpoint", "lcm_lora"):
             value = getattr(model, field)
             # load_config made every local path absolute, so an 'owner/name' left here is a hub id.
@@ -53,6 +54,14 @@ def find_problems(config: Config) -> list[Problem]:
                         f"{key}.{field}",
                         f"hub model {value!r} is not downloaded and HF_HUB_OFFLINE is set, so refining"
                         f" cannot download it: unset HF_HUB_OFFLINE once, or run `hf download {value}`",
+                    )
+                    if offline and needed
+                    else Problem(
+                        Severity.NOTE,
+                        f"{key}.{field}",
+                        # Offline nothing is fetched, so "the first refine downloads it" would be untrue.
+                        f"hub model {value!r} is not downloaded and cannot be while HF_HUB_OFFLINE is set"
+                        f" (the active preset does not need it): run `hf download {value}` once online",
                     )
                     if offline
                     else Problem(

@@ -125,7 +125,7 @@ class Daemon:
         counts = self.ledger.counts()
         if rs.paused:
             state = DaemonState.PAUSED
-        elif sch.loading:
+        elif sch.loading or sch.switching:
             state = DaemonState.LOADING
         elif sch.engine_error:  # a rejected config edit is no error state: the previous config runs on
             state = DaemonState.ERROR
@@ -203,7 +203,7 @@ class Daemon:
         if (weights := missing_weights(spec)) is not None:
             raise NaiupError(f"preset {name} cannot run yet: {not_shipped(spec, weights)}")
         self.set_runtime(active_preset=name)
-        self.scheduler.wake(retry_load=True)
+        self.scheduler.preset_chosen()
         return self.status()
 
     def retry(self, item_id: int | None = None) -> int:
@@ -225,9 +225,9 @@ class Daemon:
         """Send `existing` images (oldest first) through the stabiliser's full check, like new files.
         Returns the images chosen (all of them, queued unless `dry_run`)."""
         watched = self.config.watch.folders
-        if folder is not None and not any(
-            folder.is_relative_to(r) or r.is_relative_to(folder) for r in watched
-        ):
+        # Only a watched folder or one inside it: a parent (say /tmp) would sweep in every watched
+        # folder below it, which is not what naming one folder asks for.
+        if folder is not None and not any(folder.is_relative_to(r) for r in watched):
             names = ", ".join(map(shown, watched))
             raise NaiupError(f"{shown(folder)} is not a watched folder or inside one (watched: {names})")
         chosen = backfill_candidates(self.ledger, watched, since, folder, self.config.watch.only_novelai)
@@ -372,6 +372,8 @@ class Daemon:
         except BaseException:
             self.ledger.close()
             raise
+        if (last := self.ledger.last_failed()) is not None:  # survives a restart, until that file is done
+            self.scheduler.note_failure(last, last.error or "", at=last.finished or last.created)
         for item in poisoned:  # failed by the recovery above: as much news as a job failing now
             self.scheduler.note_failure(item, item.error or "")
         try:

@@ -451,6 +451,14 @@ class Ledger:
             ).rowcount
         return requeued, [row for item in poisoned if (row := self.get(item.id)) is not None]
 
+    def last_failed(self) -> Item | None:
+        """The most recently failed row: status's last_error after a restart. A row failed at intake
+        may have no finish time; its creation time stands in."""
+        rows = self._rows(
+            "WHERE state=? ORDER BY COALESCE(finished, created) DESC, id DESC LIMIT 1", (str(State.FAILED),)
+        )
+        return rows[0] if rows else None
+
     def retry(self, item_id: int | None) -> int:
         """failed -> queued with attempts reset; None = all failed rows."""
         where, args = (

@@ -70,6 +70,10 @@ class Scheduler:
         # Grows with every wake(retry_load=True) (a preset chosen, a reload, a resume): a load that
         # fails after one came in mid-load is tried again at once, not after LOAD_RETRY.
         self._load_asks = 0
+        # Preset choices accepted / those a step has begun after: status says "loading" in between,
+        # not the previous preset's idle or error, until the step that acts on the choice has run.
+        self._chosen_asks = 0
+        self._chosen_seen = 0
         self._asks_at_step = 0  # _load_asks when the current step began
         self._restart_worker = False
         self._worker: Worker | None = None
@@ -98,6 +102,19 @@ class Scheduler:
             self._restart_worker |= restart_worker
             self._cond.notify_all()
 
+    def preset_chosen(self) -> None:
+        """The user chose a preset: load for it now. An engine error is the previous preset's news
+        (the next load says whether the chosen one fails too), so it goes at once."""
+        with self._cond:
+            self._chosen_asks += 1
+            self.engine_error = None
+        self.wake(retry_load=True)
+
+    @property
+    def switching(self) -> bool:
+        """A preset choice no step has acted on yet (a running job says `working` meanwhile)."""
+        return self._chosen_asks != self._chosen_seen and self.current is None
+
     def stop(self) -> None:
         with self._cond:
             self._stopping = True
@@ -112,11 +129,14 @@ class Scheduler:
     def _run(self) -> None:
         try:
             while not self._stopping:
+                seen = self._chosen_asks
                 try:
                     self._step()
                 except Exception:  # loop boundary: log, keep scheduling
                     log.exception("scheduler step failed")
                     self._idle(1.0)
+                finally:
+                    self._chosen_seen = seen
         finally:
             if self._worker is not None:
                 self._worker.stop()
@@ -191,11 +211,12 @@ class Scheduler:
             return
         self._process(item, cfg, preset, model)
 
-    def note_failure(self, item: Item, error: str) -> None:
+    def note_failure(self, item: Item, error: str, at: float | None = None) -> None:
         """Status's last_error. Every path that marks a file failed comes through here: a job (below)
-        and the intake (the stabiliser giving up on a file, or refusing it)."""
+        and the intake (the stabiliser giving up on a file, or refusing it); at start, the ledger's
+        latest failed row (`at`: when it failed), so a restart does not hide a file still failed."""
         self.last_error = plain_text(f"{Path(item.path).name}: {error}")
-        self.last_error_at = time.time()
+        self.last_error_at = time.time() if at is None else at
         self._last_error_id = item.id  # cleared when this file later succeeds
 
     def _fail(self, item: Item, error: str) -> None:

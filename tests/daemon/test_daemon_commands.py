@@ -62,6 +62,11 @@ def test_last_error_clears_when_that_file_succeeds_and_own_outputs_stay_out_of_f
     assert abs(failed["last_error_at"] - time.time()) < 60
     at = time.strftime("%H:%M", time.localtime(failed["last_error_at"]))
     assert f"last error ({at}): pic.png: latent contains NaN" in daemon.cli("status").stdout
+    assert daemon.stop() == 0
+    daemon.start()  # the file is still failed: a restart keeps the news, and its time
+    again = daemon.status()
+    assert again["last_error"] == failed["last_error"]
+    assert abs(again["last_error_at"] - failed["last_error_at"]) < 1
 
     nai_writer.write_nai_png(bad, (16, 16), prompt="fine now")  # downloaded again, a good copy
     wait_for(lambda: (r := daemon.row(bad)) and r["state"] == "done", 20, "the new copy to be done")

@@ -96,6 +96,8 @@ def test_backfill_since_queues_exactly_the_images_in_range_each_once(daemon: Dae
 
     unwatched = daemon.cli("backfill", "--folder", str(daemon.root / "elsewhere"))
     assert unwatched.returncode == 1 and "not a watched folder" in unwatched.stderr
+    parent = daemon.cli("backfill", "--dry-run", "--folder", str(daemon.watch.parent))
+    assert parent.returncode == 1 and "not a watched folder or inside one" in parent.stderr
 
     week_ago = time.strftime("%Y-%m-%d", time.localtime(time.time() - 7 * DAY))
     queued = daemon.cli("backfill", "--since", week_ago)

@@ -102,3 +102,16 @@ def test_a_load_failing_after_another_preset_was_chosen_is_tried_again_at_once(r
     wait_for(lambda: scheduler.engine_error == SD_ERROR and not scheduler.loading, 5, "the error")
     time.sleep(0.5)
     assert len(_loads()) == 2
+
+
+def test_a_preset_choice_drops_the_previous_error_and_reads_as_loading_at_once(run):
+    scheduler, chosen = run
+    _LoadingWorker.release.set()  # refine-2x fails to load: the service shows its error
+    wait_for(lambda: scheduler.engine_error == SD_ERROR and not scheduler.loading, 10, "the error")
+    with scheduler._cond:  # no step can begin: what status reads the moment the choice is accepted
+        chosen[0] = RuntimeState(active_preset="upscale-2x")
+        scheduler.preset_chosen()
+        assert scheduler.engine_error is None and scheduler.switching
+    wait_for(lambda: _loads()[-1] == ("upscale-2x", "ready"), 5, "the upscale preset to load")
+    wait_for(lambda: not scheduler.switching, 5, "the switch to be acted on")
+    assert scheduler.engine_error is None
