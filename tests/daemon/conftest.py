@@ -14,11 +14,21 @@ from daemon_harness import HERE, REPO, DaemonRun
 from tray_harness import TrayHost, tray_host, xvfb_display
 
 from naiup import seams
+from naiup.upscaler_names import BUILTIN_UPSCALERS, SHIPPED
 
 
 @pytest.fixture
 def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DaemonRun]:
-    dirs = {f"NAIUP_{k}_DIR": str(tmp_path / k.lower()) for k in ("STATE", "LOG", "RUNTIME", "CONFIG")}
+    kinds = ("STATE", "LOG", "RUNTIME", "CONFIG", "MODELS")
+    dirs = {f"NAIUP_{k}_DIR": str(tmp_path / k.lower()) for k in kinds}
+    # The stand-in engines never load upscaler weights, but a preset whose built-in upscaler weights are
+    # missing cannot be chosen: empty stand-ins keep every built-in preset selectable, whatever the
+    # developer's own models folder holds (a test about missing weights points NAIUP_MODELS_DIR elsewhere).
+    models = tmp_path / "models"
+    models.mkdir()
+    for name, file in BUILTIN_UPSCALERS.items():
+        if name not in SHIPPED:
+            (models / file).touch()
     for key, value in dirs.items():
         monkeypatch.setenv(key, value)  # the test's ControlClient must find this daemon's socket
     env = {
