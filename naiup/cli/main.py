@@ -19,6 +19,7 @@ from naiup.cli import config_cmds, daemon_cmds, desktop_cmds, info, refine, run,
 from naiup.cli.command import Handler
 from naiup.control.protocol import DaemonNotRunning
 from naiup.errors import ConfigError, NaiupError
+from naiup.pathnames import json_safe
 
 # In --help order.
 COMMAND_GROUPS = (info, config_cmds, refine, run, daemon_cmds, desktop_cmds, service_cmds)
@@ -77,7 +78,7 @@ def _check_config_option(args: argparse.Namespace) -> None:
 def _print_error(args: argparse.Namespace, exc: NaiupError, line: str) -> None:
     """The message on stderr; with --json also an error object on stdout, for scripts reading it."""
     if getattr(args, "json", False):
-        print(json.dumps({"ok": False, "error": str(exc)}))
+        print(json.dumps(json_safe({"ok": False, "error": str(exc)})))
     print(line, file=sys.stderr)
 
 

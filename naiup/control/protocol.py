@@ -22,7 +22,7 @@ status reply as a type, and the errors a client sees. Both sides import this; ne
     Events on subscribe: {"event": "status", "status": {...}} whenever status changes,
         {"event": "job_done", "path", "output"}, {"event": "job_failed", "path", "error"}.
     Paths are exact: a name that is not UTF-8 arrives as a str with surrogate escapes (JSON "\\udcXX"), as
-    os.fsdecode gives it; show it with naiup.pathnames.shown.
+    os.fsdecode gives it; show it with naiup.pathnames.shown (`--json` output: naiup.pathnames.json_safe).
 """
 
 from __future__ import annotations
