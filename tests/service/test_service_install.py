@@ -169,3 +169,45 @@ def test_a_missing_service_manager_is_a_failed_step_not_a_traceback(tmp_path):
 
     code, out = _run([str(tmp_path / "no-such-systemctl"), "--user", "daemon-reload"])
     assert code == 127 and "cannot run" in out
+
+
+def test_folder_variables_set_at_install_are_carried_into_every_entry(tmp_path):
+    # A user running naiup with redirected folders must get a login service using the same ones: the
+    # same ledger, config and socket. Relative values are made absolute (the service's cwd differs).
+    env = {"NAIUP_STATE_DIR": "rel/state", "NAIUP_MODELS_DIR": str(tmp_path / "m"), "NAIUP_LOG_DIR": ""}
+    state = f"NAIUP_STATE_DIR={Path('rel/state').absolute()}"
+    models = f"NAIUP_MODELS_DIR={tmp_path / 'm'}"
+    for platform in ("linux", "darwin", "win32"):
+        plan = plan_autostart(platform, home=tmp_path, argv=ARGV, env=env)
+        for entry in plan.entries:
+            assert state in entry.text and models in entry.text, (platform, entry.what)
+            assert "NAIUP_LOG_DIR" not in entry.text  # empty: not set
+    assert all(
+        "--env" not in e.text for e in plan_autostart("linux", home=tmp_path, argv=ARGV, env={}).entries
+    )
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="writes Linux paths")
+def test_cli_install_dry_run_shows_the_carried_folders_and_naiup_applies_them(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NAIUP_")}
+    env.update(HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "cfg"), PYTHONPATH=str(REPO))
+    run = lambda *args: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "naiup", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    env["NAIUP_CONFIG_DIR"] = str(tmp_path / "mine")
+    proc = run("service", "install", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    unit, tray = proc.stdout.split("--- tray:")
+    assert f'"--env" "NAIUP_CONFIG_DIR={tmp_path / "mine"}" "run"' in unit
+    assert f"--env NAIUP_CONFIG_DIR={tmp_path / 'mine'} tray" in tray
+    del env["NAIUP_CONFIG_DIR"]
+    # What the entries run: the option sets the folder for that run.
+    path = run("--env", f"NAIUP_CONFIG_DIR={tmp_path / 'mine'}", "config", "path")
+    assert path.stdout.strip() == str(tmp_path / "mine" / "config.toml"), path.stderr
+    refused = run("--env", "PATH=/nowhere", "config", "path")
+    assert refused.returncode == 1 and "--env PATH=/nowhere: expected NAME=VALUE" in refused.stderr
