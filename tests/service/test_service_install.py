@@ -97,12 +97,14 @@ def test_unknown_platform_is_a_clear_error(tmp_path):
         plan_autostart("sunos5", home=tmp_path, argv=ARGV)
 
 
-def _service_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _service_cli(tmp_path: Path, *args: str, **naiup_env: str) -> subprocess.CompletedProcess[str]:
+    """`naiup ARGS` with a temporary home; NAIUP_* variables only those given (they end up in entries)."""
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("NAIUP_")},
         "HOME": str(tmp_path),
         "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
         "PYTHONPATH": str(REPO),
+        **naiup_env,
     }
     return subprocess.run(
         [sys.executable, "-m", "naiup", *args],
@@ -189,25 +191,14 @@ def test_folder_variables_set_at_install_are_carried_into_every_entry(tmp_path):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="writes Linux paths")
 def test_cli_install_dry_run_shows_the_carried_folders_and_naiup_applies_them(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NAIUP_")}
-    env.update(HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "cfg"), PYTHONPATH=str(REPO))
-    run = lambda *args: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "naiup", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-    )
-    env["NAIUP_CONFIG_DIR"] = str(tmp_path / "mine")
-    proc = run("service", "install", "--dry-run")
+    mine = str(tmp_path / "mine")
+    proc = _service_cli(tmp_path, "service", "install", "--dry-run", NAIUP_CONFIG_DIR=mine)
     assert proc.returncode == 0, proc.stderr
     unit, tray = proc.stdout.split("--- tray:")
     assert f'"--env" "NAIUP_CONFIG_DIR={tmp_path / "mine"}" "run"' in unit
     assert f"--env NAIUP_CONFIG_DIR={tmp_path / 'mine'} tray" in tray
-    del env["NAIUP_CONFIG_DIR"]
     # What the entries run: the option sets the folder for that run.
-    path = run("--env", f"NAIUP_CONFIG_DIR={tmp_path / 'mine'}", "config", "path")
+    path = _service_cli(tmp_path, "--env", f"NAIUP_CONFIG_DIR={mine}", "config", "path")
     assert path.stdout.strip() == str(tmp_path / "mine" / "config.toml"), path.stderr
-    refused = run("--env", "PATH=/nowhere", "config", "path")
+    refused = _service_cli(tmp_path, "--env", "PATH=/nowhere", "config", "path")
     assert refused.returncode == 1 and "--env PATH=/nowhere: expected NAME=VALUE" in refused.stderr
