@@ -15,6 +15,18 @@ import platformdirs
 
 APP = "naiup"
 
+# Every variable that moves one of naiup's folders (NAIUP_MODELS_DIR: optional built-in upscalers, read
+# in naiup.upscaler_names). `naiup service install` carries the ones set into the autostart entries,
+# or the login service would use other folders (another ledger, config, socket) than the user's runs.
+FOLDER_VARIABLES = (
+    "NAIUP_CONFIG_DIR",
+    "NAIUP_STATE_DIR",
+    "NAIUP_LOG_DIR",
+    "NAIUP_RUNTIME_DIR",
+    "NAIUP_CACHE_DIR",
+    "NAIUP_MODELS_DIR",
+)
+
 
 def _dir(env: str, default: Callable[[str], str]) -> Path:
     # The default is only computed when the variable is unset: platformdirs warns when it has to guess

@@ -1,6 +1,6 @@
 """The commands that talk to a running daemon: status, pause, resume, preset, queue, retry, backfill,
 rescan, stop. Each is one request over the control socket (stop: and a wait for the process to end);
-`--json` prints the daemon's reply as it came."""
+`--json` prints the daemon's reply as it came, its strings made valid Unicode (pathnames.json_safe)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from naiup.cli.durations import duration, since
 from naiup.control.client import ControlClient
 from naiup.control.protocol import CurrentJob, PauseSource, Status
 from naiup.errors import NaiupError
-from naiup.pathnames import plain_text, shown
+from naiup.pathnames import json_safe, plain_text, shown
 
 
 def register(add: AddCommand) -> None:
@@ -69,7 +69,7 @@ def _control(args: argparse.Namespace, verb: str, **request: object) -> dict[str
     with ControlClient.connect() as client:
         reply = client.request(verb, **request)
     if args.json:
-        print(json.dumps(reply, indent=2))
+        print(json.dumps(json_safe(reply), indent=2))
     return reply
 
 
@@ -226,7 +226,7 @@ def _cmd_stop(args: argparse.Namespace) -> int:
             proc = None
         reply = client.request("stop")
     if args.no_wait or proc is None:
-        print(json.dumps(reply, indent=2) if args.json else "daemon stopping")
+        print(json.dumps(json_safe(reply), indent=2) if args.json else "daemon stopping")
         return 0
     current = CurrentJob.from_json(reply["current"]) if reply.get("current") else None
     grace = float(reply.get("grace_seconds") or 10.0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,8 @@ from naiup.cli import config_cmds, daemon_cmds, desktop_cmds, info, refine, run,
 from naiup.cli.command import Handler
 from naiup.control.protocol import DaemonNotRunning
 from naiup.errors import ConfigError, NaiupError
+from naiup.pathnames import json_safe
+from naiup.paths import FOLDER_VARIABLES
 
 # In --help order.
 COMMAND_GROUPS = (info, config_cmds, refine, run, daemon_cmds, desktop_cmds, service_cmds)
@@ -28,6 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="naiup", description="Refine NovelAI images in the background.")
     parser.add_argument("--version", action="version", version=f"naiup {__version__}")
     parser.add_argument("--config", type=Path, default=None, help="config file (default: per-user config)")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a folder variable (NAIUP_STATE_DIR, ...) for this run; autostart entries carry them so",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
@@ -45,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _apply_env_options(args.env)
         _check_config_option(args)
         return args.handler(args)
     except DaemonNotRunning as exc:  # before NaiupError: it is one, with its own status
@@ -62,6 +73,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def _apply_env_options(options: Sequence[str]) -> None:
+    """`--env NAME=VALUE` as `naiup service install` writes them: only the folder variables, so an entry
+    cannot be made to set anything else."""
+    for option in options:
+        name, sep, value = option.partition("=")
+        if not sep or name not in FOLDER_VARIABLES:
+            raise NaiupError(
+                f"--env {option}: expected NAME=VALUE with NAME one of {', '.join(FOLDER_VARIABLES)}"
+            )
+        os.environ[name] = value
+
+
 def _check_config_option(args: argparse.Namespace) -> None:
     """A file named with --config must exist: silently running on built-in defaults because of a typo
     (watching ~/Downloads with the default preset) is worse than refusing, and `config check` calling a
@@ -77,7 +100,7 @@ def _check_config_option(args: argparse.Namespace) -> None:
 def _print_error(args: argparse.Namespace, exc: NaiupError, line: str) -> None:
     """The message on stderr; with --json also an error object on stdout, for scripts reading it."""
     if getattr(args, "json", False):
-        print(json.dumps({"ok": False, "error": str(exc)}))
+        print(json.dumps(json_safe({"ok": False, "error": str(exc)})))
     print(line, file=sys.stderr)
 
 

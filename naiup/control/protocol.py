@@ -14,7 +14,8 @@ status reply as a type, and the errors a client sees. Both sides import this; ne
         pause {free_gpu: bool, for_seconds: float | null, reason: str | null} -> status
         resume -> status
         preset {name} -> status
-        retry {id: int | "all"} -> {"ok", "requeued": n}   (an id that is unknown or not failed: error)
+        retry {id: int | "all"} -> {"ok", "requeued": n}   (an id that is unknown, or neither
+            failed nor skipped as no NovelAI image: error; "all" takes failed rows only)
         backfill {since: float | null (epoch s), folder: str | null, dry_run: bool}
             -> {"ok", "count": n, "dry_run": bool, "paths": [str] (the first 1000)}
         rescan -> {"ok"}   reload -> {"ok"}
@@ -22,7 +23,7 @@ status reply as a type, and the errors a client sees. Both sides import this; ne
     Events on subscribe: {"event": "status", "status": {...}} whenever status changes,
         {"event": "job_done", "path", "output"}, {"event": "job_failed", "path", "error"}.
     Paths are exact: a name that is not UTF-8 arrives as a str with surrogate escapes (JSON "\\udcXX"), as
-    os.fsdecode gives it; show it with naiup.pathnames.shown.
+    os.fsdecode gives it; show it with naiup.pathnames.shown (`--json` output: naiup.pathnames.json_safe).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from naiup.config import Config, load_config
 from naiup.control.protocol import CurrentJob, DaemonState, PauseSource, Status, ensure_private_dir
 from naiup.daemon import verbs
 from naiup.daemon.catchup import BackfillCount, Scanner, backfill_candidates
-from naiup.daemon.ledger import OWN_OUTPUT, Item, Ledger, State, default_path
+from naiup.daemon.ledger import NOT_NOVELAI, OWN_OUTPUT, Item, Ledger, State, default_path
 from naiup.daemon.logs import setup_logging
 from naiup.daemon.pause_gate import RuleGate, sensors_from_env
 from naiup.daemon.pause_rules import Sensors
@@ -207,12 +207,14 @@ class Daemon:
         return self.status()
 
     def retry(self, item_id: int | None = None) -> int:
-        """Queue failed files again: the one with this ledger id, or all (None). Returns how many."""
+        """Queue failed files again: the one with this ledger id, or all (None). Returns how many.
+        One id may also name a file skipped as no NovelAI image: it is refined, whatever only_novelai."""
         if item_id is not None:
             item = self.ledger.get(item_id)
             if item is None:
                 raise NaiupError(f"no file with id {item_id} (`naiup queue --failed` lists the ids)")
-            if item.state is not State.FAILED:
+            not_novelai = item.state is State.SKIPPED and (item.error or "").startswith(NOT_NOVELAI)
+            if item.state is not State.FAILED and not not_novelai:
                 where = shown(item.path)
                 raise NaiupError(f"id {item_id} is {item.state}, not failed: nothing to retry ({where})")
         n = self.ledger.retry(item_id)
@@ -259,9 +261,18 @@ class Daemon:
         self.scheduler.wake(retry_load=True, restart_worker=worker_changed)
         if old.pause != new.pause:
             self.rules.reconfigure(new.pause)
+        if old.watch.only_novelai and not new.watch.only_novelai:
+            self._release_not_novelai()
         if (old.watch.folders, old.watch.recursive) != (new.watch.folders, new.watch.recursive):
             self.watcher.retarget(new.watch.folders, new.watch.recursive)
             self.request_rescan()  # files already waiting in a newly watched folder
+
+    def _release_not_novelai(self) -> None:
+        """With only_novelai off, the files it skipped become older images like any other: `naiup
+        backfill` queues them (status counts them). Not queued at once: turning a filter off should not
+        start refining a folder's worth of old files unasked."""
+        if n := self.ledger.release_not_novelai():
+            log.info("only_novelai is off: files it skipped are offered to backfill count=%d", n)
 
     def request_stop(self) -> CurrentJob | None:
         """Stop soon (the loop tears down); returns the job that may still finish meanwhile."""
@@ -372,6 +383,8 @@ class Daemon:
         except BaseException:
             self.ledger.close()
             raise
+        if not cfg.watch.only_novelai:  # turned off while the daemon was not running
+            self._release_not_novelai()
         if (last := self.ledger.last_failed()) is not None:  # survives a restart, until that file is done
             self.scheduler.note_failure(last, last.error or "", at=last.finished or last.created)
         for item in poisoned:  # failed by the recovery above: as much news as a job failing now

@@ -47,6 +47,9 @@ class State(StrEnum):
 # The reason recorded for the service's own outputs met in a watch folder: skipped by design, so
 # `queue --failed` leaves them out and status counts them apart.
 OWN_OUTPUT = "a naiup output"
+# The start of the error of a file skipped by [watch] only_novelai; with it off such a file is one to
+# process again (release_not_novelai, and `naiup retry ID`).
+NOT_NOVELAI = "not a NovelAI image"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -460,15 +463,29 @@ class Ledger:
         return rows[0] if rows else None
 
     def retry(self, item_id: int | None) -> int:
-        """failed -> queued with attempts reset; None = all failed rows."""
+        """failed -> queued with attempts reset; None = all failed rows. One id may also be a file
+        skipped as no NovelAI image: the user asked for that file by name (all never takes those, or
+        it would undo [watch] only_novelai)."""
         where, args = (
             ("state=?", (str(State.FAILED),))
             if item_id is None
-            else ("state=? AND id=?", (str(State.FAILED), item_id))
+            else (
+                "id=? AND (state=? OR (state=? AND error LIKE ?))",
+                (item_id, str(State.FAILED), str(State.SKIPPED), f"{NOT_NOVELAI}%"),
+            )
         )
         return self._exec(
             f"UPDATE items SET state=?, attempts=0, error=NULL, queued_at=? WHERE {where}",
             (str(State.QUEUED), time.time(), *args),
+        )
+
+    def release_not_novelai(self) -> int:
+        """Files skipped as no NovelAI image -> existing, for `naiup backfill` to offer, once [watch]
+        only_novelai is off. Marked as read by the sorter (novelai=0): should only_novelai come back on,
+        they are not counted as older images to process, and need no second read."""
+        return self._exec(
+            "UPDATE items SET state=?, error=NULL, novelai=0 WHERE state=? AND error LIKE ?",
+            (str(State.EXISTING), str(State.SKIPPED), f"{NOT_NOVELAI}%"),
         )
 
     def items(

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from naiup.config import Config, WatchConfig
 from naiup.daemon.filetimes import arrival_time
-from naiup.daemon.ledger import OWN_OUTPUT, Item, Ledger, State
+from naiup.daemon.ledger import NOT_NOVELAI, OWN_OUTPUT, Item, Ledger, State
 from naiup.errors import InputError, MetadataError, NaiupError, NotAnImageError, UnsafeInputError
 from naiup.job import is_naiup_output
 from naiup.metadata.read import read_metadata
@@ -281,7 +281,7 @@ class Stabiliser:
                 State.SKIPPED,
                 size=st.st_size,
                 mtime_ns=st.st_mtime_ns,
-                error=f"not a NovelAI image (metadata: {meta.format})",
+                error=f"{NOT_NOVELAI} (metadata: {meta.format})",
             )
             return None
         self._ledger.upsert(

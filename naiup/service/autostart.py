@@ -19,6 +19,7 @@ from pathlib import Path
 
 from naiup.errors import NaiupError
 from naiup.output.atomic import replace_file
+from naiup.paths import FOLDER_VARIABLES
 from naiup.service import linux, macos, windows
 from naiup.service.command import naiup_command
 
@@ -69,10 +70,12 @@ def plan_autostart(
     stop_grace_seconds: float | None = None,
 ) -> Plan:
     """`config_path` (absolute): the file both entries start naiup with (`naiup --config FILE run`).
-    `stop_grace_seconds`: that config's grace, which the systemd unit's stop timeout must exceed."""
+    `stop_grace_seconds`: that config's grace, which the systemd unit's stop timeout must exceed.
+    The NAIUP_*_DIR folder variables set in `env` are carried as `--env NAME=VALUE` (see folder_options)."""
     home = home or Path.home()
     env = dict(os.environ) if env is None else env
     argv = list(argv) if argv is not None else naiup_command(windowed=platform == "win32")
+    argv += folder_options(env)
     if config_path is not None:
         argv += ["--config", str(config_path)]
     if platform.startswith("linux"):
@@ -131,6 +134,21 @@ def plan_autostart(
             notes=("both start at your next logon; run `naiup run` and `naiup tray` to start them now",),
         )
     raise ServiceError(f"autostart is not supported on {platform!r} (Linux, macOS and Windows are)")
+
+
+def folder_options(env: dict[str, str]) -> list[str]:
+    """`--env NAME=VALUE` for each folder variable set in `env`, its value made absolute.
+
+    One mechanism for all four entries: a systemd unit and a plist could set environment variables,
+    but an XDG autostart Exec= and a Windows Run value cannot without a wrapper (env, cmd /c) that
+    opens a console or depends on PATH. A relative folder would resolve against the service's working
+    directory, not the one install ran in.
+    """
+    options: list[str] = []
+    for name in FOLDER_VARIABLES:
+        if env.get(name):
+            options += ["--env", f"{name}={Path(env[name]).expanduser().absolute()}"]
+    return options
 
 
 def install(plan: Plan, dry_run: bool = False, runner: Runner | None = None) -> Report:

@@ -122,3 +122,29 @@ def test_a_rejected_config_edit_is_not_an_error_state_while_the_previous_config_
     src = nai_writer.write_nai_png(daemon.watch / "still.png", (16, 16))
     wait_for(lambda: (r := daemon.row(src)) and r["state"] == "done", 20, "a job on the previous config")
     assert daemon.stop() == 0
+
+
+def test_files_skipped_as_not_novelai_can_be_retried_by_id_and_are_offered_once_only_novelai_is_off(
+    daemon: DaemonRun,
+):
+    daemon.write_config(watch="quiet_seconds = 0.2")  # only_novelai is on by default
+    daemon.start()
+    first, second = daemon.watch / "first.png", daemon.watch / "second.png"
+    for i, plain in enumerate((first, second)):
+        nai_writer.Image.new("RGB", (8, 8), (i, 0, 0)).save(plain)  # no NovelAI metadata
+    wait_for(
+        lambda: all((r := daemon.row(p)) and r["state"] == "skipped" for p in (first, second)), 20, "skips"
+    )
+    assert daemon.cli("retry", "all").stdout.strip() == "requeued 0 file(s)"  # all: failed ones only
+    by_id = daemon.cli("retry", str(daemon.row(first)["id"]))  # the user names that file: refined
+    assert by_id.returncode == 0 and by_id.stdout.strip() == "requeued 1 file(s)", by_id.stderr
+    wait_for(lambda: daemon.row(first)["state"] == "done", 20, "the retried file")
+    assert daemon.row(second)["state"] == "skipped"
+
+    # Turning only_novelai off offers what it skipped to backfill (counted in status), not queued unasked.
+    daemon.write_config(watch="quiet_seconds = 0.2\nonly_novelai = false")
+    daemon.request("reload")
+    assert daemon.row(second)["state"] == "existing" and daemon.status()["existing"] == 1
+    assert daemon.request("backfill")["count"] == 1
+    wait_for(lambda: daemon.row(second)["state"] == "done", 20, "the backfilled file")
+    assert daemon.stop() == 0

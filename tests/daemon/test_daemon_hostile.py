@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import nai_writer
 import pytest
-from daemon_harness import DaemonRun, wait_for
+from daemon_harness import REPO, DaemonRun, wait_for
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX names, FIFOs and symlinks")
 
@@ -81,8 +82,22 @@ def test_a_folder_of_hostile_names_and_objects_is_survived_and_its_images_proces
     assert "bad\\xff.png" in listed.stdout and "not an image" in listed.stdout
     status = daemon.cli("status")
     assert status.returncode == 0, status.stderr
-    as_json = json.loads(daemon.cli("queue", "--failed", "--json").stdout)
-    assert [i["path"] for i in as_json["items"] if i["state"] == "failed"] == [str(broken)]  # lossless
+    # --json: valid Unicode for strict readers (no lone surrogates), the name as the text shows it and
+    # its exact bytes beside it.
+    raw = subprocess.run(
+        [sys.executable, "-m", "naiup", "queue", "--failed", "--json"],
+        env=daemon.env,
+        cwd=REPO,
+        capture_output=True,
+        timeout=30,
+    ).stdout
+    as_json = json.loads(raw.decode("utf-8", "strict"))
+    json.dumps(as_json, ensure_ascii=False).encode(
+        "utf-8"
+    )  # strict: a lone surrogate left in would raise here
+    (failed,) = [i for i in as_json["items"] if i["state"] == "failed"]
+    assert failed["path"] == str(w / "bad\\xff.png")
+    assert bytes.fromhex(failed["path_hex"]) == os.fsencode(broken)  # lossless
     log = (daemon.root / "log" / "daemon.log").read_text(encoding="utf-8")
     assert "img\\xfe\\x82\\xa0.png" in log and "new\\nline.png" in log
     assert "Traceback" not in log

@@ -97,12 +97,14 @@ def test_unknown_platform_is_a_clear_error(tmp_path):
         plan_autostart("sunos5", home=tmp_path, argv=ARGV)
 
 
-def _service_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _service_cli(tmp_path: Path, *args: str, **naiup_env: str) -> subprocess.CompletedProcess[str]:
+    """`naiup ARGS` with a temporary home; NAIUP_* variables only those given (they end up in entries)."""
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("NAIUP_")},
         "HOME": str(tmp_path),
         "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
         "PYTHONPATH": str(REPO),
+        **naiup_env,
     }
     return subprocess.run(
         [sys.executable, "-m", "naiup", *args],
@@ -169,3 +171,34 @@ def test_a_missing_service_manager_is_a_failed_step_not_a_traceback(tmp_path):
 
     code, out = _run([str(tmp_path / "no-such-systemctl"), "--user", "daemon-reload"])
     assert code == 127 and "cannot run" in out
+
+
+def test_folder_variables_set_at_install_are_carried_into_every_entry(tmp_path):
+    # A user running naiup with redirected folders must get a login service using the same ones: the
+    # same ledger, config and socket. Relative values are made absolute (the service's cwd differs).
+    env = {"NAIUP_STATE_DIR": "rel/state", "NAIUP_MODELS_DIR": str(tmp_path / "m"), "NAIUP_LOG_DIR": ""}
+    state = f"NAIUP_STATE_DIR={Path('rel/state').absolute()}"
+    models = f"NAIUP_MODELS_DIR={tmp_path / 'm'}"
+    for platform in ("linux", "darwin", "win32"):
+        plan = plan_autostart(platform, home=tmp_path, argv=ARGV, env=env)
+        for entry in plan.entries:
+            assert state in entry.text and models in entry.text, (platform, entry.what)
+            assert "NAIUP_LOG_DIR" not in entry.text  # empty: not set
+    assert all(
+        "--env" not in e.text for e in plan_autostart("linux", home=tmp_path, argv=ARGV, env={}).entries
+    )
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="writes Linux paths")
+def test_cli_install_dry_run_shows_the_carried_folders_and_naiup_applies_them(tmp_path):
+    mine = str(tmp_path / "mine")
+    proc = _service_cli(tmp_path, "service", "install", "--dry-run", NAIUP_CONFIG_DIR=mine)
+    assert proc.returncode == 0, proc.stderr
+    unit, tray = proc.stdout.split("--- tray:")
+    assert f'"--env" "NAIUP_CONFIG_DIR={tmp_path / "mine"}" "run"' in unit
+    assert f"--env NAIUP_CONFIG_DIR={tmp_path / 'mine'} tray" in tray
+    # What the entries run: the option sets the folder for that run.
+    path = _service_cli(tmp_path, "--env", f"NAIUP_CONFIG_DIR={mine}", "config", "path")
+    assert path.stdout.strip() == str(tmp_path / "mine" / "config.toml"), path.stderr
+    refused = _service_cli(tmp_path, "--env", "PATH=/nowhere", "config", "path")
+    assert refused.returncode == 1 and "--env PATH=/nowhere: expected NAME=VALUE" in refused.stderr
