@@ -104,7 +104,12 @@ class TrayApp:
         # backend hands calls to its loop through a single shared reply queue, so two threads calling
         # it at once can take each other's replies and hang forever (seen as a hang on quit).
         self._ui: queue.Queue[TrayState | None] = queue.Queue()
-        self._loop_running = False
+        # The icon whose loop serves calls now: set by its setup callback (pystray's xorg loop can
+        # take calls only from then on), cleared when its loop ends. Calls into the icon go to this
+        # one, never to a newer icon whose loop is not up yet or to an older one that is gone.
+        self._loop_icon: Any | None = None
+        self._loop_over = True  # the current icon's loop has ended (or not begun): under _loop_lock
+        self._loop_lock = threading.Lock()
         self.icon: Any | None = None
         self.notifier = Notifier(lambda title, message: None, successes=notifications)
 
@@ -158,7 +163,8 @@ class TrayApp:
         )
         if not getattr(self.icon, "HAS_MENU", True):
             log.warning("tray backend has no menu; install PyGObject + AppIndicator for one (see README)")
-        self._loop_running = True
+        with self._loop_lock:
+            self._loop_over = False
         try:
             self.icon.run(setup=self._setup)
         except Exception:
@@ -168,15 +174,12 @@ class TrayApp:
                 raise
             log.debug("tray loop raised after stop", exc_info=True)
         finally:
-            self._loop_running = False
+            with self._loop_lock:
+                self._loop_over, self._loop_icon = True, None
             # pystray's xorg Icon.__del__ calls stop() while it thinks it runs, which then waits
-            # forever on the loop that has just ended: tell it the loop is over.
+            # forever on the loop that has just ended: tell it the loop is over. Calls still waiting
+            # on that loop are answered by _on_gui.
             self.icon._running = False
-            # A call handed to that loop just before it ended (the ticks thread showing a status)
-            # waits on this reply queue forever: answer it, so the ticks thread serves the next icon.
-            replies = getattr(self.icon, "_queue", None)
-            if replies is not None and not self._stop.is_set():
-                replies.put(True)
 
     def _wait_for_host(self) -> bool:
         assert self._host is not None
@@ -189,10 +192,22 @@ class TrayApp:
         with self._host_lock:
             return self._host.present()
 
+    @property
+    def _loop_running(self) -> bool:
+        return self._loop_icon is not None
+
     def _setup(self, icon: Any) -> None:
-        self._on_gui(lambda: setattr(icon, "visible", True))
+        with self._loop_lock:
+            if self._loop_over:  # the panel took the loop along before it was even up
+                return
+            self._loop_icon = icon
+        self._on_gui(lambda i: setattr(i, "visible", True))
         if not self._threads:  # a re-shown icon (panel restart) keeps the threads it had
             self.start_threads()
+        elif self._stop.is_set():
+            # Quit came while this icon's loop was not up: the ticks thread, already gone, could not
+            # stop it, so nothing else would.
+            self._on_gui(lambda i: i.stop())
 
     def start_threads(self) -> None:
         for name, target in (("naiup-tray-events", self._event_loop), ("naiup-tray-ticks", self._tick_loop)):
@@ -273,8 +288,7 @@ class TrayApp:
             self._ui.put(st)
         self._write_state_file(st)
 
-    def _show(self, st: TrayState) -> None:
-        icon = self.icon
+    def _show(self, icon: Any, st: TrayState) -> None:
         icon.icon = draw_icon(tray_menu.icon_state(st), tray_menu.progress(st))
         icon.title = self._title(st)
         icon.update_menu()  # some backends build the menu ahead of time (pystray docs)
@@ -391,13 +405,14 @@ class TrayApp:
             except queue.Empty:
                 job = None
             if self._stop.is_set():
-                if self._loop_running and self.icon is not None:
-                    self._on_gui(self.icon.stop)
-                    self._nudge_xorg()  # the loop's own destroy request may still sit in the buffer
+                icon = self._loop_icon
+                if icon is not None:
+                    self._on_gui(lambda i: i.stop())
+                    _flush_xorg(icon)  # the loop's own destroy request may still sit in the buffer
                 return
             # Not while the panel is away: an undocked xorg icon fails every update with a traceback.
             if job is not None and self._host_lost_at is None and self._loop_running:
-                self._on_gui(lambda st=job: self._show(st))
+                self._on_gui(lambda i, st=job: self._show(i, st))
             now = time.monotonic()
             self.notifier.flush(now)
             self._read_actions()
@@ -425,43 +440,43 @@ class TrayApp:
             self._host_lost_at = None
             log.info("the tray host is back: docking the icon again")
             # Setting the image again makes pystray's xorg backend dock with the new panel.
-            self._on_gui(lambda st=self.state: self._show(st))
+            self._on_gui(lambda i, st=self.state: self._show(i, st))
 
-    def _on_gui(self, fn: Callable[[], None]) -> None:
-        """Call into the icon, flushing pystray's X connection from aside until the call returns.
+    def _on_gui(self, fn: Callable[[Any], None]) -> None:
+        """Call fn(icon) on the icon whose loop runs now, making sure the call cannot wait forever.
 
-        pystray's xorg backend hands each call to its loop thread as an X message and waits for the
-        loop's answer; python-xlib can leave that message unsent in its buffer while the loop thread
-        sits in its read (seen on Xvfb, more often with a tray host docking the icon), and then both
-        wait forever. A flush from a third thread sends it.
+        pystray's xorg backend hands each call to its loop thread as an X message and waits on a
+        reply queue for the loop's answer. Two ways that wait never ends:
+        - python-xlib can leave the message unsent in its buffer while the loop thread sits in its
+          read (seen on Xvfb, more often with a tray host docking the icon): a flush from a third
+          thread sends it.
+        - the loop ends while fn runs: a panel restart destroys the icon's window, and the loop
+          with it, at any moment. fn may hand over several calls (a status shows as an image and a
+          title), and none of them is answered any more; on a loaded machine the ticks thread
+          starts showing a status just before the loop notices, and then never reads Quit. So
+          while fn waits on a loop that is over, its waits are answered here.
         """
-        if getattr(self.icon, "_display", None) is None:
-            call_on_gui_thread(fn)
+        icon = self._loop_icon
+        if icon is None:
+            return  # no loop to call into: run() shows the state again with the next icon
+        if getattr(icon, "_display", None) is None:
+            call_on_gui_thread(lambda: fn(icon))
             return
         done = threading.Event()
 
         def nudge() -> None:
             while not done.wait(NUDGE_SECONDS):
-                self._nudge_xorg()
+                _flush_xorg(icon)
+                if self._loop_icon is not icon:  # its loop has ended: nobody else will answer
+                    icon._queue.put(True)
 
         nudger = threading.Thread(target=nudge, name="naiup-tray-nudge", daemon=True)
         nudger.start()
         try:
-            call_on_gui_thread(fn)
+            call_on_gui_thread(lambda: fn(icon))
         finally:
             done.set()
             nudger.join()
-
-    def _nudge_xorg(self) -> None:
-        # pystray's xorg stop destroys its window from the loop thread, but python-xlib can leave that
-        # request unsent while this thread held the socket's send role (seen on Xvfb: the loop then
-        # waits forever for DestroyNotify). A flush from here sends whatever is still queued.
-        display = getattr(self.icon, "_display", None)
-        if display is not None:
-            try:
-                display.flush()
-            except Exception as exc:  # the loop may have closed the display already: nothing to do
-                log.debug("xorg flush after stop err=%s", exc)
 
     def _poll_status(self) -> None:
         try:
@@ -479,6 +494,19 @@ class TrayApp:
                 self.trigger(verb, arg)
             except ValueError:
                 log.warning("unknown tray action in actions file action=%s", verb)
+
+
+def _flush_xorg(icon: Any) -> None:
+    # pystray's xorg stop destroys its window from the loop thread, but python-xlib can leave that
+    # request unsent while this thread held the socket's send role (seen on Xvfb: the loop then
+    # waits forever for DestroyNotify). A flush from here sends whatever is still queued.
+    display = getattr(icon, "_display", None)
+    if display is None:
+        return
+    try:
+        display.flush()
+    except Exception as exc:  # the loop may have closed the display already: nothing to do
+        log.debug("xorg flush err=%s", exc)
 
 
 def _close_quietly(client: Client) -> None:
