@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from naiup.config import Preset
-from naiup.metadata.nai_syntax import LORA_TAG, image_prompts, join_prompts, nai_to_a1111
+from naiup.metadata.nai_syntax import image_prompts, image_text, join_prompts
 from naiup.metadata.types import ImageMetadata
 
 __all__ = ["Region", "RegionPlan", "build_prompts", "drop_tags", "plan_regions", "region_box"]
@@ -49,12 +49,6 @@ class RegionPlan:
     regions: tuple[Region, ...] = ()
     dropped: tuple[str, ...] = ()  # tags taken out of the background prompt, as written in the image
     reason: str = ""  # why there are no regions ("" when there are)
-
-
-def image_text(nai_prompt: str) -> str:
-    """An image's NovelAI text in A1111 syntax. It is content, not configuration: a "<lora:...>" in it
-    must not load a LoRA."""
-    return LORA_TAG.sub("", nai_to_a1111(nai_prompt))
 
 
 def build_prompts(preset: Preset, meta: ImageMetadata) -> tuple[str, str]:

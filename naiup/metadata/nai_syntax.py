@@ -106,7 +106,13 @@ def image_prompts(meta: ImageMetadata) -> tuple[str, str]:
     image's text is dropped, so a downloaded file can never load a LoRA."""
 
     def own(text: str) -> str:
-        return LORA_TAG.sub("", nai_to_a1111(text) if meta.is_novelai else text)
+        return image_text(text, novelai=meta.is_novelai)
 
     prompt = join_prompts([own(meta.prompt), *(own(c.prompt) for c in meta.characters)])
     return prompt, own(meta.negative_prompt)
+
+
+def image_text(text: str, *, novelai: bool = True) -> str:
+    """One piece of an image's own text in A1111 syntax (NovelAI's converted, A1111's as it is). It is
+    content, not configuration: a `<lora:...>` in it must not load a LoRA, so it is dropped."""
+    return LORA_TAG.sub("", nai_to_a1111(text) if novelai else text)
