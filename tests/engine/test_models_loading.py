@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tiny_sd
 import torch
+from offline_script import run_offline
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -21,7 +18,6 @@ from naiup.engine.models.checkpoints import read_state_dict
 from naiup.engine.models.load import load_models, model_set_id
 from naiup.errors import ModelLoadError
 
-REPO = Path(__file__).resolve().parents[2]
 PRESET = Preset(name="t", steps=4, denoise=0.5)
 
 
@@ -55,13 +51,7 @@ def test_single_file_loads_offline_with_an_empty_hf_cache_and_matches_the_folder
         out.save({str(tmp_path / "single.png")!r})
         """
     )
-    hf_home = tmp_path / "empty-hf-home"
-    hf_home.mkdir()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(hf_home), "PYTHONPATH": str(REPO)}
-    env.pop("HF_HUB_CACHE", None)
-    proc = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=240
-    )
+    proc, hf_home = run_offline(script, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     folder = Refiner(ModelConfig(checkpoint=str(tiny.folder), lcm_lora=str(tiny.lcm_lora), device="cpu"))
     expected = np.asarray(_refine(folder), dtype=int)

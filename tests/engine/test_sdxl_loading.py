@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tiny_sdxl
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
+from offline_script import run_offline
 from PIL import Image
 from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
@@ -23,7 +20,6 @@ from naiup.engine.models.load import load_models
 from naiup.engine.models.sdxl_single_file import SDXL_SKELETON, sdxl_tokenizers
 from naiup.errors import ModelLoadError
 
-REPO = Path(__file__).resolve().parents[2]
 CPU = torch.device("cpu")
 PRESET = Preset(name="t", steps=4, denoise=0.5, sampler="euler", tile_size=64)
 
@@ -113,13 +109,7 @@ def test_single_files_load_offline_with_an_empty_hf_cache_and_match_their_folder
             out.save(Path({str(tmp_path)!r}) / f"{{name}}.png")
         """
     )
-    hf_home = tmp_path / "empty-hf-home"
-    hf_home.mkdir()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(hf_home), "PYTHONPATH": str(REPO)}
-    env.pop("HF_HUB_CACHE", None)
-    proc = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=240
-    )
+    proc, hf_home = run_offline(script, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not any(hf_home.rglob("*.json")), "nothing may be fetched into the HF cache"
     for name, folder in (("eps", tiny.folder), ("v", tiny.v_folder)):
